@@ -1,0 +1,90 @@
+"""The ``videogen`` command.
+
+``videogen fit|validate|test|predict`` is Lightning's LightningCLI (subclass mode for model and
+data, omegaconf interpolation, several ``--config`` merged in order, ``--print_config``). The
+extra subcommands (data recipes, inspection, ...) live beside them: each is one module under
+``videogen/commands/`` with ``HELP``, ``add_arguments(parser)`` and ``run(args)``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+TRAINER_COMMANDS = {
+    "fit": "train a stage (VAE, captioner or DiT) from a config",
+    "validate": "run one validation epoch",
+    "test": "run one test epoch",
+    "predict": "run prediction (used by encode/recaption)",
+}
+
+# name -> module under videogen.commands (imported only when the command runs)
+EXTRA_COMMANDS = {
+    "make-synthetic": "make_synthetic",
+    "make-shards": "make_shards",
+    "inspect": "inspect",
+    "stream": "stream",
+}
+
+
+def _command_module(name: str):
+    return importlib.import_module(f"videogen.commands.{EXTRA_COMMANDS[name]}")
+
+
+def _print_help() -> None:
+    lines = ["usage: videogen COMMAND [options]   (videogen COMMAND --help for a command's options)", "",
+             "training (LightningCLI: --config X.yaml [--config Y.yaml] [--key=value] [--print_config]):"]
+    lines += [f"  {name:<16}{text}" for name, text in TRAINER_COMMANDS.items()]
+    lines += ["", "data and tools:"]
+    for name in EXTRA_COMMANDS:
+        try:
+            text = _command_module(name).HELP
+        except ImportError as e:  # a broken optional dependency must not hide the other commands
+            text = f"(unavailable: {e})"
+        lines.append(f"  {name:<16}{text}")
+    print("\n".join(lines))
+
+
+def run_extra(name: str, argv: list[str]) -> int:
+    module = _command_module(name)
+    parser = argparse.ArgumentParser(prog=f"videogen {name}", description=module.HELP)
+    module.add_arguments(parser)
+    args = parser.parse_args(argv)
+    return int(module.run(args) or 0)
+
+
+def lightning_cli(args: list[str] | None = None, run: bool = True):
+    """Build the LightningCLI (also used by tests to parse configs without running)."""
+    from lightning.pytorch import LightningDataModule, LightningModule
+    from lightning.pytorch.cli import LightningCLI
+
+    return LightningCLI(
+        LightningModule,
+        LightningDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        parser_kwargs={"parser_mode": "omegaconf"},
+        save_config_kwargs={"overwrite": True},
+        args=args,
+        run=run,
+        auto_configure_optimizers=False,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        _print_help()
+        return 0
+    if argv[0] in EXTRA_COMMANDS:
+        return run_extra(argv[0], argv[1:])
+    if argv[0] in TRAINER_COMMANDS:
+        lightning_cli(argv)
+        return 0
+    print(f"videogen: unknown command {argv[0]!r}; run 'videogen --help' for the list", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

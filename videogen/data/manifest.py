@@ -1,0 +1,233 @@
+"""``dataset.json``: the manifest that sits beside a folder of shards.
+
+It records every shard with its sample count (so DDP ranks can be given equal epochs), the
+resolution / duration / fps histograms, the ``shapes`` histogram the bucketer uses to size epochs,
+caption-length statistics, how the set was made, and which inputs were skipped and why.
+
+Shard sets written by other tools have no manifest: :func:`scan_shard` rebuilds the same
+statistics from a tar's ``json``/``txt`` members without decoding any media.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tarfile
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+MANIFEST_NAME = "dataset.json"
+FORMAT = "videogen-shards/1"
+
+
+def duration_bin(seconds: float) -> str:
+    """Histogram bins for clip durations: 0-1s, 1-2s, 2-4s, 4-8s, 8-16s, 16s+ (images: 'image')."""
+    if seconds <= 0:
+        return "image"
+    edges = [1, 2, 4, 8, 16]
+    lo = 0
+    for hi in edges:
+        if seconds < hi:
+            return f"{lo}-{hi}s"
+        lo = hi
+    return f"{edges[-1]}s+"
+
+
+def shape_key(width: int, height: int, num_frames: int, fps: float) -> str:
+    """``WxH/F@fps``: what the bucketer needs to know about a clip to place it (see buckets.py)."""
+    return f"{int(width)}x{int(height)}/{int(num_frames)}@{round(float(fps), 3):g}"
+
+
+def parse_shape_key(key: str) -> tuple[int, int, int, float]:
+    size, rest = key.split("/")
+    frames, fps = rest.split("@")
+    w, h = size.split("x")
+    return int(w), int(h), int(frames), float(fps)
+
+
+@dataclass
+class ShardStats:
+    """Statistics of one shard (or, merged, of a whole set)."""
+
+    name: str = ""
+    num_samples: int = 0
+    size_bytes: int = 0
+    resolutions: Counter = field(default_factory=Counter)
+    durations: Counter = field(default_factory=Counter)
+    fps: Counter = field(default_factory=Counter)
+    shapes: Counter = field(default_factory=Counter)
+    caption_words: list[int] = field(default_factory=lambda: [0, 0, 0])  # [count, sum, max]
+    caption_min_words: int | None = None
+
+    def add(self, meta: dict[str, Any], caption: str | None) -> None:
+        self.num_samples += 1
+        w, h = meta.get("width"), meta.get("height")
+        if isinstance(w, int) and isinstance(h, int):
+            self.resolutions[f"{w}x{h}"] += 1
+            frames = int(meta.get("num_frames") or 1)
+            fps = float(meta.get("fps") or 0.0)
+            self.shapes[shape_key(w, h, frames, fps)] += 1
+            self.fps[f"{round(fps, 3):g}"] += 1
+        self.durations[duration_bin(float(meta.get("duration") or 0.0))] += 1
+        if caption is not None:
+            n = len(caption.split())
+            c = self.caption_words
+            c[0], c[1], c[2] = c[0] + 1, c[1] + n, max(c[2], n)
+            self.caption_min_words = n if self.caption_min_words is None else min(self.caption_min_words, n)
+
+    def merge(self, other: "ShardStats") -> None:
+        self.num_samples += other.num_samples
+        self.size_bytes += other.size_bytes
+        for mine, theirs in [(self.resolutions, other.resolutions), (self.durations, other.durations),
+                             (self.fps, other.fps), (self.shapes, other.shapes)]:
+            mine.update(theirs)
+        a, b = self.caption_words, other.caption_words
+        self.caption_words = [a[0] + b[0], a[1] + b[1], max(a[2], b[2])]
+        mins = [m for m in (self.caption_min_words, other.caption_min_words) if m is not None]
+        self.caption_min_words = min(mins) if mins else None
+
+    def caption_summary(self) -> dict[str, float]:
+        count, total, longest = self.caption_words
+        return {"count": count, "min_words": self.caption_min_words or 0,
+                "mean_words": round(total / count, 2) if count else 0.0, "max_words": longest}
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        for k in ("resolutions", "durations", "fps", "shapes"):
+            d[k] = dict(sorted(getattr(self, k).items()))
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ShardStats":
+        s = cls(name=d.get("name", ""), num_samples=int(d.get("num_samples", 0)), size_bytes=int(d.get("size_bytes", 0)))
+        for k in ("resolutions", "durations", "fps", "shapes"):
+            getattr(s, k).update(d.get(k, {}))
+        s.caption_words = list(d.get("caption_words", [0, 0, 0]))
+        s.caption_min_words = d.get("caption_min_words")
+        return s
+
+
+def scan_shard(path: str | os.PathLike) -> ShardStats:
+    """Rebuild a shard's statistics from its ``json``/``txt`` members (media is not decoded).
+
+    Samples are grouped by key the WebDataset way (everything before the first dot of the
+    basename). A sample counts if it has a media member. Raises ``tarfile.TarError`` or
+    ``OSError`` for a shard that is not a readable tar.
+    """
+    from videogen.data.decode import MEDIA_EXTENSIONS
+
+    path = Path(path)
+    stats = ShardStats(name=path.name, size_bytes=path.stat().st_size)
+    samples: dict[str, dict[str, Any]] = {}
+    order: list[str] = []
+    with tarfile.open(path, mode="r|*") as tar:
+        for member in tar:
+            if not member.isfile():
+                continue
+            base = member.name.rsplit("/", 1)[-1]
+            key_prefix = member.name[: len(member.name) - len(base)]
+            if "." not in base:
+                continue
+            stem, ext = base.split(".", 1)
+            key = key_prefix + stem
+            if key not in samples:
+                samples[key] = {}
+                order.append(key)
+            ext = ext.lower()
+            if ext in ("json", "txt"):
+                f = tar.extractfile(member)
+                samples[key][ext] = f.read() if f else b""
+            elif ext in MEDIA_EXTENSIONS:
+                samples[key]["media"] = True
+    for key in order:
+        s = samples[key]
+        if not s.get("media"):
+            continue
+        try:
+            meta = json.loads(s.get("json", b"{}").decode("utf-8"))
+            meta = meta if isinstance(meta, dict) else {}
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            meta = {}
+        caption = s["txt"].decode("utf-8", "replace") if "txt" in s else None
+        stats.add(meta, caption)
+    return stats
+
+
+@dataclass
+class DatasetManifest:
+    shards: list[ShardStats]
+    created_by: dict[str, Any] = field(default_factory=dict)
+    skipped: list[dict[str, str]] = field(default_factory=list)
+
+    @property
+    def num_samples(self) -> int:
+        return sum(s.num_samples for s in self.shards)
+
+    def totals(self) -> ShardStats:
+        total = ShardStats(name="*")
+        for s in self.shards:
+            total.merge(s)
+        return total
+
+    def to_dict(self) -> dict[str, Any]:
+        t = self.totals()
+        return {
+            "format": FORMAT,
+            "num_samples": t.num_samples,
+            "num_shards": len(self.shards),
+            "size_bytes": t.size_bytes,
+            "resolutions": dict(sorted(t.resolutions.items())),
+            "durations": dict(sorted(t.durations.items())),
+            "fps": dict(sorted(t.fps.items())),
+            "shapes": dict(sorted(t.shapes.items())),
+            "captions": t.caption_summary(),
+            "shards": [s.to_dict() for s in self.shards],
+            "created_by": self.created_by,
+            "skipped": self.skipped,
+        }
+
+    def save(self, folder: str | os.PathLike) -> Path:
+        path = Path(folder) / MANIFEST_NAME
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+        return path
+
+    @classmethod
+    def load(cls, folder_or_file: str | os.PathLike) -> "DatasetManifest":
+        path = Path(folder_or_file)
+        if path.is_dir():
+            path = path / MANIFEST_NAME
+        try:
+            d = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}: not valid JSON ({e}); delete it to have it rebuilt from the shards") from e
+        if d.get("format") != FORMAT:
+            raise ValueError(f"{path}: format {d.get('format')!r} is not {FORMAT!r}")
+        return cls(shards=[ShardStats.from_dict(s) for s in d["shards"]], created_by=d.get("created_by", {}),
+                    skipped=list(d.get("skipped", [])))
+
+    @classmethod
+    def find(cls, folder: str | os.PathLike) -> "DatasetManifest | None":
+        path = Path(folder) / MANIFEST_NAME
+        return cls.load(path) if path.is_file() else None
+
+
+def provenance(command: str, args: dict[str, Any]) -> dict[str, Any]:
+    """What made a shard set: command, arguments, videogen version and git commit (when known)."""
+    import datetime
+    import subprocess
+
+    import videogen
+
+    commit = None
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                                cwd=Path(videogen.__file__).parent).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return {"command": command, "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in args.items()},
+            "videogen_version": videogen.__version__, "git_commit": commit,
+            "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
