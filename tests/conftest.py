@@ -1,0 +1,88 @@
+"""Shared test fixtures: real mp4 clips (PyAV) and real tar shards, made in the test's tmp folder."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tarfile
+
+import av
+import numpy as np
+import pytest
+
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def make_mp4(width: int, height: int, num_frames: int, fps: int = 12, seed: int = 0) -> bytes:
+    """A real H.264 clip: a bright square moving right over a dark background (frame i has value i)."""
+    rng = np.random.default_rng(seed)
+    bg = rng.integers(0, 80, size=3)
+    buf = io.BytesIO()
+    with av.open(buf, mode="w", format="mp4") as c:
+        s = c.add_stream("libx264", rate=fps)
+        s.width, s.height, s.pix_fmt = width, height, "yuv420p"
+        s.options = {"threads": "1"}
+        side = max(8, min(width, height) // 3)
+        for i in range(num_frames):
+            img = np.empty((height, width, 3), np.uint8)
+            img[:] = bg
+            x = int(i * (width - side) / max(1, num_frames - 1))
+            img[height // 3: height // 3 + side, x: x + side] = (230, 40, 40)
+            for p in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    return buf.getvalue()
+
+
+def make_png(width: int, height: int) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.full((height, width, 3), 120, np.uint8)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def write_tar(path, samples: list[dict]) -> str:
+    """Write samples ({"__key__", ext: bytes|str|dict}) with plain tarfile, as other tools do."""
+    with tarfile.open(path, "w") as tar:
+        for s in samples:
+            for ext, value in s.items():
+                if ext == "__key__":
+                    continue
+                data = value if isinstance(value, bytes) else (
+                    json.dumps(value).encode() if isinstance(value, dict) else str(value).encode())
+                info = tarfile.TarInfo(f"{s['__key__']}.{ext}")
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    return str(path)
+
+
+def clip_sample(key: str, width: int, height: int, frames: int, fps: int = 12, seed: int = 0, meta: bool = True):
+    sample = {"__key__": key, "mp4": make_mp4(width, height, frames, fps, seed), "txt": f"clip {key}"}
+    if meta:
+        sample["json"] = {"width": width, "height": height, "num_frames": frames, "fps": fps,
+                          "duration": frames / fps}
+    return sample
+
+
+@pytest.fixture
+def clip_shards(tmp_path):
+    """4 shards x 6 clips of two sizes (landscape 96x64, square 64x64), 9 to 13 frames, with a manifest."""
+    from videogen.data.manifest import DatasetManifest, scan_shard
+
+    folder = tmp_path / "shards"
+    folder.mkdir()
+    stats = []
+    for s in range(4):
+        samples = []
+        for i in range(6):
+            k = s * 6 + i
+            w, h = (96, 64) if k % 2 == 0 else (64, 64)
+            samples.append(clip_sample(f"c{k:03d}", w, h, 9 + k % 5, seed=k))
+        path = write_tar(folder / f"shard-{s:06d}.tar", samples)
+        stats.append(scan_shard(path))
+    DatasetManifest(shards=stats).save(folder)
+    return folder

@@ -1,0 +1,184 @@
+"""``VideoDataModule``: WebDataset shards of variable-size clips, streamed into shape buckets.
+
+Configured in YAML under ``data:`` (see ``configs/data/quickstart.yaml`` and README):
+
+.. code-block:: yaml
+
+    data:
+      class_path: videogen.data.VideoDataModule
+      init_args:
+        train_shards: data/synthetic/train
+        val_shards: data/synthetic/val
+        buckets:
+          - {num_frames: 9, height: 64, width: 112}
+          - {num_frames: 9, height: 64, width: 64, batch_size: 8}
+        batch_size: 4
+
+Batches are dicts: ``video`` float in [-1, 1], ``(B, 3, T, H, W)`` (a list of ``(3, T, H, W)`` in
+packing mode), ``caption`` (list of str), ``key``, ``meta`` (each sample's json), ``fps`` and
+``bucket``. Videos travel from workers as uint8 and become float on the device.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.pytorch import LightningDataModule
+
+from videogen.data.buckets import Bucket, Bucketer, available_frames, frame_stride_for
+from videogen.data.loader import StatefulLoader, StreamOptions, VideoStream
+from videogen.data.manifest import DatasetManifest, parse_shape_key, scan_shard
+from videogen.data.shards import expand_urls, is_remote
+
+log = logging.getLogger("videogen.data")
+
+
+def shard_shapes(urls: list[str]) -> tuple[Counter, int]:
+    """The shape histogram and sample count of these shards, from manifests (or by scanning tars)."""
+    shapes: Counter = Counter()
+    count = 0
+    manifests: dict[Path, dict[str, Any]] = {}
+    for url in urls:
+        if is_remote(url):
+            raise ValueError(f"{url}: remote shards need samples counted up front; run `videogen inspect` "
+                             "on a local copy to write dataset.json, or set data.samples_per_epoch")
+        path = Path(url).resolve()
+        if path.parent not in manifests:
+            m = DatasetManifest.find(path.parent)
+            manifests[path.parent] = {s.name: s for s in m.shards} if m else {}
+        stats = manifests[path.parent].get(path.name)
+        if stats is None:
+            log.info("%s: not in a dataset.json manifest; scanning its headers to count samples", url)
+            try:
+                stats = scan_shard(path)
+            except (OSError, Exception) as e:  # an unreadable shard is counted as empty; the stream will skip it
+                log.warning("%s: cannot be scanned (%s); counted as empty", url, e)
+                continue
+        for key, n in stats.shapes.items():
+            shapes[parse_shape_key(key)] += n
+        count += stats.num_samples
+    return shapes, count
+
+
+class VideoDataModule(LightningDataModule):
+    def __init__(
+        self,
+        train_shards: str | list[str],
+        val_shards: str | list[str] | None = None,
+        buckets: list[Bucket] | None = None,
+        batch_size: int = 1,
+        token_budget: int | None = None,
+        token_shape: tuple[int, int, int] = (4, 16, 16),
+        packing: bool = False,
+        max_area: int = 256 * 256,
+        max_frames: int = 33,
+        size_multiple: int = 16,
+        frame_multiple: int = 4,
+        frame_stride: int = 1,
+        target_fps: float | None = None,
+        num_workers: int = 2,
+        shuffle_buffer: int = 64,
+        seed: int = 0,
+        decoder: str = "auto",
+        decode_timeout: float | None = 30.0,
+        require_caption: bool = True,
+        max_member_mb: float = 512.0,
+        val_batches: int | None = None,
+        pin_memory: bool = False,
+    ):
+        """
+        Args:
+            train_shards: folder, glob, brace pattern, URL, or a list of those.
+            val_shards: the same for validation (no shuffling, center crops, same batches every time).
+            buckets: the shape table (frames, height, width, optional batch_size); see buckets.py.
+            batch_size: batch size for buckets without their own and no token budget.
+            token_budget: tokens per batch; sets per-bucket batch sizes (and the pack size when packing).
+            token_shape: pixel voxels per token, (frames, height, width): VAE compression x DiT patch.
+            packing: emit variable-size clips packed up to ``token_budget`` instead of buckets.
+            max_area, max_frames, size_multiple, frame_multiple: clip sizes in packing mode.
+            frame_stride: take every n-th frame; ``target_fps`` overrides it per clip.
+            num_workers: dataloader worker processes per rank.
+            shuffle_buffer: samples held for shuffling (training only).
+            seed: the stream's seed (shard order, shuffling, clip starts, crops).
+            decoder: ``auto`` (decord, PyAV fallback), ``decord`` or ``pyav``.
+            decode_timeout: seconds one sample may take to decode before it is skipped.
+            require_caption: skip samples without a ``txt`` caption.
+            max_member_mb: members larger than this are skipped without being read.
+            val_batches: validation batches per rank (default: what the val shards fill).
+        """
+        super().__init__()
+        self.save_hyperparameters()
+        if num_workers < 0:
+            raise ValueError(f"data.num_workers must be >= 0, got {num_workers}")
+        self.train_shards, self.val_shards = train_shards, val_shards
+        self.bucketer = Bucketer(buckets, batch_size=batch_size, token_budget=token_budget, token_shape=token_shape,
+                                 packing=packing, max_area=max_area, max_frames=max_frames,
+                                 size_multiple=size_multiple, frame_multiple=frame_multiple)
+        self.options = StreamOptions(frame_stride=frame_stride, target_fps=target_fps,
+                                     require_caption=require_caption, max_member_bytes=int(max_member_mb * 2**20),
+                                     decode_timeout=decode_timeout, decoder=decoder)
+        self.num_workers, self.shuffle_buffer, self.seed = num_workers, shuffle_buffer, seed
+        self.val_batches, self.pin_memory = val_batches, pin_memory
+        self._loaders: dict[str, StatefulLoader] = {}
+
+    def _rank_world(self) -> tuple[int, int]:
+        trainer = self.trainer
+        if trainer is not None:
+            return trainer.global_rank, trainer.world_size
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            return torch.distributed.get_rank(), torch.distributed.get_world_size()
+        return 0, 1
+
+    def batches_per_rank(self, urls: list[str], world_size: int, name: str) -> int:
+        shapes, count = shard_shapes(urls)
+        n = self.bucketer.expected_batches(shapes, self.options.frame_stride, self.options.target_fps, world_size)
+        if n < 1:
+            placed = Counter()
+            for (w, h, f, fps), k in shapes.items():
+                t = self.bucketer.target(w, h, available_frames(f, frame_stride_for(fps, self.options.frame_stride,
+                                                                                   self.options.target_fps)))
+                placed[t.key if t else "too_short"] += k
+            raise ValueError(
+                f"{name}: {count} samples over {world_size} rank(s) fill 0 batches. Samples per bucket: "
+                f"{dict(placed)}; batch sizes: { {b.name: self.bucketer.batch_size_of(b) for b in self.bucketer.buckets} }. "
+                "Lower the batch sizes (data.batch_size / token_budget), add buckets that fit the data "
+                "(see `videogen inspect`), or add data.")
+        return n
+
+    def _make(self, name: str, shards: str | list[str], train: bool, batches: int | None = None) -> StatefulLoader:
+        rank, world = self._rank_world()
+        urls = expand_urls(shards)
+        n = batches or self.batches_per_rank(urls, world, name)
+        stream = VideoStream(urls, self.bucketer, n, options=self.options, rank=rank, world_size=world,
+                             seed=self.seed, shuffle_buffer=self.shuffle_buffer if train else 0, train=train)
+        workers = min(self.num_workers, n) if not train else self.num_workers
+        loader = StatefulLoader(stream, num_workers=workers, resumable=train, pin_memory=self.pin_memory,
+                                multiprocessing_context="spawn" if workers and os.name != "posix" else None)
+        log.info("%s: %d shards, %d batches per rank per epoch (rank %d of %d)", name, len(urls), n, rank, world)
+        return loader
+
+    def train_dataloader(self) -> StatefulLoader:
+        if "train" not in self._loaders:
+            self._loaders["train"] = self._make("train", self.train_shards, train=True)
+        return self._loaders["train"]
+
+    def val_dataloader(self) -> StatefulLoader | list:
+        if self.val_shards is None:
+            return []
+        if "val" not in self._loaders:
+            self._loaders["val"] = self._make("val", self.val_shards, train=False, batches=self.val_batches)
+        return self._loaders["val"]
+
+    def on_after_batch_transfer(self, batch: dict[str, Any], dataloader_idx: int) -> dict[str, Any]:
+        """uint8 -> float in [-1, 1], on the device."""
+        video = batch["video"]
+        if isinstance(video, list):
+            batch["video"] = [v.float().div_(127.5).sub_(1.0) for v in video]
+        else:
+            batch["video"] = video.float().div_(127.5).sub_(1.0)
+        return batch

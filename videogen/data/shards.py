@@ -1,0 +1,104 @@
+"""Where shards come from and who reads which: the one place a shard set is split.
+
+``expand_urls`` turns what a config names (a folder, a glob, a brace pattern, a URL, a list of
+those) into a sorted list of shard URLs. ``split_shards`` decides what one consumer (a dataloader
+worker on one rank) reads: whole shards when there are enough of them, otherwise every consumer
+reads every shard and keeps every n-th sample. Nothing else in videogen divides data by rank or
+worker.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence, TypeVar
+
+import braceexpand
+
+T = TypeVar("T")
+
+_REMOTE_PREFIXES = ("pipe:", "http://", "https://", "s3://", "gs://", "file:")
+
+
+def is_remote(url: str) -> bool:
+    return url.startswith(_REMOTE_PREFIXES)
+
+
+def expand_urls(spec: str | Sequence[str]) -> list[str]:
+    """Shard URLs named by ``spec``.
+
+    Each item may be a folder (its ``*.tar`` files), a glob (``data/*.tar``), a brace pattern
+    (``shard-{000000..000009}.tar``), a local path or a URL (``pipe:``, ``http(s)://``, ``s3://``...).
+    Local items are checked: a name that matches nothing is an error, not an empty epoch.
+    """
+    items = [spec] if isinstance(spec, (str, os.PathLike)) else list(spec)
+    if not items:
+        raise ValueError("no shards given: name a folder, a glob, a brace pattern or a list of URLs")
+    urls: list[str] = []
+    for item in items:
+        item = str(item)
+        for url in braceexpand.braceexpand(item):
+            if is_remote(url):
+                urls.append(url)
+            elif os.path.isdir(url):
+                found = sorted(glob.glob(os.path.join(url, "*.tar")))
+                if not found:
+                    raise FileNotFoundError(f"{url}: folder has no *.tar shards (make some with "
+                                            "`videogen make-shards` or `videogen make-synthetic`)")
+                urls.extend(found)
+            elif any(c in url for c in "*?["):
+                found = sorted(glob.glob(url))
+                if not found:
+                    raise FileNotFoundError(f"{url}: pattern matches no shard")
+                urls.extend(found)
+            elif os.path.exists(url):
+                urls.append(url)
+            else:
+                raise FileNotFoundError(f"{url}: no such shard (check the data path in your config)")
+    return urls
+
+
+def shard_folders(urls: Iterable[str]) -> list[Path]:
+    """The distinct local folders holding these shards (where ``dataset.json`` manifests live)."""
+    seen: dict[Path, None] = {}
+    for url in urls:
+        if not is_remote(url):
+            seen[Path(url).resolve().parent] = None
+    return list(seen)
+
+
+@dataclass(frozen=True)
+class Split:
+    """What one consumer reads: these shards, and of their samples those with index % every == offset."""
+
+    urls: tuple[str, ...]
+    every: int = 1
+    offset: int = 0
+
+
+def split_shards(urls: Sequence[str], rank: int, world_size: int, worker: int, num_workers: int) -> Split:
+    """Divide shards among ``world_size`` ranks x ``num_workers`` dataloader workers.
+
+    With at least as many shards as consumers each consumer gets whole shards (round robin);
+    with fewer, all consumers read all shards and take every ``consumers``-th sample, so small
+    sets (a quickstart with 3 shards on 2 ranks x 2 workers) still give every consumer data.
+    """
+    if not 0 <= rank < world_size or not 0 <= worker < num_workers:
+        raise ValueError(f"rank {rank}/{world_size}, worker {worker}/{num_workers} out of range")
+    consumers = world_size * num_workers
+    consumer = rank * num_workers + worker
+    if len(urls) >= consumers:
+        return Split(tuple(urls[consumer::consumers]))
+    return Split(tuple(urls), every=consumers, offset=consumer)
+
+
+def take_share(samples: Iterable[T], split: Split) -> Iterator[T]:
+    """Keep this consumer's samples of a stream (a no-op for whole-shard splits)."""
+    if split.every == 1:
+        yield from samples
+        return
+    for i, sample in enumerate(samples):
+        if i % split.every == split.offset:
+            yield sample

@@ -1,0 +1,375 @@
+"""The data path as small generator stages, each testable with a list.
+
+    shard URLs -> read_tar -> group_samples -> (take_share) -> parse -> shuffle -> plan -> batch
+               -> decode_batch -> collate
+
+Everything up to ``batch`` looks only at tar headers, ``json``/``txt`` members and (when a shard
+carries no shape metadata) a container probe; the expensive decode happens last, once a batch is
+planned. That split makes resuming cheap and exact: a resumed stream replays the plan without
+decoding anything until it reaches the saved position.
+
+Bad input never stops the stream: each is skipped, counted by reason in :class:`Skips` and logged
+with its shard and key. Members are never unpickled; members whose extension says they hold
+pickled objects make the whole sample be refused.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import tarfile
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor, TimeoutError as FutureTimeout
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Iterator
+
+import numpy as np
+import torch
+
+from videogen.data.buckets import Bucketer, Target, available_frames, frame_stride_for
+from videogen.data.decode import IMAGE_EXTENSIONS, MEDIA_EXTENSIONS, DecodeError, Decoder, decoder_for
+
+log = logging.getLogger("videogen.data")
+
+# Extensions whose usual content is a pickle: such samples are refused, never opened.
+UNSAFE_EXTENSIONS = frozenset({"pyd", "pickle", "pkl", "pth", "pt", "ckpt"})
+
+
+class Skips:
+    """Counts skipped samples by reason; logs each one with its shard and key."""
+
+    def __init__(self, max_logged: int = 100):
+        self.counts: Counter = Counter()
+        self._delta: Counter = Counter()
+        self.max_logged = max_logged
+
+    def add(self, reason: str, url: str, key: str = "", detail: str = "") -> None:
+        self.counts[reason] += 1
+        self._delta[reason] += 1
+        total = sum(self.counts.values())
+        if total <= self.max_logged:
+            log.warning("skipped %s in %s: %s%s", key or "<shard>", url, reason, f" ({detail})" if detail else "")
+        elif total == self.max_logged + 1:
+            log.warning("more than %d samples skipped; further skips are counted but not logged", self.max_logged)
+
+    def take_delta(self) -> dict[str, int]:
+        """The counts added since the last call (shipped to the main process with each batch)."""
+        delta, self._delta = dict(self._delta), Counter()
+        return delta
+
+
+# ---------------------------------------------------------------------------------------------
+# reading shards
+
+
+def _open_url(url: str):
+    from webdataset.gopen import gopen
+
+    return gopen(url, "rb")
+
+
+def read_tar(urls: Iterable[str], skips: Skips, max_member_bytes: int) -> Iterator[tuple[str, str, bytes | None]]:
+    """Yield ``(url, member_name, data)`` for every regular file in every shard.
+
+    ``data`` is ``None`` for a member over ``max_member_bytes`` (it is not read). A shard that
+    cannot be opened, is not a tar, or ends early is counted once and the stream moves on to the
+    next shard, keeping whatever it read before the fault.
+    """
+    for url in urls:
+        try:
+            stream = _open_url(url)
+        except Exception as e:  # missing file, failing pipe:, network error
+            skips.add("unreadable_shard", url, detail=str(e)[:200])
+            continue
+        read_any = False
+        try:
+            with tarfile.open(fileobj=stream, mode="r|*") as tar:
+                for member in tar:
+                    read_any = True
+                    if not member.isfile():
+                        continue
+                    name = member.name
+                    parts = name.replace("\\", "/").split("/")
+                    if name.startswith(("/", "\\")) or ".." in parts:
+                        skips.add("unsafe_member_name", url, name)
+                        continue
+                    if member.size > max_member_bytes:
+                        yield url, name, None
+                        continue
+                    f = tar.extractfile(member)
+                    yield url, name, f.read() if f is not None else b""
+        except (tarfile.TarError, EOFError, OSError, ValueError) as e:
+            reason = "truncated_shard" if read_any else "not_a_tar"
+            skips.add(reason, url, detail=str(e)[:200])
+        finally:
+            try:
+                stream.close()
+            except Exception:  # a pipe: whose command failed complains on close; already counted
+                pass
+
+
+@dataclass
+class RawSample:
+    key: str
+    url: str
+    members: dict[str, bytes | None] = field(default_factory=dict)
+
+
+def split_member_name(name: str) -> tuple[str, str]:
+    """WebDataset keys: everything before the first dot of the basename (folders stay in the key)."""
+    folder, _, base = name.rpartition("/")
+    stem, dot, ext = base.partition(".")
+    key = f"{folder}/{stem}" if folder else stem
+    return key, ext.lower() if dot else ""
+
+
+def group_samples(members: Iterable[tuple[str, str, bytes | None]]) -> Iterator[RawSample]:
+    """Consecutive members with the same key (and shard) form one sample."""
+    current: RawSample | None = None
+    for url, name, data in members:
+        key, ext = split_member_name(name)
+        if current is None or key != current.key or url != current.url:
+            if current is not None:
+                yield current
+            current = RawSample(key=key, url=url)
+        current.members.setdefault(ext, data)
+    if current is not None:
+        yield current
+
+
+# ---------------------------------------------------------------------------------------------
+# parsing and planning (no decoding)
+
+
+@dataclass
+class Record:
+    key: str
+    url: str
+    ext: str
+    media: bytes
+    caption: str
+    meta: dict[str, Any]
+    width: int
+    height: int
+    num_frames: int
+    fps: float
+
+
+def _meta_shape(meta: dict[str, Any], ext: str) -> tuple[int, int, int, float] | None:
+    w, h = meta.get("width"), meta.get("height")
+    if not (isinstance(w, int) and isinstance(h, int) and w > 0 and h > 0):
+        return None
+    if ext in IMAGE_EXTENSIONS:
+        return w, h, 1, 0.0
+    n, fps = meta.get("num_frames"), meta.get("fps")
+    if not (isinstance(n, int) and n > 0 and isinstance(fps, (int, float)) and fps >= 0):
+        return None
+    return w, h, n, float(fps)
+
+
+def parse(samples: Iterable[RawSample], skips: Skips, video_decoder: Decoder,
+          require_caption: bool = True) -> Iterator[Record]:
+    """Check a raw sample against the shard contract and read its caption, metadata and shape."""
+    for s in samples:
+        unsafe = sorted(UNSAFE_EXTENSIONS.intersection(s.members))
+        if unsafe:
+            skips.add("unsafe_member", s.url, s.key, f"refusing .{unsafe[0]} member (pickled objects are never loaded)")
+            continue
+        too_large = [ext for ext, data in s.members.items() if data is None]
+        if too_large:
+            skips.add("member_too_large", s.url, s.key, f".{too_large[0]} is over the member size limit")
+            continue
+        ext = next((e for e in MEDIA_EXTENSIONS if e in s.members), None)
+        if ext is None:
+            skips.add("no_media", s.url, s.key, f"members: {sorted(s.members)}")
+            continue
+        media = s.members[ext]
+        if not media:
+            skips.add("empty_media", s.url, s.key, f".{ext} has 0 bytes")
+            continue
+        if "txt" in s.members:
+            try:
+                caption = s.members["txt"].decode("utf-8").strip()
+            except UnicodeDecodeError:
+                skips.add("bad_caption", s.url, s.key, "txt is not UTF-8")
+                continue
+        else:
+            caption = None
+        if require_caption and not caption:
+            skips.add("missing_caption", s.url, s.key)
+            continue
+        meta: dict[str, Any] = {}
+        if "json" in s.members:
+            try:
+                meta = json.loads(s.members["json"].decode("utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError) as e:
+                skips.add("bad_json", s.url, s.key, str(e)[:100])
+                continue
+            if not isinstance(meta, dict):
+                skips.add("bad_json", s.url, s.key, f"json is a {type(meta).__name__}, not an object")
+                continue
+        shape = _meta_shape(meta, ext)
+        if shape is None:  # shards from other tools may carry no shape: read it from the container
+            try:
+                info = decoder_for(ext, video_decoder).probe(media)
+            except DecodeError as e:
+                skips.add("decode_error", s.url, s.key, str(e))
+                continue
+            shape = (info.width, info.height, info.num_frames, info.fps)
+        w, h, n, fps = shape
+        yield Record(s.key, s.url, ext, media, caption or "", meta, w, h, n, fps)
+
+
+def shuffle(items: Iterable[Any], bufsize: int, rng: random.Random) -> Iterator[Any]:
+    """Shuffle through a buffer of ``bufsize`` items (``bufsize <= 1``: keep the order)."""
+    if bufsize <= 1:
+        yield from items
+        return
+    buf: list[Any] = []
+    for item in items:
+        if len(buf) < bufsize:
+            buf.append(item)
+            continue
+        i = rng.randrange(len(buf))
+        buf[i], item = item, buf[i]
+        yield item
+    rng.shuffle(buf)
+    yield from buf
+
+
+@dataclass
+class Planned:
+    """A record with its target shape, the native frames to read and where to crop (fractions)."""
+
+    record: Record
+    target: Target
+    indices: list[int]
+    crop: tuple[float, float]
+    stride: int
+
+
+def plan(records: Iterable[Record], bucketer: Bucketer, skips: Skips, rng: random.Random, *,
+         frame_stride: int = 1, target_fps: float | None = None, random_clip: bool = True) -> Iterator[Planned]:
+    """Give each record a target and the frames to read (random start and crop when ``random_clip``)."""
+    for r in records:
+        stride = 1 if r.num_frames == 1 else frame_stride_for(r.fps, frame_stride, target_fps)
+        target = bucketer.target(r.width, r.height, available_frames(r.num_frames, stride))
+        if target is None:
+            skips.add("too_short", r.url, r.key, f"{r.num_frames} frames at stride {stride} fit no bucket")
+            continue
+        span = (target.num_frames - 1) * stride + 1
+        slack = r.num_frames - span
+        start = rng.randint(0, slack) if random_clip else slack // 2
+        crop = (rng.random(), rng.random()) if random_clip else (0.5, 0.5)
+        yield Planned(r, target, list(range(start, start + span, stride)), crop, stride)
+
+
+def batch(items: Iterable[Planned], bucketer: Bucketer) -> Iterator[list[Planned]]:
+    """Full batches: per bucket (bucket mode), or greedily packed up to the token budget (packing)."""
+    if bucketer.packing:
+        current: list[Planned] = []
+        used = 0
+        for item in items:
+            n = bucketer.batch_tokens(item.target)
+            if current and used + n > bucketer.token_budget:
+                yield current
+                current, used = [], 0
+            current.append(item)
+            used += n
+        return  # an unfilled last pack is dropped like any partial batch
+    pending: dict[str, list[Planned]] = {}
+    sizes = {b.name: bucketer.batch_size_of(b) for b in bucketer.buckets}
+    for item in items:
+        group = pending.setdefault(item.target.key, [])
+        group.append(item)
+        if len(group) >= sizes[item.target.key]:
+            yield group
+            pending[item.target.key] = []
+
+
+# ---------------------------------------------------------------------------------------------
+# decoding (the only expensive stage)
+
+
+class TimedDecoder:
+    """Decode under a wall-clock limit per sample, so a pathological file cannot hang a worker.
+
+    The decode runs on a helper thread; on timeout the thread is abandoned (it finishes or dies on
+    its own), the sample is skipped as ``decode_timeout`` and a fresh thread serves the next one.
+    """
+
+    def __init__(self, video_decoder: Decoder, timeout_s: float | None = 30.0):
+        self.video_decoder, self.timeout_s = video_decoder, timeout_s
+        self._pool: ThreadPoolExecutor | None = None
+
+    def __getstate__(self):  # workers get a copy without the thread pool
+        return {"video_decoder": self.video_decoder, "timeout_s": self.timeout_s}
+
+    def __setstate__(self, state):
+        self.__init__(state["video_decoder"], state["timeout_s"])
+
+    def __call__(self, item: Planned) -> np.ndarray:
+        r, t = item.record, item.target
+        size = cover_size(r.width, r.height, t.height, t.width)
+        dec = decoder_for(r.ext, self.video_decoder)
+        work = (lambda: dec.decode(r.media, item.indices, None if size == (r.height, r.width) else size))
+        if not self.timeout_s:
+            frames = work()
+        else:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="videogen-decode")
+            future = self._pool.submit(work)
+            try:
+                frames = future.result(timeout=self.timeout_s)
+            except FutureTimeout:
+                self._pool.shutdown(wait=False, cancel_futures=True)
+                self._pool = None
+                raise TimeoutError(f"decoding took longer than {self.timeout_s:g} s") from None
+        if frames.shape[1:3] != size:
+            raise DecodeError(f"decoder returned frames of {frames.shape[1:3]}, expected {size}")
+        top = int(item.crop[0] * (size[0] - t.height))
+        left = int(item.crop[1] * (size[1] - t.width))
+        return frames[:, top: top + t.height, left: left + t.width]  # (T, H, W, 3)
+
+
+def cover_size(width: int, height: int, out_h: int, out_w: int) -> tuple[int, int]:
+    """(h, w) of the native frame scaled (aspect kept) to just cover ``out_h x out_w``."""
+    scale = max(out_h / height, out_w / width)
+    return max(out_h, round(height * scale)), max(out_w, round(width * scale))
+
+
+def decode_batch(batch_: list[Planned], decode: TimedDecoder, skips: Skips) -> list[tuple[Planned, np.ndarray]]:
+    """Decode a planned batch. A sample that fails is counted and its slot is filled with a copy of
+    a good sample of the same batch, so batch shapes and counts stay as planned; a batch with no
+    good sample comes back empty (the caller moves on to the next planned batch)."""
+    good: list[tuple[Planned, np.ndarray]] = []
+    failed = 0
+    for item in batch_:
+        try:
+            good.append((item, decode(item)))
+        except (DecodeError, TimeoutError) as e:
+            reason = "decode_timeout" if isinstance(e, TimeoutError) else "decode_error"
+            skips.add(reason, item.record.url, item.record.key, str(e))
+            failed += 1
+        except Exception as e:  # a decoder bug must not end a weeks-long run: count it, loudly
+            skips.add("decode_error", item.record.url, item.record.key, f"{type(e).__name__}: {e}"[:200])
+            failed += 1
+    if good and failed:
+        good += [good[i % len(good)] for i in range(failed)]
+    return good
+
+
+def collate(items: list[tuple[Planned, np.ndarray]], packing: bool) -> dict[str, Any]:
+    """uint8 videos ``(B, 3, T, H, W)`` (bucket mode) or a list of ``(3, T, H, W)`` (packing)."""
+    videos = [torch.from_numpy(np.ascontiguousarray(f)).permute(3, 0, 1, 2) for _, f in items]  # t h w c -> c t h w
+    out: dict[str, Any] = {
+        "video": videos if packing else torch.stack(videos),
+        "caption": [p.record.caption for p, _ in items],
+        "key": [p.record.key for p, _ in items],
+        "meta": [p.record.meta for p, _ in items],
+        "fps": torch.tensor([p.record.fps / p.stride for p, _ in items], dtype=torch.float32),
+    }
+    if not packing:
+        out["bucket"] = items[0][0].target.key
+    return out
