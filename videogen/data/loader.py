@@ -31,6 +31,9 @@ from videogen.data.shards import split_shards, take_share
 
 log = logging.getLogger("videogen.data")
 
+# planned batches in a row whose every sample fails to decode before a worker gives up
+MAX_FAILED_BATCHES = 50
+
 
 @dataclass(frozen=True)
 class StreamOptions:
@@ -116,12 +119,20 @@ class VideoStream(IterableDataset):
             next(plans)
         skips.take_delta()  # skips seen while replaying were counted before the interruption
         decode = stages.TimedDecoder(make_decoder(self.options.decoder), self.options.decode_timeout)
+        failed_in_a_row = 0
         while remaining > 0:
             planned = next(plans)
             plan_pos += 1
             items = stages.decode_batch(planned, decode, skips)
             if not items:
+                failed_in_a_row += 1
+                if failed_in_a_row >= MAX_FAILED_BATCHES:
+                    raise RuntimeError(
+                        f"rank {self.rank} worker {v}: no sample of the last {failed_in_a_row} planned batches "
+                        f"could be decoded (skips: {dict(skips.counts)}); the shards look unusable. "
+                        "Check them with `videogen inspect`, or raise data.decode_timeout.")
                 continue
+            failed_in_a_row = 0
             out = stages.collate(items, self.bucketer.packing)
             out.update(_worker=v, _plan_pos=plan_pos, _skips=skips.take_delta())
             remaining -= 1

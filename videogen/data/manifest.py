@@ -109,49 +109,63 @@ class ShardStats:
         return s
 
 
-def scan_shard(path: str | os.PathLike) -> ShardStats:
-    """Rebuild a shard's statistics from its ``json``/``txt`` members (media is not decoded).
+def scan_shard(path: str | os.PathLike, probe_missing: bool = True) -> ShardStats:
+    """Rebuild a shard's statistics from its ``json``/``txt`` members.
 
     Samples are grouped by key the WebDataset way (everything before the first dot of the
-    basename). A sample counts if it has a media member. Raises ``tarfile.TarError`` or
-    ``OSError`` for a shard that is not a readable tar.
+    basename). A sample counts if it has a media member. When its ``json`` lacks the shape fields
+    (shards made by other tools) and ``probe_missing`` is set, the media container is probed for
+    them; media that cannot be probed does not count. Raises ``tarfile.TarError`` or ``OSError``
+    for a shard that is not a readable tar.
     """
-    from videogen.data.decode import MEDIA_EXTENSIONS
+    from videogen.data.decode import IMAGE_EXTENSIONS, MEDIA_EXTENSIONS, DecodeError, decoder_for, make_decoder
+    from videogen.data.shards import split_member_name
 
     path = Path(path)
     stats = ShardStats(name=path.name, size_bytes=path.stat().st_size)
-    samples: dict[str, dict[str, Any]] = {}
-    order: list[str] = []
+    decoder = make_decoder() if probe_missing else None
+
+    def finish(sample: dict[str, Any]) -> None:
+        if "media_ext" not in sample:
+            return
+        try:
+            meta = json.loads(sample.get("json", b"{}").decode("utf-8"))
+            meta = meta if isinstance(meta, dict) else {}
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            meta = {}
+        ext = sample["media_ext"]
+        has_shape = all(isinstance(meta.get(k), int) for k in ("width", "height")) and (
+            ext in IMAGE_EXTENSIONS or isinstance(meta.get("num_frames"), int))
+        if not has_shape and decoder is not None:
+            try:
+                info = decoder_for(ext, decoder).probe(sample.get("media", b""))
+            except DecodeError:
+                return
+            meta = {**meta, "width": info.width, "height": info.height, "num_frames": info.num_frames,
+                    "fps": info.fps, "duration": info.duration}
+        caption = sample["txt"].decode("utf-8", "replace") if "txt" in sample else None
+        stats.add(meta, caption)
+
+    current_key, sample = None, {}
     with tarfile.open(path, mode="r|*") as tar:
         for member in tar:
             if not member.isfile():
                 continue
-            base = member.name.rsplit("/", 1)[-1]
-            key_prefix = member.name[: len(member.name) - len(base)]
-            if "." not in base:
+            key, ext = split_member_name(member.name)
+            if not ext:
                 continue
-            stem, ext = base.split(".", 1)
-            key = key_prefix + stem
-            if key not in samples:
-                samples[key] = {}
-                order.append(key)
-            ext = ext.lower()
+            if key != current_key:
+                finish(sample)
+                current_key, sample = key, {}
             if ext in ("json", "txt"):
                 f = tar.extractfile(member)
-                samples[key][ext] = f.read() if f else b""
-            elif ext in MEDIA_EXTENSIONS:
-                samples[key]["media"] = True
-    for key in order:
-        s = samples[key]
-        if not s.get("media"):
-            continue
-        try:
-            meta = json.loads(s.get("json", b"{}").decode("utf-8"))
-            meta = meta if isinstance(meta, dict) else {}
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            meta = {}
-        caption = s["txt"].decode("utf-8", "replace") if "txt" in s else None
-        stats.add(meta, caption)
+                sample[ext] = f.read() if f else b""
+            elif ext in MEDIA_EXTENSIONS and "media_ext" not in sample:
+                sample["media_ext"] = ext
+                if probe_missing:
+                    f = tar.extractfile(member)
+                    sample["media"] = f.read() if f else b""
+    finish(sample)
     return stats
 
 

@@ -60,6 +60,14 @@ def expand_urls(spec: str | Sequence[str]) -> list[str]:
     return urls
 
 
+def split_member_name(name: str) -> tuple[str, str]:
+    """WebDataset keys: everything before the first dot of the basename (folders stay in the key)."""
+    folder, _, base = name.rpartition("/")
+    stem, dot, ext = base.partition(".")
+    key = f"{folder}/{stem}" if folder else stem
+    return key, ext.lower() if dot else ""
+
+
 def shard_folders(urls: Iterable[str]) -> list[Path]:
     """The distinct local folders holding these shards (where ``dataset.json`` manifests live)."""
     seen: dict[Path, None] = {}

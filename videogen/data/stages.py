@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from videogen.data.buckets import Bucketer, Target, available_frames, frame_stride_for
+from videogen.data.shards import split_member_name
 from videogen.data.decode import IMAGE_EXTENSIONS, MEDIA_EXTENSIONS, DecodeError, Decoder, decoder_for
 
 log = logging.getLogger("videogen.data")
@@ -114,14 +115,6 @@ class RawSample:
     key: str
     url: str
     members: dict[str, bytes | None] = field(default_factory=dict)
-
-
-def split_member_name(name: str) -> tuple[str, str]:
-    """WebDataset keys: everything before the first dot of the basename (folders stay in the key)."""
-    folder, _, base = name.rpartition("/")
-    stem, dot, ext = base.partition(".")
-    key = f"{folder}/{stem}" if folder else stem
-    return key, ext.lower() if dot else ""
 
 
 def group_samples(members: Iterable[tuple[str, str, bytes | None]]) -> Iterator[RawSample]:
