@@ -1,0 +1,260 @@
+"""DiT: patches, 3D RoPE, adaLN-Zero blocks, sequence packing, frame conditioning, FLOPs, presets."""
+
+import pytest
+import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.utils.flop_counter import FlopCounterMode
+
+from videogen.models.dit import (
+    DiT,
+    RotaryEmbedding3D,
+    apply_rotary,
+    dit_b,
+    dit_l,
+    dit_s,
+    dit_tiny,
+    pack,
+    patchify,
+    unpack,
+    unpatchify,
+)
+from videogen.models.dit.attention import BlockMask, flex_available, self_attention_mask
+
+C, TEXT_DIM = 4, 8
+# eager FlexAttention on CPU is the unfused reference implementation; it warns so, which is expected here
+pytestmark = pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile")
+
+
+def tiny(**kwargs) -> DiT:
+    """dit_tiny with every weight random, so outputs are not the adaLN-Zero zeros."""
+    torch.manual_seed(0)
+    model = dit_tiny(in_channels=C, text_dim=TEXT_DIM, **kwargs)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, 0.1)
+    return model.eval()
+
+
+def clips_and_text(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    latents = [torch.randn(C, 3, 8, 8, generator=g), torch.randn(C, 1, 4, 6, generator=g), torch.randn(C, 2, 6, 4, generator=g)]
+    t = torch.tensor([0.2, 0.5, 0.9])
+    text = torch.randn(3, 5, TEXT_DIM, generator=g)
+    text_mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 0, 0, 0, 0]], dtype=torch.bool)
+    return latents, t, text, text_mask
+
+
+@pytest.mark.parametrize("patch_size", [(1, 2, 2), (2, 2, 2), (1, 1, 1), (2, 4, 2)])
+def test_patchify_round_trip(patch_size):
+    x = torch.randn(2, 3, 4, 8, 8)
+    tokens = patchify(x, patch_size)
+    pt, ph, pw = patch_size
+    assert tokens.shape == (2, (4 // pt) * (8 // ph) * (8 // pw), 3 * pt * ph * pw)
+    assert torch.equal(unpatchify(tokens, patch_size, (4 // pt, 8 // ph, 8 // pw)), x)
+    # token 0 is the first patch, channel-major inside it
+    assert torch.equal(tokens[0, 0, : pt * ph * pw], x[0, 0, :pt, :ph, :pw].flatten())
+
+
+def test_pack_round_trip_and_layout():
+    latents = [torch.randn(C, 2, 4, 6), torch.randn(C, 1, 8, 2)]
+    packed = pack(latents, (1, 2, 2))
+    assert packed.tokens.shape == (1, 2 * 2 * 3 + 1 * 4 * 1, C * 4)
+    assert packed.segment_ids.tolist() == [[0] * 12 + [1] * 4]
+    assert packed.positions[0, 11].tolist() == [1, 1, 2] and packed.positions[0, 12].tolist() == [0, 0, 0]
+    assert all(torch.equal(a, b) for a, b in zip(unpack(packed.tokens, packed.grids, (1, 2, 2)), latents))
+
+
+def test_patch_size_error_names_the_key():
+    with pytest.raises(ValueError, match=r"H=5 .*patch_size=\(1, 2, 2\)"):
+        patchify(torch.randn(1, 4, 2, 5, 4), (1, 2, 2))
+
+
+def test_rope_relative_position_property_at_unseen_sizes():
+    """q.k after rotation depends only on the (t, h, w) offset, also far beyond any training size."""
+    rope = RotaryEmbedding3D(head_dim=32)
+    assert rope.axes_dim == (8, 12, 12) and RotaryEmbedding3D(64).axes_dim == (16, 24, 24)
+    g = torch.Generator().manual_seed(0)
+    q, k = torch.randn(1, 1, 1, 32, generator=g, dtype=torch.float64), torch.randn(1, 1, 1, 32, generator=g, dtype=torch.float64)
+
+    def logit(pq, pk):
+        cq, sq = rope(torch.tensor([[pq]]))
+        ck, sk = rope(torch.tensor([[pk]]))
+        return (apply_rotary(q, cq[:, None].double(), sq[:, None].double()) * apply_rotary(k, ck[:, None].double(), sk[:, None].double())).sum()
+
+    base = logit([3, 5, 7], [1, 2, 9])
+    for shift in ([10, 0, 0], [0, 400, -3], [250, 123, 777]):
+        moved = logit([3 + shift[0], 5 + shift[1], 7 + shift[2]], [1 + shift[0], 2 + shift[1], 9 + shift[2]])
+        assert moved.item() == pytest.approx(base.item(), abs=1e-3)
+    assert abs(logit([3, 5, 7], [1, 2, 8]).item() - base.item()) > 1e-3  # but the offset matters
+    # rotation preserves norms; position 0 is the identity
+    c, s = rope(torch.tensor([[[0, 0, 0], [5, 90, 300]]]))
+    x = torch.randn(1, 1, 2, 32)
+    assert torch.equal(apply_rotary(x, c[:, None], s[:, None])[..., 0, :], x[..., 0, :])
+    assert torch.allclose(apply_rotary(x, c[:, None], s[:, None]).norm(dim=-1), x.norm(dim=-1), atol=1e-5)
+    with pytest.raises(ValueError, match="rope_axes_dim"):
+        RotaryEmbedding3D(32, axes_dim=(10, 10, 10))
+
+
+def test_adaln_zero_init_outputs_exact_zero():
+    model = dit_tiny(in_channels=C, text_dim=TEXT_DIM)
+    latents, t, text, text_mask = clips_and_text()
+    out = model(latents[0][None].repeat(2, 1, 1, 1, 1), t[:2], text[:2], text_mask[:2])
+    assert out.shape == (2, C, 3, 8, 8) and torch.count_nonzero(out) == 0
+    assert all(torch.count_nonzero(y) == 0 for y in model.forward_packed(latents, t, text, text_mask))
+    # zero output but not a dead network: the final layer still gets gradient
+    out = model(latents[0][None], t[:1], text[:1], text_mask[:1])
+    loss = (out - 1).pow(2).mean()
+    loss.backward()
+    assert model.final_layer.linear.bias.grad.abs().sum() > 0
+
+
+def backends():
+    found = ["sdpa"]
+    if flex_available(torch.device("cpu"), needs_grad=False):
+        found.append("flex")
+    return found
+
+
+@pytest.mark.parametrize("backend", backends())
+def test_packed_equals_clips_one_by_one(backend):
+    model = tiny(attention_backend=backend)
+    latents, t, text, text_mask = clips_and_text()
+    with torch.no_grad():  # FlexAttention has no CPU backward
+        packed = model.forward_packed(latents, t, text, text_mask)
+        for i, x in enumerate(latents):
+            alone = model(x[None], t[i : i + 1], text[i : i + 1], text_mask[i : i + 1])[0]
+            assert packed[i].shape == x.shape
+            assert alone.abs().max() > 0.1
+            torch.testing.assert_close(packed[i], alone, atol=2e-5, rtol=1e-4)
+
+
+def test_flex_and_sdpa_masks_agree():
+    if "flex" not in backends():
+        pytest.skip("FlexAttention is not available in this torch")
+    segment_ids = torch.tensor([[0] * 40 + [1] * 100 + [2] * 30 + [-1] * 10])
+    assert isinstance(self_attention_mask(segment_ids, "flex", needs_grad=False), BlockMask)
+    dense = self_attention_mask(segment_ids, "sdpa", needs_grad=False)
+    assert dense.shape == (1, 1, 180, 180) and dense.sum() == 40**2 + 100**2 + 30**2 + 10**2
+    assert isinstance(self_attention_mask(segment_ids, "auto", needs_grad=True), torch.Tensor)  # CPU: SDPA
+    with pytest.raises(RuntimeError, match="attention_backend"):
+        self_attention_mask(segment_ids, "flex", needs_grad=True)
+
+
+@pytest.mark.parametrize("backend", backends())
+def test_clips_never_see_each_other(backend):
+    """Changing one clip's latent, caption or timestep leaves every other clip's output bit-identical."""
+    model = tiny(attention_backend=backend)
+    latents, t, text, text_mask = clips_and_text()
+    with torch.no_grad():
+        before = model.forward_packed(latents, t, text, text_mask)
+        changed = [latents[0], latents[1] + 5 * torch.randn_like(latents[1]), latents[2]]
+        text2, mask2, t2 = text.clone(), text_mask.clone(), t.clone()
+        text2[1] += 3.0
+        mask2[1, 2:] = False
+        t2[1] = 0.01
+        after = model.forward_packed(changed, t2, text2, mask2)
+    assert not torch.allclose(before[1], after[1], atol=1e-3)
+    for i in (0, 2):
+        torch.testing.assert_close(before[i], after[i], atol=1e-6, rtol=0)
+
+
+def test_padding_tokens_are_ignored():
+    """Rows padded with segment id -1 (as a packer that fills fixed-length rows makes) change nothing."""
+    model = tiny()
+    latents, t, text, text_mask = clips_and_text()
+    packed = pack(latents[:2], model.patch_size)
+    n = packed.tokens.shape[1]
+    tokens = torch.cat([packed.tokens, torch.randn(1, 7, packed.tokens.shape[2])], dim=1)
+    positions = torch.cat([packed.positions, torch.zeros(1, 7, 3, dtype=torch.long)], dim=1)
+    segment_ids = torch.cat([packed.segment_ids, torch.full((1, 7), -1)], dim=1)
+    with torch.no_grad():
+        args = (t[None, :2], text[None, :2], text_mask[None, :2])
+        plain = model.forward_tokens(packed.tokens, packed.positions, packed.segment_ids, *args)
+        padded = model.forward_tokens(tokens, positions, segment_ids, *args)
+    assert torch.isfinite(padded).all()
+    torch.testing.assert_close(padded[:, :n], plain, atol=1e-6, rtol=0)
+
+
+def test_empty_caption_is_finite_and_unseen_resolutions_work():
+    model = tiny()
+    _, _, text, _ = clips_and_text()
+    no_text = torch.zeros(2, 5, dtype=torch.bool)  # e.g. the unconditional branch of CFG
+    for shape in [(1, 2, 2), (5, 14, 22), (9, 6, 40)]:
+        with torch.no_grad():
+            out = model(torch.randn(2, C, *shape), torch.rand(2), text[:2], no_text)
+        assert out.shape == (2, C, *shape) and torch.isfinite(out).all()
+
+
+def test_frame_conditioning_channels():
+    model = tiny(frame_conditioning=True)
+    assert model.x_embedder.in_features == (2 * C + 1) * 4
+    g = torch.Generator().manual_seed(0)
+    x, cond = torch.randn(1, C, 3, 4, 4, generator=g), torch.randn(1, C, 3, 4, 4, generator=g)
+    t, text, mask = torch.tensor([0.7]), torch.randn(1, 2, TEXT_DIM, generator=g), torch.ones(1, 2, dtype=torch.bool)
+    first_frame = torch.zeros(1, 1, 3, 4, 4)
+    first_frame[:, :, 0] = 1  # image-to-video: frame 0 is given
+    with torch.no_grad():
+        plain = model(x, t, text, mask)
+        assert torch.equal(plain, model(x, t, text, mask, cond=cond, cond_mask=torch.zeros_like(first_frame)))
+        i2v = model(x, t, text, mask, cond=cond, cond_mask=first_frame)
+        assert not torch.allclose(i2v, plain, atol=1e-3)
+        # what the mask hides does not matter: only the given frame of cond is seen
+        cond2 = cond.clone()
+        cond2[:, :, 1:] += 10
+        assert torch.equal(i2v, model(x, t, text, mask, cond=cond2, cond_mask=first_frame))
+        packed = model.forward_packed([x[0]], t, text, mask, cond=[cond[0]], cond_mask=[first_frame[0]])
+        torch.testing.assert_close(packed[0], i2v[0], atol=2e-5, rtol=1e-4)
+    with pytest.raises(ValueError, match="frame_conditioning=False"):
+        tiny()(x, t, text, mask, cond=cond, cond_mask=first_frame)
+
+
+def test_gradient_checkpointing_gives_the_same_gradients():
+    latents, t, text, text_mask = clips_and_text()
+    grads = []
+    for flag in (False, True):
+        model = tiny(gradient_checkpointing=flag).train()
+        out = model.forward_packed(latents, t, text, text_mask)
+        sum(o.pow(2).mean() for o in out).backward()
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
+    assert grads[0].abs().sum() > 0
+    torch.testing.assert_close(grads[0], grads[1], atol=1e-6, rtol=1e-5)
+
+
+def test_forward_flops_match_torch_flop_counter():
+    model = tiny()
+    latents, t, text, text_mask = clips_and_text()
+    x = torch.randn(2, C, 3, 8, 8)
+    # the math SDPA backend runs attention as matmuls the counter sees (the fused CPU kernel is not counted)
+    with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
+        model(x, t[:2], text[:2], text_mask[:2])
+    assert model.forward_flops([48, 48], text_len=5) == counter.get_total_flops()
+    # packed: the dense SDPA mask computes every pair; the analytic count keeps only same-clip pairs
+    with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
+        model.forward_packed(latents, t, text, text_mask)
+    sizes, d, keys = [48, 6, 12], model.hidden_size, 6
+    n = sum(sizes)
+    masked_out = 2 * 4 * d * ((n * n - sum(k * k for k in sizes)) + n * keys * (len(sizes) - 1))
+    assert model.forward_flops(sizes, text_len=5) == counter.get_total_flops() - masked_out
+
+
+def test_presets_and_config_errors():
+    with torch.device("meta"):  # parameter counts without allocating dit_l
+        counts = {f.__name__: sum(p.numel() for p in f().parameters()) for f in (dit_tiny, dit_s, dit_b, dit_l)}
+    assert counts["dit_tiny"] < counts["dit_s"] < counts["dit_b"] < counts["dit_l"]
+    assert 30e6 < counts["dit_s"] < 60e6 and 400e6 < counts["dit_l"] < 600e6, counts
+    assert dit_s(depth=2).blocks.__len__() == 2  # presets take overrides
+    with pytest.raises(ValueError, match="num_heads"):
+        DiT(hidden_size=100, num_heads=3)
+    with pytest.raises(ValueError, match="attention_backend"):
+        DiT(hidden_size=64, depth=1, num_heads=2, attention_backend="xformers")
+
+
+@pytest.mark.slow
+def test_forward_traces_as_one_graph():
+    """torch.compile-friendly: dynamo captures forward and forward_packed with no graph break."""
+    model = tiny()
+    latents, t, text, text_mask = clips_and_text()
+    with torch.no_grad():
+        compiled = torch.compile(model.forward_packed, backend="eager", fullgraph=True)
+        out = compiled(latents, t, text, text_mask)
+        torch.testing.assert_close(out[1], model.forward_packed(latents, t, text, text_mask)[1])

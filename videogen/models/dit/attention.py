@@ -1,0 +1,103 @@
+"""Self- and cross-attention with QK-norm, through ``scaled_dot_product_attention`` or FlexAttention.
+
+A self-attention mask is either ``None`` (every token sees every token: one clip per
+row), a boolean SDPA mask (B, 1, N, N) with True = may attend, or a FlexAttention
+``BlockMask``; :func:`attend` dispatches on the mask's type, so the choice is made
+once per forward (:func:`self_attention_mask`) and blocks stay free of branches on data.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Union
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import Tensor, nn
+
+from videogen.models.dit.rope import apply_rotary
+
+try:  # FlexAttention arrived in torch 2.5
+    from torch.nn.attention.flex_attention import BlockMask, create_block_mask, flex_attention
+except ImportError:  # pragma: no cover - older torch
+    BlockMask = None  # type: ignore[assignment,misc]
+    create_block_mask = flex_attention = None  # type: ignore[assignment]
+
+AttentionBackend = Literal["auto", "sdpa", "flex"]
+Mask = Union[Tensor, "BlockMask", None]
+
+
+def flex_available(device: torch.device, needs_grad: bool) -> bool:
+    """FlexAttention runs here: torch has it, and on CPU only without autograd (no CPU backward kernel)."""
+    return flex_attention is not None and (device.type == "cuda" or (device.type == "cpu" and not needs_grad))
+
+
+def self_attention_mask(segment_ids: Tensor, backend: AttentionBackend, needs_grad: bool) -> Mask:
+    """Block-diagonal mask from per-token clip ids (B, N): tokens attend only inside their own clip.
+
+    ``auto`` picks FlexAttention on CUDA (block-sparse: masked-out blocks cost nothing)
+    and the SDPA boolean mask elsewhere; ``flex`` on a device where it cannot run raises.
+    """
+    device = segment_ids.device
+    use_flex = backend == "flex" or (backend == "auto" and device.type == "cuda" and flex_available(device, needs_grad))
+    if not use_flex:
+        return (segment_ids[:, :, None] == segment_ids[:, None, :])[:, None]  # (B, 1, N, N)
+    if not flex_available(device, needs_grad):
+        raise RuntimeError(
+            f"DiT init arg attention_backend='flex' cannot run on {device.type}"
+            f"{' with autograd (torch has no FlexAttention backward on CPU)' if device.type == 'cpu' else ''}: "
+            "set attention_backend to 'auto' or 'sdpa'."
+        )
+    batch, n = segment_ids.shape
+
+    def same_clip(b: Tensor, h: Tensor, q: Tensor, k: Tensor) -> Tensor:
+        return segment_ids[b, q] == segment_ids[b, k]
+
+    return create_block_mask(same_clip, batch, None, n, n, device=device)
+
+
+def attend(q: Tensor, k: Tensor, v: Tensor, mask: Mask) -> Tensor:
+    """(B, heads, Nq, d) queries over (B, heads, Nk, d) keys/values -> (B, heads, Nq, d)."""
+    if BlockMask is not None and isinstance(mask, BlockMask):
+        return flex_attention(q, k, v, block_mask=mask)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention over all spacetime tokens, RMS QK-norm, rotary positions."""
+
+    def __init__(self, dim: int, num_heads: int, qk_norm: bool = True) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        head_dim = dim // num_heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.q_norm = nn.RMSNorm(head_dim, eps=1e-6) if qk_norm else nn.Identity()
+        self.k_norm = nn.RMSNorm(head_dim, eps=1e-6) if qk_norm else nn.Identity()
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: Tensor, rope: tuple[Tensor, Tensor], mask: Mask) -> Tensor:
+        qkv = rearrange(self.qkv(x), "b n (three h d) -> three b h n d", three=3, h=self.num_heads)
+        q, k = self.q_norm(qkv[0]), self.k_norm(qkv[1])  # (B, heads, N, head_dim)
+        q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
+        out = attend(q, k, qkv[2], mask)  # (B, heads, N, head_dim)
+        return self.proj(rearrange(out, "b h n d -> b n (h d)"))
+
+
+class CrossAttention(nn.Module):
+    """Tokens (B, N, D) attend to text tokens (B, M, D); mask (B, 1, N, M) bool, True = may attend."""
+
+    def __init__(self, dim: int, num_heads: int, qk_norm: bool = True) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        head_dim = dim // num_heads
+        self.q = nn.Linear(dim, dim)
+        self.kv = nn.Linear(dim, 2 * dim)
+        self.q_norm = nn.RMSNorm(head_dim, eps=1e-6) if qk_norm else nn.Identity()
+        self.k_norm = nn.RMSNorm(head_dim, eps=1e-6) if qk_norm else nn.Identity()
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: Tensor, text: Tensor, mask: Tensor) -> Tensor:
+        q = self.q_norm(rearrange(self.q(x), "b n (h d) -> b h n d", h=self.num_heads))
+        kv = rearrange(self.kv(text), "b m (two h d) -> two b h m d", two=2, h=self.num_heads)
+        out = F.scaled_dot_product_attention(q, self.k_norm(kv[0]), kv[1], attn_mask=mask)  # (B, heads, N, head_dim)
+        return self.proj(rearrange(out, "b h n d -> b n (h d)"))

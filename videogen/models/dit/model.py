@@ -1,0 +1,236 @@
+"""The latent Diffusion Transformer: spacetime patches -> DiT blocks -> per-patch velocity.
+
+Three entry points share one token path (:meth:`DiT.forward_tokens`):
+
+- :meth:`DiT.forward` -- a padded batch of same-size latents (B, C, T, H, W);
+- :meth:`DiT.forward_packed` -- clips of different (T, H, W) packed into one token row
+  (NaViT): block-diagonal self-attention, each clip sees only its own caption and
+  gets its own timestep;
+- :meth:`DiT.forward_tokens` -- already packed rows, e.g. from the data pipeline.
+
+Per-frame conditioning (image-to-video, extension; ``frame_conditioning=True``): the
+input is ``cat([xt, cond * cond_mask, cond_mask])`` on channels, cond_mask (B, 1, T, H, W)
+is 1 where the clean latent ``cond`` is given. Without cond the model sees zeros (plain
+text-to-video), so one model serves both.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+from einops import rearrange
+from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
+
+from videogen.models.dit.attention import AttentionBackend, self_attention_mask
+from videogen.models.dit.blocks import DiTBlock, FinalLayer, TimestepEmbedder
+from videogen.models.dit.patchify import grid_positions, pack, patch_grid, patchify, unpack, unpatchify
+from videogen.models.dit.rope import RotaryEmbedding3D
+
+
+class DiT(nn.Module):
+    """Text-conditioned latent DiT predicting one value per latent element (the flow velocity).
+
+    Args:
+        in_channels: latent channels of the VAE (link to the VAE's latent_channels).
+        patch_size: (pt, ph, pw) latent elements per token.
+        hidden_size: token width D.
+        depth: number of DiT blocks.
+        num_heads: attention heads; hidden_size / num_heads is the head dim, split over (t, h, w) by RoPE.
+        mlp_ratio: MLP hidden width / D.
+        text_dim: width of the text encoder's tokens (link to FrozenTextEncoder.dim).
+        qk_norm: RMS-normalise queries and keys per head (stabilises attention logits).
+        rope_theta: RoPE base period.
+        rope_axes_dim: head-dim channels for (t, h, w); default 3/8 each to h and w, the rest to t.
+        frame_conditioning: add the per-frame conditioning channels (cond latents + mask).
+        gradient_checkpointing: recompute each block in backward (activation checkpointing per block).
+        attention_backend: 'auto' (FlexAttention block masks on CUDA, SDPA boolean masks elsewhere),
+            'sdpa' or 'flex' for packed self-attention.
+    """
+
+    block_class = DiTBlock  # the unit to wrap for FSDP / activation checkpointing / per-block compile
+    _no_split_modules = ("DiTBlock",)
+
+    def __init__(
+        self,
+        in_channels: int = 16,
+        patch_size: tuple[int, int, int] = (1, 2, 2),
+        hidden_size: int = 384,
+        depth: int = 12,
+        num_heads: int = 6,
+        mlp_ratio: float = 4.0,
+        text_dim: int = 384,
+        qk_norm: bool = True,
+        rope_theta: float = 10000.0,
+        rope_axes_dim: tuple[int, int, int] | None = None,
+        frame_conditioning: bool = False,
+        gradient_checkpointing: bool = False,
+        attention_backend: AttentionBackend = "auto",
+    ) -> None:
+        super().__init__()
+        if hidden_size % num_heads:
+            raise ValueError(f"DiT init args: hidden_size={hidden_size} must be divisible by num_heads={num_heads}.")
+        if len(patch_size) != 3 or min(patch_size) < 1:
+            raise ValueError(f"DiT init arg patch_size={patch_size} must be three positive ints (pt, ph, pw).")
+        if attention_backend not in ("auto", "sdpa", "flex"):
+            raise ValueError(f"DiT init arg attention_backend={attention_backend!r}: use 'auto', 'sdpa' or 'flex'.")
+        self.in_channels = in_channels
+        self.patch_size = tuple(patch_size)
+        self.hidden_size = hidden_size
+        self.num_heads = num_heads
+        self.text_dim = text_dim
+        self.frame_conditioning = frame_conditioning
+        self.gradient_checkpointing = gradient_checkpointing
+        self.attention_backend = attention_backend
+        patch_volume = math.prod(self.patch_size)
+        embed_channels = 2 * in_channels + 1 if frame_conditioning else in_channels
+        self.x_embedder = nn.Linear(embed_channels * patch_volume, hidden_size)
+        self.t_embedder = TimestepEmbedder(hidden_size)
+        self.text_proj = nn.Sequential(
+            nn.Linear(text_dim, hidden_size), nn.GELU(approximate="tanh"), nn.Linear(hidden_size, hidden_size)
+        )
+        # a learned text token every clip can always attend to: no empty cross-attention row for an empty caption
+        self.null_text = nn.Parameter(torch.randn(hidden_size) * 0.02)
+        self.rope = RotaryEmbedding3D(hidden_size // num_heads, rope_theta, rope_axes_dim)
+        self.blocks = nn.ModuleList(DiTBlock(hidden_size, num_heads, mlp_ratio, qk_norm) for _ in range(depth))
+        self.final_layer = FinalLayer(hidden_size, in_channels * patch_volume)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.xavier_uniform_(module.weight)
+                nn.init.zeros_(module.bias)
+        for mlp in (self.t_embedder.mlp[0], self.t_embedder.mlp[2]):
+            nn.init.normal_(mlp.weight, std=0.02)
+        for block in self.blocks:
+            block.zero_init_()
+        self.final_layer.zero_init_()
+
+    def _with_conditioning(self, x: Tensor, cond: Tensor | None, cond_mask: Tensor | None) -> Tensor:
+        """(..., C, T, H, W) -> (..., 2C + 1, T, H, W) with frame conditioning, else x unchanged."""
+        if not self.frame_conditioning:
+            if cond is not None or cond_mask is not None:
+                raise ValueError("cond / cond_mask given but the DiT was built with frame_conditioning=False.")
+            return x
+        if cond is None:
+            cond = torch.zeros_like(x)
+        if cond_mask is None:
+            cond_mask = torch.zeros_like(x[..., :1, :, :, :])
+        cond_mask = cond_mask.to(x.dtype)
+        return torch.cat([x, cond * cond_mask, cond_mask], dim=-4)
+
+    def forward(
+        self,
+        x: Tensor,  # (B, C, T, H, W) noisy latents xt
+        t: Tensor,  # (B,) in [0, 1]
+        text: Tensor,  # (B, L, text_dim)
+        text_mask: Tensor,  # (B, L) bool, True = real token
+        cond: Tensor | None = None,  # (B, C, T, H, W) clean conditioning latents
+        cond_mask: Tensor | None = None,  # (B, 1, T, H, W) 1 where cond is given
+    ) -> Tensor:
+        grid = patch_grid(tuple(x.shape[-3:]), self.patch_size)
+        tokens = patchify(self._with_conditioning(x, cond, cond_mask), self.patch_size)  # (B, N, P_in)
+        batch, n = tokens.shape[:2]
+        positions = grid_positions(grid, x.device)[None].expand(batch, -1, -1)  # (B, N, 3)
+        segment_ids = torch.zeros(batch, n, dtype=torch.long, device=x.device)  # one clip per row
+        out = self.forward_tokens(
+            tokens, positions, segment_ids, t[:, None], text[:, None], text_mask[:, None], block_diagonal=False
+        )  # (B, N, P_out)
+        return unpatchify(out, self.patch_size, grid)  # (B, C, T, H, W)
+
+    def forward_packed(
+        self,
+        latents: list[Tensor],  # n clips, each (C, T_i, H_i, W_i)
+        t: Tensor,  # (n,)
+        text: Tensor,  # (n, L, text_dim)
+        text_mask: Tensor,  # (n, L)
+        cond: list[Tensor] | None = None,  # n clips (C, T_i, H_i, W_i)
+        cond_mask: list[Tensor] | None = None,  # n masks (1, T_i, H_i, W_i)
+    ) -> list[Tensor]:
+        inputs = [
+            self._with_conditioning(x, None if cond is None else cond[i], None if cond_mask is None else cond_mask[i])
+            for i, x in enumerate(latents)
+        ]
+        packed = pack(inputs, self.patch_size)  # tokens (1, N, P_in)
+        out = self.forward_tokens(
+            packed.tokens, packed.positions, packed.segment_ids, t[None], text[None], text_mask[None]
+        )  # (1, N, P_out)
+        return unpack(out, packed.grids, self.patch_size)
+
+    def forward_tokens(
+        self,
+        tokens: Tensor,  # (B, N, P_in) patch tokens, several clips per row
+        positions: Tensor,  # (B, N, 3) (t, h, w) of each token inside its clip
+        segment_ids: Tensor,  # (B, N) long clip index in [0, S) per token, -1 for padding
+        t: Tensor,  # (B, S)
+        text: Tensor,  # (B, S, L, text_dim) caption of each clip
+        text_mask: Tensor,  # (B, S, L)
+        block_diagonal: bool = True,  # False only when every row holds one clip and no padding
+    ) -> Tensor:
+        batch, clips, text_len, _ = text.shape
+        x = self.x_embedder(tokens)  # (B, N, D)
+        c = self.t_embedder(t)  # (B, S, D)
+        txt = torch.cat(
+            [self.null_text.to(x.dtype).expand(batch, clips, 1, -1), self.text_proj(text)], dim=2
+        )  # (B, S, L + 1, D)
+        txt_mask = torch.cat([text_mask.new_ones(batch, clips, 1), text_mask], dim=2).bool()  # (B, S, L + 1)
+        text_tokens = rearrange(txt, "b s l d -> b (s l) d")
+        key_clip = torch.arange(clips, device=x.device).repeat_interleave(text_len + 1)  # (S (L + 1),)
+        cross_mask = (segment_ids[:, :, None] == key_clip) & rearrange(txt_mask, "b s l -> b 1 (s l)")
+        cross_mask = (cross_mask | (segment_ids < 0)[:, :, None])[:, None]  # (B, 1, N, S (L + 1)); padding sees all
+        self_mask = (
+            self_attention_mask(segment_ids, self.attention_backend, torch.is_grad_enabled()) if block_diagonal else None
+        )
+        cos, sin = self.rope(positions)  # each (B, N, head_dim / 2)
+        rope = (cos[:, None], sin[:, None])  # (B, 1, N, head_dim / 2)
+        for block in self.blocks:
+            args = (x, c, segment_ids, rope, self_mask, text_tokens, cross_mask)
+            if self.gradient_checkpointing and self.training:
+                x = checkpoint(block, *args, use_reentrant=False)
+            else:
+                x = block(*args)
+        return self.final_layer(x, c, segment_ids)  # (B, N, P_out)
+
+    def forward_flops(self, tokens_per_clip: Sequence[int], text_len: int) -> int:
+        """Matmul FLOPs (2 per multiply-add) of one forward over clips of these token counts.
+
+        Counts only what the masks keep: self-attention within each clip, cross-attention
+        to the clip's own L + 1 text keys. A training step is about 3x this (4x with
+        gradient checkpointing). This matches torch's FlopCounterMode exactly for a
+        padded batch (one clip per row).
+        """
+        d, n, s = self.hidden_size, sum(tokens_per_clip), len(tokens_per_clip)
+        keys = text_len + 1
+        mlp_hidden = self.blocks[0].mlp[0].out_features if len(self.blocks) else 0
+        p_in, p_out = self.x_embedder.in_features, self.final_layer.linear.out_features
+        freq_dim = self.t_embedder.mlp[0].in_features
+        attn_pairs = sum(k * k for k in tokens_per_clip)
+        flops = 2 * n * p_in * d  # patch embedding
+        flops += 2 * s * (freq_dim * d + d * d)  # timestep MLP
+        flops += 2 * s * text_len * (self.text_dim * d + d * d)  # text projection
+        per_block = 2 * s * d * 6 * d  # adaLN modulation
+        per_block += 2 * n * d * 4 * d + 4 * attn_pairs * d  # self-attention: qkv + proj, scores + values
+        per_block += 2 * n * d * 2 * d + 2 * s * keys * d * 2 * d + 4 * n * keys * d  # cross: q + proj, kv, attention
+        per_block += 4 * n * d * mlp_hidden  # MLP
+        flops += len(self.blocks) * per_block
+        flops += 2 * s * d * 2 * d + 2 * n * d * p_out  # final layer
+        return flops
+
+
+def dit_tiny(**kwargs) -> DiT:
+    return DiT(**{"hidden_size": 64, "depth": 2, "num_heads": 2, **kwargs})
+
+
+def dit_s(**kwargs) -> DiT:
+    return DiT(**{"hidden_size": 384, "depth": 12, "num_heads": 6, **kwargs})
+
+
+def dit_b(**kwargs) -> DiT:
+    return DiT(**{"hidden_size": 768, "depth": 12, "num_heads": 12, **kwargs})
+
+
+def dit_l(**kwargs) -> DiT:
+    return DiT(**{"hidden_size": 1024, "depth": 24, "num_heads": 16, **kwargs})

@@ -1,0 +1,53 @@
+"""Axial 3D rotary position embedding (RoPE) over (t, h, w), computed from token positions.
+
+The head dimension is split into three parts, one per axis; each part rotates
+pairs of channels by ``position * theta ** (-2i / d_axis)`` (Su et al., RoFormer).
+Because the angles are computed from positions, any clip length and resolution
+works, including sizes never seen in training, and packed clips simply carry their
+own positions. The rotated dot product q·k depends only on the position offset.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+
+def default_axes_dim(head_dim: int) -> tuple[int, int, int]:
+    """Split head_dim into (t, h, w) parts, each even, h = w = 3/8 of it (64 -> (16, 24, 24))."""
+    pairs = head_dim // 2
+    hw = round(pairs * 3 / 8)
+    return (2 * (pairs - 2 * hw), 2 * hw, 2 * hw)
+
+
+class RotaryEmbedding3D(nn.Module):
+    """Cos/sin tables for axial 3D RoPE from positions (..., N, 3) -> each (..., N, head_dim / 2)."""
+
+    def __init__(self, head_dim: int, theta: float = 10000.0, axes_dim: tuple[int, int, int] | None = None) -> None:
+        super().__init__()
+        axes_dim = tuple(axes_dim) if axes_dim is not None else default_axes_dim(head_dim)
+        if sum(axes_dim) != head_dim or any(d % 2 or d <= 0 for d in axes_dim):
+            raise ValueError(
+                f"RoPE axes_dim={axes_dim} must be three positive even numbers summing to the head dim "
+                f"{head_dim} (hidden_size / num_heads of the DiT init args): change rope_axes_dim or num_heads."
+            )
+        self.head_dim = head_dim
+        self.axes_dim = axes_dim
+        inv_freq = [theta ** (-torch.arange(0, d, 2, dtype=torch.float64) / d) for d in axes_dim]
+        # frequencies are derived from the config, so they are not part of the state dict
+        self.register_buffer("inv_freq", torch.cat(inv_freq).float(), persistent=False)  # (head_dim / 2,)
+        axis_of_freq = torch.cat([torch.full((d // 2,), i) for i, d in enumerate(axes_dim)])
+        self.register_buffer("axis_of_freq", axis_of_freq, persistent=False)  # (head_dim / 2,)
+
+    def forward(self, positions: Tensor) -> tuple[Tensor, Tensor]:
+        pos = positions.float()[..., self.axis_of_freq]  # (..., N, head_dim / 2): the axis each pair rotates with
+        angles = pos * self.inv_freq  # (..., N, head_dim / 2)
+        return angles.cos(), angles.sin()
+
+
+def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """Rotate channel pairs of x (B, heads, N, head_dim) by tables (B, 1, N, head_dim / 2), in float32."""
+    pairs = x.float().unflatten(-1, (-1, 2))  # (B, heads, N, head_dim / 2, 2)
+    x1, x2 = pairs[..., 0], pairs[..., 1]
+    out = torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)  # (B, heads, N, head_dim / 2, 2)
+    return out.flatten(-2).type_as(x)  # (B, heads, N, head_dim)
