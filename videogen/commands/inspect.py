@@ -1,0 +1,375 @@
+"""``videogen inspect DIR``: the health of a shard set, found by decoding every sample.
+
+The samples go through the loader's own stages (``read_tar -> group_samples -> parse``), so a
+sample counts as good here exactly when the training stream could use it; then every frame of
+each record is decoded (``--frames N``: N evenly spaced frames, first and last included) with the
+loader's decoder. What it reports:
+
+* good samples and shards; resolution (as decoded), duration and fps histograms; caption words;
+* every bad sample with its shard, key, reason and detail: what ``parse`` skips (empty media,
+  missing caption, malformed json, ...), shards that are truncated or not tars, media that fails
+  to decode, and media whose decoded shape disagrees with its json (``meta_mismatch``);
+* the manifest (``dataset.json``), when there is one: its sample count against what was found,
+  and the inputs it says were skipped when the set was made. Without one (shards made by other
+  tools) the statistics come from the decode pass alone;
+* ``--buckets CONFIG.yaml``: how the good samples fall into a bucket table.
+
+``--json`` prints one JSON object instead of the summary. Exit code 0 when it ran (bad samples
+included), 2 when the folder or the bucket config cannot be used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any, Iterator
+
+HELP = "decode every sample of a shard set and report its shapes, captions and bad samples"
+
+CHUNK_FRAMES = 32  # frames decoded per call when checking a whole clip (bounds memory on long clips)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("dir", help="folder of *.tar shards (a glob, brace pattern or single shard also works)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of the summary")
+    parser.add_argument("--buckets", metavar="CONFIG.yaml",
+                        help="a YAML with a `buckets:` list ({num_frames, height, width, batch_size}) and a "
+                             "`batch_size` (top level, or under data.init_args of a training config)")
+    parser.add_argument("--frames", type=int, default=0,
+                        help="decode this many evenly spaced frames per clip (default 0: every frame)")
+    parser.add_argument("--decoder", default="auto", choices=["auto", "decord", "pyav"],
+                        help="video decoder, as data.decoder (default auto: decord, PyAV fallback)")
+    parser.add_argument("--workers", type=int, default=1, help="processes, one shard each at a time (default 1)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+
+
+# ---------------------------------------------------------------------------------------------
+# one shard
+
+
+def _recording_skips():
+    """A :class:`Skips` that keeps every skip with its shard and key (and logs nothing)."""
+    from videogen.data.stages import Skips
+
+    class RecordingSkips(Skips):
+        def __init__(self):
+            super().__init__(max_logged=0)
+            self.bad: list[dict[str, str]] = []
+
+        def add(self, reason: str, url: str, key: str = "", detail: str = "") -> None:
+            self.counts[reason] += 1
+            self.bad.append({"shard": Path(url).name, "key": key, "reason": reason, "detail": detail})
+
+    return RecordingSkips()
+
+
+def frame_indices(num_frames: int, wanted: int) -> list[int]:
+    """All frames (``wanted <= 0``), else ``wanted`` evenly spaced ones, first and last included."""
+    if wanted <= 0 or wanted >= num_frames:
+        return list(range(num_frames))
+    if wanted == 1:
+        return [0]
+    return sorted({round(i * (num_frames - 1) / (wanted - 1)) for i in range(wanted)})
+
+
+def decode_record(record, decoder, wanted: int) -> tuple[int, int]:
+    """Decode the record's frames (in chunks); return the decoded ``(width, height)``."""
+    from videogen.data.decode import DecodeError, decoder_for
+
+    dec = decoder_for(record.ext, decoder)
+    indices = frame_indices(record.num_frames, wanted)
+    shape = None
+    for i in range(0, len(indices), CHUNK_FRAMES):
+        frames = dec.decode(record.media, indices[i: i + CHUNK_FRAMES])  # (T, H, W, 3)
+        if frames.ndim != 4 or frames.shape[0] != len(indices[i: i + CHUNK_FRAMES]) or frames.shape[3] != 3:
+            raise DecodeError(f"decoder returned an array of shape {tuple(frames.shape)}")
+        if shape is not None and frames.shape[1:3] != shape:
+            raise DecodeError(f"frame size changes mid-clip: {shape} then {frames.shape[1:3]}")
+        shape = frames.shape[1:3]
+    h, w = shape
+    return int(w), int(h)
+
+
+def missing_end_marker(url: str) -> str:
+    """Why a local tar looks cut short ('' when it ends like a whole tar, or is not local).
+
+    A whole tar ends with zero blocks (end-of-archive) and is a multiple of 512 bytes long. A shard
+    cut exactly between two members reads without any error, losing the samples after the cut;
+    only this check finds it.
+    """
+    from videogen.data.shards import is_remote
+
+    if is_remote(url):
+        return ""
+    path = Path(url)
+    size = path.stat().st_size
+    if size % 512:
+        return f"{size} bytes is not a whole number of 512-byte tar blocks: the shard was cut short; rewrite it"
+    with path.open("rb") as f:
+        f.seek(max(0, size - 512))
+        tail = f.read(512)
+    if len(tail) < 512 or tail.count(0) != 512:
+        return ("no end-of-archive block: the shard was cut at a member boundary and the samples after the "
+                "cut are lost; rewrite it")
+    return ""
+
+
+def inspect_shard(url: str, decoder_name: str = "auto", frames: int = 0,
+                  max_member_bytes: int = 512 * 2**20) -> dict[str, Any]:
+    """Decode one shard: ``{"shard", "stats" (ShardStats dict of its good samples), "bad", "frames", "seconds"}``."""
+    from videogen.data import stages
+    from videogen.data.decode import DecodeError, make_decoder
+    from videogen.data.manifest import ShardStats
+
+    began = time.perf_counter()
+    skips = _recording_skips()
+    decoder = make_decoder(decoder_name)
+    stats = ShardStats(name=Path(url).name)
+    decoded_frames = 0
+    records = stages.parse(stages.group_samples(stages.read_tar([url], skips, max_member_bytes)), skips, decoder,
+                           require_caption=True)
+    for r in records:
+        try:
+            width, height = decode_record(r, decoder, frames)
+        except DecodeError as e:
+            skips.add("decode_error", r.url, r.key, str(e))
+            continue
+        except Exception as e:  # a decoder bug is reported for the sample, not raised for the set
+            skips.add("decode_error", r.url, r.key, f"{type(e).__name__}: {e}"[:200])
+            continue
+        if (width, height) != (r.width, r.height):
+            skips.add("meta_mismatch", r.url, r.key,
+                      f"json says {r.width}x{r.height}, the media decodes to {width}x{height}; fix the json "
+                      "(the loader sizes clips from it)")
+            continue
+        decoded_frames += len(frame_indices(r.num_frames, frames))
+        duration = r.meta.get("duration")
+        if not isinstance(duration, (int, float)) or duration <= 0:
+            duration = r.num_frames / r.fps if r.fps > 0 else 0.0
+        stats.add({"width": width, "height": height, "num_frames": r.num_frames, "fps": r.fps,
+                   "duration": float(duration)}, r.caption)
+    if not any(b["key"] == "" for b in skips.bad):  # tarfile reads a tar cut at a member boundary as whole
+        problem = missing_end_marker(url)
+        if problem:
+            skips.add("truncated_shard", url, "", problem)
+    return {"shard": stats.name, "stats": stats.to_dict(), "bad": skips.bad, "frames": decoded_frames,
+            "seconds": round(time.perf_counter() - began, 3)}
+
+
+def _inspect_all(urls: list[str], args, total: int | None) -> Iterator[dict[str, Any]]:
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, unit="sample", desc="inspect", file=sys.stderr, disable=args.no_progress or None)
+    with bar:
+        if args.workers <= 1:
+            for url in urls:
+                result = inspect_shard(url, args.decoder, args.frames)
+                bar.update(result["stats"]["num_samples"] + len([b for b in result["bad"] if b["key"]]))
+                yield result
+            return
+        from concurrent.futures import ProcessPoolExecutor
+        from multiprocessing import get_context
+
+        with ProcessPoolExecutor(args.workers, mp_context=get_context("spawn")) as pool:
+            futures = [pool.submit(inspect_shard, url, args.decoder, args.frames) for url in urls]
+            for future in futures:
+                result = future.result()
+                bar.update(result["stats"]["num_samples"] + len([b for b in result["bad"] if b["key"]]))
+                yield result
+
+
+# ---------------------------------------------------------------------------------------------
+# buckets
+
+
+def load_bucket_config(path: str) -> tuple[Any, int, float | None]:
+    """``(Bucketer, frame_stride, target_fps)`` from a YAML; raises ValueError naming the file and key."""
+    import yaml
+
+    from videogen.data.buckets import Bucket, Bucketer
+
+    p = Path(path)
+    try:
+        doc = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise ValueError(f"{path}: cannot read the bucket config ({e.strerror or e})") from e
+    except yaml.YAMLError as e:
+        raise ValueError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from e
+    if isinstance(doc, dict) and "buckets" not in doc and isinstance(doc.get("data"), dict):
+        doc = doc["data"].get("init_args", doc["data"])  # a training config: data.init_args
+    if not isinstance(doc, dict) or not isinstance(doc.get("buckets"), list) or not doc["buckets"]:
+        raise ValueError(f"{path}: needs a non-empty `buckets:` list of {{num_frames, height, width, batch_size}} "
+                         "(at the top level or under data.init_args)")
+    buckets = []
+    for i, b in enumerate(doc["buckets"]):
+        if not isinstance(b, dict):
+            raise ValueError(f"{path}: buckets[{i}] is {b!r}; write it as {{num_frames: 9, height: 64, width: 96}}")
+        unknown = set(b) - {"num_frames", "height", "width", "batch_size"}
+        missing = {"num_frames", "height", "width"} - set(b)
+        if unknown or missing:
+            raise ValueError(f"{path}: buckets[{i}] has unknown keys {sorted(unknown)} or lacks {sorted(missing)}; "
+                             "the keys are num_frames, height, width and optional batch_size")
+        try:
+            buckets.append(Bucket(**b))
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{path}: buckets[{i}]: {e}") from e
+    kwargs = {k: doc[k] for k in ("batch_size", "token_budget", "token_shape", "packing", "max_area", "max_frames",
+                                  "size_multiple", "frame_multiple") if doc.get(k) is not None}
+    try:
+        bucketer = Bucketer(buckets, **kwargs)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{path}: {e}") from e
+    return bucketer, int(doc.get("frame_stride") or 1), doc.get("target_fps")
+
+
+def bucket_report(shapes: dict[str, int], bucketer, frame_stride: int, target_fps: float | None) -> dict[str, Any]:
+    """Good samples per bucket, too-short count and full batches per epoch (one rank)."""
+    from videogen.data.buckets import available_frames, frame_stride_for
+    from videogen.data.manifest import parse_shape_key
+
+    placed: Counter = Counter()
+    too_short = 0
+    parsed: dict[tuple, int] = {}
+    for key, count in shapes.items():
+        w, h, frames, fps = parse_shape_key(key)
+        parsed[(w, h, frames, fps)] = parsed.get((w, h, frames, fps), 0) + count
+        t = bucketer.target(w, h, available_frames(frames, frame_stride_for(fps, frame_stride, target_fps)))
+        if t is None:
+            too_short += count
+        else:
+            placed[t.key] += count
+    rows = []
+    for b in bucketer.buckets:
+        size = bucketer.batch_size_of(b)
+        n = placed.get(b.name, 0)
+        rows.append({"bucket": b.name, "samples": n, "batch_size": size, "full_batches": n // size,
+                     "left_over": n % size})
+    if bucketer.packing:
+        rows.append({"bucket": "packed", "samples": placed.get("packed", 0), "batch_size": None,
+                     "full_batches": None, "left_over": None})
+    return {"buckets": rows, "too_short": too_short,
+            "full_batches": bucketer.expected_batches(parsed, frame_stride, target_fps, world_size=1)}
+
+
+# ---------------------------------------------------------------------------------------------
+# the report
+
+
+def build_report(urls: list[str], folder: Path | None, args) -> dict[str, Any]:
+    from videogen.data.manifest import DatasetManifest, ShardStats
+
+    manifest = DatasetManifest.find(folder) if folder is not None else None
+    began = time.perf_counter()
+    results = list(_inspect_all(urls, args, manifest.num_samples if manifest else None))
+    total = ShardStats(name="*")
+    for r in results:
+        total.merge(ShardStats.from_dict(r["stats"]))
+    bad = [b for r in results for b in r["bad"]]
+    report: dict[str, Any] = {
+        "dir": str(args.dir),
+        "num_samples": total.num_samples,
+        "num_shards": len(urls),
+        "num_bad": len(bad),
+        "resolutions": dict(sorted(total.resolutions.items())),
+        "durations": dict(sorted(total.durations.items())),
+        "fps": dict(sorted(total.fps.items())),
+        "shapes": dict(sorted(total.shapes.items())),
+        "captions": total.caption_summary(),
+        "bad_reasons": dict(sorted(Counter(b["reason"] for b in bad).items())),
+        "bad_samples": bad,
+        "shards": [{"shard": r["shard"], "good": r["stats"]["num_samples"],
+                    "bad": len(r["bad"]), "seconds": r["seconds"]} for r in results],
+        "frames_decoded": sum(r["frames"] for r in results),
+        "decode_seconds": round(time.perf_counter() - began, 3),
+        "manifest": None,
+        "skipped": [],
+    }
+    if manifest is not None:
+        listed = {s.name: s.num_samples for s in manifest.shards}
+        found = {r["shard"]: r["stats"]["num_samples"] for r in results}
+        report["manifest"] = {
+            "num_samples": manifest.num_samples, "num_shards": len(manifest.shards),
+            "count_mismatches": [{"shard": name, "manifest": listed.get(name), "good": found.get(name)}
+                                 for name in sorted(set(listed) | set(found)) if listed.get(name) != found.get(name)],
+            "created_by": manifest.created_by,
+        }
+        report["skipped"] = manifest.skipped
+    return report
+
+
+def _hist(d: dict[str, int]) -> str:
+    return "  ".join(f"{k}: {v}" for k, v in sorted(d.items(), key=lambda kv: -kv[1])) or "-"
+
+
+def format_report(rep: dict[str, Any]) -> str:
+    c = rep["captions"]
+    lines = [f"{rep['dir']}: {rep['num_samples']} good samples, {rep['num_bad']} bad, in {rep['num_shards']} shards "
+             f"({rep['frames_decoded']} frames decoded in {rep['decode_seconds']:.1f}s)",
+             f"  resolutions  {_hist(rep['resolutions'])}",
+             f"  durations    {_hist(rep['durations'])}",
+             f"  fps          {_hist(rep['fps'])}",
+             f"  captions     {c['count']} with words min {c['min_words']} / mean {c['mean_words']} / "
+             f"max {c['max_words']}"]
+    m = rep["manifest"]
+    if m is None:
+        lines.append("  manifest     none (dataset.json missing: shards made by another tool?); "
+                     "statistics are from decoding")
+    else:
+        state = "agrees" if not m["count_mismatches"] else "DISAGREES"
+        lines.append(f"  manifest     dataset.json lists {m['num_samples']} samples in {m['num_shards']} shards: {state}")
+        for x in m["count_mismatches"]:
+            lines.append(f"    {x['shard']}: manifest {x['manifest'] if x['manifest'] is not None else 'missing'}, "
+                         f"good {x['good'] if x['good'] is not None else 'not found'}")
+    if rep["bad_samples"]:
+        lines.append(f"bad samples ({rep['num_bad']}: {_hist(rep['bad_reasons'])}):")
+        for b in rep["bad_samples"]:
+            detail = f"  {b['detail']}" if b["detail"] else ""
+            lines.append(f"  {b['shard']}  {b['key'] or '(whole shard)'}  {b['reason']}{detail}")
+    else:
+        lines.append("bad samples: none")
+    if rep["skipped"]:
+        lines.append(f"inputs skipped when the set was made ({len(rep['skipped'])}, from dataset.json):")
+        for s in rep["skipped"]:
+            lines.append("  " + "  ".join(str(v) for v in s.values()))
+    if "bucketing" in rep:
+        bk = rep["bucketing"]
+        lines.append(f"buckets ({bk['config']}): {bk['full_batches']} full batches per epoch on one rank, "
+                     f"{bk['too_short']} samples too short for every bucket")
+        for row in bk["buckets"]:
+            lines.append(f"  {row['bucket']:<14} {row['samples']:>6} samples  batch {row['batch_size']}  "
+                         f"{row['full_batches']} full batches, {row['left_over']} left over")
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    from videogen.data.shards import expand_urls, is_remote
+
+    def fail(message: str) -> int:
+        print(f"videogen inspect: error: {message}", file=sys.stderr)
+        return 2
+
+    if args.frames < 0 or args.workers < 1:
+        return fail("--frames must be >= 0 and --workers >= 1")
+    if not is_remote(args.dir) and not any(c in args.dir for c in "*?[{") and not Path(args.dir).exists():
+        return fail(f"{args.dir}: no such folder; give the folder that holds the *.tar shards")
+    try:
+        urls = expand_urls(args.dir)
+    except FileNotFoundError as e:
+        return fail(f"{e}")
+    bucketing = None
+    if args.buckets:
+        try:
+            bucketing = load_bucket_config(args.buckets)
+        except ValueError as e:
+            return fail(str(e))
+    path = Path(args.dir)
+    folder = path if path.is_dir() else (path.parent if not is_remote(args.dir) and path.is_file() else None)
+    report = build_report(urls, folder, args)
+    if bucketing is not None:
+        report["bucketing"] = {"config": args.buckets, **bucket_report(report["shapes"], *bucketing)}
+    print(json.dumps(report, ensure_ascii=False) if args.json else format_report(report))
+    return 0
