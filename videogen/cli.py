@@ -50,7 +50,10 @@ def run_extra(name: str, argv: list[str]) -> int:
     module = _command_module(name)
     parser = argparse.ArgumentParser(prog=f"videogen {name}", description=module.HELP)
     module.add_arguments(parser)
-    args = parser.parse_args(argv)
+    if getattr(module, "TAKES_OVERRIDES", False):  # --data.key=value style settings pass through
+        args, args.overrides = parser.parse_known_args(argv)
+    else:
+        args = parser.parse_args(argv)
     return int(module.run(args) or 0)
 
 

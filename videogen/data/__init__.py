@@ -1,6 +1,19 @@
-"""The streaming video data layer: shards -> samples -> bucketed batches."""
+"""The streaming video data layer: shards -> samples -> bucketed batches.
 
-from videogen.data.buckets import Bucket, Bucketer
-from videogen.data.datamodule import VideoDataModule
+``VideoDataModule`` and ``Bucket`` load lazily, so tools that only need ``decode``, ``manifest``
+or ``writer`` (the data recipes and their worker processes) do not import Lightning.
+"""
 
 __all__ = ["Bucket", "Bucketer", "VideoDataModule"]
+
+
+def __getattr__(name: str):
+    if name in ("Bucket", "Bucketer"):
+        from videogen.data import buckets
+
+        return getattr(buckets, name)
+    if name == "VideoDataModule":
+        from videogen.data.datamodule import VideoDataModule
+
+        return VideoDataModule
+    raise AttributeError(f"module 'videogen.data' has no attribute {name!r}")

@@ -14,7 +14,6 @@ import io
 import json
 import os
 import tarfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +35,10 @@ def encode_member(value: Any) -> bytes:
 class TarShardWriter:
     """One shard, written atomically; keeps the shard's :class:`ShardStats` as it goes."""
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, mtime: float = 0.0):
+        """``mtime`` stamps every member (fixed by default, so the same samples give the same bytes)."""
         self.path = Path(path)
+        self.mtime = mtime
         self.tmp = self.path.with_name(self.path.name + ".tmp")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._file = open(self.tmp, "wb")
@@ -53,13 +54,12 @@ class TarShardWriter:
         if key in self._keys:
             raise ValueError(f"duplicate sample key {key!r} in {self.path.name}")
         self._keys.add(key)
-        now = time.time()
         for ext, value in sample.items():
             if ext.startswith("__"):
                 continue
             data = encode_member(value)
             info = tarfile.TarInfo(f"{key}.{ext}")
-            info.size, info.mtime, info.mode = len(data), now, 0o644
+            info.size, info.mtime, info.mode = len(data), self.mtime, 0o644
             self._tar.addfile(info, io.BytesIO(data))
         meta = sample.get("json") if isinstance(sample.get("json"), dict) else {}
         caption = sample.get("txt") if isinstance(sample.get("txt"), str) else None
