@@ -258,3 +258,15 @@ def test_forward_traces_as_one_graph():
         compiled = torch.compile(model.forward_packed, backend="eager", fullgraph=True)
         out = compiled(latents, t, text, text_mask)
         torch.testing.assert_close(out[1], model.forward_packed(latents, t, text, text_mask)[1])
+
+
+def test_bf16_model_matches_fp32():
+    """A model cast to bf16 (bf16-true training) keeps RoPE/timestep frequencies in fp32 and stays close."""
+    model = tiny()
+    latents, t, text, text_mask = clips_and_text()
+    with torch.no_grad():
+        ref = model.forward_packed(latents, t, text, text_mask)
+        low = model.to(torch.bfloat16).forward_packed([x.bfloat16() for x in latents], t, text.bfloat16(), text_mask)
+    for a, b in zip(ref, low):
+        assert b.dtype == torch.bfloat16
+        assert (a - b.float()).norm() / a.norm() < 0.05

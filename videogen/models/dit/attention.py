@@ -78,8 +78,9 @@ class SelfAttention(nn.Module):
     def forward(self, x: Tensor, rope: tuple[Tensor, Tensor], mask: Mask) -> Tensor:
         qkv = rearrange(self.qkv(x), "b n (three h d) -> three b h n d", three=3, h=self.num_heads)
         q, k = self.q_norm(qkv[0]), self.k_norm(qkv[1])  # (B, heads, N, head_dim)
-        q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
-        out = attend(q, k, qkv[2], mask)  # (B, heads, N, head_dim)
+        v = qkv[2]
+        q, k = apply_rotary(q, *rope).type_as(v), apply_rotary(k, *rope).type_as(v)  # norms may run in fp32 under autocast
+        out = attend(q, k, v, mask)  # (B, heads, N, head_dim)
         return self.proj(rearrange(out, "b h n d -> b n (h d)"))
 
 
@@ -99,5 +100,7 @@ class CrossAttention(nn.Module):
     def forward(self, x: Tensor, text: Tensor, mask: Tensor) -> Tensor:
         q = self.q_norm(rearrange(self.q(x), "b n (h d) -> b h n d", h=self.num_heads))
         kv = rearrange(self.kv(text), "b m (two h d) -> two b h m d", two=2, h=self.num_heads)
-        out = F.scaled_dot_product_attention(q, self.k_norm(kv[0]), kv[1], attn_mask=mask)  # (B, heads, N, head_dim)
+        v = kv[1]
+        k = self.k_norm(kv[0]).type_as(v)
+        out = F.scaled_dot_product_attention(q.type_as(v), k, v, attn_mask=mask)  # (B, heads, N, head_dim)
         return self.proj(rearrange(out, "b h n d -> b n (h d)"))

@@ -31,13 +31,14 @@ class TimestepEmbedder(nn.Module):
 
     def __init__(self, dim: int, frequency_dim: int = 256, max_period: float = 10000.0) -> None:
         super().__init__()
-        half = frequency_dim // 2
-        freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32) / half)
-        self.register_buffer("freqs", freqs, persistent=False)  # (frequency_dim / 2,)
+        self.frequency_dim = frequency_dim
+        self.max_period = max_period
         self.mlp = nn.Sequential(nn.Linear(frequency_dim, dim), nn.SiLU(), nn.Linear(dim, dim))
 
     def forward(self, t: Tensor) -> Tensor:
-        args = 1000.0 * t.float()[..., None] * self.freqs  # (..., frequency_dim / 2)
+        half = self.frequency_dim // 2
+        freqs = torch.exp(-math.log(self.max_period) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
+        args = 1000.0 * t.float()[..., None] * freqs  # (..., frequency_dim / 2), float32 even in a bf16 model
         features = torch.cat([args.cos(), args.sin()], dim=-1)  # (..., frequency_dim)
         return self.mlp(features.to(self.mlp[0].weight.dtype))
 

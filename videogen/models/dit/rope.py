@@ -33,15 +33,20 @@ class RotaryEmbedding3D(nn.Module):
             )
         self.head_dim = head_dim
         self.axes_dim = axes_dim
-        inv_freq = [theta ** (-torch.arange(0, d, 2, dtype=torch.float64) / d) for d in axes_dim]
-        # frequencies are derived from the config, so they are not part of the state dict
-        self.register_buffer("inv_freq", torch.cat(inv_freq).float(), persistent=False)  # (head_dim / 2,)
-        axis_of_freq = torch.cat([torch.full((d // 2,), i) for i, d in enumerate(axes_dim)])
-        self.register_buffer("axis_of_freq", axis_of_freq, persistent=False)  # (head_dim / 2,)
+        self.theta = theta
 
     def forward(self, positions: Tensor) -> tuple[Tensor, Tensor]:
-        pos = positions.float()[..., self.axis_of_freq]  # (..., N, head_dim / 2): the axis each pair rotates with
-        angles = pos * self.inv_freq  # (..., N, head_dim / 2)
+        # frequencies are rebuilt in float32 each call (a few dozen numbers), so casting the model
+        # to bf16 cannot round them and they never enter the state dict
+        device = positions.device
+        angles = torch.cat(
+            [
+                positions[..., axis, None].float()
+                * self.theta ** (-torch.arange(0, d, 2, device=device, dtype=torch.float32) / d)
+                for axis, d in enumerate(self.axes_dim)
+            ],
+            dim=-1,
+        )  # (..., N, head_dim / 2): t pairs, then h pairs, then w pairs
         return angles.cos(), angles.sin()
 
 
