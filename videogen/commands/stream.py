@@ -26,18 +26,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 TAKES_OVERRIDES = True
 
 
-def build_datamodule(configs: list[str], overrides: list[str]):
-    """Instantiate the data: section exactly as LightningCLI would (class_path + init_args, omegaconf)."""
+def data_parser():
+    """A parser for the ``data:`` section of a training config, as LightningCLI reads it
+    (class_path + init_args, omegaconf interpolation); the other sections are accepted unread."""
     from jsonargparse import ActionConfigFile, ArgumentParser
     from lightning.pytorch import LightningDataModule
 
     parser = ArgumentParser(parser_mode="omegaconf", exit_on_error=False)
     parser.add_argument("--config", action=ActionConfigFile)
     parser.add_subclass_arguments(LightningDataModule, "data", required=True)
-    parser.add_argument("--model", type=dict, default={})
-    parser.add_argument("--trainer", type=dict, default={})
-    for key in ("seed_everything", "ckpt_path", "optimizer", "lr_scheduler"):
+    for key in ("model", "trainer", "optimizer", "lr_scheduler"):
+        parser.add_argument(f"--{key}", type=dict, default={})
+    for key in ("seed_everything", "ckpt_path"):
         parser.add_argument(f"--{key}", default=None)
+    return parser
+
+
+def build_datamodule(configs: list[str], overrides: list[str]):
+    """Instantiate the data: section of these configs (merged in order) with --data.* overrides."""
+    parser = data_parser()
     args = []
     for c in configs:
         args += ["--config", c]
