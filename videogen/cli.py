@@ -25,6 +25,7 @@ EXTRA_COMMANDS = {
     "make-shards": "make_shards",
     "inspect": "inspect",
     "stream": "stream",
+    "export": "export",
 }
 
 

@@ -126,3 +126,25 @@ def test_manifest_matches_scan(clip_shards):
     m = DatasetManifest.load(clip_shards)
     assert m.num_samples == 24 and m.to_dict()["resolutions"] == {"64x64": 12, "96x64": 12}
     assert scan_shard(clip_shards / "shard-000000.tar").num_samples == 6
+
+
+def test_http_shards_with_remote_manifest(clip_shards):
+    """Shards served over HTTP (loopback): counts come from the dataset.json beside them."""
+    import functools
+    import http.server
+    import threading
+
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(clip_shards))
+    handler.log_message = lambda *a, **k: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/shard-{{000000..000003}}.tar"
+        dl = loader(url, workers=2)
+        keys = [k for b in dl for k in b["key"]]
+        assert len(dl) == 12 and len(keys) == 24 and len(set(keys)) == 24
+        (clip_shards / "dataset.json").unlink()
+        with pytest.raises(ValueError, match="dataset.json"):
+            loader(url, workers=0)
+    finally:
+        server.shutdown()

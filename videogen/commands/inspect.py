@@ -94,30 +94,6 @@ def decode_record(record, decoder, wanted: int) -> tuple[int, int]:
     return int(w), int(h)
 
 
-def missing_end_marker(url: str) -> str:
-    """Why a local tar looks cut short ('' when it ends like a whole tar, or is not local).
-
-    A whole tar ends with zero blocks (end-of-archive) and is a multiple of 512 bytes long. A shard
-    cut exactly between two members reads without any error, losing the samples after the cut;
-    only this check finds it.
-    """
-    from videogen.data.shards import is_remote
-
-    if is_remote(url):
-        return ""
-    path = Path(url)
-    size = path.stat().st_size
-    if size % 512:
-        return f"{size} bytes is not a whole number of 512-byte tar blocks: the shard was cut short; rewrite it"
-    with path.open("rb") as f:
-        f.seek(max(0, size - 512))
-        tail = f.read(512)
-    if len(tail) < 512 or tail.count(0) != 512:
-        return ("no end-of-archive block: the shard was cut at a member boundary and the samples after the "
-                "cut are lost; rewrite it")
-    return ""
-
-
 def inspect_shard(url: str, decoder_name: str = "auto", frames: int = 0,
                   max_member_bytes: int = 512 * 2**20) -> dict[str, Any]:
     """Decode one shard: ``{"shard", "stats" (ShardStats dict of its good samples), "bad", "frames", "seconds"}``."""
@@ -152,10 +128,6 @@ def inspect_shard(url: str, decoder_name: str = "auto", frames: int = 0,
             duration = r.num_frames / r.fps if r.fps > 0 else 0.0
         stats.add({"width": width, "height": height, "num_frames": r.num_frames, "fps": r.fps,
                    "duration": float(duration)}, r.caption)
-    if not any(b["key"] == "" for b in skips.bad):  # tarfile reads a tar cut at a member boundary as whole
-        problem = missing_end_marker(url)
-        if problem:
-            skips.add("truncated_shard", url, "", problem)
     return {"shard": stats.name, "stats": stats.to_dict(), "bad": skips.bad, "frames": decoded_frames,
             "seconds": round(time.perf_counter() - began, 3)}
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import asdict
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -42,20 +43,21 @@ def shard_shapes(urls: list[str]) -> tuple[Counter, int]:
     """The shape histogram and sample count of these shards, from manifests (or by scanning tars)."""
     shapes: Counter = Counter()
     count = 0
-    manifests: dict[Path, dict[str, Any]] = {}
+    manifests: dict[str, dict[str, Any]] = {}
     for url in urls:
-        if is_remote(url):
-            raise ValueError(f"{url}: remote shards need samples counted up front; run `videogen inspect` "
-                             "on a local copy to write dataset.json, or set data.samples_per_epoch")
-        path = Path(url).resolve()
-        if path.parent not in manifests:
-            m = DatasetManifest.find(path.parent)
-            manifests[path.parent] = {s.name: s for s in m.shards} if m else {}
-        stats = manifests[path.parent].get(path.name)
+        folder, _, name = (url if is_remote(url) else str(Path(url).resolve())).rpartition("/")
+        if folder not in manifests:
+            m = DatasetManifest.fetch(folder) if is_remote(url) else DatasetManifest.find(folder)
+            manifests[folder] = {s.name: s for s in m.shards} if m else {}
+        stats = manifests[folder].get(name)
+        if stats is None and is_remote(url):
+            raise ValueError(f"{url}: remote shards need their sample counts up front, from {folder}/dataset.json "
+                             "(make-shards and make-synthetic write it beside the shards); it is missing or does "
+                             "not list this shard")
         if stats is None:
             log.info("%s: not in a dataset.json manifest; scanning its headers to count samples", url)
             try:
-                stats = scan_shard(path)
+                stats = scan_shard(url)
             except (OSError, Exception) as e:  # an unreadable shard is counted as empty; the stream will skip it
                 log.warning("%s: cannot be scanned (%s); counted as empty", url, e)
                 continue
@@ -112,7 +114,9 @@ class VideoDataModule(LightningDataModule):
             val_batches: validation batches per rank (default: what the val shards fill).
         """
         super().__init__()
-        self.save_hyperparameters()
+        buckets = [b if isinstance(b, Bucket) else Bucket(**b) for b in buckets or []]
+        self.save_hyperparameters(ignore=["buckets"])
+        self.hparams["buckets"] = [asdict(b) for b in buckets]  # plain types: checkpoints load with weights_only
         if num_workers < 0:
             raise ValueError(f"data.num_workers must be >= 0, got {num_workers}")
         self.train_shards, self.val_shards = train_shards, val_shards

@@ -214,12 +214,16 @@ class DatasetManifest:
         path = Path(folder_or_file)
         if path.is_dir():
             path = path / MANIFEST_NAME
+        return cls.from_text(path.read_text(encoding="utf-8"), str(path))
+
+    @classmethod
+    def from_text(cls, text: str, where: str) -> "DatasetManifest":
         try:
-            d = json.loads(path.read_text(encoding="utf-8"))
+            d = json.loads(text)
         except json.JSONDecodeError as e:
-            raise ValueError(f"{path}: not valid JSON ({e}); delete it to have it rebuilt from the shards") from e
-        if d.get("format") != FORMAT:
-            raise ValueError(f"{path}: format {d.get('format')!r} is not {FORMAT!r}")
+            raise ValueError(f"{where}: not valid JSON ({e}); rewrite it with the recipe that made the shards") from e
+        if not isinstance(d, dict) or d.get("format") != FORMAT:
+            raise ValueError(f"{where}: format {d.get('format') if isinstance(d, dict) else None!r} is not {FORMAT!r}")
         return cls(shards=[ShardStats.from_dict(s) for s in d["shards"]], created_by=d.get("created_by", {}),
                     skipped=list(d.get("skipped", [])))
 
@@ -227,6 +231,19 @@ class DatasetManifest:
     def find(cls, folder: str | os.PathLike) -> "DatasetManifest | None":
         path = Path(folder) / MANIFEST_NAME
         return cls.load(path) if path.is_file() else None
+
+    @classmethod
+    def fetch(cls, prefix: str) -> "DatasetManifest | None":
+        """The manifest at ``PREFIX/dataset.json`` of a remote shard set (http/s3/...), or None."""
+        from webdataset.gopen import gopen
+
+        url = f"{prefix}/{MANIFEST_NAME}"
+        try:
+            with gopen(url, "rb") as f:
+                text = f.read().decode("utf-8")
+        except Exception:  # no manifest there (or unreachable): the caller decides
+            return None
+        return cls.from_text(text, url)
 
 
 def provenance(command: str, args: dict[str, Any]) -> dict[str, Any]:

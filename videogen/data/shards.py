@@ -68,6 +68,27 @@ def split_member_name(name: str) -> tuple[str, str]:
     return key, ext.lower() if dot else ""
 
 
+def tar_end_problem(url: str) -> str:
+    """Why a local tar looks cut short ('' when it ends like a whole tar, or is not local).
+
+    A whole tar is a multiple of 512 bytes and ends with zero blocks (end-of-archive). A shard cut
+    exactly between two members reads without any error, silently losing the samples after the
+    cut: only this check finds it.
+    """
+    if is_remote(url):
+        return ""
+    size = os.path.getsize(url)
+    if size % 512:
+        return f"{size} bytes is not a whole number of 512-byte tar blocks: the shard was cut short; rewrite it"
+    with open(url, "rb") as f:
+        f.seek(max(0, size - 512))
+        tail = f.read(512)
+    if len(tail) < 512 or tail.count(0) != 512:
+        return ("no end-of-archive block: the shard was cut at a member boundary and the samples after the "
+                "cut are lost; rewrite it")
+    return ""
+
+
 def shard_folders(urls: Iterable[str]) -> list[Path]:
     """The distinct local folders holding these shards (where ``dataset.json`` manifests live)."""
     seen: dict[Path, None] = {}

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from videogen.data.buckets import Bucketer, Target, available_frames, frame_stride_for
-from videogen.data.shards import split_member_name
+from videogen.data.shards import split_member_name, tar_end_problem
 from videogen.data.decode import IMAGE_EXTENSIONS, MEDIA_EXTENSIONS, DecodeError, Decoder, decoder_for
 
 log = logging.getLogger("videogen.data")
@@ -103,6 +103,10 @@ def read_tar(urls: Iterable[str], skips: Skips, max_member_bytes: int) -> Iterat
         except (tarfile.TarError, EOFError, OSError, ValueError) as e:
             reason = "truncated_shard" if read_any else "not_a_tar"
             skips.add(reason, url, detail=str(e)[:200])
+        else:
+            problem = tar_end_problem(url)  # a cut between two members reads as a whole tar
+            if problem:
+                skips.add("truncated_shard", url, detail=problem)
         finally:
             try:
                 stream.close()
@@ -355,9 +359,12 @@ def decode_batch(batch_: list[Planned], decode: TimedDecoder, skips: Skips) -> l
 
 def collate(items: list[tuple[Planned, np.ndarray]], packing: bool) -> dict[str, Any]:
     """uint8 videos ``(B, 3, T, H, W)`` (bucket mode) or a list of ``(3, T, H, W)`` (packing)."""
-    videos = [torch.from_numpy(np.ascontiguousarray(f)).permute(3, 0, 1, 2) for _, f in items]  # t h w c -> c t h w
+    if packing:
+        video: Any = [torch.from_numpy(np.ascontiguousarray(f.transpose(3, 0, 1, 2))) for _, f in items]  # c t h w
+    else:  # one numpy stack and one copy: torch.stack over permuted views is ~5x slower
+        video = torch.from_numpy(np.ascontiguousarray(np.stack([f for _, f in items]).transpose(0, 4, 1, 2, 3)))
     out: dict[str, Any] = {
-        "video": videos if packing else torch.stack(videos),
+        "video": video,  # b t h w c -> b c t h w
         "caption": [p.record.caption for p, _ in items],
         "key": [p.record.key for p, _ in items],
         "meta": [p.record.meta for p, _ in items],

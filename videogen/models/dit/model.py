@@ -28,9 +28,10 @@ from videogen.models.dit.attention import AttentionBackend, self_attention_mask
 from videogen.models.dit.blocks import DiTBlock, FinalLayer, TimestepEmbedder
 from videogen.models.dit.patchify import grid_positions, pack, patch_grid, patchify, unpack, unpatchify
 from videogen.models.dit.rope import RotaryEmbedding3D
+from videogen.pretrained import Configurable
 
 
-class DiT(nn.Module):
+class DiT(Configurable, nn.Module):
     """Text-conditioned latent DiT predicting one value per latent element (the flow velocity).
 
     Args:

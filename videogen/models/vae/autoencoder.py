@@ -13,6 +13,8 @@ from fractions import Fraction
 import torch
 from torch import nn
 
+from videogen.pretrained import Configurable
+
 from videogen.models.vae.bottleneck import DiagonalGaussian, DiagonalGaussianPosterior, QuantizedLatent
 from videogen.models.vae.causal_conv import CausalCache
 from videogen.models.vae.decoder import Decoder
@@ -22,7 +24,7 @@ from videogen.models.vae.tiling import tiled_apply
 Posterior = DiagonalGaussianPosterior | QuantizedLatent
 
 
-class VideoAutoencoder(nn.Module):
+class VideoAutoencoder(Configurable, nn.Module):
     """Causal 3D-conv video VAE.
 
     Args:

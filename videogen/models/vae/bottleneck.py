@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from videogen.pretrained import Configurable
+
 
 class DiagonalGaussianPosterior:
     """N(mean, exp(logvar)) per latent element; KL is against N(0, I)."""
@@ -35,7 +37,7 @@ class DiagonalGaussianPosterior:
         return kl.flatten(1).sum(dim=1)
 
 
-class DiagonalGaussian(nn.Module):
+class DiagonalGaussian(Configurable, nn.Module):
     """KL bottleneck: the encoder gives mean and log-variance, 2 x latent channels.
 
     Args:
@@ -73,7 +75,7 @@ class QuantizedLatent:
         return self.codes.new_zeros(self.codes.shape[0])
 
 
-class FSQ(nn.Module):
+class FSQ(Configurable, nn.Module):
     """Finite scalar quantisation (Mentzer et al. 2023): channel i is rounded to ``levels[i]`` values.
 
     Each channel is bounded with a tanh to ``levels[i]`` integer steps, rounded with a

@@ -9,12 +9,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from videogen.pretrained import Configurable
+
 
 def _norm(channels: int) -> nn.GroupNorm:
     return nn.GroupNorm(32 if channels % 32 == 0 else 1, channels)
 
 
-class PatchDiscriminator3D(nn.Module):
+class PatchDiscriminator3D(Configurable, nn.Module):
     """Conv(4x4 spatial, 3 temporal) stack, halving H, W and T ``num_layers`` times.
 
     Args:

@@ -1,0 +1,262 @@
+"""``VAEModule``: stage 1, training the causal video VAE.
+
+Losses: L1 + L2 reconstruction, an optional LPIPS-style perceptual term (weights from a local path;
+off with one notice when none is given), KL, and from ``gan_start_step`` on a 3D patch-GAN with hinge
+loss and the adaptive weight of taming/LDM. Manual optimisation with two optimizers (generator,
+discriminator); gradient clipping on both; a NaN/Inf loss skips the step and is counted, and
+``max_bad_steps`` of them in a row stop the run. Optional EMA of the autoencoder's weights, used for
+validation and export. Latent statistics (per-channel mean and std of the posterior mean) are kept as
+running buffers, so a checkpoint alone is enough to export the stage.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from lightning.pytorch import LightningModule
+from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+from videogen.callbacks.video_logging import log_videos, side_by_side
+from videogen.losses.adversarial import adaptive_weight, hinge_d_loss, hinge_g_loss
+from videogen.models.vae import PatchDiscriminator3D, VideoAutoencoder
+from videogen.pretrained import to_config
+
+log = logging.getLogger("videogen.vae")
+
+
+def psnr(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Per-clip PSNR in dB of videos in [-1, 1]: (B,)."""
+    mse = ((x - y) / 2).pow(2).flatten(1).mean(1).clamp_min(1e-10)
+    return -10 * torch.log10(mse)
+
+
+def ssim(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Mean SSIM over frames of videos (B, C, T, H, W) in [-1, 1]: (B,)."""
+    from einops import rearrange
+    from torchmetrics.functional.image import structural_similarity_index_measure
+
+    b = x.shape[0]
+    frames = lambda v: rearrange((v.clamp(-1, 1) + 1) / 2, "b c t h w -> (b t) c h w")  # noqa: E731
+    per_frame = structural_similarity_index_measure(frames(x), frames(y), data_range=1.0, reduction="none")
+    return per_frame.view(b, -1).mean(1)
+
+
+class VAEModule(LightningModule):
+    def __init__(
+        self,
+        vae: VideoAutoencoder,
+        discriminator: PatchDiscriminator3D | None = None,
+        perceptual_weights: str | None = None,
+        l1_weight: float = 1.0,
+        l2_weight: float = 1.0,
+        perceptual_weight: float = 0.1,
+        kl_weight: float = 1e-6,
+        gan_weight: float = 0.5,
+        gan_start_step: int = 2000,
+        lr: float = 1e-3,
+        disc_lr: float | None = None,
+        betas: tuple[float, float] = (0.5, 0.9),
+        weight_decay: float = 0.0,
+        warmup_steps: int = 100,
+        grad_clip: float = 1.0,
+        ema_decay: float | None = None,
+        max_bad_steps: int = 20,
+        stats_momentum: float = 0.01,
+        num_log_videos: int = 4,
+    ):
+        """
+        Args:
+            vae: the autoencoder (a ``videogen.models.vae.VideoAutoencoder``).
+            discriminator: a 3D patch discriminator; None trains without the GAN term.
+            perceptual_weights: local path(s) to VGG16/LPIPS weights (comma separated); None: no
+                perceptual term (one notice is logged). Never downloads.
+            l1_weight, l2_weight, perceptual_weight, kl_weight, gan_weight: loss weights.
+            gan_start_step: the generator step at which the discriminator and the GAN term start.
+                (Lightning's ``trainer.max_steps`` counts the steps of both optimizers once the
+                GAN runs: two per batch.)
+            lr, disc_lr, betas, weight_decay, warmup_steps: AdamW for both networks (disc_lr
+                defaults to lr), with a linear warm-up.
+            grad_clip: gradient norm clip for both networks (0 disables).
+            ema_decay: keep an EMA of the autoencoder (used for validation and export); None: off.
+            max_bad_steps: NaN/Inf losses in a row before the run stops with an error.
+            stats_momentum: momentum of the running latent mean/std measured on training batches.
+            num_log_videos: validation clips logged as original | reconstruction videos.
+        """
+        super().__init__()
+        self.save_hyperparameters(ignore=["vae", "discriminator"])
+        self.automatic_optimization = False
+        self.vae, self.discriminator = vae, discriminator
+        self.perceptual = None
+        if perceptual_weights and perceptual_weight > 0:
+            from videogen.losses.perceptual import PerceptualLoss, load_perceptual_weights
+
+            self.perceptual = PerceptualLoss()
+            load_perceptual_weights(self.perceptual, *[p.strip() for p in perceptual_weights.split(",")])
+        elif perceptual_weight > 0:
+            log.info("VAEModule: no perceptual_weights given, training without the perceptual loss "
+                     "(give a local VGG16/LPIPS weights file to enable it; nothing is downloaded)")
+        self.ema = (AveragedModel(vae, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True)
+                    if ema_decay else None)
+        c = vae.latent_channels
+        self.register_buffer("latent_mean", torch.zeros(c))
+        self.register_buffer("latent_var", torch.ones(c))
+        self.register_buffer("stats_count", torch.zeros((), dtype=torch.long))
+        self.register_buffer("bad_steps", torch.zeros((), dtype=torch.long))
+        # Lightning's global_step counts every optimizer step (both networks once the GAN runs);
+        # the schedule counts generator steps.
+        self.register_buffer("generator_steps", torch.zeros((), dtype=torch.long))
+        self._bad_in_row = 0
+        self._val_videos: list[torch.Tensor] = []
+
+    # ---- the networks used for evaluation and export -----------------------------------------
+
+    @property
+    def export_vae(self) -> VideoAutoencoder:
+        return self.ema.module if self.ema is not None else self.vae
+
+    def latent_stats(self) -> dict[str, Any]:
+        """What the next stage needs: per-channel latent mean/std, scaling and compression."""
+        std = self.latent_var.clamp_min(1e-12).sqrt()
+        vae = self.export_vae
+        return {"latent_channels": vae.latent_channels, "latent_mean": self.latent_mean.tolist(),
+                "latent_std": std.tolist(), "shift_factor": float(self.latent_mean.mean()),
+                "scaling_factor": float(1.0 / self.latent_var.mean().clamp_min(1e-12).sqrt()),
+                "temporal_compression": vae.temporal_compression, "spatial_compression": vae.spatial_compression,
+                "measured_batches": int(self.stats_count)}
+
+    @torch.no_grad()
+    def _update_latent_stats(self, z: torch.Tensor) -> None:
+        # z: (B, C, t, h, w) posterior means -> per-channel moments
+        zc = z.detach().float().transpose(0, 1).flatten(1)  # c (b t h w)
+        mean, var = zc.mean(1), zc.var(1, unbiased=False)
+        m = 1.0 if int(self.stats_count) == 0 else self.hparams.stats_momentum
+        self.latent_mean.lerp_(mean, m)
+        self.latent_var.lerp_(var, m)
+        self.stats_count += 1
+
+    # ---- training ------------------------------------------------------------------------------
+
+    def _step_generator(self, device: torch.device) -> torch.Generator:
+        """Posterior noise drawn from (seed, step, rank): a resumed run draws exactly the same noise."""
+        seed = (torch.initial_seed() + 1_000_003 * int(self.generator_steps) + 7919 * self.global_rank) % 2**63
+        return torch.Generator(device).manual_seed(seed)
+
+    def _gan_active(self) -> bool:
+        return self.discriminator is not None and int(self.generator_steps) >= self.hparams.gan_start_step
+
+    def reconstruction_losses(self, x: torch.Tensor, rec: torch.Tensor) -> dict[str, torch.Tensor]:
+        h = self.hparams
+        losses = {"l1": (x - rec).abs().mean(), "l2": F.mse_loss(rec, x)}
+        nll = h.l1_weight * losses["l1"] + h.l2_weight * losses["l2"]
+        if self.perceptual is not None:
+            losses["perceptual"] = self.perceptual(x, rec).mean()
+            nll = nll + h.perceptual_weight * losses["perceptual"]
+        losses["nll"] = nll
+        return losses
+
+    def _skip_if_bad(self, loss: torch.Tensor, name: str) -> bool:
+        if torch.isfinite(loss):
+            return False
+        self.bad_steps += 1
+        self._bad_in_row += 1
+        log.warning("step %d: %s loss is %s; step skipped (%d in a row, %d in all)", self.global_step, name,
+                    loss.item(), self._bad_in_row, int(self.bad_steps))
+        if self._bad_in_row >= self.hparams.max_bad_steps:
+            raise FloatingPointError(
+                f"{self._bad_in_row} non-finite losses in a row (last: {name} at step {self.global_step}); "
+                "the last checkpoint is from before the fault. Lower model.init_args.lr, raise grad_clip "
+                "strength (lower model.init_args.grad_clip), or train in fp32 (trainer.precision=32).")
+        return True
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        opt_g, opt_d = self.optimizers() if self.discriminator is not None else (self.optimizers(), None)
+        sched_g = self.lr_schedulers()
+        sched_g = sched_g[0] if isinstance(sched_g, list) else sched_g
+        x = batch["video"]  # (B, 3, T, H, W) in [-1, 1]
+        gan = self._gan_active()
+        posterior = self.vae.encode(x)
+        rec = self.vae.decode(posterior.sample(self._step_generator(x.device)))
+        losses = self.reconstruction_losses(x, rec)
+        kl = posterior.kl().mean() / x[0].numel()  # per pixel, like the reconstruction terms
+        loss = losses["nll"] + self.hparams.kl_weight * kl
+        if gan:
+            g_loss = hinge_g_loss(self.discriminator(rec))
+            weight = adaptive_weight(losses["nll"], g_loss, self.vae.last_layer_weight)
+            loss = loss + self.hparams.gan_weight * weight * g_loss
+            losses.update(g=g_loss, gan_weight=weight)
+        if self._skip_if_bad(loss, "generator"):
+            opt_g.zero_grad(set_to_none=True)
+            return
+        opt_g.zero_grad(set_to_none=True)
+        self.manual_backward(loss)
+        if self.hparams.grad_clip:
+            self.clip_gradients(opt_g, gradient_clip_val=self.hparams.grad_clip, gradient_clip_algorithm="norm")
+        opt_g.step()
+        sched_g.step()
+        self.generator_steps += 1
+        if self.ema is not None:
+            self.ema.update_parameters(self.vae)
+        self._update_latent_stats(posterior.mode())
+
+        if gan:
+            d_loss = hinge_d_loss(self.discriminator(x), self.discriminator(rec.detach()))
+            if not self._skip_if_bad(d_loss, "discriminator"):
+                opt_d.zero_grad(set_to_none=True)
+                self.manual_backward(d_loss)
+                if self.hparams.grad_clip:
+                    self.clip_gradients(opt_d, gradient_clip_val=self.hparams.grad_clip,
+                                        gradient_clip_algorithm="norm")
+                opt_d.step()
+                losses["d"] = d_loss
+        self._bad_in_row = 0
+        bs = x.shape[0]
+        self.log("train/loss", loss, prog_bar=True, batch_size=bs)
+        self.log("train/kl", kl, batch_size=bs)
+        self.log("train/psnr", psnr(x.detach(), rec.detach()).mean(), prog_bar=True, batch_size=bs)
+        for k, v in losses.items():
+            self.log(f"train/{k}", v, batch_size=bs)
+        self.log("train/bad_steps", self.bad_steps.float(), batch_size=bs)
+
+    # ---- validation ----------------------------------------------------------------------------
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        x = batch["video"]
+        vae = self.export_vae
+        rec = vae.decode(vae.encode(x).mode()).clamp(-1, 1)
+        bs = x.shape[0]
+        self.log("val/psnr", psnr(x, rec).mean(), prog_bar=True, batch_size=bs, sync_dist=True)
+        self.log("val/ssim", ssim(x, rec).mean(), batch_size=bs, sync_dist=True)
+        self.log("val/l1", (x - rec).abs().mean(), batch_size=bs, sync_dist=True)
+        room = self.hparams.num_log_videos - len(self._val_videos)
+        if room > 0:
+            self._val_videos += list(side_by_side(x[:room], rec[:room]).cpu())
+
+    def on_validation_epoch_end(self) -> None:
+        if self._val_videos and not self.trainer.sanity_checking:
+            log_videos(self.trainer, "val/reconstruction", self._val_videos, step=self.global_step)
+        self._val_videos = []
+
+    # ---- optimizers, checkpoints ----------------------------------------------------------------
+
+    def configure_optimizers(self):
+        h = self.hparams
+        warmup = lambda step: min(1.0, (step + 1) / max(1, h.warmup_steps))  # noqa: E731
+        opt_g = torch.optim.AdamW(self.vae.parameters(), lr=h.lr, betas=tuple(h.betas), weight_decay=h.weight_decay)
+        sched_g = {"scheduler": torch.optim.lr_scheduler.LambdaLR(opt_g, warmup), "interval": "step"}
+        if self.discriminator is None:
+            return {"optimizer": opt_g, "lr_scheduler": sched_g}
+        opt_d = torch.optim.AdamW(self.discriminator.parameters(), lr=h.disc_lr or h.lr, betas=tuple(h.betas),
+                                  weight_decay=h.weight_decay)
+        return [opt_g, opt_d], [sched_g]
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Everything `videogen export` needs, in plain types (loadable with weights_only=True)."""
+        checkpoint["videogen"] = {"stage": "vae", "config": to_config(self.export_vae),
+                                  "stats": self.latent_stats(), "export_prefix": "ema.module." if self.ema else "vae."}
+
+    def export_module(self) -> nn.Module:
+        return self.export_vae
