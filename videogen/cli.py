@@ -26,6 +26,8 @@ EXTRA_COMMANDS = {
     "inspect": "inspect",
     "stream": "stream",
     "export": "export",
+    "encode": "encode",
+    "eval-vae": "eval_vae",
 }
 
 

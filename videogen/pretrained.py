@@ -179,3 +179,41 @@ def load_export(folder: str | os.PathLike, expect: type | None = None) -> Export
     module.eval()
     return Export(module, json.loads((folder / STATS).read_text()), json.loads((folder / MANIFEST).read_text()),
                   config, folder)
+
+
+def load_checkpoint_module(ckpt: str | os.PathLike) -> tuple[torch.nn.Module, dict[str, Any], dict[str, Any]]:
+    """The pure module of a stage's Lightning checkpoint: ``(module, stats, record)``.
+
+    Read with ``torch.load(weights_only=True)``; the stage module wrote ``checkpoint["videogen"]``
+    (its pure module's config, statistics and the state-dict prefix of the weights to export).
+    """
+    ckpt = Path(ckpt)
+    if not ckpt.is_file():
+        raise FileNotFoundError(f"{ckpt}: no such checkpoint")
+    try:
+        state = torch.load(ckpt, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise ValueError(f"{ckpt}: cannot be read safely (weights_only=True): {str(e).splitlines()[0][:300]}") from e
+    record = state.get("videogen") if isinstance(state, dict) else None
+    if not record:
+        raise ValueError(f"{ckpt}: has no 'videogen' record; it was not written by a videogen stage module")
+    module = from_config(record["config"])
+    prefix = record["export_prefix"]
+    module.load_state_dict({k[len(prefix):]: v for k, v in state["state_dict"].items() if k.startswith(prefix)})
+    module.eval()
+    return module, record["stats"], {**record, "global_step": state.get("global_step"), "checkpoint": str(ckpt)}
+
+
+def load_stage(path: str | os.PathLike, expect: type | None = None) -> Export:
+    """An export folder, or a stage checkpoint (exported on the fly, in memory): what ``--vae`` takes."""
+    path = Path(path)
+    if path.is_dir():
+        return load_export(path, expect)
+    module, stats, record = load_checkpoint_module(path)
+    if expect is not None and not isinstance(module, expect):
+        raise TypeError(f"{path}: holds a {type(module).__name__}, expected a {expect.__name__}")
+    state = {k: v.contiguous() for k, v in module.state_dict().items()}
+    digest = hashlib.sha256(b"".join(v.numpy().tobytes() for v in state.values() if v.device.type == "cpu"))
+    manifest = {"class_path": record["config"]["class_path"], "weights_sha256": digest.hexdigest(),
+                "inputs": {"checkpoint": str(path), "global_step": record.get("global_step")}}
+    return Export(module, stats, manifest, record["config"], path)

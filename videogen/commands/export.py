@@ -1,8 +1,7 @@
 """``videogen export --ckpt CKPT --out DIR``: a Lightning checkpoint -> a stage export folder.
 
 The checkpoint is read with ``torch.load(weights_only=True)`` (no pickled objects are run); the
-stage's module wrote what an export needs into it (``checkpoint["videogen"]``: the pure module's
-config, its statistics, and which part of the state dict holds its weights).
+stage's module wrote what an export needs into it (``checkpoint["videogen"]``).
 """
 
 from __future__ import annotations
@@ -19,26 +18,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def export_checkpoint(ckpt: str | Path, out: str | Path) -> Path:
-    import torch
+    from videogen.pretrained import load_checkpoint_module, save_export
 
-    from videogen.pretrained import from_config, save_export
-
-    ckpt = Path(ckpt)
-    if not ckpt.is_file():
-        raise FileNotFoundError(f"{ckpt}: no such checkpoint")
-    try:
-        state = torch.load(ckpt, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise ValueError(f"{ckpt}: cannot be read safely (weights_only=True): {str(e).splitlines()[0][:300]}") from e
-    info = state.get("videogen")
-    if not info:
-        raise ValueError(f"{ckpt}: has no 'videogen' record; it was not written by a videogen stage module")
-    module = from_config(info["config"])
-    prefix = info["export_prefix"]
-    weights = {k[len(prefix):]: v for k, v in state["state_dict"].items() if k.startswith(prefix)}
-    module.load_state_dict(weights)
-    return save_export(out, module, info["stats"], inputs={"stage": info["stage"], "checkpoint": str(ckpt),
-                                                           "global_step": state.get("global_step")})
+    module, stats, record = load_checkpoint_module(ckpt)
+    return save_export(out, module, stats, inputs={"stage": record["stage"], "checkpoint": record["checkpoint"],
+                                                   "global_step": record["global_step"]})
 
 
 def run(args: argparse.Namespace) -> int:

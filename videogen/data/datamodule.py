@@ -35,6 +35,7 @@ from videogen.data.buckets import Bucket, Bucketer, available_frames, frame_stri
 from videogen.data.loader import StatefulLoader, StreamOptions, VideoStream
 from videogen.data.manifest import DatasetManifest, parse_shape_key, scan_shard
 from videogen.data.shards import expand_urls, is_remote
+from videogen.data.stages import to_float
 
 log = logging.getLogger("videogen.data")
 
@@ -180,9 +181,4 @@ class VideoDataModule(LightningDataModule):
 
     def on_after_batch_transfer(self, batch: dict[str, Any], dataloader_idx: int) -> dict[str, Any]:
         """uint8 -> float in [-1, 1], on the device."""
-        video = batch["video"]
-        if isinstance(video, list):
-            batch["video"] = [v.float().div_(127.5).sub_(1.0) for v in video]
-        else:
-            batch["video"] = video.float().div_(127.5).sub_(1.0)
-        return batch
+        return to_float(batch)

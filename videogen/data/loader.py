@@ -139,6 +139,42 @@ class VideoStream(IterableDataset):
             yield out
 
 
+class ShardPassStream(IterableDataset):
+    """Every sample once, shard by shard, in order: the input of predict runs (encode, recaption).
+
+    Shards are split over ranks and workers by :func:`split_shards` (whole shards only, so each
+    output shard is written by one process). Batches never span shards; after a shard's last batch
+    comes a marker ``{"shard_done": url, "skipped": {...}}`` (also for a shard with no usable sample),
+    so a writer knows the shard is complete. Clips are centred, nothing is shuffled or repeated, and
+    samples that fail to decode are skipped (counted in the marker), never duplicated.
+    """
+
+    def __init__(self, urls: list[str], bucketer: Bucketer, *, options: StreamOptions, rank: int = 0,
+                 world_size: int = 1):
+        self.urls, self.bucketer, self.options = list(urls), bucketer, options
+        self.rank, self.world_size = rank, world_size
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        consumers = self.world_size * workers
+        mine = self.urls[self.rank * workers + worker::consumers]  # whole shards, never a share of one
+        decoder = make_decoder(self.options.decoder)
+        decode = stages.TimedDecoder(decoder, self.options.decode_timeout)
+        for url in mine:
+            skips = stages.Skips()
+            samples = stages.group_samples(stages.read_tar([url], skips, self.options.max_member_bytes))
+            records = stages.parse(samples, skips, decoder, self.options.require_caption)
+            planned = stages.plan(records, self.bucketer, skips, random.Random(0),
+                                  frame_stride=self.options.frame_stride, target_fps=self.options.target_fps,
+                                  random_clip=False)
+            for planned_batch in stages.batch(planned, self.bucketer, flush=True):
+                items = stages.decode_batch(planned_batch, decode, skips, fill=False)
+                if items:
+                    yield stages.collate(items, self.bucketer.packing)
+            yield {"shard_done": url, "skipped": dict(skips.counts)}
+
+
 class StatefulLoader(DataLoader):
     """A DataLoader over a :class:`VideoStream` with ``state_dict``/``load_state_dict``.
 

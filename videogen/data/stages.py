@@ -262,8 +262,9 @@ def plan(records: Iterable[Record], bucketer: Bucketer, skips: Skips, rng: rando
         yield Planned(r, target, list(range(start, start + span, stride)), crop, stride)
 
 
-def batch(items: Iterable[Planned], bucketer: Bucketer) -> Iterator[list[Planned]]:
-    """Full batches: per bucket (bucket mode), or greedily packed up to the token budget (packing)."""
+def batch(items: Iterable[Planned], bucketer: Bucketer, flush: bool = False) -> Iterator[list[Planned]]:
+    """Full batches: per bucket (bucket mode), or greedily packed up to the token budget (packing).
+    Partial batches left at the end are dropped, or yielded too with ``flush`` (single passes)."""
     if bucketer.packing:
         current: list[Planned] = []
         used = 0
@@ -274,7 +275,9 @@ def batch(items: Iterable[Planned], bucketer: Bucketer) -> Iterator[list[Planned
                 current, used = [], 0
             current.append(item)
             used += n
-        return  # an unfilled last pack is dropped like any partial batch
+        if flush and current:
+            yield current
+        return
     pending: dict[str, list[Planned]] = {}
     sizes = {b.name: bucketer.batch_size_of(b) for b in bucketer.buckets}
     for item in items:
@@ -283,6 +286,8 @@ def batch(items: Iterable[Planned], bucketer: Bucketer) -> Iterator[list[Planned
         if len(group) >= sizes[item.target.key]:
             yield group
             pending[item.target.key] = []
+    if flush:
+        yield from (group for group in pending.values() if group)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -336,10 +341,11 @@ def cover_size(width: int, height: int, out_h: int, out_w: int) -> tuple[int, in
     return max(out_h, round(height * scale)), max(out_w, round(width * scale))
 
 
-def decode_batch(batch_: list[Planned], decode: TimedDecoder, skips: Skips) -> list[tuple[Planned, np.ndarray]]:
-    """Decode a planned batch. A sample that fails is counted and its slot is filled with a copy of
-    a good sample of the same batch, so batch shapes and counts stay as planned; a batch with no
-    good sample comes back empty (the caller moves on to the next planned batch)."""
+def decode_batch(batch_: list[Planned], decode: TimedDecoder, skips: Skips,
+                 fill: bool = True) -> list[tuple[Planned, np.ndarray]]:
+    """Decode a planned batch. A sample that fails is counted and (``fill``) its slot is filled with
+    a copy of a good sample of the same batch, so batch shapes and counts stay as planned; a batch
+    with no good sample comes back empty (the caller moves on to the next planned batch)."""
     good: list[tuple[Planned, np.ndarray]] = []
     failed = 0
     for item in batch_:
@@ -352,7 +358,7 @@ def decode_batch(batch_: list[Planned], decode: TimedDecoder, skips: Skips) -> l
         except Exception as e:  # a decoder bug must not end a weeks-long run: count it, loudly
             skips.add("decode_error", item.record.url, item.record.key, f"{type(e).__name__}: {e}"[:200])
             failed += 1
-    if good and failed:
+    if fill and good and failed:
         good += [good[i % len(good)] for i in range(failed)]
     return good
 
@@ -367,9 +373,20 @@ def collate(items: list[tuple[Planned, np.ndarray]], packing: bool) -> dict[str,
         "video": video,  # b t h w c -> b c t h w
         "caption": [p.record.caption for p, _ in items],
         "key": [p.record.key for p, _ in items],
+        "url": [p.record.url for p, _ in items],
         "meta": [p.record.meta for p, _ in items],
         "fps": torch.tensor([p.record.fps / p.stride for p, _ in items], dtype=torch.float32),
     }
     if not packing:
         out["bucket"] = items[0][0].target.key
     return out
+
+
+def to_float(batch: dict[str, Any]) -> dict[str, Any]:
+    """uint8 videos (as collated) -> float in [-1, 1], in place; shard-end markers pass through."""
+    video = batch.get("video")
+    if isinstance(video, list):
+        batch["video"] = [v.float().div_(127.5).sub_(1.0) for v in video]
+    elif video is not None:
+        batch["video"] = video.float().div_(127.5).sub_(1.0)
+    return batch

@@ -1,0 +1,108 @@
+"""videogen encode: the latent cache from a real (tiny) VAE export over real shards; resume by shard;
+the VAE identity check that keeps a stale cache out."""
+
+import io
+import json
+import tarfile
+
+import numpy as np
+import pytest
+import torch
+
+from videogen.commands.encode import encode
+from videogen.encoding import check_cache_identity, encode_latents, load_vae, normalize_latents, denormalize_latents
+from videogen.models.vae import VideoAutoencoder
+from videogen.pretrained import save_export
+
+
+def tiny_export(folder, seed=0):
+    torch.manual_seed(seed)
+    vae = VideoAutoencoder(latent_channels=4, base_channels=8, channel_mult=(1, 2), temporal_compression=4,
+                           spatial_compression=4, patch_size=2, patch_size_t=2)
+    stats = {"latent_channels": 4, "latent_mean": [0.1, -0.2, 0.0, 0.3], "latent_std": [1.0, 2.0, 0.5, 1.5],
+             "temporal_compression": 4, "spatial_compression": 4}
+    return save_export(folder, vae, stats)
+
+
+def read_latents(shard):
+    out = {}
+    with tarfile.open(shard) as tar:
+        for m in tar:
+            key, ext = m.name.split(".", 1)
+            data = tar.extractfile(m).read()
+            out.setdefault(key, {})[ext] = data
+    return out
+
+
+def test_encode_writes_one_latent_per_clip_with_identity(tmp_path, clip_shards):
+    vae_dir = tiny_export(tmp_path / "vae")
+    out = encode(str(vae_dir), str(clip_shards), tmp_path / "lat", max_area=64 * 96, max_frames=9,
+                 num_workers=0, accelerator="cpu", devices=1, progress=False)
+    manifest = json.loads((out / "dataset.json").read_text())
+    assert manifest["num_samples"] == 24 and manifest["num_shards"] == 4
+    assert manifest["created_by"]["vae"]["weights_sha256"] == json.loads((vae_dir / "manifest.json").read_text())["weights_sha256"]
+    samples = read_latents(out / "shard-000000.tar")
+    assert len(samples) == 6
+    export = load_vae(vae_dir)
+    for key, s in samples.items():
+        z = np.load(io.BytesIO(s["latent.npy"]), allow_pickle=False)
+        meta = json.loads(s["json"])
+        t, h, w = meta["latent"]["frames"], meta["latent"]["height"], meta["latent"]["width"]
+        assert z.dtype == np.float16 and z.shape == (4, 1 + (t - 1) // 4, h // 4, w // 4)
+        assert (h % 8, w % 8, (t - 1) % 4) == (0, 0, 0) and s["txt"].decode() == f"clip {key}"
+    # the cached latent is what the one encode path gives for the same clip
+    from videogen.data.buckets import Bucketer
+    from videogen.data.loader import ShardPassStream, StreamOptions
+    from videogen.data.stages import to_float
+
+    stream = ShardPassStream([str(clip_shards / "shard-000000.tar")], Bucketer(
+        packing=True, token_budget=10**9, token_shape=(4, 4, 4), max_area=64 * 96, max_frames=9, size_multiple=8,
+        frame_multiple=4), options=StreamOptions(require_caption=False))
+    batch = to_float(next(iter(stream)))
+    key, video = batch["key"][0], batch["video"][0]
+    direct = encode_latents(export.module, video[None])[0].numpy()
+    cached = np.load(io.BytesIO(samples[key]["latent.npy"]))
+    np.testing.assert_allclose(cached.astype(np.float32), direct, atol=2e-2, rtol=2e-3)  # float16 storage
+
+
+def test_encode_resumes_by_shard(tmp_path, clip_shards):
+    vae_dir = tiny_export(tmp_path / "vae")
+    kw = dict(max_area=64 * 64, max_frames=9, num_workers=0, accelerator="cpu", devices=1, progress=False)
+    out = encode(str(vae_dir), str(clip_shards), tmp_path / "lat", **kw)
+    before = {p.name: p.stat().st_mtime_ns for p in out.glob("*.tar")}
+    (out / "shard-000002.tar").unlink()  # as if interrupted while writing it
+    (out / ".done" / "shard-000002.tar.json").unlink()
+    encode(str(vae_dir), str(clip_shards), out, **kw)
+    after = {p.name: p.stat().st_mtime_ns for p in out.glob("*.tar")}
+    assert set(after) == set(before)
+    assert [n for n in after if after[n] != before.get(n)] == ["shard-000002.tar"]
+    assert json.loads((out / "dataset.json").read_text())["num_samples"] == 24
+
+
+def test_stale_cache_is_refused(tmp_path, clip_shards):
+    vae_a, vae_b = tiny_export(tmp_path / "a", seed=0), tiny_export(tmp_path / "b", seed=1)
+    out = encode(str(vae_a), str(clip_shards / "shard-000000.tar"), tmp_path / "lat", max_area=64 * 64,
+                 max_frames=9, num_workers=0, accelerator="cpu", devices=1, progress=False)
+    check_cache_identity(out, load_vae(vae_a))  # the VAE that wrote it: fine
+    with pytest.raises(ValueError, match="latents were written by the VAE at"):
+        check_cache_identity(out, load_vae(vae_b))
+    with pytest.raises(ValueError, match="holds latents of another VAE"):
+        encode(str(vae_b), str(clip_shards / "shard-000000.tar"), out, num_workers=0, accelerator="cpu",
+               devices=1, progress=False)
+    with pytest.raises(FileNotFoundError, match="no dataset.json"):
+        check_cache_identity(tmp_path, load_vae(vae_a))
+
+
+def test_normalisation_round_trip():
+    stats = {"latent_mean": [0.5, -1.0], "latent_std": [2.0, 0.25]}
+    z = torch.randn(3, 2, 2, 4, 4)
+    n = normalize_latents(z, stats)
+    assert torch.allclose(denormalize_latents(n, stats), z, atol=1e-6)
+    assert torch.allclose(n[:, 1], (z[:, 1] + 1.0) / 0.25)
+
+
+def test_encode_cli_errors(tmp_path, capsys):
+    from videogen.cli import main
+
+    assert main(["encode", "--vae", str(tmp_path / "nope"), "--data", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
+    assert "videogen encode:" in capsys.readouterr().out

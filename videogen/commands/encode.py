@@ -1,0 +1,106 @@
+"""``videogen encode --vae VAE --data SHARDS --out DIR``: the latent cache.
+
+A predict run through the Trainer (devices, precision, DDP and SLURM as for training): each clip
+is taken at its native aspect and duration, scaled to at most ``--max-area`` pixels with sides that
+are multiples of ``--size-multiple`` and ``1 + k * tc`` frames (at most ``--max-frames``), encoded to
+the VAE's posterior mean and written as ``latent.npy`` (float16, ``(C, t, h, w)``) with the sample's
+``txt`` and ``json``. One output shard per input shard; finished shards are kept by a rerun. The
+output's ``dataset.json`` records the VAE's identity: a DiT given another VAE refuses the cache.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+HELP = "encode shards with a trained VAE into a latent cache (resumable, one shard per input shard)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--vae", required=True, help="the VAE export folder (or a VAE checkpoint)")
+    parser.add_argument("--data", required=True, nargs="+", help="input shards: folder, glob, brace pattern or URLs")
+    parser.add_argument("--out", required=True, help="output folder for the latent shards")
+    parser.add_argument("--max-area", type=int, default=256 * 256, help="pixels per frame at most (default 65536)")
+    parser.add_argument("--max-frames", type=int, default=33, help="frames per clip at most (default 33)")
+    parser.add_argument("--size-multiple", type=int, default=None,
+                        help="sides are multiples of this (default: 2 x the VAE's spatial compression)")
+    parser.add_argument("--frame-stride", type=int, default=1, help="take every n-th frame (default 1)")
+    parser.add_argument("--chunk-frames", type=int, default=None, help="encode long clips in chunks of this many frames")
+    parser.add_argument("--num-workers", type=int, default=1, help="dataloader workers per process (default 1)")
+    parser.add_argument("--accelerator", default="auto")
+    parser.add_argument("--devices", default="auto")
+    parser.add_argument("--num-nodes", type=int, default=1)
+    parser.add_argument("--precision", default="32-true")
+
+
+def encode(vae: str, data: list[str] | str, out: str | Path, *, max_area: int = 256 * 256, max_frames: int = 33,
+           size_multiple: int | None = None, frame_stride: int = 1, chunk_frames: int | None = None,
+           num_workers: int = 1, accelerator: str = "auto", devices: str | int = "auto", num_nodes: int = 1,
+           precision: str = "32-true", progress: bool = True) -> Path:
+    from lightning.pytorch import Trainer
+    from torch.utils.data import DataLoader
+
+    from videogen.callbacks.shard_writer import LatentShardWriter, finished_shards, write_cache_manifest
+    from videogen.data.buckets import Bucketer
+    from videogen.data.loader import ShardPassStream, StreamOptions
+    from videogen.data.manifest import DatasetManifest, provenance
+    from videogen.data.shards import expand_urls
+    from videogen.encoding import vae_identity
+    from videogen.modules.encode import EncodeModule
+
+    out = Path(out)
+    module = EncodeModule(vae, chunk_frames=chunk_frames)
+    identity = vae_identity(module.export)
+    previous = DatasetManifest.find(out)
+    if previous is not None and previous.created_by.get("vae", {}).get("weights_sha256") != identity["weights_sha256"]:
+        raise ValueError(f"{out}: holds latents of another VAE ({previous.created_by.get('vae', {}).get('source')}); "
+                         "write this cache to a new folder")
+    urls = expand_urls(data)
+    names = [Path(u).name for u in urls]
+    if len(set(names)) != len(names):
+        raise ValueError("input shards share file names (from different folders); encode each folder on its own")
+    done = finished_shards(out)
+    todo = [u for u in urls if Path(u).name not in done]
+    vae_module = module.vae
+    tc, sc = vae_module.temporal_compression, vae_module.spatial_compression
+    size_multiple = size_multiple or 2 * sc
+    if size_multiple % sc:
+        raise ValueError(f"--size-multiple {size_multiple} must be a multiple of the VAE's spatial compression {sc}")
+    bucketer = Bucketer(packing=True, token_budget=10**12, token_shape=(tc, sc, sc), max_area=max_area,
+                        max_frames=max_frames, size_multiple=size_multiple, frame_multiple=tc)
+    created_by = {**provenance("encode", {"vae": vae, "data": data, "max_area": max_area, "max_frames": max_frames,
+                                          "size_multiple": size_multiple, "frame_stride": frame_stride}),
+                  "vae": identity}
+    out.mkdir(parents=True, exist_ok=True)
+    if not todo:
+        print(f"{out}: all {len(urls)} shards already encoded")
+        write_cache_manifest(out, created_by)
+        return out
+    print(f"encoding {len(todo)} of {len(urls)} shards ({len(urls) - len(todo)} already done) -> {out}")
+    trainer = Trainer(accelerator=accelerator, devices=devices, num_nodes=num_nodes, precision=precision,
+                      logger=False, enable_progress_bar=progress, enable_model_summary=False,
+                      callbacks=[LatentShardWriter(out, created_by)])
+    stream = ShardPassStream(todo, bucketer, options=StreamOptions(frame_stride=frame_stride, require_caption=False),
+                             rank=trainer.global_rank, world_size=trainer.world_size)
+    # Lightning would give an IterableDataset's loader a DistributedSampler it cannot use: the
+    # stream splits shards by rank itself, so the loader is passed as it is.
+    loader = DataLoader(stream, batch_size=None, num_workers=num_workers)
+    trainer.predict(module, dataloaders=loader, return_predictions=False)
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        out = encode(args.vae, args.data, args.out, max_area=args.max_area, max_frames=args.max_frames,
+                     size_multiple=args.size_multiple, frame_stride=args.frame_stride, chunk_frames=args.chunk_frames,
+                     num_workers=args.num_workers, accelerator=args.accelerator, devices=args.devices,
+                     num_nodes=args.num_nodes, precision=args.precision)
+    except (FileNotFoundError, ValueError, TypeError) as e:
+        print(f"videogen encode: {e}")
+        return 2
+    from videogen.data.manifest import DatasetManifest
+
+    m = DatasetManifest.load(out)
+    print(f"{out}: {m.num_samples} latent clips in {len(m.shards)} shards"
+          + (f"; skipped: {sum(s.get('count', 1) for s in m.skipped)}" if m.skipped else ""))
+    return 0

@@ -1,0 +1,349 @@
+"""``videogen eval-vae --vae VAE --data SHARDS``: how well a VAE reconstructs a shard set.
+
+Every clip of the set is read once, in shard order, through the loader's own stages
+(``read_tar -> group_samples -> parse``) and decoded at its own resolution and length, trimmed to
+what the VAE accepts: the first ``1 + k*tc`` frames (the largest such count <= min(num_frames,
+--max-frames)) and a centred crop of H and W to multiples of sc. The clip is encoded, its
+posterior's mode decoded (with ``--chunk-frames`` / ``--tile`` as given) and compared with the
+input. Reported:
+
+* mean PSNR and SSIM over clips (``videogen.modules.vae.psnr`` / ``ssim``, the validation metrics;
+  the reconstruction is clamped to [-1, 1] as in validation);
+* encode and decode seconds per clip (wall clock, CUDA synchronised);
+* for synthetic clips (json ``attributes.colour``): the colour agreement, the fraction of clips
+  whose reconstruction the synthetic set's pixel judge (``data_recipes.synthetic.judge_clip``)
+  calls by the json's colour, and the same for the trimmed originals as a reference;
+* clips that could not be used (undecodable, smaller than one latent pixel), with shard and key.
+
+``--vae`` is an export folder or a Lightning checkpoint written by ``videogen fit`` (read with
+``weights_only=True`` and exported to a temporary folder, exactly as ``videogen export`` does).
+Exit code 0 when it ran, 2 when the VAE, the data or the options cannot be used or no clip could be
+evaluated.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+HELP = "reconstruct every clip of a shard set with a VAE: PSNR, SSIM, seconds per clip, colour agreement"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--vae", required=True, metavar="VAE_EXPORT_OR_CKPT",
+                        help="a VAE export folder, or a checkpoint written by `videogen fit` on the VAE stage")
+    parser.add_argument("--data", required=True, metavar="SHARDS",
+                        help="folder of *.tar shards (a glob, brace pattern or single shard also works)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of the summary")
+    parser.add_argument("--max-clips", type=int, default=None, metavar="N", help="stop after N evaluated clips")
+    parser.add_argument("--max-frames", type=int, default=None, metavar="F",
+                        help="use at most F frames of each clip (then trimmed to 1 + k*tc)")
+    parser.add_argument("--chunk-frames", type=int, default=None, metavar="N",
+                        help="encode N frames at a time (a multiple of the VAE's temporal compression tc) "
+                             "and decode N / tc latent frames at a time; default: one pass")
+    parser.add_argument("--tile", type=int, nargs=2, default=None, metavar=("H", "W"),
+                        help="encode and decode in overlapping tiles of H x W pixels (multiples of sc)")
+    parser.add_argument("--tile-overlap", type=int, default=32, metavar="PX",
+                        help="overlap of neighbouring tiles in pixels (default 32; a multiple of sc)")
+    parser.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
+    parser.add_argument("--decoder", default="auto", choices=["auto", "decord", "pyav"],
+                        help="video decoder, as data.decoder (default auto: decord, PyAV fallback)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+
+
+class EvalError(ValueError):
+    """A problem with the command's inputs; the message names the path or option and what to do."""
+
+
+# ---------------------------------------------------------------------------------------------
+# the VAE
+
+
+def load_vae(path: str | Path):
+    """``(VideoAutoencoder in eval mode, stats dict)`` from an export folder or a VAE checkpoint."""
+    from videogen.models.vae import VideoAutoencoder
+    from videogen.pretrained import load_export
+
+    path = Path(path)
+    if path.is_dir():
+        try:
+            export = load_export(path, expect=VideoAutoencoder)
+        except (FileNotFoundError, TypeError) as e:
+            raise EvalError(str(e)) from e
+        return export.module, export.stats
+    if not path.is_file():
+        raise EvalError(f"{path}: no such VAE export folder or checkpoint; give the folder written by "
+                        "`videogen export` (or `videogen fit`), or a VAE checkpoint (.ckpt)")
+    from videogen.commands.export import export_checkpoint
+
+    with tempfile.TemporaryDirectory(prefix="videogen-eval-vae-") as tmp:
+        try:
+            folder = export_checkpoint(path, Path(tmp) / "export")
+            export = load_export(folder, expect=VideoAutoencoder)
+        except (FileNotFoundError, ValueError) as e:
+            raise EvalError(str(e)) from e
+        except TypeError as e:
+            raise EvalError(f"{path}: is not a VAE checkpoint ({e}); give a checkpoint of the VAE stage") from e
+    return export.module, export.stats
+
+
+def check_options(vae, chunk_frames: int | None, tile: tuple[int, int] | None, tile_overlap: int,
+                  max_frames: int | None, max_clips: int | None) -> None:
+    """Raise :class:`EvalError` naming the option when the VAE cannot run with it."""
+    tc, sc = vae.temporal_compression, vae.spatial_compression
+    if chunk_frames is not None and (chunk_frames <= 0 or chunk_frames % tc):
+        raise EvalError(f"--chunk-frames {chunk_frames}: must be a positive multiple of the VAE's temporal "
+                        f"compression {tc}, e.g. {4 * tc}")
+    if tile is not None and (any(s % sc or s <= 0 for s in tile) or tile_overlap % sc or tile_overlap < 0
+                             or tile_overlap >= min(tile)):
+        raise EvalError(f"--tile {tile[0]} {tile[1]} --tile-overlap {tile_overlap}: tiles and overlap must be "
+                        f"multiples of the VAE's spatial compression {sc} with 0 <= overlap < tile, "
+                        f"e.g. --tile {16 * sc} {16 * sc} --tile-overlap {4 * sc}")
+    if max_frames is not None and max_frames < 1:
+        raise EvalError(f"--max-frames {max_frames}: must be at least 1")
+    if max_clips is not None and max_clips < 1:
+        raise EvalError(f"--max-clips {max_clips}: must be at least 1")
+
+
+# ---------------------------------------------------------------------------------------------
+# one clip
+
+
+def trimmed_shape(num_frames: int, height: int, width: int, tc: int, sc: int,
+                  max_frames: int | None = None) -> tuple[int, int, int, int, int] | None:
+    """``(frames, height, width, top, left)`` the VAE accepts, or None when not even one frame of
+    one latent pixel fits: frames = the largest ``1 + k*tc <= min(num_frames, max_frames)``, H and W
+    cut down to multiples of sc, the crop centred."""
+    n = min(num_frames, max_frames) if max_frames is not None else num_frames
+    h, w = height - height % sc, width - width % sc
+    if n < 1 or h < sc or w < sc:
+        return None
+    t = 1 + (n - 1) // tc * tc
+    return t, h, w, (height - h) // 2, (width - w) // 2
+
+
+@dataclass
+class ClipResult:
+    shard: str
+    key: str
+    frames: int
+    height: int
+    width: int
+    psnr: float
+    ssim: float
+    encode_seconds: float
+    decode_seconds: float
+    colour: str | None = None           # the json's attributes.colour (synthetic clips only)
+    colour_original: str | None = None  # what judge_clip says about the trimmed input
+    colour_reconstruction: str | None = None  # ... and about the reconstruction
+
+
+def _sync(device) -> None:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def reconstruct(vae, video, chunk_frames: int | None = None, tile: tuple[int, int] | None = None,
+                tile_overlap: int = 32):
+    """``(reconstruction clamped to [-1, 1], encode seconds, decode seconds)`` of (B, C, T, H, W) in [-1, 1]."""
+    import torch
+
+    tc = vae.temporal_compression
+    with torch.inference_mode():
+        _sync(video.device)
+        began = time.perf_counter()
+        z = vae.encode(video, chunk_frames=chunk_frames, tile=tile, tile_overlap=tile_overlap).mode()
+        _sync(video.device)
+        encoded = time.perf_counter()
+        rec = vae.decode(z, chunk_frames=None if chunk_frames is None else chunk_frames // tc, tile=tile,
+                         tile_overlap=tile_overlap)
+        _sync(video.device)
+        decoded = time.perf_counter()
+    return rec.clamp(-1, 1), encoded - began, decoded - encoded
+
+
+def frames_to_video(frames, device):
+    """(T, H, W, 3) uint8 -> (1, 3, T, H, W) float in [-1, 1]."""
+    import torch
+
+    x = torch.from_numpy(frames).to(device)
+    return (x.permute(3, 0, 1, 2).unsqueeze(0).float() / 127.5 - 1.0).contiguous()
+
+
+def video_to_frames(video):
+    """(1, 3, T, H, W) in [-1, 1] -> (T, H, W, 3) uint8 numpy (the rounding used for logged videos)."""
+    from videogen.callbacks.video_logging import to_uint8
+
+    return to_uint8(video[0].cpu()).permute(0, 2, 3, 1).numpy()  # (T, C, H, W) -> (T, H, W, C)
+
+
+def evaluate_record(record, vae, decoder, device, max_frames=None, chunk_frames=None, tile=None,
+                    tile_overlap: int = 32) -> ClipResult | str:
+    """Evaluate one clip; a string is the reason it could not be used."""
+    from videogen.data.decode import DecodeError, decoder_for
+    from videogen.modules.vae import psnr, ssim
+
+    shape = trimmed_shape(record.num_frames, record.height, record.width, vae.temporal_compression,
+                          vae.spatial_compression, max_frames)
+    if shape is None:
+        return (f"too_small: {record.width}x{record.height}, {record.num_frames} frames is under one latent "
+                f"pixel ({vae.spatial_compression} px)")
+    t, h, w, top, left = shape
+    try:
+        frames = decoder_for(record.ext, decoder).decode(record.media, list(range(t)))  # (T, H, W, 3) uint8
+    except DecodeError as e:
+        return f"decode_error: {e}"
+    if frames.ndim != 4 or frames.shape[0] != t or frames.shape[1] < top + h or frames.shape[2] < left + w:
+        return (f"meta_mismatch: json says {record.width}x{record.height}, {record.num_frames} frames; decoded "
+                f"{tuple(frames.shape)}; fix the json (run `videogen inspect` on the set)")
+    frames = frames[:, top: top + h, left: left + w]
+    x = frames_to_video(frames, device)
+    rec, enc_s, dec_s = reconstruct(vae, x, chunk_frames, tile, tile_overlap)
+    result = ClipResult(Path(record.url).name, record.key, t, h, w, float(psnr(x, rec)[0]), float(ssim(x, rec)[0]),
+                        enc_s, dec_s)
+    attributes = record.meta.get("attributes")
+    if isinstance(attributes, dict) and isinstance(attributes.get("colour"), str):
+        from data_recipes.synthetic import judge_clip
+
+        result.colour = attributes["colour"]
+        result.colour_original = judge_clip(frames)["colour"]
+        result.colour_reconstruction = judge_clip(video_to_frames(rec))["colour"]
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+# the set
+
+
+def iter_records(urls: list[str], decoder, skips) -> Iterator[Any]:
+    from videogen.data import stages
+
+    yield from stages.parse(stages.group_samples(stages.read_tar(urls, skips, 512 * 2**20)), skips, decoder,
+                            require_caption=False)
+
+
+def summarise(results: list[ClipResult]) -> dict[str, Any]:
+    """Means over clips and the colour agreement (None when no clip has synthetic attributes)."""
+    n = len(results)
+    mean = lambda values: sum(values) / len(values) if values else None  # noqa: E731
+    judged = [r for r in results if r.colour is not None]
+    agree = lambda field: mean([float(getattr(r, field) == r.colour) for r in judged])  # noqa: E731
+    return {
+        "num_clips": n,
+        "psnr": mean([r.psnr for r in results]),
+        "ssim": mean([r.ssim for r in results]),
+        "encode_seconds_per_clip": mean([r.encode_seconds for r in results]),
+        "decode_seconds_per_clip": mean([r.decode_seconds for r in results]),
+        "frames_per_clip": mean([r.frames for r in results]),
+        "num_colour_clips": len(judged),
+        "colour_agreement": agree("colour_reconstruction"),
+        "colour_agreement_original": agree("colour_original"),
+    }
+
+
+def evaluate(vae, urls: list[str], device, decoder_name: str = "auto", max_clips: int | None = None,
+             max_frames: int | None = None, chunk_frames: int | None = None, tile: tuple[int, int] | None = None,
+             tile_overlap: int = 32, progress: bool = True, total: int | None = None) -> dict[str, Any]:
+    """Evaluate the clips of ``urls`` in order: the summary plus ``clips`` and ``skipped`` lists."""
+    from tqdm import tqdm
+
+    from videogen.data.decode import make_decoder
+    from videogen.data.stages import Skips
+
+    class RecordingSkips(Skips):  # the loader's skips (bad json, no media, ...), kept with shard and key
+        def __init__(self):
+            super().__init__(max_logged=0)
+            self.bad: list[dict[str, str]] = []
+
+        def add(self, reason: str, url: str, key: str = "", detail: str = "") -> None:
+            self.counts[reason] += 1
+            self.bad.append({"shard": Path(url).name, "key": key, "reason": reason, "detail": detail})
+
+    decoder, skips = make_decoder(decoder_name), RecordingSkips()
+    vae = vae.to(device).eval()
+    results: list[ClipResult] = []
+    if max_clips is not None and total is not None:
+        total = min(total, max_clips)
+    with tqdm(total=total, unit="clip", desc="eval-vae", file=sys.stderr, disable=not progress or None) as bar:
+        for record in iter_records(urls, decoder, skips):
+            if max_clips is not None and len(results) >= max_clips:
+                break
+            outcome = evaluate_record(record, vae, decoder, device, max_frames, chunk_frames, tile, tile_overlap)
+            if isinstance(outcome, str):
+                reason, _, detail = outcome.partition(": ")
+                skips.add(reason, record.url, record.key, detail)
+            else:
+                results.append(outcome)
+                bar.set_postfix(psnr=f"{outcome.psnr:.2f}")
+            bar.update(1)
+    return {**summarise(results), "num_skipped": len(skips.bad), "skipped": skips.bad,
+            "clips": [asdict(r) for r in results]}
+
+
+def format_report(rep: dict[str, Any]) -> str:
+    lines = [f"{rep['data']}: {rep['num_clips']} clips reconstructed by {rep['vae']} "
+             f"({rep['num_skipped']} skipped) on {rep['device']}",
+             f"  PSNR   {rep['psnr']:.2f} dB",
+             f"  SSIM   {rep['ssim']:.4f}",
+             f"  encode {rep['encode_seconds_per_clip']:.3f} s/clip, decode {rep['decode_seconds_per_clip']:.3f} "
+             f"s/clip ({rep['frames_per_clip']:.1f} frames per clip)"]
+    if rep["colour_agreement"] is None:
+        lines.append("  colour agreement: - (no clip has synthetic attributes.colour)")
+    else:
+        lines.append(f"  colour agreement: reconstruction {rep['colour_agreement']:.3f}, original "
+                     f"{rep['colour_agreement_original']:.3f} (of {rep['num_colour_clips']} synthetic clips)")
+    for s in rep["skipped"]:
+        lines.append(f"  skipped {s['shard']} {s['key'] or '(whole shard)'}: {s['reason']} {s['detail']}".rstrip())
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from videogen.data.manifest import DatasetManifest
+    from videogen.data.shards import expand_urls, is_remote
+
+    def fail(message: str) -> int:
+        print(f"videogen eval-vae: error: {message}", file=sys.stderr)
+        return 2
+
+    tile = tuple(args.tile) if args.tile else None
+    if not is_remote(args.data) and not any(c in args.data for c in "*?[{") and not Path(args.data).exists():
+        return fail(f"--data {args.data}: no such folder; give the folder that holds the *.tar shards")
+    try:
+        urls = expand_urls(args.data)
+    except (FileNotFoundError, ValueError) as e:
+        return fail(f"--data {args.data}: {e}")
+    try:
+        vae, _ = load_vae(args.vae)
+        check_options(vae, args.chunk_frames, tile, args.tile_overlap, args.max_frames, args.max_clips)
+    except EvalError as e:
+        return fail(str(e))
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    folder = Path(args.data)
+    try:  # the manifest only sizes the progress bar
+        manifest = DatasetManifest.find(folder) if folder.is_dir() else None
+    except Exception:
+        manifest = None
+    report = {"vae": str(args.vae), "data": str(args.data), "device": str(device),
+              "num_parameters": sum(p.numel() for p in vae.parameters()),
+              "temporal_compression": vae.temporal_compression, "spatial_compression": vae.spatial_compression,
+              "max_frames": args.max_frames, "chunk_frames": args.chunk_frames,
+              "tile": list(tile) if tile else None, "tile_overlap": args.tile_overlap if tile else None}
+    report.update(evaluate(vae, urls, device, args.decoder, args.max_clips, args.max_frames, args.chunk_frames,
+                           tile, args.tile_overlap, progress=not args.no_progress,
+                           total=manifest.num_samples if manifest else None))
+    if report["num_clips"] == 0:
+        reasons = sorted({s["reason"] for s in report["skipped"]})
+        return fail(f"--data {args.data}: no clip could be evaluated ({len(urls)} shards, {report['num_skipped']} "
+                    f"skipped: {', '.join(reasons) or 'no samples found'}); run `videogen inspect {args.data}`")
+    print(json.dumps(report, ensure_ascii=False) if args.json else format_report(report))
+    return 0
