@@ -19,7 +19,10 @@ def test_there_are_configs():
 def test_config_parses_and_instantiates(path):
     cfg = yaml.safe_load(path.read_text())
     if "model" in cfg:  # a full training config: LightningCLI builds trainer, model and data
-        cli = lightning_cli(["--config", str(path), "--trainer.logger=false"], run=False)
+        # GPU configs are built on this CPU: the hardware settings are overridden, the rest is as shipped
+        cpu = ["--trainer.logger=false", "--trainer.accelerator=cpu", "--trainer.devices=1",
+               "--trainer.strategy=auto", "--trainer.precision=32", "--trainer.num_nodes=1"]
+        cli = lightning_cli(["--config", str(path), *cpu], run=False)
         assert cli.model is not None and cli.datamodule is not None
     elif "data" in cfg:
         dm = build_datamodule([str(path)], [])

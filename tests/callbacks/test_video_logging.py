@@ -1,0 +1,35 @@
+"""Videos reach both TensorBoard and Weights & Biases (offline), the loggers users run."""
+
+import torch
+from lightning.pytorch import Trainer
+from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
+
+from videogen.callbacks.video_logging import log_videos, side_by_side, to_uint8
+
+
+def test_to_uint8_and_side_by_side():
+    v = torch.linspace(-1, 1, 3 * 6 * 4 * 4).view(1, 3, 6, 4, 4)
+    both = side_by_side(v, -v)
+    assert both.shape == (1, 3, 6, 4, 8)
+    u = to_uint8(both[0])
+    assert u.shape == (6, 3, 4, 8) and u.dtype == torch.uint8 and u.min() == 0 and u.max() == 255
+
+
+def test_videos_logged_to_tensorboard_and_wandb_offline(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    tb = TensorBoardLogger(tmp_path, name="tb")
+    wb = WandbLogger(project="videogen-test", save_dir=str(tmp_path), offline=True)
+    trainer = Trainer(logger=[tb, wb], accelerator="cpu", enable_progress_bar=False)
+    videos = [torch.rand(3, 5, 16, 24) * 2 - 1 for _ in range(2)]
+    assert log_videos(trainer, "val/reconstruction", videos, step=3) == 2
+    wb.experiment.finish()
+    tb.experiment.flush()
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(next((tmp_path / "tb").rglob("events.out.tfevents.*")).parent))
+    acc.Reload()
+    assert "val/reconstruction" in acc.Tags()["images"]
+    media = list(tmp_path.rglob("media/videos/val/reconstruction*"))
+    assert len(media) == 2 and all(p.stat().st_size > 0 for p in media)
