@@ -16,7 +16,7 @@ input. Reported:
 * clips that could not be used (undecodable, smaller than one latent pixel), with shard and key.
 
 ``--vae`` is an export folder or a Lightning checkpoint written by ``videogen fit`` (read with
-``weights_only=True`` and exported to a temporary folder, exactly as ``videogen export`` does).
+``weights_only=True`` by ``videogen.pretrained.load_stage``).
 Exit code 0 when it ran, 2 when the VAE, the data or the options cannot be used or no clip could be
 evaluated.
 """
@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -66,31 +65,20 @@ class EvalError(ValueError):
 
 
 def load_vae(path: str | Path):
-    """``(VideoAutoencoder in eval mode, stats dict)`` from an export folder or a VAE checkpoint."""
+    """``(VideoAutoencoder in eval mode, stats dict)`` from an export folder or a VAE checkpoint
+    (``videogen.pretrained.load_stage``: the checkpoint is read with ``weights_only=True``)."""
     from videogen.models.vae import VideoAutoencoder
-    from videogen.pretrained import load_export
+    from videogen.pretrained import load_stage
 
     path = Path(path)
-    if path.is_dir():
-        try:
-            export = load_export(path, expect=VideoAutoencoder)
-        except (FileNotFoundError, TypeError) as e:
-            raise EvalError(str(e)) from e
-        return export.module, export.stats
-    if not path.is_file():
+    if not path.exists():
         raise EvalError(f"{path}: no such VAE export folder or checkpoint; give the folder written by "
                         "`videogen export` (or `videogen fit`), or a VAE checkpoint (.ckpt)")
-    from videogen.commands.export import export_checkpoint
-
-    with tempfile.TemporaryDirectory(prefix="videogen-eval-vae-") as tmp:
-        try:
-            folder = export_checkpoint(path, Path(tmp) / "export")
-            export = load_export(folder, expect=VideoAutoencoder)
-        except (FileNotFoundError, ValueError) as e:
-            raise EvalError(str(e)) from e
-        except TypeError as e:
-            raise EvalError(f"{path}: is not a VAE checkpoint ({e}); give a checkpoint of the VAE stage") from e
-    return export.module, export.stats
+    try:
+        export = load_stage(path, expect=VideoAutoencoder)
+    except (FileNotFoundError, ValueError, TypeError) as e:
+        raise EvalError(f"--vae {e}") from e
+    return export.module.eval(), export.stats
 
 
 def check_options(vae, chunk_frames: int | None, tile: tuple[int, int] | None, tile_overlap: int,
