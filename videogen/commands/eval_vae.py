@@ -246,16 +246,7 @@ def evaluate(vae, urls: list[str], device, decoder_name: str = "auto", max_clips
     from videogen.data.decode import make_decoder
     from videogen.data.stages import Skips
 
-    class RecordingSkips(Skips):  # the loader's skips (bad json, no media, ...), kept with shard and key
-        def __init__(self):
-            super().__init__(max_logged=0)
-            self.bad: list[dict[str, str]] = []
-
-        def add(self, reason: str, url: str, key: str = "", detail: str = "") -> None:
-            self.counts[reason] += 1
-            self.bad.append({"shard": Path(url).name, "key": key, "reason": reason, "detail": detail})
-
-    decoder, skips = make_decoder(decoder_name), RecordingSkips()
+    decoder, skips = make_decoder(decoder_name), Skips(max_logged=0, keep=True)
     vae = vae.to(device).eval()
     results: list[ClipResult] = []
     if max_clips is not None and total is not None:
@@ -272,7 +263,7 @@ def evaluate(vae, urls: list[str], device, decoder_name: str = "auto", max_clips
                 results.append(outcome)
                 bar.set_postfix(psnr=f"{outcome.psnr:.2f}")
             bar.update(1)
-    return {**summarise(results), "num_skipped": len(skips.bad), "skipped": skips.bad,
+    return {**summarise(results), "num_skipped": len(skips.records), "skipped": skips.records,
             "clips": [asdict(r) for r in results]}
 
 

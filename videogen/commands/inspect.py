@@ -51,22 +51,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 # one shard
 
 
-def _recording_skips():
-    """A :class:`Skips` that keeps every skip with its shard and key (and logs nothing)."""
-    from videogen.data.stages import Skips
-
-    class RecordingSkips(Skips):
-        def __init__(self):
-            super().__init__(max_logged=0)
-            self.bad: list[dict[str, str]] = []
-
-        def add(self, reason: str, url: str, key: str = "", detail: str = "") -> None:
-            self.counts[reason] += 1
-            self.bad.append({"shard": Path(url).name, "key": key, "reason": reason, "detail": detail})
-
-    return RecordingSkips()
-
-
 def frame_indices(num_frames: int, wanted: int) -> list[int]:
     """All frames (``wanted <= 0``), else ``wanted`` evenly spaced ones, first and last included."""
     if wanted <= 0 or wanted >= num_frames:
@@ -102,7 +86,7 @@ def inspect_shard(url: str, decoder_name: str = "auto", frames: int = 0,
     from videogen.data.manifest import ShardStats
 
     began = time.perf_counter()
-    skips = _recording_skips()
+    skips = stages.Skips(max_logged=0, keep=True)
     decoder = make_decoder(decoder_name)
     stats = ShardStats(name=Path(url).name)
     decoded_frames = 0
@@ -128,7 +112,7 @@ def inspect_shard(url: str, decoder_name: str = "auto", frames: int = 0,
             duration = r.num_frames / r.fps if r.fps > 0 else 0.0
         stats.add({"width": width, "height": height, "num_frames": r.num_frames, "fps": r.fps,
                    "duration": float(duration)}, r.caption)
-    return {"shard": stats.name, "stats": stats.to_dict(), "bad": skips.bad, "frames": decoded_frames,
+    return {"shard": stats.name, "stats": stats.to_dict(), "bad": skips.records, "frames": decoded_frames,
             "seconds": round(time.perf_counter() - began, 3)}
 
 

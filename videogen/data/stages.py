@@ -38,16 +38,22 @@ UNSAFE_EXTENSIONS = frozenset({"pyd", "pickle", "pkl", "pth", "pt", "ckpt"})
 
 
 class Skips:
-    """Counts skipped samples by reason; logs each one with its shard and key."""
+    """Counts skipped samples by reason; logs each one with its shard and key (the first
+    ``max_logged``); with ``keep`` also keeps every one in ``records`` (for reports)."""
 
-    def __init__(self, max_logged: int = 100):
+    def __init__(self, max_logged: int = 100, keep: bool = False):
         self.counts: Counter = Counter()
         self._delta: Counter = Counter()
         self.max_logged = max_logged
+        self.records: list[dict[str, str]] | None = [] if keep else None
 
     def add(self, reason: str, url: str, key: str = "", detail: str = "") -> None:
         self.counts[reason] += 1
         self._delta[reason] += 1
+        if self.records is not None:
+            self.records.append({"shard": url.rsplit("/", 1)[-1], "key": key, "reason": reason, "detail": detail})
+        if self.max_logged <= 0:
+            return
         total = sum(self.counts.values())
         if total <= self.max_logged:
             log.warning("skipped %s in %s: %s%s", key or "<shard>", url, reason, f" ({detail})" if detail else "")

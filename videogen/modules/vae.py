@@ -11,7 +11,9 @@ running buffers, so a checkpoint alone is enough to export the stage.
 
 from __future__ import annotations
 
+import functools
 import logging
+import math
 from typing import Any
 
 import torch
@@ -45,6 +47,16 @@ def ssim(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return per_frame.view(b, -1).mean(1)
 
 
+def warmup_cosine(step: int, warmup: int, decay: int | None, floor: float) -> float:
+    """Learning-rate factor: linear warm-up, then constant (``decay=None``) or cosine to ``floor``."""
+    if step < warmup:
+        return (step + 1) / warmup
+    if decay is None:
+        return 1.0
+    progress = min(1.0, (step - warmup) / max(1, decay - warmup))
+    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
 class VAEModule(LightningModule):
     def __init__(
         self,
@@ -62,6 +74,8 @@ class VAEModule(LightningModule):
         betas: tuple[float, float] = (0.5, 0.9),
         weight_decay: float = 0.0,
         warmup_steps: int = 100,
+        decay_steps: int | None = None,
+        min_lr_ratio: float = 0.1,
         grad_clip: float = 1.0,
         ema_decay: float | None = None,
         max_bad_steps: int = 20,
@@ -80,6 +94,8 @@ class VAEModule(LightningModule):
                 GAN runs: two per batch.)
             lr, disc_lr, betas, weight_decay, warmup_steps: AdamW for both networks (disc_lr
                 defaults to lr), with a linear warm-up.
+            decay_steps, min_lr_ratio: cosine decay of the generator's learning rate to
+                ``min_lr_ratio * lr`` at generator step ``decay_steps`` (None: constant after warm-up).
             grad_clip: gradient norm clip for both networks (0 disables).
             ema_decay: keep an EMA of the autoencoder (used for validation and export); None: off.
             max_bad_steps: NaN/Inf losses in a row before the run stops with an error.
@@ -244,9 +260,9 @@ class VAEModule(LightningModule):
 
     def configure_optimizers(self):
         h = self.hparams
-        warmup = lambda step: min(1.0, (step + 1) / max(1, h.warmup_steps))  # noqa: E731
         opt_g = torch.optim.AdamW(self.vae.parameters(), lr=h.lr, betas=tuple(h.betas), weight_decay=h.weight_decay)
-        sched_g = {"scheduler": torch.optim.lr_scheduler.LambdaLR(opt_g, warmup), "interval": "step"}
+        schedule = functools.partial(warmup_cosine, warmup=h.warmup_steps, decay=h.decay_steps, floor=h.min_lr_ratio)
+        sched_g = {"scheduler": torch.optim.lr_scheduler.LambdaLR(opt_g, schedule), "interval": "step"}
         if self.discriminator is None:
             return {"optimizer": opt_g, "lr_scheduler": sched_g}
         opt_d = torch.optim.AdamW(self.discriminator.parameters(), lr=h.disc_lr or h.lr, betas=tuple(h.betas),
