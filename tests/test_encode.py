@@ -106,3 +106,42 @@ def test_encode_cli_errors(tmp_path, capsys):
 
     assert main(["encode", "--vae", str(tmp_path / "nope"), "--data", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
     assert "videogen encode:" in capsys.readouterr().out
+
+
+def _encode_rank(rank, world, port, vae_dir, shards, out):
+    import os
+
+    import torch.distributed as dist
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    from videogen.data.buckets import Bucketer
+    from videogen.data.loader import ShardPassStream, StreamOptions
+    from videogen.data.shards import expand_urls
+
+    stream = ShardPassStream(expand_urls(shards), Bucketer(packing=True, token_budget=10**9, token_shape=(4, 4, 4),
+                             max_area=64 * 64, max_frames=9, size_multiple=8, frame_multiple=4),
+                             options=StreamOptions(require_caption=False), rank=rank, world_size=world)
+    done = [b["shard_done"].rsplit("/", 1)[-1] for b in stream if "shard_done" in b]
+    gathered = [None] * world
+    dist.all_gather_object(gathered, done)
+    if rank == 0:
+        with open(out, "w") as f:
+            json.dump(gathered, f)
+    dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_two_ranks_read_disjoint_whole_shards(tmp_path, clip_shards):
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "ranks.json"
+    mp.spawn(_encode_rank, args=(2, port, None, str(clip_shards), str(out)), nprocs=2, join=True)
+    r0, r1 = json.loads(out.read_text())
+    assert sorted(r0 + r1) == [f"shard-{i:06d}.tar" for i in range(4)] and not set(r0) & set(r1)
+    assert len(r0) == len(r1) == 2

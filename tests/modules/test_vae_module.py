@@ -141,3 +141,12 @@ def test_export_refuses_bad_checkpoints(tmp_path):
     torch.save({"state_dict": {}}, tmp_path / "plain.ckpt")
     with pytest.raises(ValueError, match="no 'videogen' record"):
         export_checkpoint(tmp_path / "plain.ckpt", tmp_path / "out")
+
+
+def test_bf16_mixed_precision_trains(tmp_path, clip_shards):
+    torch.manual_seed(0)
+    module = VAEModule(tiny_vae(), lr=3e-3, warmup_steps=1)
+    t = trainer(tmp_path, 4, precision="bf16-mixed")
+    t.fit(module, datamodule=datamodule(clip_shards))
+    assert torch.isfinite(t.logged_metrics["train/loss"]) and int(module.bad_steps) == 0
+    assert all(p.dtype == torch.float32 for p in module.vae.parameters())  # master weights stay fp32

@@ -173,7 +173,14 @@ class VideoAutoencoder(Configurable, nn.Module):
             return self.decoder(z)
         cache = CausalCache()
         bounds = [*range(0, z.shape[2], chunk_frames), z.shape[2]]
-        return torch.cat([self.decoder(z[:, :, a:b], cache) for a, b in zip(bounds, bounds[1:])], dim=2)
+        out, filled = None, 0
+        for a, b in zip(bounds, bounds[1:]):  # each chunk written into one output: memory flat in t
+            chunk = self.decoder(z[:, :, a:b], cache)  # (B, C, frames of this chunk, H, W)
+            if out is None:
+                out = chunk.new_empty((*chunk.shape[:2], self.num_frames(z.shape[2]), *chunk.shape[3:]))
+            out[:, :, filled: filled + chunk.shape[2]] = chunk
+            filled += chunk.shape[2]
+        return out
 
     def encode(
         self,
