@@ -28,6 +28,7 @@ EXTRA_COMMANDS = {
     "export": "export",
     "encode": "encode",
     "eval-vae": "eval_vae",
+    "sample": "sample",
 }
 
 

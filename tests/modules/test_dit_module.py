@@ -1,0 +1,131 @@
+"""DiTModule on real shards through a real Trainer, with a (tiny, random) VAE export and the real
+MiniLM text encoder; export; `videogen sample` writes playable mp4s in text, image and extend modes."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from lightning.pytorch import Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+from conftest import make_png
+from test_encode import tiny_export
+from videogen.callbacks.export import StageExport
+from videogen.cli import main
+from videogen.data import Bucket, VideoDataModule
+from videogen.data.decode import PyAVDecoder
+from videogen.models.dit import DiT
+from videogen.modules.dit import DiTModule
+from videogen.pretrained import load_export
+
+
+def tiny_dit(**kw):
+    return DiT(**{"in_channels": 4, "hidden_size": 32, "depth": 1, "num_heads": 2, "text_dim": 384,
+                  "frame_conditioning": True, **kw})
+
+
+def datamodule(shards):
+    return VideoDataModule(str(shards), val_shards=str(shards), buckets=[Bucket(9, 32, 48), Bucket(9, 32, 32)],
+                           batch_size=2, num_workers=0, shuffle_buffer=4, val_batches=1)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A few real training steps and the export they produce (shared by the tests below)."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parents[1]))
+    from conftest import clip_sample, write_tar
+
+    tmp = tmp_path_factory.mktemp("dit")
+    shards = tmp / "shards"
+    shards.mkdir()
+    write_tar(shards / "shard-000000.tar", [clip_sample(f"k{i}", 96 if i % 2 else 64, 64, 9, seed=i) for i in range(8)])
+    vae_dir = tiny_export(tmp / "vae")
+    torch.manual_seed(0)
+    module = DiTModule(tiny_dit(), vae=str(vae_dir), text_max_length=16, cond_prob=0.5, ema_decay=0.9,
+                       val_prompts=["a red square moving right"], val_shape=(9, 32, 48), val_steps=2, lr=1e-3)
+    trainer = Trainer(accelerator="cpu", max_steps=6, enable_progress_bar=False, enable_model_summary=False,
+                      logger=False, default_root_dir=str(tmp), val_check_interval=6, check_val_every_n_epoch=None,
+                      limit_val_batches=1,
+                      num_sanity_val_steps=0, callbacks=[ModelCheckpoint(dirpath=tmp / "ckpt", save_last=True),
+                                                         StageExport(str(tmp / "export"))])
+    trainer.fit(module, datamodule=datamodule(shards))
+    return {"tmp": tmp, "module": module, "trainer": trainer, "vae": vae_dir, "shards": shards}
+
+
+def test_training_logs_loss_per_bucket_and_timestep_range(trained):
+    logged = trained["trainer"].logged_metrics
+    assert torch.isfinite(logged["train/loss"]) and "val/loss" in logged
+    assert any(k.startswith("train/loss_bucket/9x32x") for k in logged)
+    assert any(k.startswith("train/loss_t/") for k in logged)
+    assert not any(k.startswith("text_encoder") or "vae." in k for k in trained["module"].state_dict())
+
+
+def test_export_records_vae_and_text_encoder(trained):
+    exported = load_export(trained["tmp"] / "export", expect=DiT)
+    stats = exported.stats
+    assert stats["vae"]["weights_sha256"] == json.loads((trained["vae"] / "manifest.json").read_text())["weights_sha256"]
+    assert stats["frame_conditioning"] and stats["latent_channels"] == 4 and stats["text_max_length"] == 16
+    ema = trained["module"].ema.module.state_dict()
+    assert all(torch.equal(ema[k], v) for k, v in exported.module.state_dict().items())
+    ckpt = torch.load(trained["tmp"] / "ckpt" / "last.ckpt", weights_only=True)
+    assert ckpt["videogen"]["stage"] == "dit" and not any(k.startswith("vae") for k in ckpt["state_dict"])
+
+
+def test_conditioned_frames_do_not_count_in_the_loss(trained):
+    module = trained["module"]
+    batch = next(iter(datamodule(trained["shards"]).train_dataloader()))
+    batch["video"] = batch["video"].float() / 127.5 - 1
+    import random
+
+    module.hparams.cond_prob = 1.0
+    try:
+        g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+        loss, _ = module.diffusion_loss(module.dit, batch, g(), random.Random(3))
+        mask = module._cond_mask(torch.zeros(2, 4, 3, 8, 12), random.Random(3))
+    finally:
+        module.hparams.cond_prob = 0.5
+    assert torch.isfinite(loss).all() and mask.shape == (2, 1, 3, 8, 12) and mask.sum() > 0
+
+
+@pytest.mark.parametrize("mode", ["text", "image", "extend"])
+def test_sample_writes_playable_mp4(trained, tmp_path, mode):
+    out = tmp_path / f"{mode}.mp4"
+    args = ["sample", "--ckpt", str(trained["tmp"] / "export"), "--prompt", "a red square moving right",
+            "--out", str(out), "--num-frames", "9", "--height", "32", "--width", "48", "--steps", "3"]
+    if mode == "image":
+        (tmp_path / "first.png").write_bytes(make_png(60, 40))
+        args += ["--image", str(tmp_path / "first.png")]
+    elif mode == "extend":
+        from conftest import make_mp4
+
+        (tmp_path / "clip.mp4").write_bytes(make_mp4(96, 64, 9))
+        args += ["--video", str(tmp_path / "clip.mp4"), "--mode", "extend"]
+    assert main(args) == 0
+    info = PyAVDecoder().probe(out.read_bytes())
+    assert (info.width, info.height, info.num_frames) == (48, 32, 9)
+    if mode == "image":  # the first frame is the given image (grey 120), up to the VAE's reconstruction
+        frames = PyAVDecoder().decode(out.read_bytes(), [0])
+        assert frames.shape == (1, 32, 48, 3) and np.isfinite(frames).all()
+
+
+def test_sample_refuses_a_changed_vae(trained, tmp_path):
+    import shutil
+
+    export = tmp_path / "export"
+    shutil.copytree(trained["tmp"] / "export", export)
+    stats = json.loads((export / "stats.json").read_text())
+    other = tiny_export(tmp_path / "other", seed=5)
+    stats["vae"]["source"] = str(other)
+    (export / "stats.json").write_text(json.dumps(stats))
+    assert main(["sample", "--ckpt", str(export), "--prompt", "x", "--out", str(tmp_path / "o.mp4"),
+                 "--height", "32", "--width", "48", "--steps", "1"]) == 2
+
+
+def test_dit_channels_must_match_the_vae(tmp_path):
+    vae_dir = tiny_export(tmp_path / "vae")
+    with pytest.raises(ValueError, match="in_channels=8 but the VAE"):
+        DiTModule(tiny_dit(in_channels=8), vae=str(vae_dir))

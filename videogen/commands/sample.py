@@ -1,0 +1,158 @@
+"""``videogen sample``: prompts -> mp4 files with a trained DiT (its export folder or a checkpoint).
+
+The DiT's export names the VAE it was trained with (path and weights hash) and its text encoder;
+both are loaded from there, and a VAE whose weights changed since is refused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from pathlib import Path
+
+HELP = "generate videos from prompts (text-, image- or clip-conditioned) with a trained DiT"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--ckpt", required=True, help="the DiT export folder (or a DiT checkpoint)")
+    src = parser.add_mutually_exclusive_group(required=True)
+    src.add_argument("--prompt", help="one prompt")
+    src.add_argument("--prompt-file", help="a text file, one prompt per line (writes one mp4 per prompt into --out)")
+    parser.add_argument("--out", required=True, help="output .mp4 (one prompt) or folder (--prompt-file)")
+    parser.add_argument("--num-frames", type=int, default=9)
+    parser.add_argument("--height", type=int, default=64)
+    parser.add_argument("--width", type=int, default=96)
+    parser.add_argument("--fps", type=int, default=8)
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--cfg", type=float, default=4.0, help="classifier-free guidance scale (1: off)")
+    parser.add_argument("--sampler", choices=["euler", "heun"], default="euler")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--image", help="first frame (image-to-video)")
+    parser.add_argument("--video", help="a clip to extend, edit or connect from")
+    parser.add_argument("--video-end", help="with --mode connect: the clip to connect to (default: --video's last frame)")
+    parser.add_argument("--mode", choices=["extend", "extend-backward", "edit", "connect"], default="extend")
+    parser.add_argument("--given", type=int, default=1, help="latent frames of --video kept when extending (default 1)")
+    parser.add_argument("--strength", type=float, default=0.7, help="--mode edit: how much to change (0..1)")
+    parser.add_argument("--device", default="cpu")
+
+
+def _fit(frames, height: int, width: int):
+    """(T, H, W, 3) uint8 -> (1, 3, T, height, width) float in [-1, 1]: resize to cover, centre crop."""
+    import torch
+    import torch.nn.functional as F
+
+    x = torch.from_numpy(frames).permute(3, 0, 1, 2).float()  # c t h w
+    h, w = x.shape[2:]
+    scale = max(height / h, width / w)
+    size = (max(height, round(h * scale)), max(width, round(w * scale)))
+    x = F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
+    top, left = (size[0] - height) // 2, (size[1] - width) // 2
+    return (x[:, :, top: top + height, left: left + width] / 127.5 - 1).clamp(-1, 1)[None]
+
+
+def _read_video(path: str):
+    from videogen.data.decode import PyAVDecoder
+
+    data = Path(path).read_bytes()
+    decoder = PyAVDecoder()
+    return decoder.decode(data, list(range(decoder.probe(data).num_frames)))
+
+
+def _read_image(path: str):
+    import numpy as np
+    from PIL import Image
+
+    return np.asarray(Image.open(path).convert("RGB"))[None]
+
+
+def sample_videos(args: argparse.Namespace, prompts: list[str]):
+    """The generated videos, (B, 3, T, H, W) in [-1, 1], one per prompt."""
+    import torch
+
+    from videogen.encoding import load_vae, normalize_latents, encode_latents
+    from videogen.models.dit import DiT
+    from videogen.models.text import FrozenTextEncoder
+    from videogen.pretrained import load_stage
+    from videogen.sampling import conditioning_from_video, generate
+
+    export = load_stage(args.ckpt, expect=DiT)
+    stats = export.stats
+    vae_export = load_vae(stats["vae"]["source"])
+    if vae_export.manifest["weights_sha256"] != stats["vae"]["weights_sha256"]:
+        raise ValueError(f"the VAE at {stats['vae']['source']} is not the one this DiT was trained with (weights "
+                         "changed): restore it, or train the DiT again")
+    device = torch.device(args.device)
+    dit, vae = export.module.to(device), vae_export.module.to(device)
+    text_encoder = FrozenTextEncoder(stats["text_encoder"], stats["text_max_length"]).to(device)
+    text, mask = text_encoder(prompts)
+    tc = stats["temporal_compression"]
+    latent_frames = 1 + (args.num_frames - 1) // tc
+    cond, init = None, None
+    n = len(prompts)
+    if args.image or args.video:
+        if not stats.get("frame_conditioning") and (args.image or args.mode != "edit"):
+            raise ValueError("this DiT was trained without frame conditioning: only text prompts and --mode edit work")
+        frames = _read_image(args.image) if args.image else _read_video(args.video)
+        clip = _fit(frames, args.height, args.width).to(device)
+        usable = 1 + (clip.shape[2] - 1) // tc * tc
+        clip = clip[:, :, :usable] if args.mode != "extend-backward" else clip[:, :, clip.shape[2] - usable:]
+        if args.image:
+            cond = conditioning_from_video(vae, stats, clip, "image", latent_frames)
+        elif args.mode == "edit":
+            init = normalize_latents(encode_latents(vae, _fit(frames[: args.num_frames], args.height, args.width)
+                                                    .to(device)[:, :, :args.num_frames]), stats)
+            if init.shape[2] != latent_frames:
+                raise ValueError(f"--mode edit needs a clip of at least {args.num_frames} frames")
+        elif args.mode == "connect":
+            end = _fit(_read_video(args.video_end), args.height, args.width).to(device) if args.video_end else clip
+            pair = torch.cat([clip[:, :, -1:], end[:, :, :1]], dim=2)  # last frame of the first, first of the second
+            z = normalize_latents(encode_latents(vae, pair[:, :, :1]), stats)
+            z_end = normalize_latents(encode_latents(vae, pair[:, :, 1:]), stats)
+            from videogen.sampling import Conditioning, frame_mask
+
+            lat = torch.zeros((1, z.shape[1], latent_frames, *z.shape[3:]), device=device)
+            lat[:, :, :1], lat[:, :, -1:] = z, z_end
+            m = frame_mask("connect", latent_frames).to(device).view(1, 1, -1, 1, 1).expand(1, 1, latent_frames,
+                                                                                            *z.shape[3:])
+            cond = Conditioning(lat, m.float())
+        else:
+            cond = conditioning_from_video(vae, stats, clip, args.mode, latent_frames, given=args.given)
+        if cond is not None:
+            cond = type(cond)(cond.latents.expand(n, *cond.latents.shape[1:]), cond.mask.expand(n, *cond.mask.shape[1:]))
+        if init is not None:
+            init = init.expand(n, *init.shape[1:])
+    return generate(dit, vae, stats, text.to(device), mask.to(device), num_frames=args.num_frames, height=args.height,
+                    width=args.width, steps=args.steps, cfg=args.cfg, seed=args.seed, sampler=args.sampler,
+                    shift_base_tokens=stats.get("shift_base_tokens"), cond=cond, init=init,
+                    strength=args.strength if init is not None else 1.0)
+
+
+def write_mp4(path: Path, video, fps: int) -> None:
+    """(3, T, H, W) in [-1, 1] -> an H.264 mp4."""
+    from data_recipes.synthetic import encode_mp4
+
+    frames = ((video.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 3, 0).cpu().numpy()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(encode_mp4(frames, fps))
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.prompt_file:
+        prompts = [p.strip() for p in Path(args.prompt_file).read_text(encoding="utf-8").splitlines() if p.strip()]
+        if not prompts:
+            print(f"videogen sample: {args.prompt_file} has no prompts")
+            return 2
+    else:
+        prompts = [args.prompt]
+    try:
+        videos = sample_videos(args, prompts)
+    except (FileNotFoundError, ValueError, TypeError) as e:
+        print(f"videogen sample: {e}")
+        return 2
+    out = Path(args.out)
+    paths = [out] if args.prompt else [
+        out / f"{i:03d}_{re.sub(r'[^a-z0-9]+', '-', p.lower()).strip('-')[:40]}.mp4" for i, p in enumerate(prompts)]
+    for path, video in zip(paths, videos):
+        write_mp4(path, video, args.fps)
+        print(f"wrote {path} ({video.shape[1]} frames, {video.shape[3]}x{video.shape[2]}, {args.fps} fps)")
+    return 0

