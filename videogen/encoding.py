@@ -42,16 +42,21 @@ def encode_latents(vae: VideoAutoencoder, video: torch.Tensor, chunk_frames: int
     return vae.encode(video, chunk_frames=chunk_frames, tile=tile).mode()
 
 
+def _moments(stats: dict[str, Any], z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and std as (1, C, 1, 1, 1) tensors on z's device and dtype."""
+    shape = (1, -1, 1, 1, 1)
+    mean = torch.tensor(stats["latent_mean"], dtype=z.dtype, device=z.device).view(shape)
+    return mean, torch.tensor(stats["latent_std"], dtype=z.dtype, device=z.device).view(shape)
+
+
 def normalize_latents(z: torch.Tensor, stats: dict[str, Any]) -> torch.Tensor:
     """Raw latents ``(B, C, t, h, w)`` -> unit scale per channel, with the VAE's measured statistics."""
-    mean = torch.tensor(stats["latent_mean"], dtype=z.dtype, device=z.device).view(1, -1, 1, 1, 1)
-    std = torch.tensor(stats["latent_std"], dtype=z.dtype, device=z.device).view(1, -1, 1, 1, 1)
+    mean, std = _moments(stats, z)
     return (z - mean) / std
 
 
 def denormalize_latents(z: torch.Tensor, stats: dict[str, Any]) -> torch.Tensor:
-    mean = torch.tensor(stats["latent_mean"], dtype=z.dtype, device=z.device).view(1, -1, 1, 1, 1)
-    std = torch.tensor(stats["latent_std"], dtype=z.dtype, device=z.device).view(1, -1, 1, 1, 1)
+    mean, std = _moments(stats, z)
     return z * std + mean
 
 

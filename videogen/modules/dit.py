@@ -25,7 +25,8 @@ from videogen.callbacks.video_logging import log_videos
 from videogen.diffusion import RectifiedFlow, logit_normal, shift_timesteps, token_shift
 from videogen.encoding import encode_latents, load_vae, normalize_latents, vae_identity
 from videogen.models.dit import DiT
-from videogen.modules.vae import warmup_cosine
+from videogen.modules.lr_schedule import warmup_cosine
+from videogen.modules.randomness import step_generator
 from videogen.pretrained import to_config
 from videogen.sampling import frame_mask, generate
 
@@ -137,10 +138,6 @@ class DiTModule(LightningModule):
 
     # ---- training -------------------------------------------------------------------------------
 
-    def _generator(self) -> torch.Generator:
-        seed = (torch.initial_seed() + 1_000_003 * self.global_step + 7919 * self.global_rank) % 2**63
-        return torch.Generator(self.device).manual_seed(seed)
-
     def _cond_mask(self, z: torch.Tensor, rng: random.Random) -> torch.Tensor | None:
         if self.hparams.cond_prob <= 0:
             return None
@@ -176,7 +173,8 @@ class DiTModule(LightningModule):
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         rng = random.Random(f"{torch.initial_seed()}-{self.global_step}-{self.global_rank}")
-        per_clip, t = self.diffusion_loss(self.dit, batch, self._generator(), rng)
+        generator = step_generator(self.device, self.global_step, self.global_rank)
+        per_clip, t = self.diffusion_loss(self.dit, batch, generator, rng)
         loss = per_clip.mean()
         bs = per_clip.shape[0]
         self.log("train/loss", loss, prog_bar=True, batch_size=bs)

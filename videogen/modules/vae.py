@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import math
 from typing import Any
 
 import torch
@@ -25,6 +24,8 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from videogen.callbacks.video_logging import log_videos, side_by_side
 from videogen.losses.adversarial import adaptive_weight, hinge_d_loss, hinge_g_loss
 from videogen.models.vae import PatchDiscriminator3D, VideoAutoencoder
+from videogen.modules.lr_schedule import warmup_cosine
+from videogen.modules.randomness import step_generator
 from videogen.pretrained import to_config
 
 log = logging.getLogger("videogen.vae")
@@ -45,16 +46,6 @@ def ssim(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     frames = lambda v: rearrange((v.clamp(-1, 1) + 1) / 2, "b c t h w -> (b t) c h w")  # noqa: E731
     per_frame = structural_similarity_index_measure(frames(x), frames(y), data_range=1.0, reduction="none")
     return per_frame.view(b, -1).mean(1)
-
-
-def warmup_cosine(step: int, warmup: int, decay: int | None, floor: float) -> float:
-    """Learning-rate factor: linear warm-up, then constant (``decay=None``) or cosine to ``floor``."""
-    if step < warmup:
-        return (step + 1) / warmup
-    if decay is None:
-        return 1.0
-    progress = min(1.0, (step - warmup) / max(1, decay - warmup))
-    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
 class VAEModule(LightningModule):
@@ -156,11 +147,6 @@ class VAEModule(LightningModule):
 
     # ---- training ------------------------------------------------------------------------------
 
-    def _step_generator(self, device: torch.device) -> torch.Generator:
-        """Posterior noise drawn from (seed, step, rank): a resumed run draws exactly the same noise."""
-        seed = (torch.initial_seed() + 1_000_003 * int(self.generator_steps) + 7919 * self.global_rank) % 2**63
-        return torch.Generator(device).manual_seed(seed)
-
     def _gan_active(self) -> bool:
         return self.discriminator is not None and int(self.generator_steps) >= self.hparams.gan_start_step
 
@@ -195,7 +181,7 @@ class VAEModule(LightningModule):
         x = batch["video"]  # (B, 3, T, H, W) in [-1, 1]
         gan = self._gan_active()
         posterior = self.vae.encode(x)
-        rec = self.vae.decode(posterior.sample(self._step_generator(x.device)))
+        rec = self.vae.decode(posterior.sample(step_generator(x.device, self.generator_steps, self.global_rank)))
         losses = self.reconstruction_losses(x, rec)
         kl = posterior.kl().mean() / x[0].numel()  # per pixel, like the reconstruction terms
         loss = losses["nll"] + self.hparams.kl_weight * kl
