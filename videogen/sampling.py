@@ -55,18 +55,33 @@ def frame_mask(mode: str, latent_frames: int, given: int = 1) -> Tensor:
 
 def conditioning_from_video(vae, stats: dict[str, Any], video: Tensor, mode: str, latent_frames: int,
                             given: int = 1) -> Conditioning:
-    """Encode a clip (B, 3, T, H, W) in [-1, 1] and keep the frames the mode gives (fitting the target length)."""
+    """Encode a clip (B, 3, T, H, W) in [-1, 1] and keep the frames the mode gives (fitting the target length).
+    ``connect`` joins the clip's first and last frames (see :func:`connect_frames`)."""
+    if mode == "connect":
+        return connect_frames(vae, stats, video[:, :, :1], video[:, :, -1:], latent_frames)
     z = normalize_latents(encode_latents(vae, video), stats)  # (B, C, t', h, w)
     out = torch.zeros((*z.shape[:2], latent_frames, *z.shape[3:]), dtype=z.dtype, device=z.device)
     m = frame_mask(mode, latent_frames, given)
-    if mode in ("image", "extend", "connect"):
-        n = min(z.shape[2], int(m[: latent_frames].sum()) if mode != "connect" else 1)
+    n = min(z.shape[2], int(m.sum()))
+    if mode in ("image", "extend"):
         out[:, :, :n] = z[:, :, :n]
-    if mode in ("extend-backward", "connect"):
-        n = 1 if mode == "connect" else min(z.shape[2], int(m.sum()))
+    elif mode == "extend-backward":
         out[:, :, latent_frames - n:] = z[:, :, z.shape[2] - n:]
     mask = m.to(z.device).view(1, 1, -1, 1, 1).expand(z.shape[0], 1, latent_frames, *z.shape[3:])
     return Conditioning(out, mask.to(z.dtype))
+
+
+def connect_frames(vae, stats: dict[str, Any], start: Tensor, end: Tensor, latent_frames: int) -> Conditioning:
+    """Given first and last latent frames from two single frames (B, 3, 1, H, W): each is encoded on
+    its own, as the image it is (an image is a 1-frame video), and the frames between are generated."""
+    z_start = normalize_latents(encode_latents(vae, start), stats)  # (B, C, 1, h, w)
+    z_end = normalize_latents(encode_latents(vae, end), stats)
+    out = torch.zeros((*z_start.shape[:2], latent_frames, *z_start.shape[3:]), dtype=z_start.dtype,
+                      device=z_start.device)
+    out[:, :, :1], out[:, :, -1:] = z_start, z_end
+    m = frame_mask("connect", latent_frames).to(out.device)
+    mask = m.view(1, 1, -1, 1, 1).expand(out.shape[0], 1, latent_frames, *out.shape[3:])
+    return Conditioning(out, mask.to(out.dtype))
 
 
 @torch.no_grad()

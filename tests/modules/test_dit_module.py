@@ -91,7 +91,7 @@ def test_conditioned_frames_do_not_count_in_the_loss(trained):
     assert torch.isfinite(loss).all() and mask.shape == (2, 1, 3, 8, 12) and mask.sum() > 0
 
 
-@pytest.mark.parametrize("mode", ["text", "image", "extend"])
+@pytest.mark.parametrize("mode", ["text", "image", "extend", "connect"])
 def test_sample_writes_playable_mp4(trained, tmp_path, mode):
     out = tmp_path / f"{mode}.mp4"
     args = ["sample", "--ckpt", str(trained["tmp"] / "export"), "--prompt", "a red square moving right",
@@ -99,11 +99,11 @@ def test_sample_writes_playable_mp4(trained, tmp_path, mode):
     if mode == "image":
         (tmp_path / "first.png").write_bytes(make_png(60, 40))
         args += ["--image", str(tmp_path / "first.png")]
-    elif mode == "extend":
+    elif mode in ("extend", "connect"):
         from conftest import make_mp4
 
         (tmp_path / "clip.mp4").write_bytes(make_mp4(96, 64, 9))
-        args += ["--video", str(tmp_path / "clip.mp4"), "--mode", "extend"]
+        args += ["--video", str(tmp_path / "clip.mp4"), "--mode", mode]
     assert main(args) == 0
     info = PyAVDecoder().probe(out.read_bytes())
     assert (info.width, info.height, info.num_frames) == (48, 32, 9)
@@ -148,3 +148,16 @@ def test_resume_mid_run_matches_an_uninterrupted_run(trained, tmp_path):
     for name in ("dit", "ema"):
         a, b = getattr(reference, name).state_dict(), getattr(resumed, name).state_dict()
         assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-6) for k in a), name
+
+
+def test_connect_gives_the_two_frames_encoded_as_images_at_both_ends(trained):
+    from videogen.encoding import encode_latents, load_vae, normalize_latents
+    from videogen.sampling import conditioning_from_video
+
+    export = load_vae(trained["vae"])
+    video = torch.rand(1, 3, 9, 32, 48) * 2 - 1
+    cond = conditioning_from_video(export.module, export.stats, video, "connect", latent_frames=5)
+    first = normalize_latents(encode_latents(export.module, video[:, :, :1]), export.stats)
+    last = normalize_latents(encode_latents(export.module, video[:, :, -1:]), export.stats)
+    assert torch.allclose(cond.latents[:, :, :1], first) and torch.allclose(cond.latents[:, :, -1:], last)
+    assert cond.mask[0, 0, :, 0, 0].tolist() == [1, 0, 0, 0, 1] and not cond.latents[:, :, 1:4].any()

@@ -29,7 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--image", help="first frame (image-to-video)")
     parser.add_argument("--video", help="a clip to extend, edit or connect from")
-    parser.add_argument("--video-end", help="with --mode connect: the clip to connect to (default: --video's last frame)")
+    parser.add_argument("--video-end", help="with --mode connect: go from --video's last frame to this clip's first "
+                                            "(without it: from --video's first frame to its last)")
     parser.add_argument("--mode", choices=["extend", "extend-backward", "edit", "connect"], default="extend")
     parser.add_argument("--given", type=int, default=1, help="latent frames of --video kept when extending (default 1)")
     parser.add_argument("--strength", type=float, default=0.7, help="--mode edit: how much to change (0..1)")
@@ -73,7 +74,7 @@ def sample_videos(args: argparse.Namespace, prompts: list[str]):
     from videogen.models.dit import DiT
     from videogen.models.text import FrozenTextEncoder
     from videogen.pretrained import load_stage
-    from videogen.sampling import conditioning_from_video, generate
+    from videogen.sampling import connect_frames, conditioning_from_video, generate
 
     export = load_stage(args.ckpt, expect=DiT)
     stats = export.stats
@@ -103,18 +104,9 @@ def sample_videos(args: argparse.Namespace, prompts: list[str]):
                                                     .to(device)[:, :, :args.num_frames]), stats)
             if init.shape[2] != latent_frames:
                 raise ValueError(f"--mode edit needs a clip of at least {args.num_frames} frames")
-        elif args.mode == "connect":
-            end = _fit(_read_video(args.video_end), args.height, args.width).to(device) if args.video_end else clip
-            pair = torch.cat([clip[:, :, -1:], end[:, :, :1]], dim=2)  # last frame of the first, first of the second
-            z = normalize_latents(encode_latents(vae, pair[:, :, :1]), stats)
-            z_end = normalize_latents(encode_latents(vae, pair[:, :, 1:]), stats)
-            from videogen.sampling import Conditioning, frame_mask
-
-            lat = torch.zeros((1, z.shape[1], latent_frames, *z.shape[3:]), device=device)
-            lat[:, :, :1], lat[:, :, -1:] = z, z_end
-            m = frame_mask("connect", latent_frames).to(device).view(1, 1, -1, 1, 1).expand(1, 1, latent_frames,
-                                                                                            *z.shape[3:])
-            cond = Conditioning(lat, m.float())
+        elif args.mode == "connect" and args.video_end:  # the last frame of one clip to the first of the next
+            end = _fit(_read_video(args.video_end), args.height, args.width).to(device)
+            cond = connect_frames(vae, stats, clip[:, :, -1:], end[:, :, :1], latent_frames)
         else:
             cond = conditioning_from_video(vae, stats, clip, args.mode, latent_frames, given=args.given)
         if cond is not None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import glob
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Iterable, Iterator, Sequence, TypeVar
 
 import braceexpand
@@ -87,15 +86,6 @@ def tar_end_problem(url: str) -> str:
         return ("no end-of-archive block: the shard was cut at a member boundary and the samples after the "
                 "cut are lost; rewrite it")
     return ""
-
-
-def shard_folders(urls: Iterable[str]) -> list[Path]:
-    """The distinct local folders holding these shards (where ``dataset.json`` manifests live)."""
-    seen: dict[Path, None] = {}
-    for url in urls:
-        if not is_remote(url):
-            seen[Path(url).resolve().parent] = None
-    return list(seen)
 
 
 @dataclass(frozen=True)
