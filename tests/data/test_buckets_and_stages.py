@@ -123,6 +123,18 @@ def test_plan_frame_indices_follow_stride_and_target_fps():
     assert skips.counts == {"too_short": 1}
 
 
+@pytest.mark.parametrize("num_frames, stride, first", [(9, 1, 0), (25, 3, 0), (33, 4, 0), (21, 2, 2), (40, 4, 3)])
+def test_span_clip_spreads_the_bucket_frames_over_the_whole_clip(num_frames, stride, first):
+    b = Bucketer([Bucket(9, 64, 64)])
+    r = stages.Record("k", "u", "mp4", b"x", "c", {}, 64, 64, num_frames, 12.0)
+    (p,) = stages.plan([r], b, stages.Skips(), random.Random(0), span_clip=True, random_clip=False)
+    assert p.stride == stride and len(p.indices) == 9 and p.indices[0] == first
+    assert p.indices[-1] - p.indices[0] == 8 * stride <= num_frames - 1
+    assert 8 * (stride + 1) > num_frames - 1  # the widest stride that fits
+    (q,) = stages.plan([r], b, stages.Skips(), random.Random(0), span_clip=False, random_clip=False)
+    assert q.stride == 1  # off: a window at the native frame rate
+
+
 def test_cover_size_keeps_aspect_and_covers():
     assert stages.cover_size(1280, 720, 64, 64) == (64, 114)
     assert stages.cover_size(720, 1280, 64, 112) == (199, 112)

@@ -175,6 +175,26 @@ def test_padding_tokens_are_ignored():
     torch.testing.assert_close(padded[:, :n], plain, atol=1e-6, rtol=0)
 
 
+def test_pooled_text_sees_only_real_tokens_and_drives_the_output():
+    """The pooled caption (a mean over the masked tokens) changes the output; masked-out tokens do not."""
+    latents, t, text, text_mask = clips_and_text()
+    x = latents[0][None]
+    garbage = text.clone()
+    garbage[0, 3:] = 100.0  # caption 0 has three real tokens: the rest is padding
+    for pooled in (True, False):
+        model = tiny(pooled_text=pooled)
+        with torch.no_grad():
+            out = model(x, t[:1], text[:1], text_mask[:1])
+            torch.testing.assert_close(model(x, t[:1], garbage[:1], text_mask[:1]), out, atol=1e-6, rtol=0)
+    model = tiny(pooled_text=True)
+    with torch.no_grad():
+        base = model(x, t[:1], text[:1], text_mask[:1])
+        model.pooled_embedder[2].weight.zero_()  # the pooled path off (bias stays): outputs move
+        model.pooled_embedder[2].bias.zero_()
+        assert (model(x, t[:1], text[:1], text_mask[:1]) - base).abs().max() > 1e-3
+    assert tiny(pooled_text=False).pooled_embedder is None
+
+
 def test_empty_caption_is_finite_and_unseen_resolutions_work():
     model = tiny()
     _, _, text, _ = clips_and_text()

@@ -84,6 +84,7 @@ class VideoDataModule(LightningDataModule):
         frame_multiple: int = 4,
         frame_stride: int = 1,
         target_fps: float | None = None,
+        span_clip: bool = False,
         num_workers: int = 2,
         shuffle_buffer: int = 64,
         seed: int = 0,
@@ -105,6 +106,8 @@ class VideoDataModule(LightningDataModule):
             packing: emit variable-size clips packed up to ``token_budget`` instead of buckets.
             max_area, max_frames, size_multiple, frame_multiple: clip sizes in packing mode.
             frame_stride: take every n-th frame; ``target_fps`` overrides it per clip.
+            span_clip: widen each clip's stride to the largest that fits its bucket's frames, so a
+                sample spans (nearly) the whole clip instead of a window at the native frame rate.
             num_workers: dataloader worker processes per rank.
             shuffle_buffer: samples held for shuffling (training only).
             seed: the stream's seed (shard order, shuffling, clip starts, crops).
@@ -124,7 +127,7 @@ class VideoDataModule(LightningDataModule):
         self.bucketer = Bucketer(buckets, batch_size=batch_size, token_budget=token_budget, token_shape=token_shape,
                                  packing=packing, max_area=max_area, max_frames=max_frames,
                                  size_multiple=size_multiple, frame_multiple=frame_multiple)
-        self.options = StreamOptions(frame_stride=frame_stride, target_fps=target_fps,
+        self.options = StreamOptions(frame_stride=frame_stride, target_fps=target_fps, span_clip=span_clip,
                                      require_caption=require_caption, max_member_bytes=int(max_member_mb * 2**20),
                                      decode_timeout=decode_timeout, decoder=decoder)
         self.num_workers, self.shuffle_buffer, self.seed = num_workers, shuffle_buffer, seed

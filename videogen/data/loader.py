@@ -41,6 +41,7 @@ class StreamOptions:
 
     frame_stride: int = 1
     target_fps: float | None = None
+    span_clip: bool = False
     require_caption: bool = True
     max_member_bytes: int = 512 * 1024 * 1024
     decode_timeout: float | None = 30.0
@@ -100,7 +101,8 @@ class VideoStream(IterableDataset):
         rng = random.Random(f"{self.seed}-{self.epoch}-{self.rank}-{virtual_worker}")
         records = self._records(virtual_worker, rng, skips)
         planned = stages.plan(records, self.bucketer, skips, rng, frame_stride=self.options.frame_stride,
-                              target_fps=self.options.target_fps, random_clip=self.train)
+                              target_fps=self.options.target_fps, random_clip=self.train,
+                              span_clip=self.options.span_clip)
         return stages.batch(planned, self.bucketer)
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
@@ -167,7 +169,7 @@ class ShardPassStream(IterableDataset):
             records = stages.parse(samples, skips, decoder, self.options.require_caption)
             planned = stages.plan(records, self.bucketer, skips, random.Random(0),
                                   frame_stride=self.options.frame_stride, target_fps=self.options.target_fps,
-                                  random_clip=False)
+                                  random_clip=False, span_clip=self.options.span_clip)
             for planned_batch in stages.batch(planned, self.bucketer, flush=True):
                 items = stages.decode_batch(planned_batch, decode, skips, fill=False)
                 if items:

@@ -253,14 +253,20 @@ class Planned:
 
 
 def plan(records: Iterable[Record], bucketer: Bucketer, skips: Skips, rng: random.Random, *,
-         frame_stride: int = 1, target_fps: float | None = None, random_clip: bool = True) -> Iterator[Planned]:
-    """Give each record a target and the frames to read (random start and crop when ``random_clip``)."""
+         frame_stride: int = 1, target_fps: float | None = None, random_clip: bool = True,
+         span_clip: bool = False) -> Iterator[Planned]:
+    """Give each record a target and the frames to read (random start and crop when ``random_clip``).
+
+    ``span_clip``: once the bucket is chosen, widen the stride to the largest that still fits the
+    bucket's frames into the clip, so a sample covers (nearly) the whole clip, not a window of it."""
     for r in records:
         stride = 1 if r.num_frames == 1 else frame_stride_for(r.fps, frame_stride, target_fps)
         target = bucketer.target(r.width, r.height, available_frames(r.num_frames, stride))
         if target is None:
             skips.add("too_short", r.url, r.key, f"{r.num_frames} frames at stride {stride} fit no bucket")
             continue
+        if span_clip and target.num_frames > 1:
+            stride = max(stride, (r.num_frames - 1) // (target.num_frames - 1))
         span = (target.num_frames - 1) * stride + 1
         slack = r.num_frames - span
         start = rng.randint(0, slack) if random_clip else slack // 2

@@ -46,6 +46,9 @@ class DiT(Configurable, nn.Module):
         rope_theta: RoPE base period.
         rope_axes_dim: head-dim channels for (t, h, w); default 3/8 each to h and w, the rest to t.
         frame_conditioning: add the per-frame conditioning channels (cond latents + mask).
+        pooled_text: add the caption's mean-pooled text embedding to the timestep embedding that
+            drives every block's adaLN modulation (as SD3 does with pooled CLIP): global attributes
+            (colour, motion) reach every token directly, not only through cross-attention.
         gradient_checkpointing: recompute each block in backward (activation checkpointing per block).
         attention_backend: 'auto' (FlexAttention block masks on CUDA, SDPA boolean masks elsewhere),
             'sdpa' or 'flex' for packed self-attention.
@@ -67,6 +70,7 @@ class DiT(Configurable, nn.Module):
         rope_theta: float = 10000.0,
         rope_axes_dim: tuple[int, int, int] | None = None,
         frame_conditioning: bool = False,
+        pooled_text: bool = True,
         gradient_checkpointing: bool = False,
         attention_backend: AttentionBackend = "auto",
     ) -> None:
@@ -83,6 +87,7 @@ class DiT(Configurable, nn.Module):
         self.num_heads = num_heads
         self.text_dim = text_dim
         self.frame_conditioning = frame_conditioning
+        self.pooled_text = pooled_text
         self.gradient_checkpointing = gradient_checkpointing
         self.attention_backend = attention_backend
         patch_volume = math.prod(self.patch_size)
@@ -91,6 +96,10 @@ class DiT(Configurable, nn.Module):
         self.t_embedder = TimestepEmbedder(hidden_size)
         self.text_proj = nn.Sequential(
             nn.Linear(text_dim, hidden_size), nn.GELU(approximate="tanh"), nn.Linear(hidden_size, hidden_size)
+        )
+        self.pooled_embedder = (
+            nn.Sequential(nn.Linear(text_dim, hidden_size), nn.SiLU(), nn.Linear(hidden_size, hidden_size))
+            if pooled_text else None
         )
         # a learned text token every clip can always attend to: no empty cross-attention row for an empty caption
         self.null_text = nn.Parameter(torch.randn(hidden_size) * 0.02)
@@ -104,8 +113,10 @@ class DiT(Configurable, nn.Module):
             if isinstance(module, nn.Linear):
                 nn.init.xavier_uniform_(module.weight)
                 nn.init.zeros_(module.bias)
-        for mlp in (self.t_embedder.mlp[0], self.t_embedder.mlp[2]):
-            nn.init.normal_(mlp.weight, std=0.02)
+        embedders = [self.t_embedder.mlp] + ([self.pooled_embedder] if self.pooled_embedder is not None else [])
+        for mlp in embedders:
+            nn.init.normal_(mlp[0].weight, std=0.02)
+            nn.init.normal_(mlp[2].weight, std=0.02)
         for block in self.blocks:
             block.zero_init_()
         self.final_layer.zero_init_()
@@ -174,6 +185,10 @@ class DiT(Configurable, nn.Module):
         batch, clips, text_len, _ = text.shape
         x = self.x_embedder(tokens)  # (B, N, D)
         c = self.t_embedder(t)  # (B, S, D)
+        if self.pooled_embedder is not None:
+            weights = text_mask.to(text.dtype)[..., None]  # (B, S, L, 1)
+            pooled = (text * weights).sum(2) / weights.sum(2).clamp_min(1)  # (B, S, text_dim) mean of real tokens
+            c = c + self.pooled_embedder(pooled)
         txt = torch.cat(
             [self.null_text.to(x.dtype).expand(batch, clips, 1, -1), self.text_proj(text)], dim=2
         )  # (B, S, L + 1, D)
@@ -212,6 +227,8 @@ class DiT(Configurable, nn.Module):
         flops = 2 * n * p_in * d  # patch embedding
         flops += 2 * s * (freq_dim * d + d * d)  # timestep MLP
         flops += 2 * s * text_len * (self.text_dim * d + d * d)  # text projection
+        if self.pooled_embedder is not None:
+            flops += 2 * s * (self.text_dim * d + d * d)  # pooled text MLP
         per_block = 2 * s * d * 6 * d  # adaLN modulation
         per_block += 2 * n * d * 4 * d + 4 * attn_pairs * d  # self-attention: qkv + proj, scores + values
         per_block += 2 * n * d * 2 * d + 2 * s * keys * d * 2 * d + 4 * n * keys * d  # cross: q + proj, kv, attention
