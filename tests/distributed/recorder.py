@@ -1,0 +1,69 @@
+"""``RankRecorder``: a test callback that writes what one rank did to ``<out>/rank<R>-run<N>.json``.
+
+Used by the multi-process tests (DDP, FSDP, SLURM) through the real ``videogen fit`` CLI: each rank
+records the sample keys of every batch (with its epoch), its loss per step, where it ran (hostname,
+SLURM node), the global step it started from (a resumed run starts at the checkpoint's step) and a
+hash of its trainable weights at the end, so a test can compare ranks with each other.
+``step_sleep`` slows steps down so a signal can reach a running job; ``progress`` files let a test
+wait for a given step.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+import time
+from pathlib import Path
+
+import torch
+from lightning.pytorch import Callback
+
+
+def weights_hash(module: torch.nn.Module) -> str:
+    h = hashlib.sha256()
+    for name, p in sorted(module.named_parameters()):
+        h.update(name.encode())
+        h.update(p.detach().float().cpu().numpy().tobytes())
+    return h.hexdigest()[:20]
+
+
+class RankRecorder(Callback):
+    def __init__(self, out: str, step_sleep: float = 0.0):
+        self.out, self.step_sleep = Path(out), step_sleep
+        self.record: dict = {}
+
+    def _path(self, trainer) -> Path:
+        run = os.environ.get("SLURM_RESTART_COUNT", "0")
+        return self.out / f"rank{trainer.global_rank}-run{run}.json"
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.record = {
+            "rank": trainer.global_rank, "world_size": trainer.world_size, "hostname": socket.gethostname(),
+            "slurm_nodeid": os.environ.get("SLURM_NODEID"), "slurm_nodename": os.environ.get("SLURMD_NODENAME"),
+            "slurm_job_id": os.environ.get("SLURM_JOB_ID"), "restart_count": os.environ.get("SLURM_RESTART_COUNT"),
+            "environment": type(trainer.strategy.cluster_environment).__name__,
+            "strategy": type(trainer.strategy).__name__, "pid": os.getpid(),
+            "weights_at_start": weights_hash(pl_module), "batches": [], "losses": []}
+
+    def on_train_start(self, trainer, pl_module) -> None:  # after a checkpoint was restored
+        self.record["start_step"] = trainer.global_step
+        self.record["ckpt_path"] = str(trainer.ckpt_path) if trainer.ckpt_path else None
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self.record["batches"].append({"epoch": trainer.current_epoch, "step": trainer.global_step,
+                                       "keys": list(batch["key"])})
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        loss = trainer.callback_metrics.get("train/loss")
+        self.record["losses"].append(None if loss is None else float(loss))
+        (self.out / f"progress-rank{trainer.global_rank}").write_text(str(trainer.global_step))
+        if self.step_sleep and not int(os.environ.get("SLURM_RESTART_COUNT", "0")):
+            time.sleep(self.step_sleep)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self.record.update(end_step=trainer.global_step, weights_at_end=weights_hash(pl_module),
+                           epochs=trainer.current_epoch)
+        self._path(trainer).write_text(json.dumps(self.record))
