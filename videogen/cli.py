@@ -61,12 +61,45 @@ def run_extra(name: str, argv: list[str]) -> int:
     return int(module.run(args) or 0)
 
 
+def use_atomic_checkpoint_io(trainer) -> None:
+    """Checkpoints of every ``videogen fit`` are written atomically and loaded with weights_only
+    (videogen/checkpoint_io.py), unless the config names a checkpoint plugin of its own."""
+    from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+
+    from videogen.checkpoint_io import AtomicCheckpointIO
+
+    if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:
+        trainer.strategy.checkpoint_io = AtomicCheckpointIO()
+
+
 def lightning_cli(args: list[str] | None = None, run: bool = True):
     """Build the LightningCLI (also used by tests to parse configs without running)."""
+    from pathlib import Path
+
     from lightning.pytorch import LightningDataModule, LightningModule
     from lightning.pytorch.cli import LightningCLI
 
-    return LightningCLI(
+    class VideogenCLI(LightningCLI):
+        def before_instantiate_classes(self) -> None:  # a missing checkpoint is refused before anything is built
+            config = self.config.get(self.subcommand, self.config) if self.subcommand else self.config
+            ckpt = config.get("ckpt_path")
+            if ckpt and ckpt not in ("last", "best", "hpc", "registry") and "://" not in str(ckpt) \
+                    and not Path(ckpt).is_file():
+                config_error(f"ckpt_path={ckpt}: no such checkpoint file (give a .ckpt written by videogen fit, "
+                             "e.g. <checkpoint dirpath>/last.ckpt)")
+
+        def instantiate_classes(self) -> None:
+            try:
+                super().instantiate_classes()
+            except (ValueError, TypeError, FileNotFoundError) as e:  # a constructor refused its config
+                config_error(str(e))
+
+        def instantiate_trainer(self, **kwargs):
+            trainer = super().instantiate_trainer(**kwargs)
+            use_atomic_checkpoint_io(trainer)
+            return trainer
+
+    return VideogenCLI(
         LightningModule,
         LightningDataModule,
         subclass_mode_model=True,
@@ -79,6 +112,12 @@ def lightning_cli(args: list[str] | None = None, run: bool = True):
     )
 
 
+def config_error(message: str) -> None:
+    """A configuration the run cannot use: one line on stderr, exit status 2, nothing computed."""
+    print(f"videogen: error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
@@ -87,7 +126,13 @@ def main(argv: list[str] | None = None) -> int:
     if argv[0] in EXTRA_COMMANDS:
         return run_extra(argv[0], argv[1:])
     if argv[0] in TRAINER_COMMANDS:
-        lightning_cli(argv)
+        from videogen.callbacks.shape_check import ConfigError
+
+        try:
+            lightning_cli(argv)
+        except ConfigError as e:  # found at setup, before the first step
+            print(f"videogen: error: {e}", file=sys.stderr)
+            return 2
         return 0
     print(f"videogen: unknown command {argv[0]!r}; run 'videogen --help' for the list", file=sys.stderr)
     return 2

@@ -243,3 +243,12 @@ class DiTModule(LightningModule):
 
     def export_module(self) -> DiT:
         return self.sample_dit
+
+    # ---- numerical faults and shape checks (videogen/modules/guards.py) -------------------------
+
+    def configure_callbacks(self):
+        """NaN/Inf steps skipped and counted, too many in a row stop the run, loss spikes logged,
+        out-of-memory advice; buckets checked against the VAE and patch size before the first step."""
+        from videogen.modules.guards import reliability_callbacks
+
+        return reliability_callbacks(self.trainer)

@@ -3,8 +3,9 @@
 Losses: L1 + L2 reconstruction, an optional LPIPS-style perceptual term (weights from a local path;
 off with one notice when none is given), KL, and from ``gan_start_step`` on a 3D patch-GAN with hinge
 loss and the adaptive weight of taming/LDM. Manual optimisation with two optimizers (generator,
-discriminator); gradient clipping on both; a NaN/Inf loss skips the step and is counted, and
-``max_bad_steps`` of them in a row stop the run. Optional EMA of the autoencoder's weights, used for
+discriminator); gradient clipping on both; a NaN/Inf loss or gradient skips the update and is
+counted, ``max_bad_steps`` of them in a row stop the run, loss spikes are logged (one mechanism for
+every stage: ``videogen/modules/guards.py``). Optional EMA of the autoencoder's weights, used for
 validation and export. Latent statistics (per-channel mean and std of the posterior mean) are kept as
 running buffers, so a checkpoint alone is enough to export the stage.
 """
@@ -24,6 +25,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from videogen.callbacks.video_logging import log_videos, side_by_side
 from videogen.losses.adversarial import adaptive_weight, hinge_d_loss, hinge_g_loss
 from videogen.models.vae import PatchDiscriminator3D, VideoAutoencoder
+from videogen.modules.guards import StepGuard, reliability_callbacks
 from videogen.modules.lr_schedule import warmup_cosine
 from videogen.modules.randomness import step_generator
 from videogen.pretrained import to_config
@@ -89,7 +91,7 @@ class VAEModule(LightningModule):
                 ``min_lr_ratio * lr`` at generator step ``decay_steps`` (None: constant after warm-up).
             grad_clip: gradient norm clip for both networks (0 disables).
             ema_decay: keep an EMA of the autoencoder (used for validation and export); None: off.
-            max_bad_steps: NaN/Inf losses in a row before the run stops with an error.
+            max_bad_steps: NaN/Inf losses or gradients in a row before the run stops with an error.
             stats_momentum: momentum of the running latent mean/std measured on training batches.
             num_log_videos: validation clips logged as original | reconstruction videos.
         """
@@ -112,11 +114,10 @@ class VAEModule(LightningModule):
         self.register_buffer("latent_mean", torch.zeros(c))
         self.register_buffer("latent_var", torch.ones(c))
         self.register_buffer("stats_count", torch.zeros((), dtype=torch.long))
-        self.register_buffer("bad_steps", torch.zeros((), dtype=torch.long))
         # Lightning's global_step counts every optimizer step (both networks once the GAN runs);
         # the schedule counts generator steps.
         self.register_buffer("generator_steps", torch.zeros((), dtype=torch.long))
-        self._bad_in_row = 0
+        self.guard = StepGuard(max_bad_steps)  # NaN/Inf steps and loss spikes (saved in checkpoints)
         self._val_videos: list[torch.Tensor] = []
 
     # ---- the networks used for evaluation and export -----------------------------------------
@@ -160,19 +161,10 @@ class VAEModule(LightningModule):
         losses["nll"] = nll
         return losses
 
-    def _skip_if_bad(self, loss: torch.Tensor, name: str) -> bool:
-        if torch.isfinite(loss):
-            return False
-        self.bad_steps += 1
-        self._bad_in_row += 1
-        log.warning("step %d: %s loss is %s; step skipped (%d in a row, %d in all)", self.global_step, name,
-                    loss.item(), self._bad_in_row, int(self.bad_steps))
-        if self._bad_in_row >= self.hparams.max_bad_steps:
-            raise FloatingPointError(
-                f"{self._bad_in_row} non-finite losses in a row (last: {name} at step {self.global_step}); "
-                "the last checkpoint is from before the fault. Lower model.init_args.lr, raise grad_clip "
-                "strength (lower model.init_args.grad_clip), or train in fp32 (trainer.precision=32).")
-        return True
+    @property
+    def bad_steps(self) -> int:
+        """Updates skipped for a NaN/Inf loss or gradient so far (``train/bad_steps``)."""
+        return self.guard.bad_steps
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         opt_g, opt_d = self.optimizers() if self.discriminator is not None else (self.optimizers(), None)
@@ -190,11 +182,14 @@ class VAEModule(LightningModule):
             weight = adaptive_weight(losses["nll"], g_loss, self.vae.last_layer_weight)
             loss = loss + self.hparams.gan_weight * weight * g_loss
             losses.update(g=g_loss, gan_weight=weight)
-        if self._skip_if_bad(loss, "generator"):
+        if self.guard.check(loss, self.global_step, "generator loss"):
             opt_g.zero_grad(set_to_none=True)
             return
         opt_g.zero_grad(set_to_none=True)
         self.manual_backward(loss)
+        if self.guard.check(None, self.global_step, "generator loss", self.vae.parameters()):
+            opt_g.zero_grad(set_to_none=True)
+            return
         if self.hparams.grad_clip:
             self.clip_gradients(opt_g, gradient_clip_val=self.hparams.grad_clip, gradient_clip_algorithm="norm")
         opt_g.step()
@@ -206,22 +201,24 @@ class VAEModule(LightningModule):
 
         if gan:
             d_loss = hinge_d_loss(self.discriminator(x), self.discriminator(rec.detach()))
-            if not self._skip_if_bad(d_loss, "discriminator"):
-                opt_d.zero_grad(set_to_none=True)
+            opt_d.zero_grad(set_to_none=True)
+            if not self.guard.check(d_loss, self.global_step, "discriminator loss"):
                 self.manual_backward(d_loss)
-                if self.hparams.grad_clip:
-                    self.clip_gradients(opt_d, gradient_clip_val=self.hparams.grad_clip,
-                                        gradient_clip_algorithm="norm")
-                opt_d.step()
-                losses["d"] = d_loss
-        self._bad_in_row = 0
+                if not self.guard.check(None, self.global_step, "discriminator loss", self.discriminator.parameters()):
+                    if self.hparams.grad_clip:
+                        self.clip_gradients(opt_d, gradient_clip_val=self.hparams.grad_clip,
+                                            gradient_clip_algorithm="norm")
+                    opt_d.step()
+                    losses["d"] = d_loss
+        spike = self.guard.passed(loss.item(), self.global_step)
         bs = x.shape[0]
         self.log("train/loss", loss, prog_bar=True, batch_size=bs)
         self.log("train/kl", kl, batch_size=bs)
         self.log("train/psnr", psnr(x.detach(), rec.detach()).mean(), prog_bar=True, batch_size=bs)
         for k, v in losses.items():
             self.log(f"train/{k}", v, batch_size=bs)
-        self.log("train/bad_steps", self.bad_steps.float(), batch_size=bs)
+        self.log("train/bad_steps", float(self.bad_steps), batch_size=bs)
+        self.log("train/loss_spike", float(spike), batch_size=bs)
 
     # ---- validation ----------------------------------------------------------------------------
 
@@ -259,6 +256,14 @@ class VAEModule(LightningModule):
         """Everything `videogen export` needs, in plain types (loadable with weights_only=True)."""
         checkpoint["videogen"] = {"stage": "vae", "config": to_config(self.export_vae),
                                   "stats": self.latent_stats(), "export_prefix": "ema.module." if self.ema else "vae."}
+        checkpoint["videogen_guard"] = self.guard.state_dict()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.guard.load_state_dict(checkpoint.get("videogen_guard", {}))
+        checkpoint["state_dict"].pop("bad_steps", None)  # a buffer before the guard counted skipped steps
+
+    def configure_callbacks(self):
+        return reliability_callbacks(self.trainer)  # out-of-memory advice, bucket shape check
 
     def export_module(self) -> nn.Module:
         return self.export_vae

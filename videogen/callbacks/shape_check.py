@@ -1,0 +1,82 @@
+"""``ShapeCheck``: refuse a bucket table the stage's networks cannot take, before the first step.
+
+A clip of ``T x H x W`` pixels goes through the VAE as ``1 + k * temporal_compression`` frames with
+``H`` and ``W`` multiples of ``spatial_compression``; the DiT then cuts the latent into
+``patch_size`` patches, so its latent frames and sides must be multiples of the patch too. A table
+that breaks this would fail at the first batch of that bucket, possibly hours into a run; this
+callback checks every bucket at ``setup`` and raises :class:`ConfigError` naming the bucket, the
+setting and the nearest shapes that work (``videogen fit`` prints it as one line).
+
+The stage is read from the module as it is: ``module.vae`` (a ``VideoAutoencoder``: the VAE stage)
+or ``module.vae_export.stats`` + ``module.dit.patch_size`` (the DiT stage); other modules are not
+checked.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lightning.pytorch import Callback
+
+
+class ConfigError(ValueError):
+    """A configuration the run cannot use (found before any compute)."""
+
+
+def _requirements(module: Any) -> tuple[int, int, tuple[int, int, int], str] | None:
+    """(temporal, spatial compression, DiT patch (pt, ph, pw), what) of the stage, or None."""
+    dit, export = getattr(module, "dit", None), getattr(module, "vae_export", None)
+    if dit is not None and export is not None and hasattr(dit, "patch_size"):
+        s = export.stats
+        return int(s["temporal_compression"]), int(s["spatial_compression"]), tuple(dit.patch_size), \
+            f"the VAE at {export.folder} x DiT patch_size={tuple(dit.patch_size)}"
+    vae = getattr(module, "vae", None)
+    if vae is not None and hasattr(vae, "temporal_compression") and hasattr(vae, "spatial_compression"):
+        return int(vae.temporal_compression), int(vae.spatial_compression), (1, 1, 1), \
+            f"VideoAutoencoder(temporal_compression={vae.temporal_compression}, " \
+            f"spatial_compression={vae.spatial_compression})"
+    return None
+
+
+def bucket_problem(frames: int, height: int, width: int, tc: int, sc: int, patch: tuple[int, int, int]) -> str | None:
+    """Why a (frames, height, width) clip cannot pass through the stage, or None."""
+    pt, ph, pw = patch
+    if (frames - 1) % tc:
+        lo = frames - (frames - 1) % tc
+        return f"num_frames={frames} is not 1 + k*{tc} (use {lo} or {lo + tc})"
+    latent_t = 1 + (frames - 1) // tc
+    if latent_t % pt:
+        return f"num_frames={frames} gives {latent_t} latent frames, not a multiple of the patch's {pt}"
+    for name, size, p in (("height", height, ph), ("width", width, pw)):
+        m = sc * p
+        if size % m:
+            return f"{name}={size} is not a multiple of {m} (use {max(m, size - size % m)} or {size - size % m + m})"
+    return None
+
+
+def check_shapes(module: Any, datamodule: Any) -> None:
+    """Raise :class:`ConfigError` for the first bucket (or packing multiple) the stage cannot take."""
+    need = _requirements(module)
+    bucketer = getattr(datamodule, "bucketer", None)
+    if need is None or bucketer is None:
+        return
+    tc, sc, patch, what = need
+    if getattr(bucketer, "packing", False):
+        fm, sm = bucketer.frame_multiple, bucketer.size_multiple
+        problem = bucket_problem(1 + fm, sm, sm, tc, sc, patch)
+        if problem:
+            raise ConfigError(f"data.init_args.frame_multiple={fm} / size_multiple={sm} (packing): {problem} for "
+                              f"{what}; make frame_multiple a multiple of {tc * patch[0]} and size_multiple a "
+                              f"multiple of {sc * max(patch[1:])}")
+        return
+    for i, b in enumerate(bucketer.buckets):
+        problem = bucket_problem(b.num_frames, b.height, b.width, tc, sc, patch)
+        if problem:
+            raise ConfigError(f"data.init_args.buckets[{i}] ({b.name}): {problem}, as {what} needs")
+
+
+class ShapeCheck(Callback):
+    """Check the datamodule's buckets against the stage at ``setup`` (see module doc)."""
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        check_shapes(pl_module, trainer.datamodule)

@@ -1,0 +1,90 @@
+"""``AtomicCheckpointIO``: checkpoints that are whole or absent, and loaded without running code.
+
+Lightning's ``TorchCheckpointIO`` serialises a checkpoint into memory and then writes it over the
+final name: a process killed (or a disk that fills) during that write leaves a truncated
+``last.ckpt`` where the previous good one was. This plugin writes a temporary file in the same
+folder, flushes and fsyncs it, ``os.replace``s it over the final name and fsyncs the folder, so
+the final name always holds either the previous complete checkpoint or the new complete one.
+A failed write removes the temporary file and raises an error naming the checkpoint.
+
+Loading always uses ``torch.load(weights_only=True)``: a checkpoint is data, never code.
+
+``videogen fit`` installs it on every run (``videogen.cli.use_atomic_checkpoint_io``); a plain
+``Trainer(plugins=[AtomicCheckpointIO()])`` gets the same behaviour.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import torch
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+from lightning.fabric.utilities.cloud_io import _is_local_file_protocol
+
+log = logging.getLogger("videogen")
+
+TMP_SUFFIX = ".partial"
+
+
+def fsync_dir(folder: str | os.PathLike) -> None:
+    """Make a rename in ``folder`` durable (a no-op where folders cannot be opened, e.g. Windows)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
+    """``torch.save`` to ``path`` through a fsynced temporary sibling and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}{TMP_SUFFIX}")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as e:
+        tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise OSError(e.errno, f"could not write checkpoint {path}: {e.strerror or e} (is the disk full? "
+                                   f"free space under {path.parent} or point the checkpoint dirpath elsewhere); "
+                                   "the previous checkpoint there is kept unchanged") from e
+        raise
+    fsync_dir(path.parent)
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Write checkpoints atomically (temp file + fsync + rename + folder fsync); load with weights_only."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Optional[Any] = None) -> None:
+        if storage_options is not None or not _is_local_file_protocol(path):
+            return super().save_checkpoint(checkpoint, path, storage_options)  # remote stores: fsspec transaction
+        atomic_torch_save(checkpoint, path)
+
+    def load_checkpoint(self, path, map_location: Optional[Callable] = lambda storage, loc: storage,
+                        weights_only: Optional[bool] = None) -> dict[str, Any]:
+        if weights_only is False:
+            log.warning("AtomicCheckpointIO: weights_only=False asked for %s; loading with weights_only=True "
+                        "anyway (videogen checkpoints hold only tensors and plain types)", path)
+        if not os.path.exists(path) and _is_local_file_protocol(path):
+            raise FileNotFoundError(f"checkpoint {path} does not exist: check ckpt_path (give a file written by "
+                                    "`videogen fit`, e.g. <dirpath>/last.ckpt)")
+        try:
+            return super().load_checkpoint(path, map_location=map_location, weights_only=True)
+        except FileNotFoundError:
+            raise
+        except Exception as e:
+            raise ValueError(f"checkpoint {path} cannot be loaded safely (weights_only=True): "
+                             f"{str(e).splitlines()[0][:300]}. It holds objects other than tensors and plain "
+                             "types, or it is damaged; videogen never unpickles code from a checkpoint") from e
