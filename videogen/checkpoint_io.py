@@ -43,6 +43,15 @@ def fsync_dir(folder: str | os.PathLike) -> None:
         os.close(fd)
 
 
+def _os_error(e: BaseException | None) -> OSError | None:
+    seen = 0
+    while e is not None and seen < 10:
+        if isinstance(e, OSError):
+            return e
+        e, seen = e.__cause__ or e.__context__, seen + 1
+    return None
+
+
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
     """``torch.save`` to ``path`` through a fsynced temporary sibling and a rename."""
     path = Path(path)
@@ -56,10 +65,11 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
         os.replace(tmp, path)
     except BaseException as e:
         tmp.unlink(missing_ok=True)
-        if isinstance(e, OSError):
-            raise OSError(e.errno, f"could not write checkpoint {path}: {e.strerror or e} (is the disk full? "
-                                   f"free space under {path.parent} or point the checkpoint dirpath elsewhere); "
-                                   "the previous checkpoint there is kept unchanged") from e
+        io_error = _os_error(e)  # torch's zip writer reports a failed write as a RuntimeError
+        if io_error is not None:
+            raise OSError(io_error.errno, f"could not write checkpoint {path}: {io_error.strerror or io_error} (is "
+                                          f"the disk full? free space under {path.parent} or point the checkpoint "
+                                          "dirpath elsewhere); the previous checkpoint there is kept unchanged") from e
         raise
     fsync_dir(path.parent)
 

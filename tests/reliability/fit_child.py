@@ -1,7 +1,8 @@
 """`videogen ...` in a child process, with fault hooks chosen by environment variables:
 
-* ``VG_SLOW_SAVE=NAME:MARKER``: the first ``torch.save`` into a file whose name contains NAME writes half
-  its bytes, creates MARKER and sleeps (the parent SIGKILLs it there: a kill in the middle of a save).
+* ``VG_SLOW_SAVE=NAME:MARKER``: the first ``torch.save`` into a file whose name contains NAME (after
+  ``VG_SLOW_SAVE_SKIP`` such saves went through) writes half its bytes, creates MARKER and sleeps (the
+  parent SIGKILLs it there: a kill in the middle of a save).
 """
 
 import io
@@ -16,9 +17,12 @@ slow = os.environ.get("VG_SLOW_SAVE")
 if slow:
     name, marker = slow.split(":", 1)
     real_save = torch.save
+    skip = [int(os.environ.get("VG_SLOW_SAVE_SKIP", "0"))]
 
     def slow_save(obj, f, *args, **kwargs):
-        if isinstance(f, io.IOBase) and name in str(getattr(f, "name", "")):
+        if isinstance(f, io.IOBase) and name in str(getattr(f, "name", "")) and skip[0] > 0:
+            skip[0] -= 1
+        elif isinstance(f, io.IOBase) and name in str(getattr(f, "name", "")):
             buf = io.BytesIO()
             real_save(obj, buf, *args, **kwargs)
             data = buf.getvalue()
