@@ -1,0 +1,86 @@
+"""Tokenizer and prompt template, loss masking, word swaps, BLEU-4 and attribute matching."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from videogen.captioning import IGNORE, encode_example, load_tokenizer, swap_words
+from videogen.models.captioner import captioner_tiny
+from videogen.modules.caption_metrics import attribute_hits, bleu4
+from videogen.modules.captioner import CaptionerModule
+
+CAPTION = "A small red circle moves to the left across the frame. The background is a plain, solid slate colour."
+
+
+def test_template_round_trip():
+    tok = load_tokenizer()
+    prompt = tok.prompt("Describe this video. Short caption: {txt}.", "a red circle")
+    assert prompt[0] == tok.bos
+    assert tok.decode(prompt) == "describe this video. short caption : a red circle."
+    ids, labels = encode_example(tok, prompt, CAPTION, max_length=128)
+    assert ids[: len(prompt)] == prompt and ids[-1] == tok.eos
+    trained = [t for t in labels if t != IGNORE]
+    assert tok.decode(trained) == CAPTION.lower()  # WordPiece lower-cases; nothing else is lost
+    assert len(ids) == len(labels)
+
+
+def test_long_examples_are_cut_to_max_length():
+    tok = load_tokenizer()
+    ids, labels = encode_example(tok, tok.prompt("Describe."), CAPTION, max_length=10)
+    assert len(ids) == len(labels) == 10
+
+
+def test_missing_tokenizer_folder_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no such folder"):
+        load_tokenizer(str(tmp_path / "nope"))
+
+
+def test_prompt_tokens_are_not_trained():
+    """The loss is the cross-entropy of the caption tokens only: the prompt's logits get no gradient."""
+    torch.manual_seed(0)
+    module = CaptionerModule(captioner_tiny())
+    tok = module.tokens
+    ids, labels, mask = module.sequences([CAPTION], ["a red circle"], [True])
+    n_prompt = len(tok.prompt(module.hparams.txt_prompt, "a red circle"))
+    assert (labels[0, :n_prompt] == IGNORE).all() and (labels[0, n_prompt:] != IGNORE).all()
+    memory = module.captioner.encode(torch.rand(1, 3, 5, 32, 32) * 2 - 1)
+    logits, _ = module.captioner.decode(memory, ids[:, :-1], mask[:, :-1])
+    logits.retain_grad()
+    loss = F.cross_entropy(logits.flatten(0, 1), labels[:, 1:].flatten(), ignore_index=IGNORE)
+    loss.backward()
+    grad = logits.grad[0].abs().sum(-1)  # per input position
+    assert (grad[: n_prompt - 1] == 0).all()  # positions whose next token is a prompt token
+    assert (grad[n_prompt - 1:] > 0).all()  # the last prompt token predicts the first caption token
+    same, _, _ = module.caption_loss(memory, ids, labels, mask)
+    assert same.item() == pytest.approx(loss.item(), rel=1e-5)
+
+
+def test_swap_words_is_simultaneous_and_keeps_case():
+    swaps = {"left": "right", "right": "left", "up": "down", "down": "up", "top edge": "bottom edge",
+             "bottom edge": "top edge"}
+    assert swap_words("Left, then right; up toward the top edge.", swaps) == "Right, then left; down toward the bottom edge."
+    assert swap_words("lighter at the top, an upright cup", swaps) == "lighter at the top, an upright cup"
+
+
+def test_bleu4():
+    ref = "a small red circle moves to the left across the frame"
+    assert bleu4([ref], [ref]) == pytest.approx(1.0)
+    assert bleu4(["completely unrelated words here now"], [ref]) == 0.0
+    hyp = "a small red circle moves to the right across the frame"
+    # 1-4 gram precisions 10/11, 8/10, 6/9, 4/8 and no brevity penalty (same length)
+    expected = math.exp((math.log(10 / 11) + math.log(8 / 10) + math.log(6 / 9) + math.log(4 / 8)) / 4)
+    assert bleu4([hyp], [ref]) == pytest.approx(expected)
+    short = "a small red circle moves to the left"
+    assert bleu4([short], [ref]) == pytest.approx(math.exp(1 - 11 / 8))  # all n-grams match: brevity only
+    with pytest.raises(ValueError):
+        bleu4(["a"], [])
+
+
+def test_attribute_hits_need_exactly_the_true_value():
+    truth = {"colour": "red", "shape": "circle", "direction": "left", "background": "slate"}
+    assert attribute_hits(CAPTION, truth) == {"colour": True, "shape": True, "direction": True}
+    assert attribute_hits("A red and blue square moves up.", truth) == {"colour": False, "shape": False,
+                                                                         "direction": False}
+    assert attribute_hits("A red circle rests.", {**truth, "direction": "none"}) == {"colour": True, "shape": True}

