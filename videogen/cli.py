@@ -29,6 +29,7 @@ EXTRA_COMMANDS = {
     "encode": "encode",
     "eval-vae": "eval_vae",
     "sample": "sample",
+    "recaption": "recaption",
 }
 
 
