@@ -80,6 +80,8 @@ def lightning_cli(args: list[str] | None = None, run: bool = True):
     from lightning.pytorch import LightningDataModule, LightningModule
     from lightning.pytorch.cli import LightningCLI
 
+    from videogen.callbacks.config_logging import LoggedConfig
+
     class VideogenCLI(LightningCLI):
         def before_instantiate_classes(self) -> None:  # a missing checkpoint is refused before anything is built
             config = self.config.get(self.subcommand, self.config) if self.subcommand else self.config
@@ -106,6 +108,7 @@ def lightning_cli(args: list[str] | None = None, run: bool = True):
         subclass_mode_model=True,
         subclass_mode_data=True,
         parser_kwargs={"parser_mode": "omegaconf"},
+        save_config_callback=LoggedConfig,  # config.yaml beside the logs, and the config to every logger
         save_config_kwargs={"overwrite": True},
         args=args,
         run=run,
