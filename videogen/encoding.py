@@ -75,3 +75,13 @@ def check_cache_identity(cache: str | Path, export: Export) -> None:
             f"{str(recorded.get('weights_sha256'))[:12]}), but this run uses {mine['source']} "
             f"({mine['weights_sha256'][:12]}). Re-run `videogen encode --vae {mine['source']}` or point at the "
             "VAE that made the cache.")
+
+
+def latent_cache_folders(shards: str | list[str] | None) -> list[Path]:
+    """The local folders of these shards whose ``dataset.json`` says `videogen encode` wrote them."""
+    if not shards:
+        return []
+    from videogen.data.shards import expand_urls
+
+    local = {Path(u).parent for u in expand_urls(shards) if "://" not in u and not u.startswith("pipe:")}
+    return [f for f in sorted(local) if (m := DatasetManifest.find(f)) is not None and m.created_by.get("vae")]

@@ -6,6 +6,10 @@ are multiples of ``--size-multiple`` and ``1 + k * tc`` frames (at most ``--max-
 the VAE's posterior mean and written as ``latent.npy`` (float16, ``(C, t, h, w)``) with the sample's
 ``txt`` and ``json``. One output shard per input shard; finished shards are kept by a rerun. The
 output's ``dataset.json`` records the VAE's identity: a DiT given another VAE refuses the cache.
+
+``--buckets-from CONFIG`` encodes each clip at its training bucket instead (the bucket table,
+``frame_stride``, ``target_fps`` and ``span_clip`` of the config's ``data``, centre crops), so a DiT
+config with that bucket table trains from the cache as it would from the pixels.
 """
 
 from __future__ import annotations
@@ -25,6 +29,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size-multiple", type=int, default=None,
                         help="sides are multiples of this (default: 2 x the VAE's spatial compression)")
     parser.add_argument("--frame-stride", type=int, default=1, help="take every n-th frame (default 1)")
+    parser.add_argument("--buckets-from", default=None, metavar="CONFIG",
+                        help="encode at the bucket table (and frame_stride / target_fps / span_clip) of this "
+                             "training config's data section, e.g. configs/dit/quickstart.yaml")
     parser.add_argument("--chunk-frames", type=int, default=None, help="encode long clips in chunks of this many frames")
     parser.add_argument("--num-workers", type=int, default=1, help="dataloader workers per process (default 1)")
     parser.add_argument("--accelerator", default="auto")
@@ -33,15 +40,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precision", default="32-true")
 
 
+def buckets_from(config: str | Path) -> dict:
+    """The clip-shaping settings of a training config's ``data`` (``init_args`` or flat)."""
+    import yaml
+
+    path = Path(config)
+    if not path.is_file():
+        raise FileNotFoundError(f"--buckets-from {config}: no such config file")
+    data = (yaml.safe_load(path.read_text()) or {}).get("data") or {}
+    data = data.get("init_args", data)
+    if not data.get("buckets"):
+        raise ValueError(f"--buckets-from {config}: its data section has no bucket table (data.init_args.buckets)")
+    return {"buckets": data["buckets"], "frame_stride": data.get("frame_stride", 1),
+            "target_fps": data.get("target_fps"), "span_clip": bool(data.get("span_clip", False))}
+
+
 def encode(vae: str, data: list[str] | str, out: str | Path, *, max_area: int = 256 * 256, max_frames: int = 33,
-           size_multiple: int | None = None, frame_stride: int = 1, chunk_frames: int | None = None,
+           size_multiple: int | None = None, frame_stride: int = 1, buckets: dict | None = None,
+           chunk_frames: int | None = None,
            num_workers: int = 1, accelerator: str = "auto", devices: str | int = "auto", num_nodes: int = 1,
            precision: str = "32-true", progress: bool = True) -> Path:
     from lightning.pytorch import Trainer
     from torch.utils.data import DataLoader
 
     from videogen.callbacks.shard_writer import LatentShardWriter, finished_shards, write_cache_manifest
-    from videogen.data.buckets import Bucketer
+    from videogen.data.buckets import Bucket, Bucketer
     from videogen.data.loader import ShardPassStream, StreamOptions
     from videogen.data.manifest import DatasetManifest, provenance
     from videogen.data.shards import expand_urls
@@ -66,11 +89,23 @@ def encode(vae: str, data: list[str] | str, out: str | Path, *, max_area: int = 
     size_multiple = size_multiple or 2 * sc
     if size_multiple % sc:
         raise ValueError(f"--size-multiple {size_multiple} must be a multiple of the VAE's spatial compression {sc}")
-    bucketer = Bucketer(packing=True, token_budget=10**12, token_shape=(tc, sc, sc), max_area=max_area,
-                        max_frames=max_frames, size_multiple=size_multiple, frame_multiple=tc)
-    created_by = {**provenance("encode", {"vae": vae, "data": data, "max_area": max_area, "max_frames": max_frames,
-                                          "size_multiple": size_multiple, "frame_stride": frame_stride}),
-                  "vae": identity}
+    if buckets:  # the training buckets: batches of one bucket, centre crops
+        table = [b if isinstance(b, Bucket) else Bucket(**b) for b in buckets["buckets"]]
+        bad = [b.name for b in table if b.height % sc or b.width % sc or (b.num_frames - 1) % tc]
+        if bad:
+            raise ValueError(f"buckets {bad} do not fit the VAE's compression ({tc}x{sc}x{sc}): frames must be "
+                             f"1 + k*{tc}, sides multiples of {sc}")
+        bucketer = Bucketer(table, batch_size=4)
+        options = StreamOptions(frame_stride=buckets.get("frame_stride", 1), target_fps=buckets.get("target_fps"),
+                                span_clip=buckets.get("span_clip", False), require_caption=False)
+        settings = {"buckets": [b.name for b in table], **{k: v for k, v in buckets.items() if k != "buckets"}}
+    else:
+        bucketer = Bucketer(packing=True, token_budget=10**12, token_shape=(tc, sc, sc), max_area=max_area,
+                            max_frames=max_frames, size_multiple=size_multiple, frame_multiple=tc)
+        options = StreamOptions(frame_stride=frame_stride, require_caption=False)
+        settings = {"max_area": max_area, "max_frames": max_frames, "size_multiple": size_multiple,
+                    "frame_stride": frame_stride}
+    created_by = {**provenance("encode", {"vae": vae, "data": data, **settings}), "vae": identity}
     out.mkdir(parents=True, exist_ok=True)
     if not todo:
         print(f"{out}: all {len(urls)} shards already encoded")
@@ -80,8 +115,7 @@ def encode(vae: str, data: list[str] | str, out: str | Path, *, max_area: int = 
     trainer = Trainer(accelerator=accelerator, devices=devices, num_nodes=num_nodes, precision=precision,
                       logger=False, enable_progress_bar=progress, enable_model_summary=False,
                       callbacks=[LatentShardWriter(out, created_by)])
-    stream = ShardPassStream(todo, bucketer, options=StreamOptions(frame_stride=frame_stride, require_caption=False),
-                             rank=trainer.global_rank, world_size=trainer.world_size)
+    stream = ShardPassStream(todo, bucketer, options=options, rank=trainer.global_rank, world_size=trainer.world_size)
     # Lightning would give an IterableDataset's loader a DistributedSampler it cannot use: the
     # stream splits shards by rank itself, so the loader is passed as it is.
     loader = DataLoader(stream, batch_size=None, num_workers=num_workers)
@@ -91,8 +125,10 @@ def encode(vae: str, data: list[str] | str, out: str | Path, *, max_area: int = 
 
 def run(args: argparse.Namespace) -> int:
     try:
+        buckets = buckets_from(args.buckets_from) if args.buckets_from else None
         out = encode(args.vae, args.data, args.out, max_area=args.max_area, max_frames=args.max_frames,
-                     size_multiple=args.size_multiple, frame_stride=args.frame_stride, chunk_frames=args.chunk_frames,
+                     size_multiple=args.size_multiple, frame_stride=args.frame_stride, buckets=buckets,
+                     chunk_frames=args.chunk_frames,
                      num_workers=args.num_workers, accelerator=args.accelerator, devices=args.devices,
                      num_nodes=args.num_nodes, precision=args.precision)
     except (FileNotFoundError, ValueError, TypeError) as e:

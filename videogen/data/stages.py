@@ -15,6 +15,7 @@ pickled objects make the whole sample be refused.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import random
@@ -35,6 +36,8 @@ log = logging.getLogger("videogen.data")
 
 # Extensions whose usual content is a pickle: such samples are refused, never opened.
 UNSAFE_EXTENSIONS = frozenset({"pyd", "pickle", "pkl", "pth", "pt", "ckpt"})
+# A latent-cache sample (`videogen encode`): a float16 (C, t, h, w) array, read with allow_pickle=False.
+LATENT_EXTENSION = "latent.npy"
 
 
 class Skips:
@@ -183,7 +186,8 @@ def parse(samples: Iterable[RawSample], skips: Skips, video_decoder: Decoder,
         if too_large:
             skips.add("member_too_large", s.url, s.key, f".{too_large[0]} is over the member size limit")
             continue
-        ext = next((e for e in MEDIA_EXTENSIONS if e in s.members), None)
+        ext = LATENT_EXTENSION if LATENT_EXTENSION in s.members else next(
+            (e for e in MEDIA_EXTENSIONS if e in s.members), None)
         if ext is None:
             skips.add("no_media", s.url, s.key, f"members: {sorted(s.members)}")
             continue
@@ -213,6 +217,10 @@ def parse(samples: Iterable[RawSample], skips: Skips, video_decoder: Decoder,
                 skips.add("bad_json", s.url, s.key, f"json is a {type(meta).__name__}, not an object")
                 continue
         shape = _meta_shape(meta, ext)
+        if shape is None and ext == LATENT_EXTENSION:
+            skips.add("bad_json", s.url, s.key, "a latent sample's json needs the encoded clip's width, height, "
+                      "num_frames and fps")
+            continue
         if shape is None:  # shards from other tools may carry no shape: read it from the container
             try:
                 info = decoder_for(ext, video_decoder).probe(media)
@@ -260,10 +268,19 @@ def plan(records: Iterable[Record], bucketer: Bucketer, skips: Skips, rng: rando
     ``span_clip``: once the bucket is chosen, widen the stride to the largest that still fits the
     bucket's frames into the clip, so a sample covers (nearly) the whole clip, not a window of it."""
     for r in records:
-        stride = 1 if r.num_frames == 1 else frame_stride_for(r.fps, frame_stride, target_fps)
+        latent = r.ext == LATENT_EXTENSION  # frames were chosen at encode time: read a causal prefix
+        stride = 1 if r.num_frames == 1 or latent else frame_stride_for(r.fps, frame_stride, target_fps)
         target = bucketer.target(r.width, r.height, available_frames(r.num_frames, stride))
         if target is None:
             skips.add("too_short", r.url, r.key, f"{r.num_frames} frames at stride {stride} fit no bucket")
+            continue
+        if latent:
+            if target.height > r.height or target.width > r.width:
+                skips.add("latent_too_small", r.url, r.key, f"encoded at {r.width}x{r.height}, bucket {target.key} "
+                          "needs more; encode with the training buckets (videogen encode --buckets-from)")
+                continue
+            crop = (rng.random(), rng.random()) if random_clip else (0.5, 0.5)
+            yield Planned(r, target, list(range(target.num_frames)), crop, 1)
             continue
         if span_clip and target.num_frames > 1:
             stride = max(stride, (r.num_frames - 1) // (target.num_frames - 1))
@@ -325,6 +342,8 @@ class TimedDecoder:
 
     def __call__(self, item: Planned) -> np.ndarray:
         r, t = item.record, item.target
+        if r.ext == LATENT_EXTENSION:
+            return read_latent(item)
         size = cover_size(r.width, r.height, t.height, t.width)
         dec = decoder_for(r.ext, self.video_decoder)
         work = (lambda: dec.decode(r.media, item.indices, None if size == (r.height, r.width) else size))
@@ -345,6 +364,28 @@ class TimedDecoder:
         top = int(item.crop[0] * (size[0] - t.height))
         left = int(item.crop[1] * (size[1] - t.width))
         return frames[:, top: top + t.height, left: left + t.width]  # (T, H, W, 3)
+
+
+def read_latent(item: Planned) -> np.ndarray:
+    """A latent-cache sample's ``(C, t, h, w)`` array, cut to the target: the first latent frames
+    (a causal VAE's prefix encodes the clip's first frames) and a crop on the latent grid."""
+    r, target = item.record, item.target
+    try:
+        z = np.load(io.BytesIO(r.media), allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+        raise DecodeError(f"latent.npy is not a readable array: {e}") from None
+    if z.ndim != 4 or min(z.shape) < 1:
+        raise DecodeError(f"latent.npy has shape {z.shape}, expected (C, t, h, w)")
+    _, lt, lh, lw = z.shape
+    sc = r.width // lw
+    tc = (r.num_frames - 1) // (lt - 1) if lt > 1 else 1
+    if sc < 1 or lw * sc != r.width or lh * sc != r.height or (lt - 1) * tc + 1 != r.num_frames:
+        raise DecodeError(f"latent.npy of shape {z.shape} does not match the encoded clip "
+                          f"{r.num_frames}x{r.height}x{r.width} in its json")
+    th, tw = target.height // sc, target.width // sc
+    tt = (target.num_frames - 1) // tc + 1
+    top, left = int(item.crop[0] * (lh - th)), int(item.crop[1] * (lw - tw))
+    return np.ascontiguousarray(z[:, :tt, top: top + th, left: left + tw])
 
 
 def cover_size(width: int, height: int, out_h: int, out_w: int) -> tuple[int, int]:
@@ -376,13 +417,19 @@ def decode_batch(batch_: list[Planned], decode: TimedDecoder, skips: Skips,
 
 
 def collate(items: list[tuple[Planned, np.ndarray]], packing: bool) -> dict[str, Any]:
-    """uint8 videos ``(B, 3, T, H, W)`` (bucket mode) or a list of ``(3, T, H, W)`` (packing)."""
-    if packing:
-        video: Any = [torch.from_numpy(np.ascontiguousarray(f.transpose(3, 0, 1, 2))) for _, f in items]  # c t h w
+    """uint8 videos ``(B, 3, T, H, W)`` (bucket mode) or a list of ``(3, T, H, W)`` (packing); latent-cache
+    samples come as ``latent`` (float16 ``(B, C, t, h, w)`` or a list of ``(C, t, h, w)``) instead."""
+    if items and items[0][0].record.ext == LATENT_EXTENSION:
+        name = "latent"
+        data: Any = ([torch.from_numpy(f) for _, f in items] if packing
+                     else torch.from_numpy(np.stack([f for _, f in items])))
+    elif packing:
+        name, data = "video", [torch.from_numpy(np.ascontiguousarray(f.transpose(3, 0, 1, 2))) for _, f in items]
     else:  # one numpy stack and one copy: torch.stack over permuted views is ~5x slower
-        video = torch.from_numpy(np.ascontiguousarray(np.stack([f for _, f in items]).transpose(0, 4, 1, 2, 3)))
+        name = "video"  # b t h w c -> b c t h w
+        data = torch.from_numpy(np.ascontiguousarray(np.stack([f for _, f in items]).transpose(0, 4, 1, 2, 3)))
     out: dict[str, Any] = {
-        "video": video,  # b t h w c -> b c t h w
+        name: data,
         "caption": [p.record.caption for p, _ in items],
         "key": [p.record.key for p, _ in items],
         "url": [p.record.url for p, _ in items],
@@ -395,10 +442,14 @@ def collate(items: list[tuple[Planned, np.ndarray]], packing: bool) -> dict[str,
 
 
 def to_float(batch: dict[str, Any]) -> dict[str, Any]:
-    """uint8 videos (as collated) -> float in [-1, 1], in place; shard-end markers pass through."""
+    """uint8 videos (as collated) -> float in [-1, 1] and float16 latents -> float32, in place;
+    shard-end markers pass through."""
     video = batch.get("video")
     if isinstance(video, list):
         batch["video"] = [v.float().div_(127.5).sub_(1.0) for v in video]
     elif video is not None:
         batch["video"] = video.float().div_(127.5).sub_(1.0)
+    latent = batch.get("latent")
+    if latent is not None:
+        batch["latent"] = [z.float() for z in latent] if isinstance(latent, list) else latent.float()
     return batch

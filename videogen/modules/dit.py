@@ -1,7 +1,8 @@
 """``DiTModule``: stage 3, the latent Diffusion Transformer on spacetime patches.
 
 Pixels go through the frozen stage-1 VAE (its export folder, on the fly, through the one encode
-path) and are normalised with the VAE's measured statistics; captions go through a frozen text
+path), or come already encoded from a latent cache (`videogen encode`, checked to be this VAE's),
+and are normalised with the VAE's measured statistics; captions go through a frozen text
 encoder (cached). The loss is rectified flow (velocity target) at logit-normal timesteps shifted by
 the clip's token count; captions are dropped with ``caption_dropout`` for classifier-free guidance;
 with a DiT built with ``frame_conditioning`` a share ``cond_prob`` of clips is trained with some
@@ -23,7 +24,9 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from videogen.callbacks.video_logging import log_videos
 from videogen.diffusion import RectifiedFlow, logit_normal, shift_timesteps, token_shift
-from videogen.encoding import encode_latents, load_vae, normalize_latents, vae_identity
+from videogen.encoding import (
+    check_cache_identity, encode_latents, latent_cache_folders, load_vae, normalize_latents, vae_identity,
+)
 from videogen.models.dit import DiT
 from videogen.modules.lr_schedule import warmup_cosine
 from videogen.modules.randomness import step_generator
@@ -113,6 +116,13 @@ class DiTModule(LightningModule):
         enc = self._frozen["text"]
         return enc.to(self.device)
 
+    def setup(self, stage: str) -> None:
+        """A latent cache must come from this run's VAE: another VAE's cache is refused before any step."""
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        for shards in (getattr(dm, "train_shards", None), getattr(dm, "val_shards", None)):
+            for folder in latent_cache_folders(shards):
+                check_cache_identity(folder, self.vae_export)
+
     def on_fit_start(self) -> None:
         self.vae.to(self.device)
 
@@ -148,28 +158,56 @@ class DiTModule(LightningModule):
             masks.append(frame_mask(mode, t, given=rng.randint(1, max(1, t - 1))))
         return torch.stack(masks).to(z).view(b, 1, t, 1, 1).expand(b, 1, t, h, w).contiguous()
 
+    @torch.no_grad()
+    def latents(self, batch: dict[str, Any]) -> torch.Tensor | list[torch.Tensor]:
+        """Normalised latents: ``(B, C, t, h, w)`` for a bucket batch, a list of ``(C, t, h, w)`` for a
+        packed one; from the batch's ``latent`` (a latent cache) or its ``video`` through the VAE."""
+        stats = self.vae_export.stats
+        if "latent" in batch:
+            z = batch["latent"]
+            return ([normalize_latents(x[None], stats)[0] for x in z] if isinstance(z, list)
+                    else normalize_latents(z, stats))
+        video = batch["video"]
+        if isinstance(video, list):
+            return [normalize_latents(encode_latents(self.vae, v[None]), stats)[0] for v in video]
+        return normalize_latents(encode_latents(self.vae, video), stats)
+
     def diffusion_loss(self, dit: DiT, batch: dict[str, Any], generator: torch.Generator, rng: random.Random):
-        with torch.no_grad():
-            z = normalize_latents(encode_latents(self.vae, batch["video"]), self.vae_export.stats)  # (B, C, t, h, w)
+        """Per-clip velocity MSE and the clips' timesteps, for a bucket batch or a packed one."""
+        z = self.latents(batch)
         text, text_mask = self.encode_text(self.pick_captions(batch, rng))
-        b = z.shape[0]
-        t = logit_normal(b, self.hparams.timestep_mean, self.hparams.timestep_std, generator, self.device)
+        packed = isinstance(z, list)
+        shapes = [x.shape for x in z] if packed else [z.shape[1:]] * z.shape[0]  # (C, t, h, w) per clip
+        t = logit_normal(len(shapes), self.hparams.timestep_mean, self.hparams.timestep_std, generator, self.device)
         if self.hparams.shift_base_tokens:
             pt, ph, pw = dit.patch_size
-            tokens = z.shape[2] // pt * (z.shape[3] // ph) * (z.shape[4] // pw)
+            tokens = torch.tensor([s[1] // pt * (s[2] // ph) * (s[3] // pw) for s in shapes], device=self.device)
             t = shift_timesteps(t, token_shift(tokens, self.hparams.shift_base_tokens))
-        noise = torch.randn(z.shape, generator=generator, device=self.device)
-        xt = self.flow.add_noise(z, noise, t)
-        cond_mask = self._cond_mask(z, rng)
-        kw = {} if cond_mask is None else {"cond": z, "cond_mask": cond_mask}
-        pred = dit(xt, t, text, text_mask, **kw)
-        err = (pred.float() - self.flow.target(z, noise, t)).pow(2)  # (B, C, t, h, w)
-        if cond_mask is not None:  # only the frames to generate count
-            keep = 1 - cond_mask
-            per_clip = (err * keep).flatten(1).sum(1) / (keep.flatten(1).sum(1) * z.shape[1]).clamp_min(1)
-        else:
-            per_clip = err.flatten(1).mean(1)
+        if not packed:
+            noise = torch.randn(z.shape, generator=generator, device=self.device)
+            cond_mask = self._cond_mask(z, rng)
+            kw = {} if cond_mask is None else {"cond": z, "cond_mask": cond_mask}
+            pred = dit(self.flow.add_noise(z, noise, t), t, text, text_mask, **kw)
+            return self._clip_errors(pred, z, noise, t, cond_mask), t
+        # packed: clips of different sizes in one token row, each with its own timestep and caption
+        noise = [torch.randn(x.shape, generator=generator, device=self.device) for x in z]
+        xt = [self.flow.add_noise(x, e, t[i]) for i, (x, e) in enumerate(zip(z, noise))]
+        masks = [self._cond_mask(x[None], rng) for x in z]
+        kw = {} if masks[0] is None else {"cond": z, "cond_mask": [m[0] for m in masks]}
+        preds = dit.forward_packed(xt, t, text, text_mask, **kw)
+        per_clip = torch.cat([
+            self._clip_errors(p[None], x[None], e[None], t[i: i + 1], None if m is None else m)
+            for i, (p, x, e, m) in enumerate(zip(preds, z, noise, masks))
+        ])
         return per_clip, t
+
+    def _clip_errors(self, pred, z, noise, t, cond_mask) -> torch.Tensor:
+        """(B,) mean squared velocity error per clip, over the frames to generate only."""
+        err = (pred.float() - self.flow.target(z, noise, t)).pow(2)  # (B, C, t, h, w)
+        if cond_mask is None:
+            return err.flatten(1).mean(1)
+        keep = 1 - cond_mask
+        return (err * keep).flatten(1).sum(1) / (keep.flatten(1).sum(1) * z.shape[1]).clamp_min(1)
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         rng = random.Random(f"{torch.initial_seed()}-{self.global_step}-{self.global_rank}")
