@@ -117,3 +117,13 @@ class HFVisionCaptioner(Configurable, nn.Module):
     def reorder_cache(cache, rows: Tensor):
         cache.reorder_cache(rows)
         return cache
+
+    def state_dict(self, *args, **kwargs):
+        """Tied weights (a decoder's embedding and output layer) as separate tensors: safetensors keeps no aliases."""
+        state = super().state_dict(*args, **kwargs)
+        seen: set[int] = set()
+        for k, v in state.items():
+            if v.data_ptr() in seen:
+                state[k] = v.clone()
+            seen.add(v.data_ptr())
+        return state

@@ -1,0 +1,97 @@
+"""The Hugging Face adapter with a tiny randomly initialised VisionEncoderDecoderModel (no downloads)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from videogen.models.captioner import HFVisionCaptioner, generate
+
+
+@pytest.fixture(scope="module")
+def tiny_vlm(tmp_path_factory):
+    """A ViT encoder + BERT decoder (random weights) saved with MiniLM's tokenizer, like save_pretrained does."""
+    from transformers import AutoTokenizer, BertConfig, VisionEncoderDecoderConfig, VisionEncoderDecoderModel, ViTConfig
+
+    from videogen.models.text import default_text_encoder_path
+
+    folder = tmp_path_factory.mktemp("tiny_vlm")
+    tok = AutoTokenizer.from_pretrained(default_text_encoder_path(), local_files_only=True)
+    enc = ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                    intermediate_size=64)
+    dec = BertConfig(vocab_size=len(tok), hidden_size=24, num_hidden_layers=1, num_attention_heads=2,
+                     intermediate_size=48, max_position_embeddings=64, is_decoder=True, add_cross_attention=True)
+    torch.manual_seed(0)
+    model = VisionEncoderDecoderModel(VisionEncoderDecoderConfig.from_encoder_decoder_configs(enc, dec))
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder
+
+
+def batch(n=2):
+    return {"video": torch.rand(n, 3, 9, 48, 64) * 2 - 1, "caption": ["a red circle", "a blue square"][:n],
+            "key": ["a", "b"][:n], "url": ["u", "u"][:n],
+            "meta": [{"captions": {"long": "A small red circle moves to the left."},
+                      "attributes": {"colour": "red", "shape": "circle", "direction": "left"}},
+                     {"captions": {"long": "A large blue square moves up."}}][:n]}
+
+
+def train(module, steps=8):
+    opt = module.configure_optimizers()["optimizer"]
+    losses = []
+    for step in range(steps):
+        loss = module.training_step(batch(), step)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return losses
+
+
+def test_full_finetuning_learns_and_generates(tiny_vlm):
+    from videogen.modules.captioner import CaptionerModule
+
+    module = CaptionerModule(HFVisionCaptioner(str(tiny_vlm), num_frames=3), lr=1e-2, warmup_steps=1)
+    assert module.tokenizer_path == str(tiny_vlm)  # the model folder's own tokenizer
+    memory = module.captioner.encode(batch()["video"])
+    assert memory.shape[0] == 2 and memory.shape[1] == 3 * (1 + (32 // 8) ** 2)  # frames x (CLS + patches)
+    losses = train(module, steps=25)
+    assert losses[-1] < losses[0] * 0.5
+    module.eval()
+    prompts = [module.tokens.prompt(module.hparams.prompt)] * 2
+    kw = dict(eos_id=module.tokens.eos, pad_id=module.tokens.pad, max_new_tokens=8)
+    with torch.no_grad():
+        memory = module.captioner.encode(batch()["video"])
+        cached = generate(module.captioner, memory, prompts, **kw)
+        plain = generate(module.captioner, memory, prompts, use_cache=False, **kw)
+        beam = generate(module.captioner, memory, prompts, method="beam", num_beams=2, **kw)
+    assert cached == plain and all(len(c) > 0 for c in cached) and len(beam) == 2
+
+
+def test_lora_trains_only_adapters_and_exports(tiny_vlm, tmp_path):
+    from videogen.modules.captioner import CaptionerModule
+    from videogen.pretrained import load_export, save_export
+
+    captioner = HFVisionCaptioner(str(tiny_vlm), num_frames=2, lora_rank=4, lora_alpha=8)
+    trainable = {n for n, p in captioner.named_parameters() if p.requires_grad}
+    assert trainable and all("lora_" in n or n == "time" for n in trainable)
+    frozen = {n: p.detach().clone() for n, p in captioner.named_parameters() if not p.requires_grad}
+    module = CaptionerModule(captioner, lr=1e-2, warmup_steps=1)
+    losses = train(module, steps=6)
+    assert losses[-1] < losses[0]
+    assert all(torch.equal(frozen[n], p) for n, p in captioner.named_parameters() if n in frozen)
+    folder = save_export(tmp_path / "export", captioner, module.export_stats())
+    loaded = load_export(folder, expect=HFVisionCaptioner).module
+    video = batch()["video"]
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.encode(video), captioner.eval().encode(video))
+
+
+def test_bad_folders(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no config.json"):
+        HFVisionCaptioner(str(tmp_path))
+    from transformers import BertConfig
+
+    BertConfig(hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=8).save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="vision-encoder-decoder"):
+        HFVisionCaptioner(str(tmp_path))
