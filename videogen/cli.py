@@ -117,8 +117,11 @@ def lightning_cli(args: list[str] | None = None, run: bool = True):
 
 
 def config_error(message: str) -> None:
-    """A configuration the run cannot use: one line on stderr, exit status 2, nothing computed."""
-    print(f"videogen: error: {message}", file=sys.stderr)
+    """A configuration the run cannot use: one line on stderr, exit status 2, nothing computed.
+    (jsonargparse reports a constructor's error among the Union subtypes it tried: keep that one.)"""
+    reasons = [line.strip()[2:] for line in message.splitlines()
+               if line.strip().startswith("- ") and "Expected a <class 'NoneType'>" not in line]
+    print(f"videogen: error: {reasons[0] if reasons else message.strip().splitlines()[0]}", file=sys.stderr)
     raise SystemExit(2)
 
 
@@ -130,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv[0] in EXTRA_COMMANDS:
         return run_extra(argv[0], argv[1:])
     if argv[0] in TRAINER_COMMANDS:
-        from videogen.callbacks.shape_check import ConfigError
+        from videogen.callbacks.config_check import ConfigError
 
         try:
             lightning_cli(argv)

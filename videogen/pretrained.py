@@ -207,6 +207,9 @@ def load_checkpoint_module(ckpt: str | os.PathLike) -> tuple[torch.nn.Module, di
 def load_stage(path: str | os.PathLike, expect: type | None = None) -> Export:
     """An export folder, or a stage checkpoint (exported on the fly, in memory): what ``--vae`` takes."""
     path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such export folder or checkpoint (give the folder `videogen export` or "
+                                "StageExport wrote, or a stage's .ckpt)")
     if path.is_dir():
         return load_export(path, expect)
     module, stats, record = load_checkpoint_module(path)

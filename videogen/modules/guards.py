@@ -180,9 +180,9 @@ class NumericGuard(Callback):
 
 
 def reliability_callbacks(trainer) -> list[Callback]:
-    """What every stage adds through ``configure_callbacks``: :class:`NumericGuard` and the shape check
+    """What every stage adds through ``configure_callbacks``: :class:`NumericGuard` and the config check
     (each only when the trainer has none of its own, so a configured one keeps its settings)."""
-    from videogen.callbacks.shape_check import ShapeCheck
+    from videogen.callbacks.config_check import ConfigCheck
 
     have = trainer.callbacks if trainer is not None else []
-    return [cls() for cls in (NumericGuard, ShapeCheck) if not any(isinstance(c, cls) for c in have)]
+    return [cls() for cls in (NumericGuard, ConfigCheck) if not any(isinstance(c, cls) for c in have)]

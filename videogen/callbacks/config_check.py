@@ -1,15 +1,17 @@
-"""``ShapeCheck``: refuse a bucket table the stage's networks cannot take, before the first step.
+"""``ConfigCheck``: refuse a configuration the run cannot use at ``setup``, before the first step.
 
-A clip of ``T x H x W`` pixels goes through the VAE as ``1 + k * temporal_compression`` frames with
-``H`` and ``W`` multiples of ``spatial_compression``; the DiT then cuts the latent into
-``patch_size`` patches, so its latent frames and sides must be multiples of the patch too. A table
-that breaks this would fail at the first batch of that bucket, possibly hours into a run; this
-callback checks every bucket at ``setup`` and raises :class:`ConfigError` naming the bucket, the
-setting and the nearest shapes that work (``videogen fit`` prints it as one line).
+* **Shards**: ``data.init_args.train_shards`` / ``val_shards`` must name shards that exist (local
+  folders, globs and files are looked up; URLs are left to the stream).
+* **Bucket shapes**: a clip of ``T x H x W`` pixels goes through the VAE as ``1 + k *
+  temporal_compression`` frames with ``H`` and ``W`` multiples of ``spatial_compression``; the DiT then
+  cuts the latent into ``patch_size`` patches, so its latent frames and sides must be multiples of the
+  patch too. A table that breaks this would fail at the first batch of that bucket, possibly hours
+  into a run.
 
-The stage is read from the module as it is: ``module.vae`` (a ``VideoAutoencoder``: the VAE stage)
-or ``module.vae_export.stats`` + ``module.dit.patch_size`` (the DiT stage); other modules are not
-checked.
+Each problem raises :class:`ConfigError` naming the key, what it holds and what would work
+(``videogen fit`` prints it as one line and exits with status 2). The stage is read from the module
+as it is: ``module.vae`` (a ``VideoAutoencoder``: the VAE stage) or ``module.vae_export.stats`` +
+``module.dit.patch_size`` (the DiT stage); other modules get the shard check only.
 """
 
 from __future__ import annotations
@@ -75,8 +77,26 @@ def check_shapes(module: Any, datamodule: Any) -> None:
             raise ConfigError(f"data.init_args.buckets[{i}] ({b.name}): {problem}, as {what} needs")
 
 
-class ShapeCheck(Callback):
-    """Check the datamodule's buckets against the stage at ``setup`` (see module doc)."""
+def check_shards(datamodule: Any) -> None:
+    """Raise :class:`ConfigError` when a shard setting names nothing that exists."""
+    from videogen.data.shards import expand_urls
+
+    for key in ("train_shards", "val_shards"):
+        spec = getattr(datamodule, key, None)
+        if spec is None:
+            continue
+        try:
+            expand_urls(spec)
+        except (FileNotFoundError, ValueError) as e:
+            raise ConfigError(f"data.init_args.{key}={spec!r}: {e}") from e
+
+
+class ConfigCheck(Callback):
+    """Check the datamodule's shards and buckets against the stage at ``setup`` (see module doc)."""
 
     def setup(self, trainer, pl_module, stage: str) -> None:
-        check_shapes(pl_module, trainer.datamodule)
+        datamodule = trainer.datamodule
+        if datamodule is None:
+            return
+        check_shards(datamodule)
+        check_shapes(pl_module, datamodule)

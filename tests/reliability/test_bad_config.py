@@ -1,0 +1,84 @@
+"""Bad configuration through the real CLI: each is one line naming the key or file and what is
+expected, exit status 2, before any training step (no step is recorded, no checkpoint written)."""
+
+import pytest
+
+from helpers import fit_config, make_shards, tiny_dit_model, tiny_vae_model
+from videogen.cli import main
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    return make_shards(tmp_path_factory.mktemp("cfg") / "shards", n=2, shards=1)
+
+
+@pytest.fixture(scope="module")
+def vae_export(tmp_path_factory):
+    from test_encode import tiny_export
+
+    return tiny_export(tmp_path_factory.mktemp("vae") / "export")
+
+
+def fit_error(tmp_path, capsys, model, shards, *overrides, **data):
+    record = tmp_path / "steps.jsonl"
+    cfg = fit_config(tmp_path / "c.yaml", tmp_path / "run", shards, model, 2, every=1, record=record, **data)
+    try:
+        status = main(["fit", "--config", str(cfg), *overrides])
+    except SystemExit as e:
+        status = e.code
+    err = capsys.readouterr().err
+    assert status == 2, err
+    assert not record.exists() and not (tmp_path / "run" / "ckpt").exists()  # nothing ran
+    return err
+
+
+def line_with(text: str, *needles: str) -> str:
+    lines = [line for line in text.splitlines() if all(n in line for n in needles)]
+    assert lines, f"no single line holds {needles}:\n{text[-2000:]}"
+    return lines[0]
+
+
+def test_unknown_key(tmp_path, capsys, shards):
+    err = fit_error(tmp_path, capsys, tiny_vae_model(), shards, "--model.init_args.learning_rate=0.1")
+    line_with(err, "learning_rate")
+
+
+def test_wrong_type(tmp_path, capsys, shards):
+    err = fit_error(tmp_path, capsys, tiny_vae_model(), shards, "--model.init_args.max_bad_steps=many")
+    line_with(err, "max_bad_steps", "many")
+
+
+def test_impossible_value_in_a_constructor(tmp_path, capsys, shards):
+    err = fit_error(tmp_path, capsys, tiny_vae_model(), shards,
+                    "--model.init_args.vae.init_args.temporal_compression=3")
+    line_with(err, "videogen: error:", "temporal_compression=3", "use 1, 2 or 4")
+
+
+def test_frames_that_do_not_match_the_vae_temporal_compression(tmp_path, capsys, shards):
+    err = fit_error(tmp_path, capsys, tiny_vae_model(), shards,
+                    buckets=[{"num_frames": 8, "height": 32, "width": 48}])
+    line_with(err, "videogen: error:", "data.init_args.buckets[0] (8x32x48)", "num_frames=8 is not 1 + k*4",
+              "use 5 or 9")
+
+
+def test_sizes_not_divisible_by_the_vae_compression_times_the_dit_patch(tmp_path, capsys, shards, vae_export):
+    # 36 is fine for the VAE (x4) but not for its latents cut into 2x2 patches (x8)
+    err = fit_error(tmp_path, capsys, tiny_dit_model(vae_export), shards,
+                    buckets=[{"num_frames": 9, "height": 36, "width": 48}])
+    line_with(err, "videogen: error:", "data.init_args.buckets[0] (9x36x48)", "height=36 is not a multiple of 8",
+              "patch_size=(1, 2, 2)")
+
+
+def test_missing_checkpoint_path(tmp_path, capsys, shards):
+    err = fit_error(tmp_path, capsys, tiny_vae_model(), shards, f"--ckpt_path={tmp_path / 'nope.ckpt'}")
+    line_with(err, "videogen: error:", f"ckpt_path={tmp_path / 'nope.ckpt'}", "no such checkpoint file")
+
+
+def test_missing_vae_export_for_the_dit(tmp_path, capsys, shards):
+    err = fit_error(tmp_path, capsys, tiny_dit_model(tmp_path / "no-vae"), shards)
+    line_with(err, "videogen: error:", str(tmp_path / "no-vae"), "no such export folder or checkpoint")
+
+
+def test_missing_shards(tmp_path, capsys, shards):
+    err = fit_error(tmp_path, capsys, tiny_vae_model(), shards, f"--data.init_args.train_shards={tmp_path / 'none'}")
+    line_with(err, "videogen: error:", "data.init_args.train_shards", str(tmp_path / "none"))
