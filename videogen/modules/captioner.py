@@ -151,8 +151,9 @@ class CaptionerModule(LightningModule):
     def sequences(self, captions: list[str], txts: list[str], use_txt: list[bool]):
         """ids, labels and key mask (B, L) of ``[BOS] prompt caption [EOS]`` rows, right-padded."""
         h, tok = self.hparams, self.tokens
-        ids, labels = zip(*(encode_example(tok, tok.prompt(h.txt_prompt, t) if u else tok.prompt(h.prompt), c,
-                                           h.max_length) for c, t, u in zip(captions, txts, use_txt)))
+        limit = min(h.max_length, getattr(self.captioner, "max_length", None) or h.max_length)
+        ids, labels = zip(*(encode_example(tok, tok.prompt(h.txt_prompt, t) if u else tok.prompt(h.prompt), c, limit)
+                            for c, t, u in zip(captions, txts, use_txt)))
         lengths = torch.tensor([len(r) for r in ids])
         mask = torch.arange(int(lengths.max()))[None] < lengths[:, None]
         return (pad_batch(list(ids), tok.pad).to(self.device), pad_batch(list(labels), IGNORE).to(self.device),

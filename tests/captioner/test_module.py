@@ -1,0 +1,107 @@
+"""CaptionerModule in a real Lightning Trainer on real shards; export, checkpoint, prompt upsampling."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+
+def fit(synthetic_set, root, **module_kw):
+    from lightning.pytorch import Trainer
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    from videogen.callbacks.export import StageExport
+    from videogen.data import VideoDataModule
+    from videogen.models.captioner import captioner_tiny
+    from videogen.modules.captioner import CaptionerModule
+
+    torch.manual_seed(0)
+    module = CaptionerModule(captioner_tiny(), warmup_steps=1, val_max_new_tokens=12, val_log_captions=2,
+                             flip_prob=0.5, flip_swaps={"left": "right", "right": "left"}, **module_kw)
+    data = VideoDataModule(str(synthetic_set / "train"), str(synthetic_set / "val"), frame_stride=2,
+                           buckets=[{"num_frames": 5, "height": 32, "width": 48}, {"num_frames": 5, "height": 48, "width": 32},
+                                    {"num_frames": 5, "height": 32, "width": 32}], batch_size=2, num_workers=0,
+                           val_batches=1)
+    trainer = Trainer(accelerator="cpu", max_steps=4, val_check_interval=4, check_val_every_n_epoch=None,
+                      limit_val_batches=1, num_sanity_val_steps=0, enable_progress_bar=False, log_every_n_steps=1,
+                      default_root_dir=root, logger=TensorBoardLogger(root, name="tb"),
+                      callbacks=[ModelCheckpoint(dirpath=root / "ckpt", save_last=True), StageExport(str(root / "export"))])
+    trainer.fit(module, datamodule=data)
+    return trainer, module
+
+
+def test_fit_logs_metrics_exports_and_recaptions_from_ckpt(synthetic_set, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from videogen.captioning import load_captioner
+    from videogen.commands.recaption import recaption
+    from videogen.models.captioner import VideoCaptioner
+
+    trainer, module = fit(synthetic_set, tmp_path, txt_prob=0.5, video_dropout=0.5)
+    metrics = trainer.callback_metrics
+    for name in ("train/loss", "val/loss", "val/token_acc", "val/bleu4", "val/attr_colour", "val/attr_shape"):
+        assert name in metrics, name
+    assert 0.0 <= float(metrics["val/bleu4"]) <= 1.0
+    events = EventAccumulator(str(next((tmp_path / "tb").rglob("events.*")).parent), size_guidance={"tensors": 0})
+    events.Reload()
+    assert any("val/captions" in t for t in events.Tags()["tensors"])  # the generated captions table
+    export, tokens = load_captioner(tmp_path / "export")
+    assert isinstance(export.module, VideoCaptioner) and export.stats["stage"] == "captioner"
+    assert export.stats["text_only"] and export.stats["tokenizer"] == module.tokenizer_path
+    ckpt = tmp_path / "ckpt" / "last.ckpt"
+    from_ckpt, _ = load_captioner(ckpt)
+    for (k, a), (_, b) in zip(export.module.state_dict().items(), from_ckpt.module.state_dict().items()):
+        assert torch.equal(a, b), k
+    out = tmp_path / "recaptioned"
+    summary = recaption(str(ckpt), str(synthetic_set / "val"), out, max_new_tokens=6, progress=False)
+    assert summary["captions"] == 3 and summary["manifest"]
+
+
+def test_missing_captions_are_counted_not_trained(synthetic_set):
+    from videogen.models.captioner import captioner_tiny
+    from videogen.modules.captioner import CaptionerModule
+
+    module = CaptionerModule(captioner_tiny(), caption_key="nonexistent")
+    batch = {"video": torch.zeros(2, 3, 5, 32, 32), "caption": ["a", "b"], "key": ["k1", "k2"], "url": ["s", "s"],
+             "meta": [{"captions": {"long": "x"}}, {}]}
+    assert module.training_step(batch, 0) is None
+    assert module.skips.counts["missing_caption"] == 2
+    with pytest.raises(ValueError, match="vocab_size"):
+        from videogen.models.captioner import VideoCaptioner
+
+        CaptionerModule(VideoCaptioner(vocab_size=100))
+    with pytest.raises(ValueError, match="txt_prob"):
+        CaptionerModule(captioner_tiny(), txt_prob=1.5)
+
+
+def test_upsample_prompt_with_a_text_only_captioner(tiny_export, tmp_path):
+    from videogen.captioning import upsample_prompt
+    from videogen.models.captioner import captioner_tiny
+    from videogen.modules.captioner import CaptionerModule
+    from videogen.pretrained import save_export
+
+    one = upsample_prompt("a red circle", captioner=str(tiny_export), max_new_tokens=10)
+    assert isinstance(one, str) and one
+    many = upsample_prompt(["a red circle", "a blue square"], captioner=str(tiny_export), max_new_tokens=10)
+    assert many[0] == one and len(many) == 2
+    plain = CaptionerModule(captioner_tiny())  # trained without txt prompts: refused, with the reason
+    folder = save_export(tmp_path / "plain", plain.export_module(), plain.export_stats())
+    with pytest.raises(ValueError, match="without a video"):
+        upsample_prompt("a red circle", captioner=str(folder))
+    with pytest.raises(ValueError, match="either captioner"):
+        upsample_prompt("a red circle")
+
+
+def test_upsample_prompt_with_a_causal_lm(tmp_path):
+    from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
+
+    from videogen.captioning import upsample_prompt
+    from videogen.models.text import default_text_encoder_path
+
+    tok = AutoTokenizer.from_pretrained(default_text_encoder_path(), local_files_only=True)
+    torch.manual_seed(0)
+    GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_embd=16, n_layer=1, n_head=2, n_positions=128)).save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    out = upsample_prompt(["a red circle"], causal_lm=str(tmp_path), max_new_tokens=5)
+    assert len(out) == 1 and isinstance(out[0], str)
