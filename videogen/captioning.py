@@ -195,3 +195,12 @@ class CaptionRunner:
         out = generate(self.model, self.memory(clips), prompts, eos_id=self.tokens.eos, pad_id=self.tokens.pad,
                        **generate_kw)
         return [self.tokens.decode(o) for o in out]
+
+
+def upsample_with(path: str | Path, prompts: list[str], **kw) -> list[str]:
+    """:func:`upsample_prompt` with whatever ``path`` holds: a captioner export folder or checkpoint
+    (``stats.json`` / ``.ckpt``), or a Hugging Face causal LM folder (``config.json`` only)."""
+    path = Path(path)
+    if path.is_dir() and not (path / "stats.json").is_file() and (path / "config.json").is_file():
+        return upsample_prompt(prompts, causal_lm=str(path), **kw)
+    return upsample_prompt(prompts, captioner=str(path), **kw)

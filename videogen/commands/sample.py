@@ -35,6 +35,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--given", type=int, default=1, help="latent frames of --video kept when extending (default 1)")
     parser.add_argument("--strength", type=float, default=0.7, help="--mode edit: how much to change (0..1)")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--upsample-prompt", action="store_true", help="rewrite each prompt as a long caption first")
+    parser.add_argument("--upsampler", default="runs/captioner/quickstart/export",
+                        help="--upsample-prompt: a captioner export/checkpoint or a local causal LM folder")
 
 
 def _fit(frames, height: int, width: int):
@@ -137,6 +140,11 @@ def run(args: argparse.Namespace) -> int:
     else:
         prompts = [args.prompt]
     try:
+        if args.upsample_prompt:  # short prompt -> a caption in the style the DiT was trained on
+            from videogen.captioning import upsample_with
+
+            prompts = upsample_with(args.upsampler, prompts, device=args.device)
+            print("\n".join(f"upsampled prompt: {p}" for p in prompts))
         videos = sample_videos(args, prompts)
     except (FileNotFoundError, ValueError, TypeError) as e:
         print(f"videogen sample: {e}")
