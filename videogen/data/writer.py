@@ -60,7 +60,10 @@ class TarShardWriter:
             data = encode_member(value)
             info = tarfile.TarInfo(f"{key}.{ext}")
             info.size, info.mtime, info.mode = len(data), self.mtime, 0o644
-            self._tar.addfile(info, io.BytesIO(data))
+            try:
+                self._tar.addfile(info, io.BytesIO(data))
+            except OSError as e:
+                raise self._write_error(e) from e
         meta = sample.get("json") if isinstance(sample.get("json"), dict) else {}
         caption = sample.get("txt") if isinstance(sample.get("txt"), str) else None
         self.stats.add(meta, caption)
@@ -72,22 +75,33 @@ class TarShardWriter:
     def close(self) -> ShardStats:
         if self.closed:
             return self.stats
-        self._tar.close()
-        self._file.flush()
-        os.fsync(self._file.fileno())
-        self._file.close()
+        try:
+            self._tar.close()
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
+        except OSError as e:
+            raise self._write_error(e) from e
         os.replace(self.tmp, self.path)
         self.stats.size_bytes = self.path.stat().st_size
         self.closed = True
         return self.stats
+
+    def _write_error(self, e: OSError) -> OSError:
+        return OSError(e.errno, f"could not write shard {self.path}: {e.strerror or e} (is the disk full? free "
+                                f"space under {self.path.parent}); shards finished before it are complete, this "
+                                "one is not written")
 
     def abort(self) -> None:
         """Drop a partial shard (on error): the final name is never created."""
         if self.closed:
             return
         try:
-            self._tar.close()
-            self._file.close()
+            for close in (self._tar.close, self._file.close):
+                try:
+                    close()
+                except OSError:  # e.g. the disk that failed the write fails the end blocks too
+                    pass
         finally:
             self.tmp.unlink(missing_ok=True)
             self.closed = True
