@@ -1,0 +1,106 @@
+"""What the curation steps look at: a clip's frames, decoded once, small; and re-encoding pieces.
+
+Every step scores the same :class:`Clip`: the sample's members and its frames decoded at an
+analysis size (the shorter side scaled down to ``analysis_side`` pixels, aspect kept), at most
+``max_frames`` of them evenly spaced. Steps that change the media (scene split, letterbox crop)
+decode the frames they keep at full size and re-encode them with :func:`encode_rgb`.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Any
+
+import numpy as np
+
+from videogen.data.decode import IMAGE_EXTENSIONS, Decoder, decoder_for
+
+CHANGED = 6.0  # luma levels (0-255): a smaller difference between two frames is encoder noise, not change
+
+
+@dataclass
+class Clip:
+    """One sample being curated: its members, shape, analysis frames and the scores so far."""
+
+    key: str
+    ext: str  # media member: mp4, webm, ..., or an image extension
+    media: bytes
+    caption: str
+    meta: dict[str, Any]
+    width: int
+    height: int
+    num_frames: int
+    fps: float
+    frames: np.ndarray  # (T', h, w, 3) uint8 RGB at the analysis size
+    indices: list[int]  # the native frame index of each analysis frame
+    scores: dict[str, Any] = field(default_factory=dict)  # -> json["curation"]
+    reasons: list[str] = field(default_factory=list)  # "step:reason" for every rule it fails
+
+    @property
+    def is_image(self) -> bool:
+        return self.ext in IMAGE_EXTENSIONS or self.num_frames <= 1
+
+    @property
+    def duration(self) -> float:
+        return self.num_frames / self.fps if self.fps > 0 else 0.0
+
+
+def analysis_size(width: int, height: int, side: int) -> tuple[int, int]:
+    """(h, w) with the shorter side at most ``side`` (never upscaled), both even."""
+    scale = min(1.0, side / min(width, height))
+    return max(2, round(height * scale / 2) * 2), max(2, round(width * scale / 2) * 2)
+
+
+def spread(num_frames: int, wanted: int) -> list[int]:
+    """``wanted`` evenly spaced frame indices (all of them when there are fewer), first and last included."""
+    if num_frames <= wanted:
+        return list(range(num_frames))
+    return sorted({round(i * (num_frames - 1) / (wanted - 1)) for i in range(wanted)})
+
+
+def decode_clip(key: str, ext: str, media: bytes, caption: str, meta: dict, shape: tuple[int, int, int, float],
+                decoder: Decoder, side: int, max_frames: int) -> Clip:
+    """Decode the analysis frames of one sample (raises ``DecodeError`` for media that cannot be read)."""
+    width, height, num_frames, fps = shape
+    indices = spread(num_frames, max_frames)
+    frames = decoder_for(ext, decoder).decode(media, indices, analysis_size(width, height, side))  # (T, h, w, 3)
+    return Clip(key, ext, media, caption, dict(meta), width, height, num_frames, fps, frames, indices)
+
+
+def full_frames(clip: Clip, decoder: Decoder, start: int = 0, stop: int | None = None) -> np.ndarray:
+    """Native-size frames ``[start, stop)`` of the clip, (T, H, W, 3) uint8."""
+    stop = clip.num_frames if stop is None else stop
+    return decoder_for(clip.ext, decoder).decode(clip.media, list(range(start, stop)))
+
+
+def encode_rgb(frames: np.ndarray, fps: float, crf: int = 18) -> bytes:
+    """(T, H, W, 3) uint8 RGB -> H.264 mp4 (yuv420p; odd sides lose their last row/column).
+
+    One thread, no B-frames, no lookahead: the same frames give the same bytes (see
+    ``data_recipes.synthetic.encode_mp4``); any frame rate, fractional ones included."""
+    import av
+
+    frames = frames[:, : frames.shape[1] // 2 * 2, : frames.shape[2] // 2 * 2]
+    rate = Fraction(fps).limit_denominator(1001)
+    buf = io.BytesIO()
+    with av.open(buf, mode="w", format="mp4", options={"fflags": "+bitexact"}) as container:
+        stream = container.add_stream("libx264", rate=rate, options={
+            "crf": str(crf), "preset": "veryfast", "threads": "1", "bf": "0",
+            "x264-params": "rc-lookahead=0:mbtree=0:asm=0"})
+        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+        stream.thread_count = 1
+        for i, rgb in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+            frame.pts, frame.time_base = i, 1 / rate
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return buf.getvalue()
+
+
+def luma(frames: np.ndarray) -> np.ndarray:
+    """(..., 3) uint8 RGB -> (...) float32 luma in [0, 255] (BT.601 weights)."""
+    return frames.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)

@@ -1,0 +1,205 @@
+"""``videogen curate``: the driver. Score every shard (parallel, resumable), judge the whole set,
+write the kept samples as shards with a ``dataset.json`` and the report.
+
+Layout of ``OUT``::
+
+    shard-NNNNNN.tar      kept samples of input shard NNNNNN (in sorted input order; none when all dropped)
+    dataset.json          the manifest (created_by.curation lists the score names the filter may use)
+    curation.json         the report: counts per step and reason, inputs skipped, every sample's decision
+    histograms/NAME.png   one histogram per numeric score, its threshold drawn in
+    .curate/plan.json     the inputs and the scoring options (a rerun must match them)
+    .curate/scored/       pass 1: every input shard's scored pieces and its .done.json
+
+A rerun skips every shard whose ``.done.json`` and scored tar are there, and judges again (the
+thresholds, dedup distance, filter and keep_all may change between runs; the scoring options may not).
+``shard_index``/``num_shard_groups`` score one group of shards (``i % N == I``) and stop: one SLURM
+array task each; a final run without them finds every shard scored and writes the output.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from contextlib import contextmanager
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any, Iterator
+
+from data_recipes.curate import report as report_mod
+from data_recipes.curate.decide import decide
+from data_recipes.curate.options import CurateOptions
+from data_recipes.curate.score import load_done, score_shard
+from data_recipes.curate.scorers import build_scorers
+from videogen.data import stages
+from videogen.data.manifest import MANIFEST_NAME, DatasetManifest, ShardStats, provenance
+from videogen.data.shards import expand_urls
+from videogen.data.writer import TarShardWriter
+
+log = logging.getLogger("videogen.curate")
+
+WORK = ".curate"
+PLAN_FORMAT = "videogen-curate-plan/1"
+# options that change what pass 1 computes: a rerun into the same folder must keep them
+SCORING_OPTIONS = ("steps", "analysis_side", "max_frames", "cut_threshold", "cut_ratio", "min_scene_frames",
+                   "crop_letterbox", "motion_pairs", "clip_model", "scorers")
+
+
+class CurateError(ValueError):
+    """A problem with the arguments or the output folder (bad input samples are skipped, not raised)."""
+
+
+_JOB: dict[str, Any] = {}  # set before the pool forks: the options and scorer objects every worker uses
+
+
+def _score_job(job: tuple[str, int]) -> dict:
+    import cv2
+
+    cv2.setNumThreads(1)
+    return score_shard(job[0], job[1], _JOB["scored"], _JOB["options"], _JOB["scorers"], _JOB["decoder"])
+
+
+@contextmanager
+def _pool(workers: int) -> Iterator[Any]:
+    if workers <= 1:
+        yield None
+        return
+    method = "fork" if sys.platform == "linux" else "spawn"
+    with get_context(method).Pool(workers) as pool:
+        yield pool
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _plan(out: Path, urls: list[str], opts: CurateOptions, extra_scorers: list) -> None:
+    scoring = {k: opts.to_dict()[k] for k in SCORING_OPTIONS}
+    scoring["extra_scorers"] = sorted(type(s).__module__ + "." + type(s).__qualname__ for s in extra_scorers)
+    plan = {"format": PLAN_FORMAT, "inputs": urls, "scoring": scoring}
+    path = out / WORK / "plan.json"
+    try:
+        old = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        if any(out.glob("*.tar")) or (out / MANIFEST_NAME).exists():
+            raise CurateError(f"{out} already holds shards or a {MANIFEST_NAME} that curate has no plan for "
+                              f"({WORK}/plan.json); give a new --out folder or empty this one") from None
+        _write_json(path, plan)
+        return
+    except (OSError, json.JSONDecodeError) as e:
+        raise CurateError(f"{path}: unreadable ({e}); delete {out / WORK} to start over") from e
+    if old.get("inputs") != urls:
+        raise CurateError(f"{out} was curated from other shards ({len(old.get('inputs', []))} before, {len(urls)} "
+                          "now); give a new --out folder")
+    if old.get("scoring") != scoring:
+        diff = [f"{k}: {old['scoring'].get(k)!r} -> {v!r}" for k, v in scoring.items() if old["scoring"].get(k) != v]
+        raise CurateError(f"{out} was scored with other options ({'; '.join(diff)}); rerun with the same ones "
+                          "(thresholds, dedup distance, filter and keep_all may change), or give a new --out folder")
+
+
+def curate(data: str | list[str], out: str | os.PathLike, options: CurateOptions | None = None, *, workers: int = 1,
+           shard_index: int | None = None, num_shard_groups: int | None = None, scorers: list | None = None,
+           decoder: str = "auto", progress: bool = True, histograms: bool = True) -> dict[str, Any]:
+    """Curate the shards ``data`` into ``out``; returns the report (also saved as ``curation.json``).
+    With a shard group only that group is scored and ``{"group_done": ...}`` is returned."""
+    from tqdm import tqdm
+
+    opts = options or CurateOptions()
+    out = Path(out)
+    if workers < 1:
+        raise CurateError(f"--workers must be >= 1, got {workers}")
+    if (shard_index is None) != (num_shard_groups is None):
+        raise CurateError("give both --shard-index and --num-shard-groups, or neither")
+    if num_shard_groups is not None and not 0 <= shard_index < num_shard_groups:
+        raise CurateError(f"--shard-index {shard_index} is not in [0, --num-shard-groups {num_shard_groups})")
+    try:
+        urls = expand_urls(data)
+    except FileNotFoundError as e:
+        raise CurateError(str(e)) from e
+    if any(Path(u).resolve().parent == out.resolve() for u in urls):
+        raise CurateError(f"--out {out} is the input folder; give another one")
+    extra = list(scorers or [])
+    run_scorers = build_scorers(opts.clip_model, opts.scorers, extra)
+    if opts.filter:  # a malformed expression fails now, not after the scoring (names are checked after)
+        from videogen.data.score_filter import ScoreFilter
+
+        ScoreFilter(opts.filter)
+    out.mkdir(parents=True, exist_ok=True)
+    _plan(out, urls, opts, extra)
+    scored = out / WORK / "scored"
+    scored.mkdir(parents=True, exist_ok=True)
+
+    mine = range(len(urls)) if num_shard_groups is None else range(shard_index, len(urls), num_shard_groups)
+    records = {i: r for i in mine if (r := load_done(scored, i)) is not None}
+    todo = [(urls[i], i) for i in mine if i not in records]
+    began = time.perf_counter()
+    _JOB.update(scored=str(scored), options=opts, scorers=run_scorers, decoder=decoder)
+    with _pool(min(workers, max(1, len(todo)))) as pool, \
+            tqdm(total=len(todo), desc="curate: score", unit="shard", disable=not progress) as bar:
+        results = map(_score_job, todo) if pool is None else pool.imap_unordered(_score_job, todo)
+        for record in results:
+            records[int(record["name"].rsplit("-", 1)[1])] = record
+            bar.update(1)
+            bar.set_postfix(samples=sum(r["inputs_read"] for r in records.values()))
+    score_seconds = round(time.perf_counter() - began, 3)
+    if num_shard_groups is not None:
+        missing = [i for i in range(len(urls)) if load_done(scored, i) is None]
+        if progress:
+            print(f"curate: group {shard_index} of {num_shard_groups}: {len(todo)} shards scored now, "
+                  f"{len(mine) - len(todo)} before; {len(missing)} of {len(urls)} shards still unscored"
+                  + ("" if missing else f"; run `videogen curate` without --shard-index to write {out}"))
+        return {"group_done": shard_index, "scored_now": len(todo), "unscored": len(missing)}
+
+    ordered = [records[i] for i in range(len(urls))]
+    entries = [e for r in ordered for e in r["entries"]]
+    decision = decide(entries, opts)
+    written = write_output(out, ordered, progress)
+    skipped = [{"file": f"{s['shard']}/{s['key']}" if s["key"] else s["shard"], "reason": s["reason"],
+                "detail": s["detail"]} for r in ordered for s in r["skipped"]]
+    args = {"data": data if isinstance(data, str) else list(data), "out": str(out), **opts.to_dict()}
+    created_by = provenance("curate", args)
+    created_by["curation"] = {"scores": decision["score_types"], "steps": opts.ordered_steps(), "filter": opts.filter,
+                              "keep_all": opts.keep_all}
+    manifest = DatasetManifest(written, created_by, skipped)
+    manifest.save(out)
+    rep = report_mod.build(out, ordered, entries, decision, opts, created_by, skipped,
+                           {"score_seconds": score_seconds, "shards_scored_now": len(todo)})
+    if histograms:
+        rep["histograms"] = report_mod.histograms(out / "histograms", entries, opts)
+    _write_json(out / "curation.json", rep)
+    if progress:
+        print(report_mod.summary(rep))
+    return rep
+
+
+def write_output(out: Path, ordered: list[dict], progress: bool = True) -> list[ShardStats]:
+    """Copy the kept pieces of every scored shard into ``out/shard-NNNNNN.tar`` with their final json
+    (decided flags added); shards left empty are not written (and an older one is removed)."""
+    from tqdm import tqdm
+
+    stats = []
+    scored = out / WORK / "scored"
+    for record in tqdm(ordered, desc="curate: write", unit="shard", disable=not progress):
+        target = out / f"{record['name']}.tar"
+        keep = {e["key"]: e for e in record["entries"] if e["kept"]}  # judged in place by decide()
+        if not keep:
+            target.unlink(missing_ok=True)
+            continue
+        skips = stages.Skips(max_logged=0)
+        with TarShardWriter(target) as writer:
+            for s in stages.group_samples(stages.read_tar([str(scored / f"{record['name']}.tar")], skips, 2**31)):
+                if s.key not in keep:
+                    continue
+                meta = json.loads(s.members["json"].decode("utf-8"))
+                meta["curation"] = keep[s.key]["scores"]
+                writer.write({"__key__": s.key, **{k: v for k, v in s.members.items() if k != "json"}, "json": meta})
+        if skips.counts:
+            raise RuntimeError(f"{scored / record['name']}.tar could not be read back ({dict(skips.counts)}); "
+                               f"delete it and its .done.json and rerun")
+        stats.append(writer.stats)
+    return stats
