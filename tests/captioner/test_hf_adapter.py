@@ -11,21 +11,9 @@ from videogen.models.captioner import HFVisionCaptioner, generate
 @pytest.fixture(scope="module")
 def tiny_vlm(tmp_path_factory):
     """A ViT encoder + BERT decoder (random weights) saved with MiniLM's tokenizer, like save_pretrained does."""
-    from transformers import AutoTokenizer, BertConfig, VisionEncoderDecoderConfig, VisionEncoderDecoderModel, ViTConfig
+    from tests.captioner.vlm import make_tiny_vlm
 
-    from videogen.models.text import default_text_encoder_path
-
-    folder = tmp_path_factory.mktemp("tiny_vlm")
-    tok = AutoTokenizer.from_pretrained(default_text_encoder_path(), local_files_only=True)
-    enc = ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                    intermediate_size=64)
-    dec = BertConfig(vocab_size=len(tok), hidden_size=24, num_hidden_layers=1, num_attention_heads=2,
-                     intermediate_size=48, max_position_embeddings=64, is_decoder=True, add_cross_attention=True)
-    torch.manual_seed(0)
-    model = VisionEncoderDecoderModel(VisionEncoderDecoderConfig.from_encoder_decoder_configs(enc, dec))
-    model.save_pretrained(folder)
-    tok.save_pretrained(folder)
-    return folder
+    return make_tiny_vlm(tmp_path_factory.mktemp("tiny_vlm"))
 
 
 def batch(n=2):
