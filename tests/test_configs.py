@@ -37,6 +37,10 @@ def test_config_parses_and_instantiates(path, tmp_path):
         if "vae" in init and isinstance(init["vae"], str):  # a stage given the VAE export: a tiny one of the same width
             vae = make_vae_export(tmp_path / "vae", init["dit"]["init_args"]["in_channels"])
             cpu.append(f"--model.init_args.vae={vae}")
+        if "path" in (init.get("captioner") or {}).get("init_args", {}):  # a pretrained HF captioner: a tiny one
+            from tests.captioner.vlm import make_tiny_vlm
+
+            cpu.append(f"--model.init_args.captioner.init_args.path={make_tiny_vlm(tmp_path / 'vlm')}")
         cli = lightning_cli(["--config", str(path), *cpu], run=False)
         assert cli.model is not None and cli.datamodule is not None
     elif "data" in cfg:
