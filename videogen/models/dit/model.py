@@ -194,9 +194,12 @@ class DiT(Configurable, nn.Module):
         )  # (B, S, L + 1, D)
         txt_mask = torch.cat([text_mask.new_ones(batch, clips, 1), text_mask], dim=2).bool()  # (B, S, L + 1)
         text_tokens = rearrange(txt, "b s l d -> b (s l) d")
-        key_clip = torch.arange(clips, device=x.device).repeat_interleave(text_len + 1)  # (S (L + 1),)
-        cross_mask = (segment_ids[:, :, None] == key_clip) & rearrange(txt_mask, "b s l -> b 1 (s l)")
-        cross_mask = (cross_mask | (segment_ids < 0)[:, :, None])[:, None]  # (B, 1, N, S (L + 1)); padding sees all
+        if block_diagonal:
+            key_clip = torch.arange(clips, device=x.device).repeat_interleave(text_len + 1)  # (S (L + 1),)
+            cross_mask = (segment_ids[:, :, None] == key_clip) & rearrange(txt_mask, "b s l -> b 1 (s l)")
+            cross_mask = (cross_mask | (segment_ids < 0)[:, :, None])[:, None]  # (B, 1, N, S (L + 1)); padding sees all
+        else:  # one clip per row: every token sees the same keys, a (B, 1, 1, L + 1) mask broadcasts
+            cross_mask = txt_mask[:, :, None]  # (B, S = 1, 1, L + 1)
         self_mask = (
             self_attention_mask(segment_ids, self.attention_backend, torch.is_grad_enabled()) if block_diagonal else None
         )

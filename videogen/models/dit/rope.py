@@ -51,8 +51,10 @@ class RotaryEmbedding3D(nn.Module):
 
 
 def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-    """Rotate channel pairs of x (B, heads, N, head_dim) by tables (B, 1, N, head_dim / 2), in float32."""
-    pairs = x.float().unflatten(-1, (-1, 2))  # (B, heads, N, head_dim / 2, 2)
-    x1, x2 = pairs[..., 0], pairs[..., 1]
-    out = torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)  # (B, heads, N, head_dim / 2, 2)
-    return out.flatten(-2).type_as(x)  # (B, heads, N, head_dim)
+    """Rotate channel pairs of x (B, heads, N, head_dim) by tables (B, 1, N, head_dim / 2), in float32.
+
+    One complex multiply per pair ((x1 + i x2) * (cos + i sin)): the same numbers as the real-valued
+    rotation, with fewer kernels and copies forward and backward."""
+    pairs = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)).contiguous())  # (B, heads, N, head_dim / 2)
+    rotated = pairs * torch.complex(cos, sin)
+    return torch.view_as_real(rotated).flatten(-2).type_as(x)  # (B, heads, N, head_dim)
