@@ -23,6 +23,7 @@ TRAINER_COMMANDS = {
 EXTRA_COMMANDS = {
     "make-synthetic": "make_synthetic",
     "make-shards": "make_shards",
+    "curate": "curate",
     "inspect": "inspect",
     "stream": "stream",
     "export": "export",
