@@ -136,3 +136,13 @@ class StepRecorder(Callback):
         if self.stop_at is not None and trainer.global_step == self.stop_at:
             Path(self.record_to + ".stopped").write_text(str(trainer.global_step))
             time.sleep(600)
+
+
+def tiny_captioner_model() -> dict:
+    return {"class_path": "videogen.modules.captioner.CaptionerModule",
+            "init_args": {"captioner": {"class_path": "videogen.models.captioner.VideoCaptioner",
+                                        "init_args": {"vocab_size": 30522, "dim": 32, "depth": 1, "heads": 2,
+                                                      "max_length": 64, "channels": [8, 16], "num_frames": 4,
+                                                      "grid": [2, 2]}},
+                          "caption_key": "txt", "frame_size": 32, "max_length": 32, "flip_prob": 0.5,
+                          "flip_swaps": {"left": "right"}, "lr": 1e-3, "warmup_steps": 1}}

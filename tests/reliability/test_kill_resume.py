@@ -9,8 +9,8 @@ import signal
 import pytest
 import torch
 
-from helpers import (checkpoint_weights, fit_config, make_shards, read_record, run_fit, start_fit, tiny_dit_model,
-                     tiny_vae_model, wait_for)
+from helpers import (checkpoint_weights, fit_config, make_shards, read_record, run_fit, start_fit,
+                     tiny_captioner_model, tiny_dit_model, tiny_vae_model, wait_for)
 
 STEPS, EVERY = 6, 2
 
@@ -87,3 +87,13 @@ def test_dit_killed_at_a_random_step_resumes_to_the_same_weights(tmp_path, shard
     assert main(["sample", "--ckpt", str(out), "--prompt", "a red square", "--out", str(video), "--num-frames", "9",
                  "--height", "32", "--width", "32", "--steps", "2", "--seed", "0"]) == 0
     assert video.stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_captioner_killed_at_a_random_step_resumes_to_the_same_weights(tmp_path, shards):
+    ckpt = kill_and_resume(tmp_path, shards, tiny_captioner_model())
+    from videogen.commands.export import export_checkpoint
+    from videogen.pretrained import load_export
+
+    out = export_checkpoint(ckpt, tmp_path / "export")
+    assert (out / "model.safetensors").is_file() and load_export(out).module is not None
