@@ -82,3 +82,19 @@ def test_missing_vae_export_for_the_dit(tmp_path, capsys, shards):
 def test_missing_shards(tmp_path, capsys, shards):
     err = fit_error(tmp_path, capsys, tiny_vae_model(), shards, f"--data.init_args.train_shards={tmp_path / 'none'}")
     line_with(err, "videogen: error:", "data.init_args.train_shards", str(tmp_path / "none"))
+
+
+def test_latent_cache_written_by_another_vae(tmp_path, shards, vae_export):
+    """(The identity check itself: tests/test_encode.py::test_stale_cache_is_refused.) Through `videogen fit`
+    the DiT refuses, at setup, a cache that another VAE wrote, naming both; no step runs."""
+    from test_encode import tiny_export
+    from videogen.commands.encode import encode
+
+    other = tiny_export(tmp_path / "other-vae", seed=1)
+    cache = encode(str(other), str(shards), tmp_path / "cache", max_area=32 * 48, max_frames=9, num_workers=0,
+                   accelerator="cpu", devices=1, progress=False)
+    record = tmp_path / "steps.jsonl"
+    cfg = fit_config(tmp_path / "c.yaml", tmp_path / "run", cache, tiny_dit_model(vae_export), 2, record=record)
+    with pytest.raises(ValueError, match=r"latents were written by the VAE at .*other-vae.*Re-run `videogen encode"):
+        main(["fit", "--config", str(cfg)])
+    assert not record.exists()
