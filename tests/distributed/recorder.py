@@ -30,8 +30,8 @@ def weights_hash(module: torch.nn.Module) -> str:
 
 
 class RankRecorder(Callback):
-    def __init__(self, out: str, step_sleep: float = 0.0):
-        self.out, self.step_sleep = Path(out), step_sleep
+    def __init__(self, out: str, step_sleep: float = 0.0, save_weights: bool = False):
+        self.out, self.step_sleep, self.save_weights = Path(out), step_sleep, save_weights
         self.record: dict = {}
 
     def _path(self, trainer) -> Path:
@@ -49,6 +49,12 @@ class RankRecorder(Callback):
             "weights_at_start": weights_hash(pl_module), "batches": [], "losses": []}
 
     def on_train_start(self, trainer, pl_module) -> None:  # after a checkpoint was restored
+        from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import CheckpointWrapper
+        from torch.distributed.fsdp import FullyShardedDataParallel
+
+        modules = list(trainer.strategy.model.modules())
+        self.record["fsdp_units"] = sum(isinstance(m, FullyShardedDataParallel) for m in modules)
+        self.record["checkpoint_wrappers"] = sum(isinstance(m, CheckpointWrapper) for m in modules)
         self.record["start_step"] = trainer.global_step
         self.record["ckpt_path"] = str(trainer.ckpt_path) if trainer.ckpt_path else None
 
@@ -67,3 +73,11 @@ class RankRecorder(Callback):
         self.record.update(end_step=trainer.global_step, weights_at_end=weights_hash(pl_module),
                            epochs=trainer.current_epoch)
         self._path(trainer).write_text(json.dumps(self.record))
+        if self.save_weights:  # the full (unsharded) weights as the strategy saves them; a collective under FSDP
+            state = trainer.strategy.lightning_module_state_dict()
+            if trainer.is_global_zero:
+                names = {n for n, _ in pl_module.named_parameters()} | {
+                    n.replace("_fsdp_wrapped_module.", "").replace("_checkpoint_wrapped_module.", "")
+                    for n, _ in pl_module.named_parameters()}
+                torch.save({k: v.detach().float().cpu() for k, v in state.items() if k in names},
+                           self.out / "weights-rank0.pt")
