@@ -27,11 +27,12 @@ def sample_indices(num_frames: int, count: int, device: torch.device | None = No
 
 class FrameEncoder(nn.Module):
     def __init__(self, in_channels: int = 3, dim: int = 192, channels: tuple[int, ...] = (32, 64, 128),
-                 num_frames: int = 8, grid: tuple[int, int] = (4, 4), frame_diffs: bool = True):
+                 num_frames: int = 8, grid: tuple[int, int] = (4, 4), frame_diffs: bool = True,
+                 stem_stride: int = 1):
         super().__init__()
         self.num_frames, self.grid, self.frame_diffs = num_frames, tuple(grid), frame_diffs
         c_in = in_channels * (3 if frame_diffs else 1)
-        layers: list[nn.Module] = [nn.Conv2d(c_in, channels[0], 3, padding=1), nn.GELU()]
+        layers: list[nn.Module] = [nn.Conv2d(c_in, channels[0], 3, stride=stem_stride, padding=1), nn.GELU()]
         prev = channels[0]
         for c in channels:  # each stage halves the resolution
             layers += [nn.Conv2d(prev, c, 3, stride=2, padding=1), nn.GELU(), nn.Conv2d(c, c, 3, padding=1), nn.GELU()]

@@ -23,7 +23,8 @@ from videogen.pretrained import Configurable
 class VideoCaptioner(Configurable, nn.Module):
     def __init__(self, vocab_size: int = 30522, dim: int = 192, depth: int = 3, heads: int = 4,
                  max_length: int = 128, in_channels: int = 3, channels: tuple[int, ...] = (32, 64, 128),
-                 num_frames: int = 8, grid: tuple[int, int] = (4, 4), frame_diffs: bool = True):
+                 num_frames: int = 8, grid: tuple[int, int] = (4, 4), frame_diffs: bool = True,
+                 stem_stride: int = 1):
         """
         Args:
             vocab_size: the tokenizer's vocabulary (the training module checks it matches).
@@ -34,11 +35,13 @@ class VideoCaptioner(Configurable, nn.Module):
             num_frames: frames sampled evenly from each clip.
             grid: average-pooled tokens per frame (rows, columns).
             frame_diffs: add frame differences to the CNN's input (motion).
+            stem_stride: stride of the CNN's first conv (2: a quarter of the cost, for 64+ pixel frames).
         """
         super().__init__()
         self.vocab_size, self.num_frames, self.in_channels = vocab_size, num_frames, in_channels
         self.max_length = max_length
-        self.encoder = FrameEncoder(in_channels, dim, tuple(channels), num_frames, tuple(grid), frame_diffs)
+        self.encoder = FrameEncoder(in_channels, dim, tuple(channels), num_frames, tuple(grid), frame_diffs,
+                                    stem_stride)
         self.decoder = CaptionDecoder(vocab_size, dim, depth, heads, max_length)
         self.null = nn.Parameter(torch.zeros(1, 1, dim))
 
