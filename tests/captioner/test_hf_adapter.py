@@ -57,6 +57,7 @@ def test_full_finetuning_learns_and_generates(tiny_vlm):
 
 
 def test_lora_trains_only_adapters_and_exports(tiny_vlm, tmp_path):
+    pytest.importorskip("peft", reason="LoRA needs the lora extra: pip install 'videogen[lora]'")
     from videogen.modules.captioner import CaptionerModule
     from videogen.pretrained import load_export, save_export
 
