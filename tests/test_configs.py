@@ -46,6 +46,10 @@ def test_config_parses_and_instantiates(path, tmp_path):
     elif "data" in cfg:
         dm = build_datamodule([str(path)], [])
         assert dm.bucketer.buckets or dm.bucketer.packing
+    elif "steps" in cfg:  # a pipeline: its steps load (tests/test_pipeline.py runs one)
+        from videogen.commands.pipeline import load_steps
+
+        assert load_steps(path)[0]
     else:
         pytest.skip(f"{path.name}: a fragment (merged into training configs)")
 

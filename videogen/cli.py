@@ -30,6 +30,7 @@ EXTRA_COMMANDS = {
     "encode": "encode",
     "eval-vae": "eval_vae",
     "sample": "sample",
+    "pipeline": "pipeline",
     "recaption": "recaption",
 }
 

@@ -1,0 +1,118 @@
+"""videogen pipeline: steps run in order in their own processes, finished steps are skipped, a changed
+config reruns the step and everything after it, a failed run restarts at the failed step, --only and
+--from select steps, and a fit step resumes from its checkpoint."""
+
+import json
+
+import pytest
+
+from videogen.commands.pipeline import Step, command_line, load_steps, run_pipeline
+
+
+def write_config(path, tmp, third="make-synthetic --out {tmp}/c --num-samples 2 --seed 2"):
+    path.write_text(f"""
+state: {tmp}/state
+report: [{tmp}/c]
+steps:
+  - name: a
+    run: make-synthetic --out {tmp}/a --num-samples 2 --seed 0
+    outputs: [{tmp}/a/train/dataset.json]
+  - name: b
+    run: make-synthetic --out {tmp}/b --num-samples 2 --seed 1
+    outputs: [{tmp}/b/train/dataset.json]
+  - name: c
+    run: {third.format(tmp=tmp)}
+    outputs: [{tmp}/c/train/dataset.json]
+""")
+    return path
+
+
+def ran(capsys):
+    out = capsys.readouterr().out
+    return [line.split()[1].rstrip(":") for line in out.splitlines()
+            if line.startswith("[pipeline]") and "skipped" not in line and ("videogen" in line)]
+
+
+@pytest.mark.slow
+def test_pipeline_skips_reruns_and_restarts(tmp_path, capsys):
+    config = write_config(tmp_path / "p.yaml", tmp_path,
+                          third="make-shards --src {tmp}/missing --out {tmp}/c")  # fails: no such folder
+    assert run_pipeline(config) != 0
+    assert ran(capsys) == ["a", "b", "c"]
+    assert (tmp_path / "state" / "a.json").is_file() and not (tmp_path / "state" / "c.json").exists()
+
+    write_config(config, tmp_path)  # fixed: a and b are kept, c runs
+    assert run_pipeline(config) == 0
+    assert ran(capsys) == ["c"]
+    stamp = json.loads((tmp_path / "state" / "c.json").read_text())
+    assert stamp["outputs"] == [f"{tmp_path}/c/train/dataset.json"] and stamp["seconds"] > 0
+
+    assert run_pipeline(config) == 0 and ran(capsys) == []  # all done: nothing runs
+
+    text = config.read_text().replace("--seed 1", "--seed 5")  # b's arguments change: b and c rerun
+    config.write_text(text)
+    assert run_pipeline(config) == 0 and ran(capsys) == ["b", "c"]
+
+    assert run_pipeline(config, only="b") == 0 and ran(capsys) == ["b"]
+    assert run_pipeline(config, start="b") == 0 and ran(capsys) == ["b", "c"]
+    assert run_pipeline(config, dry_run=True) == 0 and ran(capsys) == []
+
+
+def test_a_changed_input_file_reruns_the_step(tmp_path, capsys):
+    cfg = tmp_path / "stage.yaml"
+    cfg.write_text("x: 1\n")
+    out = tmp_path / "out.txt"
+    steps = [Step("s", ["fit", "--config", str(cfg)], [str(out)])]
+    from videogen.commands.pipeline import is_done, step_hash
+
+    before = step_hash(steps[0], "")
+    cfg.write_text("x: 2\n")
+    assert step_hash(steps[0], "") != before  # the config's contents, not only its name, are hashed
+    assert step_hash(steps[0], "up") != step_hash(steps[0], "")  # and what came before it
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state" / "s.json").write_text(json.dumps({"hash": step_hash(steps[0], "")}))
+    assert not is_done(tmp_path / "state", steps[0], step_hash(steps[0], ""))  # output missing
+    out.write_text("done")
+    assert is_done(tmp_path / "state", steps[0], step_hash(steps[0], ""))
+
+
+def test_fit_step_resumes_from_its_checkpoint(tmp_path):
+    ckpt = tmp_path / "last.ckpt"
+    step = Step("vae", ["fit", "--config", "c.yaml"], ["x"], resume=str(ckpt))
+    assert not any(a.startswith("--ckpt_path") for a in command_line(step))
+    ckpt.write_bytes(b"x")
+    assert command_line(step)[-1] == f"--ckpt_path={ckpt}"
+
+
+@pytest.mark.parametrize("text, message", [
+    ("steps: []", "no steps"),
+    ("steps:\n  - {name: a}", "needs a name and a run"),
+    ("steps:\n  - {name: a, run: x}", "list the outputs"),
+    ("steps:\n  - {name: a, run: x, outputs: [o], bogus: 1}", "unknown keys"),
+    ("steps:\n  - {name: a, run: x, outputs: [o]}\n  - {name: a, run: y, outputs: [p]}", "used twice"),
+    ("stepz: []", "unknown top-level keys"),
+])
+def test_bad_pipeline_configs_name_the_problem(tmp_path, text, message):
+    path = tmp_path / "p.yaml"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=message):
+        load_steps(path)
+
+
+def test_unknown_step_and_missing_config(tmp_path, capsys):
+    from videogen.cli import main
+
+    assert main(["pipeline", "--config", str(tmp_path / "nope.yaml")]) == 2
+    assert "no such file" in capsys.readouterr().out
+    config = write_config(tmp_path / "p.yaml", tmp_path)
+    assert main(["pipeline", "--config", str(config), "--only", "zzz"]) == 2
+    assert "no such step; the steps are a, b, c" in capsys.readouterr().out
+
+
+def test_the_quickstart_pipeline_config_is_valid():
+    steps, state, report = load_steps("configs/pipeline/quickstart.yaml")
+    names = [s.name for s in steps]
+    assert names.index("vae") < names.index("encode-train") < names.index("dit") < names.index("samples")
+    assert names.index("captioner") < names.index("recaption-train") < names.index("encode-train")
+    assert report == ["runs/pipeline/quickstart/samples"]
+    assert all(s.resume for s in steps if s.run[0] == "fit")
