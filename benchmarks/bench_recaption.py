@@ -62,7 +62,7 @@ def main() -> None:
     for url in expand_urls(args.data):
         for key, members in read_samples(url):
             s = _Sample(key, members)
-            if prepare(s, decoder, runner.num_frames, runner.frame_size) is None:
+            if prepare(s, decoder, runner.decode_frames, runner.frame_size) is None:
                 clips.append(s.frames)
             if len(clips) == args.clips:
                 break

@@ -173,6 +173,9 @@ class CaptionRunner:
                 raise ValueError(f"the VAE at {recorded['source']} is not the one this captioner was trained with "
                                  "(weights changed): restore it, or train the captioner again")
             self.vae.module.to(self.device)
+        # frames to decode per clip: on latents, enough for num_frames latent frames (1 + k * tc pixels)
+        tc = int(self.vae.stats["temporal_compression"]) if self.vae is not None else 1
+        self.decode_frames = 1 + (self.num_frames - 1) * tc
 
     @torch.no_grad()
     def memory(self, clips: list[torch.Tensor]) -> torch.Tensor:
@@ -182,6 +185,8 @@ class CaptionRunner:
             if self.vae is not None:
                 from videogen.encoding import encode_latents, normalize_latents
 
+                tc = int(self.vae.stats["temporal_compression"])
+                x = x[:, :, : 1 + (x.shape[2] - 1) // tc * tc]  # a causal VAE takes 1 + k * tc frames
                 x = normalize_latents(encode_latents(self.vae.module, x), self.vae.stats)
             out.append(self.model.encode(x))
         return torch.cat(out)  # (B, N, D)

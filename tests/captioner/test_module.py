@@ -105,3 +105,48 @@ def test_upsample_prompt_with_a_causal_lm(tmp_path):
     tok.save_pretrained(tmp_path)
     out = upsample_prompt(["a red circle"], causal_lm=str(tmp_path), max_new_tokens=5)
     assert len(out) == 1 and isinstance(out[0], str)
+
+
+def test_upsample_with_picks_captioner_or_causal_lm(tiny_export, tmp_path):
+    from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
+
+    from videogen.captioning import upsample_prompt, upsample_with
+    from videogen.models.text import default_text_encoder_path
+
+    assert upsample_with(tiny_export, ["a red circle"], max_new_tokens=6) == upsample_prompt(
+        ["a red circle"], captioner=str(tiny_export), max_new_tokens=6)
+    lm = tmp_path / "lm"
+    tok = AutoTokenizer.from_pretrained(default_text_encoder_path(), local_files_only=True)
+    GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_embd=16, n_layer=1, n_head=2, n_positions=64)).save_pretrained(lm)
+    tok.save_pretrained(lm)
+    assert len(upsample_with(lm, ["a red circle"], max_new_tokens=4)) == 1
+    with pytest.raises(FileNotFoundError, match="no such captioner"):
+        upsample_with(tmp_path / "missing", ["a red circle"])
+
+
+def test_captioner_on_vae_latents(synthetic_set, tmp_path):
+    """With vae: the captioner reads the frozen VAE's normalised latents; recaption loads the same VAE."""
+    from tests.test_configs import make_vae_export
+    from videogen.commands.recaption import recaption
+    from videogen.models.captioner import VideoCaptioner
+    from videogen.modules.captioner import CaptionerModule
+    from videogen.pretrained import save_export
+
+    vae = make_vae_export(tmp_path / "vae", 4)
+    with pytest.raises(ValueError, match="in_channels"):
+        CaptionerModule(VideoCaptioner(dim=32, depth=1, heads=2, channels=(8,), num_frames=3, grid=(2, 2)), vae=str(vae))
+    torch.manual_seed(0)
+    module = CaptionerModule(VideoCaptioner(dim=32, depth=1, heads=2, max_length=64, in_channels=4, channels=(8,),
+                                            num_frames=3, grid=(2, 2)), vae=str(vae))
+    batch = {"video": torch.rand(2, 3, 5, 32, 48) * 2 - 1, "caption": ["a", "b"], "key": ["k1", "k2"],
+             "url": ["s", "s"], "meta": [{"captions": {"long": "A red circle moves up."}}] * 2}
+    latents = module.visual_input(batch["video"])
+    assert latents.shape == (2, 4, 3, 8, 12)  # 2x4x4 compression
+    loss = module.training_step(batch, 0)
+    loss.backward()
+    assert module.captioner.encoder.cnn[0].weight.grad is not None
+    stats = module.export_stats()
+    assert stats["vae"]["weights_sha256"]
+    folder = save_export(tmp_path / "export", module.export_module(), stats)
+    summary = recaption(str(folder), str(synthetic_set / "val"), tmp_path / "out", max_new_tokens=4, progress=False)
+    assert summary["captions"] == 3

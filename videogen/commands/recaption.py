@@ -236,7 +236,7 @@ def recaption(ckpt: str, data: list[str] | str, out: str | Path, *, name: str = 
             pending: list[_Sample] = []
             for key, members in read_samples(url):
                 s = _Sample(key, members)
-                reason = prepare(s, decoder, runner.num_frames, runner.frame_size)
+                reason = prepare(s, decoder, runner.decode_frames, runner.frame_size)
                 if reason:
                     skips.add(reason, url, key)
                 pending.append(s)
