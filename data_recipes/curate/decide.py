@@ -67,7 +67,7 @@ def decide(entries: list[dict], opts: CurateOptions) -> dict[str, Any]:
                                 "pieces": sum(1 for e in entries if e["scored"] and "scene" in e["scores"]),
                                 "dropped": dict(Counter(r.split(":")[1] for e in entries for r in e["reasons"]
                                                         if r.startswith("scene-split:")))}
-    alive = [e for e in entries if not e["reasons"]]
+    alive = [e for e in entries if e["scored"]]  # (fragments were dropped by the scene split)
     for step in ("quality", "motion"):
         if step not in opts.steps:
             continue

@@ -80,6 +80,7 @@ def score_clip(clip: Clip, decoder: Decoder, opts: CurateOptions, scorers: list)
             clip = crop_letterbox(clip, bars, decoder, opts)
             q = quality.quality_scores(clip.frames, len(clip.media), clip.width, clip.height, clip.duration)
             q["letterbox"], clip.scores["cropped"] = bars, True
+        clip.scores.setdefault("cropped", False)
         clip.scores.update(q)
     if "motion" in opts.steps and not clip.is_image:
         clip.scores.update(motion.motion_scores(clip.frames, clip.indices, clip.fps, opts.motion_pairs))

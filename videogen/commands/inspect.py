@@ -90,6 +90,7 @@ def inspect_shard(url: str, decoder_name: str = "auto", frames: int = 0,
     decoder = make_decoder(decoder_name)
     stats = ShardStats(name=Path(url).name)
     decoded_frames = 0
+    curation: dict[str, dict] = {}
     records = stages.parse(stages.group_samples(stages.read_tar([url], skips, max_member_bytes)), skips, decoder,
                            require_caption=True)
     for r in records:
@@ -112,8 +113,28 @@ def inspect_shard(url: str, decoder_name: str = "auto", frames: int = 0,
             duration = r.num_frames / r.fps if r.fps > 0 else 0.0
         stats.add({"width": width, "height": height, "num_frames": r.num_frames, "fps": r.fps,
                    "duration": float(duration)}, r.caption)
+        add_curation(curation, r.meta.get("curation"))
     return {"shard": stats.name, "stats": stats.to_dict(), "bad": skips.records, "frames": decoded_frames,
-            "seconds": round(time.perf_counter() - began, 3)}
+            "seconds": round(time.perf_counter() - began, 3), "curation": curation}
+
+
+def add_curation(totals: dict[str, dict], scores: Any) -> None:
+    """Fold one sample's curation scores (json["curation"], from `videogen curate`) into per-score
+    totals: numbers as count/sum/min/max, true-or-false flags as count/true."""
+    if not isinstance(scores, dict):
+        return
+    for name, v in scores.items():
+        if isinstance(v, bool):
+            t = totals.setdefault(name, {"count": 0, "true": 0})
+            if "true" in t:
+                t["count"] += 1
+                t["true"] += int(v)
+        elif isinstance(v, (int, float)):
+            t = totals.setdefault(name, {"count": 0, "sum": 0.0, "min": v, "max": v})
+            if "sum" in t:
+                t["count"] += 1
+                t["sum"] += v
+                t["min"], t["max"] = min(t["min"], v), max(t["max"], v)
 
 
 def _inspect_all(urls: list[str], args, total: int | None) -> Iterator[dict[str, Any]]:
@@ -243,7 +264,21 @@ def build_report(urls: list[str], folder: Path | None, args) -> dict[str, Any]:
         "decode_seconds": round(time.perf_counter() - began, 3),
         "manifest": None,
         "skipped": [],
+        "curation": {},
     }
+    for r in results:
+        for name, t in r["curation"].items():
+            mine = report["curation"].get(name)
+            if mine is None:
+                report["curation"][name] = dict(t)
+            elif "sum" in t and "sum" in mine:
+                mine.update(count=mine["count"] + t["count"], sum=mine["sum"] + t["sum"],
+                            min=min(mine["min"], t["min"]), max=max(mine["max"], t["max"]))
+            elif "true" in t and "true" in mine:
+                mine.update(count=mine["count"] + t["count"], true=mine["true"] + t["true"])
+    for t in report["curation"].values():
+        if "sum" in t:
+            t["mean"] = round(t.pop("sum") / max(t["count"], 1), 6)
     if manifest is not None:
         listed = {s.name: s.num_samples for s in manifest.shards}
         found = {r["shard"]: r["stats"]["num_samples"] for r in results}
@@ -291,6 +326,14 @@ def format_report(rep: dict[str, Any]) -> str:
         lines.append(f"inputs skipped when the set was made ({len(rep['skipped'])}, from dataset.json):")
         for s in rep["skipped"]:
             lines.append("  " + "  ".join(str(v) for v in s.values()))
+    if rep.get("curation"):
+        lines.append("curation scores (json[\"curation\"], from videogen curate):")
+        for name, t in sorted(rep["curation"].items()):
+            if "true" in t:
+                lines.append(f"  {name:<18} true for {t['true']} of {t['count']}")
+            else:
+                lines.append(f"  {name:<18} min {t['min']:.4g}  mean {t['mean']:.4g}  max {t['max']:.4g}  "
+                             f"({t['count']} samples)")
     if "bucketing" in rep:
         bk = rep["bucketing"]
         lines.append(f"buckets ({bk['config']}): {bk['full_batches']} full batches per epoch on one rank, "

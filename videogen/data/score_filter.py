@@ -84,7 +84,7 @@ def tokenize(text: str) -> list[_Tok]:
 
 
 # Nodes are tuples: ("num", x) ("bool", b) ("name", n, pos) ("neg", node, pos) ("not", node, pos)
-# ("and", [nodes]) ("or", [nodes]) ("cmp", [operands], [ops], pos)
+# ("and", [nodes]) ("or", [nodes]) ("cmp", [operands], [(op, pos)], pos)
 _COMPARE = {"<": lambda a, b: a < b, "<=": lambda a, b: a <= b, ">": lambda a, b: a > b,
             ">=": lambda a, b: a >= b, "==": lambda a, b: a == b, "!=": lambda a, b: a != b}
 
@@ -138,7 +138,8 @@ class _Parser:
         start = self.peek().pos
         operands, ops = [self.operand()], []
         while self.peek().kind == "op" and self.peek().value in _COMPARE:
-            ops.append(self.take().value)
+            tok = self.take()
+            ops.append((tok.value, tok.pos))
             operands.append(self.operand())
         return operands[0] if not ops else ("cmp", operands, ops, start)
 
@@ -217,11 +218,11 @@ class ScoreFilter:
             return "bool"
         operands, ops = node[1], node[2]
         types = [self._type(n, known) for n in operands]
-        for k, op in enumerate(ops):
+        for k, (op, pos) in enumerate(ops):
             if op in ("<", "<=", ">", ">=") and "bool" in (types[k], types[k + 1]):
-                raise _error(self.text, node[3], f"'{op}' compares numbers, not true/false")
+                raise _error(self.text, pos, f"'{op}' compares numbers, not true/false")
             if types[k] != types[k + 1]:
-                raise _error(self.text, node[3], f"'{op}' compares a {types[k]} with a {types[k + 1]}")
+                raise _error(self.text, pos, f"'{op}' compares a {types[k]} with a {types[k + 1]}")
         return "bool"
 
     def _expect(self, node, want: str, known, pos: int, message: str) -> None:
@@ -255,7 +256,7 @@ class ScoreFilter:
         if kind == "or":
             return any(self._eval(n, values) for n in node[1])
         vals = [self._eval(n, values) for n in node[1]]
-        return all(_COMPARE[op](vals[k], vals[k + 1]) for k, op in enumerate(node[2]))
+        return all(_COMPARE[op](vals[k], vals[k + 1]) for k, (op, _) in enumerate(node[2]))
 
 
 def value_type(value: Any) -> str | None:
@@ -280,11 +281,13 @@ def known_names(score_types: Mapping[str, str] | None = None) -> dict[str, str]:
     return {**META_NAMES, **(score_types or {})}
 
 
-def select(records: Iterable, score_filter: ScoreFilter | None, skips) -> Iterator:
+def select(records: Iterable, score_filter: ScoreFilter | str | None, skips) -> Iterator:
     """The stage: records (``.meta``, ``.url``, ``.key``) whose scores satisfy ``score_filter``."""
-    if score_filter is None:
+    if not score_filter:
         yield from records
         return
+    if isinstance(score_filter, str):
+        score_filter = ScoreFilter(score_filter)
     for r in records:
         try:
             ok = score_filter(sample_values(r.meta))
@@ -331,4 +334,64 @@ def filtered_shapes(path: str, score_filter: ScoreFilter) -> tuple[Counter, int]
                 continue
             shapes[(int(w), int(h), int(n), float(fps))] += 1
             count += 1
+    return shapes, count
+
+
+def _manifests(urls: list[str]) -> dict[str, Any]:
+    """folder -> its DatasetManifest (or None) for the folders these shards are in."""
+    from pathlib import Path
+
+    from videogen.data.manifest import DatasetManifest
+    from videogen.data.shards import is_remote
+
+    found: dict[str, Any] = {}
+    for url in urls:
+        folder = url.rpartition("/")[0] if is_remote(url) else str(Path(url).resolve().parent)
+        if folder not in found:
+            found[folder] = DatasetManifest.fetch(folder) if is_remote(url) else DatasetManifest.find(folder)
+    return found
+
+
+def check_names(score_filter: ScoreFilter, urls: list[str]) -> ScoreFilter:
+    """The filter parsed again against the names these shards carry: the json fields every sample has
+    and the curation scores their manifests list; an unknown name is a :class:`FilterError`."""
+    types: dict[str, str] = {}
+    for manifest in _manifests(urls).values():
+        types.update(manifest_score_types(manifest))
+    try:
+        return ScoreFilter(score_filter.text, known_names(types))
+    except FilterError as e:
+        if types:
+            raise
+        raise FilterError(f"{e}\n(these shards' dataset.json lists no curation scores: run `videogen curate` on "
+                          "them first, or filter on width, height, fps, num_frames, duration only)") from None
+
+
+def filtered_shard_shapes(urls: list[str], score_filter: ScoreFilter) -> tuple[Counter, int]:
+    """Shape histogram and count of the samples that pass, for equal epochs per rank: local shards
+    are read (their json members only); remote ones are counted from their manifest, unfiltered
+    (an overestimate: a rank whose share runs dry wraps around), with a warning."""
+    from videogen.data.datamodule import shard_shapes
+    from videogen.data.shards import is_remote
+
+    shapes: Counter = Counter()
+    count = 0
+    remote = [u for u in urls if is_remote(u)]
+    for url in urls:
+        if is_remote(url):
+            continue
+        try:
+            s, n = filtered_shapes(url, score_filter)
+        except (OSError, tarfile.TarError) as e:  # the stream skips it and counts why
+            log.warning("%s: cannot be read to count the samples filter %r keeps (%s); counted as empty",
+                        url, score_filter.text, e)
+            continue
+        shapes.update(s)
+        count += n
+    if remote:
+        log.warning("filter %r: %d remote shards are counted from their manifest, unfiltered; epochs hold more "
+                    "batches than the samples that pass fill once", score_filter.text, len(remote))
+        s, n = shard_shapes(remote)
+        shapes.update(s)
+        count += n
     return shapes, count
