@@ -34,6 +34,7 @@ from lightning.pytorch import LightningDataModule
 from videogen.data.buckets import Bucket, Bucketer, available_frames, frame_stride_for
 from videogen.data.loader import StatefulLoader, StreamOptions, VideoStream
 from videogen.data.manifest import DatasetManifest, parse_shape_key, scan_shard
+from videogen.data.score_filter import ScoreFilter, check_names, filtered_shard_shapes
 from videogen.data.shards import expand_urls, is_remote
 from videogen.data.stages import to_float
 
@@ -94,6 +95,7 @@ class VideoDataModule(LightningDataModule):
         max_member_mb: float = 512.0,
         val_batches: int | None = None,
         pin_memory: bool = False,
+        filter: str | None = None,
     ):
         """
         Args:
@@ -116,6 +118,9 @@ class VideoDataModule(LightningDataModule):
             require_caption: skip samples without a ``txt`` caption.
             max_member_mb: members larger than this are skipped without being read.
             val_batches: validation batches per rank (default: what the val shards fill).
+            filter: keep only samples whose json scores satisfy this expression, e.g.
+                ``motion > 0.001 and not duplicate`` (see docs/curation.md); the others are skipped
+                and counted (``filtered_out``), and epochs are sized by the samples that pass.
         """
         super().__init__()
         buckets = [b if isinstance(b, Bucket) else Bucket(**b) for b in buckets or []]
@@ -129,7 +134,8 @@ class VideoDataModule(LightningDataModule):
                                  size_multiple=size_multiple, frame_multiple=frame_multiple)
         self.options = StreamOptions(frame_stride=frame_stride, target_fps=target_fps, span_clip=span_clip,
                                      require_caption=require_caption, max_member_bytes=int(max_member_mb * 2**20),
-                                     decode_timeout=decode_timeout, decoder=decoder)
+                                     decode_timeout=decode_timeout, decoder=decoder, filter=filter)
+        self.score_filter = ScoreFilter(filter) if filter else None  # syntax now; names once shards are listed
         self.num_workers, self.shuffle_buffer, self.seed = num_workers, shuffle_buffer, seed
         self.val_batches, self.pin_memory = val_batches, pin_memory
         self._loaders: dict[str, StatefulLoader] = {}
@@ -143,7 +149,8 @@ class VideoDataModule(LightningDataModule):
         return 0, 1
 
     def batches_per_rank(self, urls: list[str], world_size: int, name: str) -> int:
-        shapes, count = shard_shapes(urls)
+        shapes, count = (shard_shapes(urls) if self.score_filter is None
+                         else filtered_shard_shapes(urls, self.score_filter))
         n = self.bucketer.expected_batches(shapes, self.options.frame_stride, self.options.target_fps, world_size)
         if n < 1:
             placed = Counter()
@@ -161,6 +168,8 @@ class VideoDataModule(LightningDataModule):
     def _make(self, name: str, shards: str | list[str], train: bool, batches: int | None = None) -> StatefulLoader:
         rank, world = self._rank_world()
         urls = expand_urls(shards)
+        if self.score_filter is not None:
+            self.score_filter = check_names(self.score_filter, urls)
         n = batches or self.batches_per_rank(urls, world, name)
         stream = VideoStream(urls, self.bucketer, n, options=self.options, rank=rank, world_size=world,
                              seed=self.seed, shuffle_buffer=self.shuffle_buffer if train else 0, train=train)

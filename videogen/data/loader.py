@@ -24,7 +24,7 @@ from typing import Any, Iterator
 
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from videogen.data import stages
+from videogen.data import score_filter, stages
 from videogen.data.buckets import Bucketer
 from videogen.data.decode import make_decoder
 from videogen.data.shards import split_shards, take_share
@@ -46,6 +46,7 @@ class StreamOptions:
     max_member_bytes: int = 512 * 1024 * 1024
     decode_timeout: float | None = 30.0
     decoder: str = "auto"
+    filter: str | None = None  # a score filter expression (videogen/data/score_filter.py)
 
 
 class VideoStream(IterableDataset):
@@ -84,6 +85,7 @@ class VideoStream(IterableDataset):
             members = stages.read_tar(pass_urls, skips, self.options.max_member_bytes)
             samples = take_share(stages.group_samples(members), split)
             records = stages.parse(samples, skips, decoder, self.options.require_caption)
+            records = score_filter.select(records, self.options.filter, skips)
             if self.train:  # shuffled within a pass, so a wrap-around never overtakes the pass before it
                 records = stages.shuffle(records, self.shuffle_buffer, rng)
             n = 0
@@ -167,6 +169,7 @@ class ShardPassStream(IterableDataset):
             skips = stages.Skips()
             samples = stages.group_samples(stages.read_tar([url], skips, self.options.max_member_bytes))
             records = stages.parse(samples, skips, decoder, self.options.require_caption)
+            records = score_filter.select(records, self.options.filter, skips)
             planned = stages.plan(records, self.bucketer, skips, random.Random(0),
                                   frame_stride=self.options.frame_stride, target_fps=self.options.target_fps,
                                   random_clip=False, span_clip=self.options.span_clip)
