@@ -16,9 +16,7 @@ captioner that wrote each caption name (path and weights sha256).
 from __future__ import annotations
 
 import argparse
-import io
 import json
-import logging
 import os
 import statistics
 import tarfile
@@ -28,7 +26,6 @@ from typing import Any
 
 HELP = "caption every clip of a shard set with a trained captioner (json.captions[NAME]; resumable, per rank)"
 DONE = ".done"
-log = logging.getLogger("videogen.recaption")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -177,7 +174,6 @@ def recaption(ckpt: str, data: list[str] | str, out: str | Path, *, name: str = 
 
     from videogen.captioning import CaptionRunner, load_captioner
     from videogen.data.decode import make_decoder
-    from videogen.data.manifest import DatasetManifest
     from videogen.data.shards import expand_urls
     from videogen.data.stages import Skips
     from videogen.data.writer import TarShardWriter
