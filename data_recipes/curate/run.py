@@ -51,23 +51,31 @@ class CurateError(ValueError):
     """A problem with the arguments or the output folder (bad input samples are skipped, not raised)."""
 
 
-_JOB: dict[str, Any] = {}  # set before the pool forks: the options and scorer objects every worker uses
+_JOB: dict[str, Any] = {}  # what every shard job shares: folder, options, scorer objects, decoder
+
+
+def _init_job(job: dict[str, Any]) -> None:
+    import cv2
+
+    cv2.setNumThreads(1)  # one thread per worker process: the pool is the parallelism
+    _JOB.clear()
+    _JOB.update(job)
 
 
 def _score_job(job: tuple[str, int]) -> dict:
-    import cv2
-
-    cv2.setNumThreads(1)
     return score_shard(job[0], job[1], _JOB["scored"], _JOB["options"], _JOB["scorers"], _JOB["decoder"])
 
 
 @contextmanager
-def _pool(workers: int) -> Iterator[Any]:
+def _pool(workers: int, job: dict[str, Any]) -> Iterator[Any]:
+    """``workers`` processes (forked on Linux, spawned elsewhere: then scorers must pickle), or
+    ``None`` for one: run in this process."""
+    _init_job(job)
     if workers <= 1:
         yield None
         return
     method = "fork" if sys.platform == "linux" else "spawn"
-    with get_context(method).Pool(workers) as pool:
+    with get_context(method).Pool(workers, initializer=_init_job, initargs=(job,)) as pool:
         yield pool
 
 
@@ -138,8 +146,8 @@ def curate(data: str | list[str], out: str | os.PathLike, options: CurateOptions
     records = {i: r for i in mine if (r := load_done(scored, i)) is not None}
     todo = [(urls[i], i) for i in mine if i not in records]
     began = time.perf_counter()
-    _JOB.update(scored=str(scored), options=opts, scorers=run_scorers, decoder=decoder)
-    with _pool(min(workers, max(1, len(todo)))) as pool, \
+    job = {"scored": str(scored), "options": opts, "scorers": run_scorers, "decoder": decoder}
+    with _pool(min(workers, max(1, len(todo))), job) as pool, \
             tqdm(total=len(todo), desc="curate: score", unit="shard", disable=not progress) as bar:
         results = map(_score_job, todo) if pool is None else pool.imap_unordered(_score_job, todo)
         for record in results:

@@ -96,13 +96,13 @@ def score_shard(url: str, index: int, scored_dir: str, opts: CurateOptions, scor
     """Score one input shard into ``scored_dir``; returns (and saves) its done record."""
     began = time.perf_counter()
     decoder = make_decoder(decoder_name)
-    skips = stages.Skips(max_logged=0, keep=True)
+    skips = stages.Skips(max_logged=20, keep=True)  # logged (the first 20 of a shard) and kept for the report
     name = f"shard-{index:06d}"
     entries: list[dict] = []
     records = stages.parse(stages.group_samples(stages.read_tar([url], skips, MAX_MEMBER_BYTES)), skips, decoder,
                            require_caption=False)
     with TarShardWriter(Path(scored_dir) / f"{name}.tar") as writer:
-        seen = 0
+        seen, written = 0, set()
         for r in records:
             seen += 1
             try:
@@ -116,9 +116,16 @@ def score_shard(url: str, index: int, scored_dir: str, opts: CurateOptions, scor
             except DecodeError as e:
                 skips.add("decode_error", r.url, r.key, str(e)[:200])
                 continue
+            except Exception as e:  # an encoder or scorer failure on one sample must not end the run: count it
+                skips.add("score_error", r.url, r.key, f"{type(e).__name__}: {e}"[:200])
+                continue
             for f in fragments:
                 entries.append({**f, "source": f"{Path(url).name}/{r.key}", "scored": False})
             for p in pieces:
+                if p.key in written:
+                    skips.add("duplicate_key", r.url, p.key, "a scene piece's key is taken by another sample")
+                    continue
+                written.add(p.key)
                 meta = {**p.meta, "curation": p.scores}
                 writer.write({"__key__": p.key, p.ext: p.media, "txt": p.caption, "json": meta})
                 entries.append({"key": p.key, "source": f"{Path(url).name}/{r.key}", "scored": True,

@@ -179,6 +179,20 @@ def test_thresholds_change_without_rescoring_but_scoring_options_are_refused(lab
         run(tmp_path / "nothing-here.tar", tmp_path / "o2")
 
 
+class FailsOn:
+    """A scorer with a bug that shows on one caption."""
+
+    name = "fragile"
+
+    def __init__(self, caption):
+        self.caption = caption
+
+    def score(self, frames, caption, meta):
+        if caption == self.caption:
+            raise ValueError("no score for this one")
+        return 1.0
+
+
 def test_bad_inputs_are_counted_skips(src, tmp_path):
     folder, labels = src
     corrupt = clip_sample("corrupt", 96, 64, 9, seed=1)
@@ -187,12 +201,17 @@ def test_bad_inputs_are_counted_skips(src, tmp_path):
     empty["mp4"] = b""
     bad_json = clip_sample("bad_json", 96, 64, 9)
     bad_json["json"] = b'{"width": 96,'
-    write_tar(folder / "shard-000009.tar", [clip_sample("good", 96, 64, 13, seed=3), corrupt, empty, bad_json])
+    write_tar(folder / "shard-000009.tar", [clip_sample("good", 96, 64, 13, seed=3), corrupt, empty, bad_json,
+                                            clip_sample("scorer_fails", 96, 64, 13, seed=4)])
     (folder / "shard-000010.tar").write_bytes(b"this is not a tar file at all" * 40)
-    rep = run(folder, tmp_path / "out")
-    assert rep["inputs"]["skipped_reasons"] == {"decode_error": 1, "empty_media": 1, "bad_json": 1, "not_a_tar": 1}
+    rep = run(folder, tmp_path / "out", scorers=[FailsOn("clip scorer_fails")])
+    assert rep["inputs"]["skipped_reasons"] == {"decode_error": 1, "empty_media": 1, "bad_json": 1, "not_a_tar": 1,
+                                                "score_error": 1}
     manifest = DatasetManifest.load(tmp_path / "out")
-    assert sorted(s["reason"] for s in manifest.skipped) == ["bad_json", "decode_error", "empty_media", "not_a_tar"]
+    assert sorted(s["reason"] for s in manifest.skipped) == ["bad_json", "decode_error", "empty_media", "not_a_tar",
+                                                             "score_error"]
+    failed = next(s for s in manifest.skipped if s["reason"] == "score_error")
+    assert failed["file"] == "shard-000009.tar/scorer_fails" and "ValueError: no score for this one" in failed["detail"]
     assert any(s["file"] == "shard-000009.tar/corrupt" for s in manifest.skipped)
     assert any(s["key"] == "good" and s["kept"] for s in rep["samples"])
 
