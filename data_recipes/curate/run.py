@@ -35,7 +35,7 @@ from data_recipes.curate.score import load_done, score_shard
 from data_recipes.curate.scorers import build_scorers
 from videogen.data import stages
 from videogen.data.manifest import MANIFEST_NAME, DatasetManifest, ShardStats, provenance
-from videogen.data.shards import expand_urls
+from videogen.data.shards import expand_urls, is_remote
 from videogen.data.writer import TarShardWriter
 
 log = logging.getLogger("videogen.curate")
@@ -89,7 +89,8 @@ def _write_json(path: Path, obj: Any) -> None:
 def _plan(out: Path, urls: list[str], opts: CurateOptions, extra_scorers: list) -> None:
     scoring = {k: opts.to_dict()[k] for k in SCORING_OPTIONS}
     scoring["extra_scorers"] = sorted(type(s).__module__ + "." + type(s).__qualname__ for s in extra_scorers)
-    plan = {"format": PLAN_FORMAT, "inputs": urls, "scoring": scoring}
+    inputs = [u if is_remote(u) else str(Path(u).resolve()) for u in urls]
+    plan = {"format": PLAN_FORMAT, "inputs": inputs, "scoring": scoring}
     path = out / WORK / "plan.json"
     try:
         old = json.loads(path.read_text(encoding="utf-8"))
@@ -101,8 +102,8 @@ def _plan(out: Path, urls: list[str], opts: CurateOptions, extra_scorers: list) 
         return
     except (OSError, json.JSONDecodeError) as e:
         raise CurateError(f"{path}: unreadable ({e}); delete {out / WORK} to start over") from e
-    if old.get("inputs") != urls:
-        raise CurateError(f"{out} was curated from other shards ({len(old.get('inputs', []))} before, {len(urls)} "
+    if old.get("inputs") != inputs:
+        raise CurateError(f"{out} was curated from other shards ({len(old.get('inputs', []))} before, {len(inputs)} "
                           "now); give a new --out folder")
     if old.get("scoring") != scoring:
         diff = [f"{k}: {old['scoring'].get(k)!r} -> {v!r}" for k, v in scoring.items() if old["scoring"].get(k) != v]
@@ -143,7 +144,7 @@ def curate(data: str | list[str], out: str | os.PathLike, options: CurateOptions
     scored.mkdir(parents=True, exist_ok=True)
 
     mine = range(len(urls)) if num_shard_groups is None else range(shard_index, len(urls), num_shard_groups)
-    records = {i: r for i in mine if (r := load_done(scored, i)) is not None}
+    records = {i: r for i in mine if (r := load_done(scored, i, urls[i])) is not None}
     todo = [(urls[i], i) for i in mine if i not in records]
     began = time.perf_counter()
     job = {"scored": str(scored), "options": opts, "scorers": run_scorers, "decoder": decoder}
@@ -156,7 +157,7 @@ def curate(data: str | list[str], out: str | os.PathLike, options: CurateOptions
             bar.set_postfix(samples=sum(r["inputs_read"] for r in records.values()))
     score_seconds = round(time.perf_counter() - began, 3)
     if num_shard_groups is not None:
-        missing = [i for i in range(len(urls)) if load_done(scored, i) is None]
+        missing = [i for i in range(len(urls)) if load_done(scored, i, urls[i]) is None]
         if progress:
             print(f"curate: group {shard_index} of {num_shard_groups}: {len(todo)} shards scored now, "
                   f"{len(mine) - len(todo)} before; {len(missing)} of {len(urls)} shards still unscored"

@@ -22,6 +22,7 @@ from data_recipes.curate.frames import Clip, decode_clip, encode_rgb, full_frame
 from data_recipes.curate.options import CurateOptions
 from videogen.data import stages
 from videogen.data.decode import DecodeError, Decoder, make_decoder
+from videogen.data.shards import is_remote
 from videogen.data.writer import TarShardWriter
 
 MAX_MEMBER_BYTES = 2**31
@@ -130,7 +131,8 @@ def score_shard(url: str, index: int, scored_dir: str, opts: CurateOptions, scor
                 writer.write({"__key__": p.key, p.ext: p.media, "txt": p.caption, "json": meta})
                 entries.append({"key": p.key, "source": f"{Path(url).name}/{r.key}", "scored": True,
                                 "shape": _shape(p), "scores": p.scores})
-    record = {"input": url, "name": name, "inputs_read": seen, "size_bytes": writer.stats.size_bytes,
+    record = {"input": url, "input_bytes": _size(url), "name": name, "inputs_read": seen,
+              "size_bytes": writer.stats.size_bytes,
               "entries": entries, "skipped": skips.records, "seconds": round(time.perf_counter() - began, 3)}
     path = Path(scored_dir) / f"{name}.done.json"
     tmp = path.with_name(path.name + ".tmp")
@@ -139,14 +141,22 @@ def score_shard(url: str, index: int, scored_dir: str, opts: CurateOptions, scor
     return record
 
 
-def load_done(scored_dir: Path, index: int) -> dict | None:
-    """The done record of a shard scored before, when its scored tar is still there whole."""
+def _size(url: str) -> int | None:
+    try:
+        return None if is_remote(url) else os.path.getsize(url)
+    except OSError:
+        return None
+
+
+def load_done(scored_dir: Path, index: int, url: str) -> dict | None:
+    """The done record of input shard ``url`` scored before, when its scored tar is still there whole
+    and the input has kept its size (a changed input is scored again)."""
     name = f"shard-{index:06d}"
     try:
         record = json.loads((scored_dir / f"{name}.done.json").read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
         return None
     tar = scored_dir / f"{name}.tar"
-    if not tar.is_file() or tar.stat().st_size != record.get("size_bytes"):
+    if not tar.is_file() or tar.stat().st_size != record.get("size_bytes") or record.get("input_bytes") != _size(url):
         return None
     return record
