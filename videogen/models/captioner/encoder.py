@@ -3,7 +3,8 @@
 A clip ``(B, C, T, H, W)`` (pixels in [-1, 1], or VAE latents) is sampled at ``num_frames`` evenly
 spaced frames. Each sampled frame is stacked with its difference to the previous sampled frame and
 the clip's last-minus-first difference, so motion (and its direction) is visible to a per-frame CNN.
-Colour is kept: there is no input normalisation and no norm layer inside the CNN. Each frame becomes
+Colour is kept: there is no input normalisation and no norm layer inside the CNN (He-initialised,
+so the signal keeps its scale through the layers). Each frame becomes
 ``grid`` average-pooled tokens plus one max-pooled token, with a learned grid position and a learned
 time embedding (which sampled frame); one more token carries the clip's aspect ratio.
 """
@@ -38,6 +39,10 @@ class FrameEncoder(nn.Module):
             layers += [nn.Conv2d(prev, c, 3, stride=2, padding=1), nn.GELU(), nn.Conv2d(c, c, 3, padding=1), nn.GELU()]
             prev = c
         self.cnn = nn.Sequential(*layers)
+        for m in self.cnn:  # He init, zero bias: without norm layers the default init shrinks the signal at every
+            if isinstance(m, nn.Conv2d):  # layer, until all clips give the same tokens and the decoder sees no video
+                nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+                nn.init.zeros_(m.bias)
         self.proj = nn.Linear(prev, dim)
         self.grid_pos = nn.Parameter(torch.randn(grid[0] * grid[1] + 1, dim) * 0.02)  # +1: the max-pooled token
         self.time_pos = nn.Parameter(torch.randn(num_frames, dim) * 0.02)
