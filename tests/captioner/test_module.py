@@ -19,6 +19,7 @@ def fit(synthetic_set, root, **module_kw):
     torch.manual_seed(0)
     module = CaptionerModule(captioner_tiny(), warmup_steps=1, val_max_new_tokens=12, val_log_captions=2,
                              flip_prob=0.5, flip_swaps={"left": "right", "right": "left"}, **module_kw)
+
     data = VideoDataModule(str(synthetic_set / "train"), str(synthetic_set / "val"), frame_stride=2,
                            buckets=[{"num_frames": 5, "height": 32, "width": 48}, {"num_frames": 5, "height": 48, "width": 32},
                                     {"num_frames": 5, "height": 32, "width": 32}], batch_size=2, num_workers=0,
@@ -38,7 +39,9 @@ def test_fit_logs_metrics_exports_and_recaptions_from_ckpt(synthetic_set, tmp_pa
     from videogen.commands.recaption import recaption
     from videogen.models.captioner import VideoCaptioner
 
-    trainer, module = fit(synthetic_set, tmp_path, txt_prob=0.5, video_dropout=0.5)
+    trainer, module = fit(synthetic_set, tmp_path, txt_prob=0.5, video_dropout=0.5,
+                          vocab_from=str(synthetic_set / "train"))
+    assert module.tokens.token_map is not None and 50 < module.tokens.vocab_size < 200
     metrics = trainer.callback_metrics
     for name in ("train/loss", "val/loss", "val/token_acc", "val/bleu4", "val/attr_colour", "val/attr_shape"):
         assert name in metrics, name
@@ -49,6 +52,7 @@ def test_fit_logs_metrics_exports_and_recaptions_from_ckpt(synthetic_set, tmp_pa
     export, tokens = load_captioner(tmp_path / "export")
     assert isinstance(export.module, VideoCaptioner) and export.stats["stage"] == "captioner"
     assert export.stats["text_only"] and export.stats["tokenizer"] == module.tokenizer_path
+    assert tokens.token_map == module.tokens.token_map  # the export carries the output vocabulary
     ckpt = tmp_path / "ckpt" / "last.ckpt"
     from_ckpt, _ = load_captioner(ckpt)
     for (k, a), (_, b) in zip(export.module.state_dict().items(), from_ckpt.module.state_dict().items()):
