@@ -19,7 +19,6 @@ array task each; a final run without them finds every shard scored and writes th
 from __future__ import annotations
 
 import json
-import logging
 import os
 import sys
 import time
@@ -38,7 +37,6 @@ from videogen.data.manifest import MANIFEST_NAME, DatasetManifest, ShardStats, p
 from videogen.data.shards import expand_urls, is_remote
 from videogen.data.writer import TarShardWriter
 
-log = logging.getLogger("videogen.curate")
 
 WORK = ".curate"
 PLAN_FORMAT = "videogen-curate-plan/1"
