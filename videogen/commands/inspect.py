@@ -13,6 +13,8 @@ loader's decoder. What it reports:
   and the inputs it says were skipped when the set was made. Without one (shards made by other
   tools) the statistics come from the decode pass alone;
 * ``--buckets CONFIG.yaml``: how the good samples fall into a bucket table.
+* the curation scores of a set made by ``videogen curate`` (``json["curation"]``): min / mean / max
+  of each number, how often each flag is true.
 
 ``--json`` prints one JSON object instead of the summary. Exit code 0 when it ran (bad samples
 included), 2 when the folder or the bucket config cannot be used.
