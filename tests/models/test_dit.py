@@ -195,6 +195,22 @@ def test_pooled_text_sees_only_real_tokens_and_drives_the_output():
     assert tiny(pooled_text=False).pooled_embedder is None
 
 
+def test_fraction_features_are_each_clips_own_relative_position():
+    from videogen.models.dit.model import FRACTION_FREQUENCIES, fraction_features
+
+    packed = pack([torch.zeros(C, 2, 4, 6), torch.zeros(C, 5, 10, 2)], (1, 2, 2))  # grids (2,2,3) and (5,5,1)
+    feats = fraction_features(packed.positions, packed.segment_ids, 2)
+    assert feats.shape == (1, 12 + 25, 3 * 2 * FRACTION_FREQUENCIES)
+    alone = fraction_features(packed.positions[:, 12:], torch.zeros(1, 25, dtype=torch.long), 1)
+    torch.testing.assert_close(feats[:, 12:], alone)  # the second clip's features ignore the first clip
+    first = torch.tensor([0.5 / 2, 0.5 / 2, 0.5 / 3]) * torch.pi  # (i + 0.5) / n per axis, lowest frequency
+    torch.testing.assert_close(feats[0, 0, 0::FRACTION_FREQUENCIES * 2], first.sin())
+    from videogen.models.dit.patchify import grid_positions
+
+    big = fraction_features(grid_positions((4, 4, 6))[None], torch.zeros(1, 96, dtype=torch.long), 1)
+    torch.testing.assert_close(big[0, 0, 0], torch.tensor(0.5 / 4 * torch.pi).sin())  # sizes differ, same rule
+
+
 def test_empty_caption_is_finite_and_unseen_resolutions_work():
     model = tiny()
     _, _, text, _ = clips_and_text()

@@ -31,6 +31,21 @@ from videogen.models.dit.rope import RotaryEmbedding3D
 from videogen.pretrained import Configurable
 
 
+FRACTION_FREQUENCIES = 8  # sin/cos pairs per axis for the fractional position embedding
+
+
+def fraction_features(positions: Tensor, segment_ids: Tensor, clips: int) -> Tensor:
+    """(B, N, 3) integer positions -> (B, N, 3 * 2 * F) sinusoidal features of each token's position as a
+    fraction of its own clip's extent per axis, ``(i + 0.5) / n`` in (0, 1): the same for a clip at any size."""
+    seg = segment_ids.clamp(min=0)[..., None].expand(-1, -1, 3)  # (B, N, 3); padding borrows clip 0
+    pos = positions.float()
+    extent = torch.zeros(pos.shape[0], clips, 3, device=pos.device).scatter_reduce(1, seg, pos, "amax") + 1
+    frac = (pos + 0.5) / torch.gather(extent, 1, seg)  # (B, N, 3)
+    freqs = math.pi * 2.0 ** torch.arange(FRACTION_FREQUENCIES, device=pos.device, dtype=torch.float32)  # (F,)
+    angles = frac[..., None] * freqs  # (B, N, 3, F)
+    return torch.cat([angles.sin(), angles.cos()], dim=-1).flatten(-2)  # (B, N, 3 * 2F)
+
+
 class DiT(Configurable, nn.Module):
     """Text-conditioned latent DiT predicting one value per latent element (the flow velocity).
 
@@ -46,6 +61,11 @@ class DiT(Configurable, nn.Module):
         rope_theta: RoPE base period.
         rope_axes_dim: head-dim channels for (t, h, w); default 3/8 each to h and w, the rest to t.
         frame_conditioning: add the per-frame conditioning channels (cond latents + mask).
+        frame_position: add an embedding of each token's position as a fraction of its clip's
+            extent in (t, h, w) (sinusoidal features of (i + 0.5) / n per axis, through a zero-initialised
+            linear). RoPE is relative only; this tells a token where in the frame and when in the clip
+            it is, at any size, so a caption like "moves to the right" can place the object left early
+            and right late from the first, pure-noise sampling steps.
         pooled_text: add the caption's mean-pooled text embedding to the timestep embedding that
             drives every block's adaLN modulation (as SD3 does with pooled CLIP): global attributes
             (colour, motion) reach every token directly, not only through cross-attention.
@@ -71,6 +91,7 @@ class DiT(Configurable, nn.Module):
         rope_axes_dim: tuple[int, int, int] | None = None,
         frame_conditioning: bool = False,
         pooled_text: bool = True,
+        frame_position: bool = True,
         gradient_checkpointing: bool = False,
         attention_backend: AttentionBackend = "auto",
     ) -> None:
@@ -88,6 +109,7 @@ class DiT(Configurable, nn.Module):
         self.text_dim = text_dim
         self.frame_conditioning = frame_conditioning
         self.pooled_text = pooled_text
+        self.frame_position = frame_position
         self.gradient_checkpointing = gradient_checkpointing
         self.attention_backend = attention_backend
         patch_volume = math.prod(self.patch_size)
@@ -97,6 +119,7 @@ class DiT(Configurable, nn.Module):
         self.text_proj = nn.Sequential(
             nn.Linear(text_dim, hidden_size), nn.GELU(approximate="tanh"), nn.Linear(hidden_size, hidden_size)
         )
+        self.position_embedder = nn.Linear(3 * 2 * FRACTION_FREQUENCIES, hidden_size) if frame_position else None
         self.pooled_embedder = (
             nn.Sequential(nn.Linear(text_dim, hidden_size), nn.SiLU(), nn.Linear(hidden_size, hidden_size))
             if pooled_text else None
@@ -120,6 +143,8 @@ class DiT(Configurable, nn.Module):
         for block in self.blocks:
             block.zero_init_()
         self.final_layer.zero_init_()
+        if self.position_embedder is not None:  # starts as a no-op; learns from the first step
+            nn.init.zeros_(self.position_embedder.weight)
 
     def _with_conditioning(self, x: Tensor, cond: Tensor | None, cond_mask: Tensor | None) -> Tensor:
         """(..., C, T, H, W) -> (..., 2C + 1, T, H, W) with frame conditioning, else x unchanged."""
@@ -184,6 +209,8 @@ class DiT(Configurable, nn.Module):
     ) -> Tensor:
         batch, clips, text_len, _ = text.shape
         x = self.x_embedder(tokens)  # (B, N, D)
+        if self.position_embedder is not None:
+            x = x + self.position_embedder(fraction_features(positions, segment_ids, clips).to(x.dtype))
         c = self.t_embedder(t)  # (B, S, D)
         if self.pooled_embedder is not None:
             weights = text_mask.to(text.dtype)[..., None]  # (B, S, L, 1)
@@ -228,6 +255,8 @@ class DiT(Configurable, nn.Module):
         freq_dim = self.t_embedder.mlp[0].in_features
         attn_pairs = sum(k * k for k in tokens_per_clip)
         flops = 2 * n * p_in * d  # patch embedding
+        if self.position_embedder is not None:
+            flops += 2 * n * self.position_embedder.in_features * d  # fractional position embedding
         flops += 2 * s * (freq_dim * d + d * d)  # timestep MLP
         flops += 2 * s * text_len * (self.text_dim * d + d * d)  # text projection
         if self.pooled_embedder is not None:
