@@ -3,7 +3,7 @@ expected, exit status 2, before any training step (no step is recorded, no check
 
 import pytest
 
-from helpers import fit_config, make_shards, tiny_dit_model, tiny_vae_model
+from reliability_helpers import fit_config, make_shards, tiny_dit_model, tiny_vae_model
 from videogen.cli import main
 
 

@@ -6,7 +6,6 @@ cover, and one real Trainer run over a shard set holding every kind at once."""
 
 import io
 import logging
-import os
 import re
 import tarfile
 
@@ -14,7 +13,7 @@ import pytest
 import torch
 from lightning.pytorch import Trainer
 
-from conftest import clip_sample, make_mp4, make_png, write_tar
+from reliability_helpers import clip_sample, make_mp4, make_png, write_tar
 from videogen.data import Bucket, VideoDataModule
 from videogen.data import stages
 from videogen.data.decode import make_decoder

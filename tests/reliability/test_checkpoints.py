@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import ROOT, child_env, fit_config, make_shards, start_fit, tiny_vae_model, wait_for
+from reliability_helpers import ROOT, child_env, fit_config, make_shards, start_fit, tiny_vae_model, wait_for
 from videogen.checkpoint_io import AtomicCheckpointIO
 
 

@@ -7,7 +7,7 @@ import subprocess
 import sys
 import tarfile
 
-from helpers import ROOT, child_env
+from reliability_helpers import ROOT, child_env
 
 CHILD = r"""
 import os, resource, signal, sys

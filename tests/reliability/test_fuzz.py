@@ -6,10 +6,9 @@ import json
 import tarfile
 from datetime import timedelta
 
-import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from conftest import make_mp4
+from reliability_helpers import make_mp4
 from videogen.cli import main
 from videogen.data import stages
 from videogen.data.decode import make_decoder

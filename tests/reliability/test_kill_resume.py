@@ -9,7 +9,7 @@ import signal
 import pytest
 import torch
 
-from helpers import (checkpoint_weights, fit_config, make_shards, read_record, run_fit, start_fit,
+from reliability_helpers import (checkpoint_weights, fit_config, make_shards, read_record, run_fit, start_fit,
                      tiny_captioner_model, tiny_dit_model, tiny_vae_model, wait_for)
 
 STEPS, EVERY = 6, 2

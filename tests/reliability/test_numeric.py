@@ -7,7 +7,7 @@ import torch
 from lightning.pytorch import Callback, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from helpers import make_shards
+from reliability_helpers import make_shards
 from videogen.data import Bucket, VideoDataModule
 from videogen.models.dit import DiT
 from videogen.models.vae import VideoAutoencoder

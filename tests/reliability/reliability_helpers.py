@@ -20,6 +20,21 @@ ROOT = TESTS.parent
 CHILD = HERE / "fit_child.py"
 
 
+def _root_conftest():
+    """tests/conftest.py by path: `from conftest import` finds whichever conftest pytest loaded last."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("videogen_tests_root_conftest", TESTS / "conftest.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_conftest = _root_conftest()
+clip_sample, make_mp4, make_png, write_tar = (_conftest.clip_sample, _conftest.make_mp4, _conftest.make_png,
+                                              _conftest.write_tar)
+
+
 def child_env(**extra: str) -> dict[str, str]:
     env = dict(os.environ)
     env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONHASHSEED="0", WANDB_MODE="offline",
@@ -30,7 +45,6 @@ def child_env(**extra: str) -> dict[str, str]:
 
 def make_shards(folder: Path, n: int = 6, shards: int = 2) -> Path:
     """``shards`` shards of ``n`` real 9-frame clips (64x64 and 96x64) with a manifest."""
-    from conftest import clip_sample, write_tar
     from videogen.data.manifest import DatasetManifest, scan_shard
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -67,7 +81,7 @@ def fit_config(path: Path, run: Path, shards: Path, model: dict, max_steps: int,
         callbacks.append({"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
                           "init_args": {"dirpath": str(run / "ckpt"), "every_n_train_steps": every, "save_last": True}})
     if record:
-        callbacks.append({"class_path": "helpers.StepRecorder", "init_args": {"record_to": str(record),
+        callbacks.append({"class_path": "reliability_helpers.StepRecorder", "init_args": {"record_to": str(record),
                                                                              "stop_at": kill_at}})
     config = {
         "seed_everything": 0,
