@@ -57,8 +57,12 @@ class CaptionerModule(LightningModule):
         frame_size: int = 64,
         flip_prob: float = 0.0,
         flip_swaps: dict[str, str] | None = None,
+        vflip_prob: float = 0.0,
+        vflip_swaps: dict[str, str] | None = None,
         reverse_prob: float = 0.0,
         reverse_swaps: dict[str, str] | None = None,
+        memory_dropout: float = 0.0,
+        label_smoothing: float = 0.0,
         lr: float = 1e-3,
         betas: tuple[float, float] = (0.9, 0.98),
         weight_decay: float = 0.01,
@@ -87,7 +91,12 @@ class CaptionerModule(LightningModule):
             max_length: prompt + caption tokens at most (longer ones are cut).
             frame_size: short side of the frames ``videogen recaption`` feeds (match the training buckets).
             flip_prob, flip_swaps: left-right mirroring and the caption words it swaps.
+            vflip_prob, vflip_swaps: top-bottom mirroring and the caption words it swaps.
             reverse_prob, reverse_swaps: time reversal and the caption words it swaps.
+            memory_dropout: share of visual tokens zeroed per training sample (no single token to memorise a
+                clip by: the attributes are in many tokens, a clip's identity would have to be in all of them).
+            label_smoothing: cross-entropy label smoothing (the randomly chosen wording of a caption is not
+                worth memorising).
             lr, betas, weight_decay, warmup_steps, decay_steps, min_lr_ratio: AdamW, warm-up, cosine.
             val_max_new_tokens: caption length for validation generation.
             val_generate_batches: validation batches captioned (BLEU, attribute accuracy).
@@ -96,7 +105,8 @@ class CaptionerModule(LightningModule):
         super().__init__()
         self.save_hyperparameters(ignore=["captioner"])
         for name, p in (("txt_prob", txt_prob), ("video_dropout", video_dropout), ("flip_prob", flip_prob),
-                        ("reverse_prob", reverse_prob)):
+                        ("vflip_prob", vflip_prob), ("reverse_prob", reverse_prob), ("memory_dropout", memory_dropout),
+                        ("label_smoothing", label_smoothing)):
             if not 0.0 <= p <= 1.0:
                 raise ValueError(f"model.init_args.{name} must be in [0, 1], got {p}")
         self.captioner = captioner
@@ -137,7 +147,7 @@ class CaptionerModule(LightningModule):
         if h.vocab_from is None or self.tokens.token_map is not None:
             return
         texts = caption_texts(h.vocab_from, h.caption_key) + [h.prompt, h.txt_prompt.format(txt="")]
-        for swaps in (h.flip_swaps or {}, h.reverse_swaps or {}):
+        for swaps in (h.flip_swaps or {}, h.vflip_swaps or {}, h.reverse_swaps or {}):
             texts += list(swaps) + list(swaps.values())
         self.set_token_map(build_token_map(self.tokens, texts))
         log.info("output vocabulary: %d tokens from the captions of %s", self.tokens.vocab_size, h.vocab_from)
@@ -161,7 +171,7 @@ class CaptionerModule(LightningModule):
         return [(m.get("captions") or {}).get(key) if isinstance(m, dict) else None for m in batch["meta"]]
 
     def augment(self, video: torch.Tensor, texts: list[list[str]], rng: random.Random):
-        """Per clip: maybe mirror (W) and/or reverse (T), swapping the words of each of its texts."""
+        """Per clip: maybe mirror (W, H) and/or reverse (T), swapping the words of each of its texts."""
         h = self.hparams
         clips = []
         for i in range(video.shape[0]):
@@ -169,6 +179,9 @@ class CaptionerModule(LightningModule):
             if h.flip_prob and rng.random() < h.flip_prob:
                 v = v.flip(-1)
                 texts[i] = [swap_words(t, h.flip_swaps or {}) for t in texts[i]]
+            if h.vflip_prob and rng.random() < h.vflip_prob:
+                v = v.flip(-2)
+                texts[i] = [swap_words(t, h.vflip_swaps or {}) for t in texts[i]]
             if h.reverse_prob and rng.random() < h.reverse_prob:
                 v = v.flip(1)
                 texts[i] = [swap_words(t, h.reverse_swaps or {}) for t in texts[i]]
@@ -190,7 +203,9 @@ class CaptionerModule(LightningModule):
         """Mean cross-entropy over caption tokens, and (correct, counted) next-token predictions."""
         logits, _ = self.captioner.decode(memory, ids[:, :-1], mask[:, :-1])  # (B, L-1, V)
         target = labels[:, 1:]
-        loss = F.cross_entropy(logits.float().flatten(0, 1), target.flatten(), ignore_index=IGNORE)
+        smoothing = self.hparams.label_smoothing if self.training else 0.0
+        loss = F.cross_entropy(logits.float().flatten(0, 1), target.flatten(), ignore_index=IGNORE,
+                               label_smoothing=smoothing)
         counted = target != IGNORE
         correct = (logits.argmax(-1) == target) & counted
         return loss, int(correct.sum()), int(counted.sum())
@@ -217,6 +232,9 @@ class CaptionerModule(LightningModule):
             use_txt = [rng.random() < self.hparams.txt_prob for _ in keep]
         ids, labels, mask = self.sequences([t[0] for t in texts], [t[1] for t in texts], use_txt)
         memory = self.captioner.encode(self.visual_input(video))
+        if rng is not None and self.hparams.memory_dropout:
+            keep = torch.rand(memory.shape[:2], generator=torch.Generator().manual_seed(rng.randrange(2**31)))
+            memory = memory * (keep >= self.hparams.memory_dropout).to(memory)[..., None]  # (B, N, 1)
         if rng is not None and self.hparams.video_dropout:
             drop = torch.tensor([u and rng.random() < self.hparams.video_dropout for u in use_txt], device=self.device)
             if drop.any():
