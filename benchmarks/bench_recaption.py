@@ -52,7 +52,8 @@ def main() -> None:
 
         cfg = yaml.safe_load(Path("configs/captioner/quickstart.yaml").read_text())["model"]["init_args"]["captioner"]
         model = from_config(cfg)
-        module = CaptionerModule(model)
+        module = CaptionerModule(model, vocab_from=args.data)
+        module.setup("fit")
         export = Export(model.eval(), module.export_stats(), {"weights_sha256": "random"}, cfg, Path("."))
         tokens = module.tokens
         source = "random init (configs/captioner/quickstart.yaml shape)"
