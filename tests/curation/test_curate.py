@@ -8,12 +8,34 @@ import tarfile
 import numpy as np
 import pytest
 
-from conftest import clip_sample, write_tar
 from curation_fixtures import labelled, src  # noqa: F401  (fixtures)
 from data_recipes.curate import CurateError, CurateOptions, curate
 from data_recipes.curate.testset import KINDS, evaluate
 from videogen.cli import main
 from videogen.data.manifest import DatasetManifest
+from videogen.data.writer import TarShardWriter
+
+
+def clip_sample(key, width, height, frames, fps=12, seed=0):
+    """A real H.264 clip of a square moving right (test helpers of tests/conftest.py are not imported here:
+    another folder's conftest.py can take the `conftest` module name first in a full run)."""
+    from data_recipes.curate.frames import encode_rgb
+
+    rng = np.random.default_rng(seed)
+    video = np.empty((frames, height, width, 3), np.uint8)
+    video[:] = rng.integers(0, 80, size=3)
+    side = max(8, min(width, height) // 3)
+    for i in range(frames):
+        x = int(i * (width - side) / max(1, frames - 1))
+        video[i, height // 3: height // 3 + side, x: x + side] = (230, 40, 40)
+    return {"__key__": key, "mp4": encode_rgb(video, fps), "txt": f"clip {key}",
+            "json": {"width": width, "height": height, "num_frames": frames, "fps": fps, "duration": frames / fps}}
+
+
+def write_tar(path, samples):
+    with TarShardWriter(path) as writer:
+        for sample in samples:
+            writer.write(sample)
 
 
 def run(src, out, **kw):
