@@ -116,3 +116,34 @@ def test_frame_encoder_tokens_depend_on_the_clip():
     across = memory.std(0).mean()
     within = memory.std(1).mean()
     assert across > 0.2 * within
+
+
+def test_augmentations_move_pixels_and_swap_words():
+    import random
+
+    module = CaptionerModule(captioner_tiny(), flip_prob=1.0, flip_swaps={"left": "right", "right": "left"},
+                             vflip_prob=1.0, vflip_swaps={"up": "down", "down": "up", "at the top": "at the bottom",
+                                                          "at the bottom": "at the top"},
+                             reverse_prob=1.0, reverse_swaps={"left": "right", "right": "left", "up": "down", "down": "up"})
+    video = torch.arange(2 * 3 * 3 * 4 * 5, dtype=torch.float32).view(2, 3, 3, 4, 5)
+    out, texts = module.augment(video.clone(), [["moves left and up, lighter at the top"], ["moves down"]],
+                                random.Random(0))
+    torch.testing.assert_close(out, video.flip(-1).flip(-2).flip(2))  # mirrored both ways and played backwards
+    # left->right (flip) ->left (reverse); up->down (vflip) ->up (reverse); top->bottom (vflip only)
+    assert texts == [["moves left and up, lighter at the bottom"], ["moves down"]]
+
+
+def test_memory_dropout_and_label_smoothing_change_only_training():
+    torch.manual_seed(0)
+    plain = CaptionerModule(captioner_tiny())
+    torch.manual_seed(0)
+    regular = CaptionerModule(captioner_tiny(), memory_dropout=0.5, label_smoothing=0.1)
+    batch = {"video": torch.rand(2, 3, 5, 32, 32) * 2 - 1, "caption": ["a", "b"], "key": ["k1", "k2"],
+             "url": ["s", "s"], "meta": [{"captions": {"long": "A red circle moves up."}}] * 2}
+    assert regular.training_step(batch, 0).item() != pytest.approx(plain.training_step(batch, 0).item())
+    plain.eval(), regular.eval()
+    a = plain.caption_loss(*plain._batch(batch, None))[0]
+    b = regular.caption_loss(*regular._batch(batch, None))[0]
+    assert a.item() == pytest.approx(b.item())  # validation sees every token, unsmoothed
+    with pytest.raises(ValueError, match="memory_dropout"):
+        CaptionerModule(captioner_tiny(), memory_dropout=2.0)
