@@ -262,3 +262,24 @@ def test_cli_curate_inspect_and_errors(labelled, tmp_path, capsys, caplog):
     assert main(["curate", "--data", str(src), "--out", str(tmp_path / "o4"), "--filter", "motoin > 1",
                  "--no-progress"]) == 2
     assert "unknown name 'motoin'" in capsys.readouterr().err
+
+
+def test_bad_options_are_clear_errors(labelled, tmp_path):
+    src, _ = labelled
+    with pytest.raises(ValueError, match="unknown curation step 'blur'"):
+        CurateOptions(steps=("motion", "blur"))
+    with pytest.raises(ValueError, match="no curation steps given"):
+        CurateOptions(steps=())
+    with pytest.raises(ValueError, match="min_scene_frames >= 1"):
+        CurateOptions(min_scene_frames=0)
+    with pytest.raises(ValueError, match="dedup_max_distance is in bits of a 256-bit hash"):
+        CurateOptions(dedup_max_distance=300)
+    with pytest.raises(CurateError, match="--workers must be >= 1"):
+        run(src, tmp_path / "o", workers=0)
+    with pytest.raises(CurateError, match="give both --shard-index and --num-shard-groups"):
+        run(src, tmp_path / "o", shard_index=0)
+    with pytest.raises(CurateError, match="is the input folder"):
+        run(src, src)
+    with pytest.raises(FileNotFoundError, match="clip_model .*no config.json"):
+        run(src, tmp_path / "o", options=CurateOptions(clip_model=str(tmp_path)))
+    assert not (tmp_path / "o").exists()  # refused before anything was written
