@@ -44,7 +44,7 @@ class RankRecorder(Callback):
             "rank": trainer.global_rank, "world_size": trainer.world_size, "hostname": socket.gethostname(),
             "slurm_nodeid": os.environ.get("SLURM_NODEID"), "slurm_nodename": os.environ.get("SLURMD_NODENAME"),
             "slurm_job_id": os.environ.get("SLURM_JOB_ID"), "restart_count": os.environ.get("SLURM_RESTART_COUNT"),
-            "environment": type(trainer.strategy.cluster_environment).__name__,
+            "environment": type(getattr(trainer.strategy, "cluster_environment", None)).__name__,
             "strategy": type(trainer.strategy).__name__, "pid": os.getpid(),
             "weights_at_start": weights_hash(pl_module), "batches": [], "losses": []}
 
