@@ -25,8 +25,19 @@ BINARIES = ["munged", "slurmctld", "slurmd", "srun", "sbatch", "scontrol", "scan
 NODES = ["n1", "n2"]
 
 
+def _bin(name: str) -> str | None:
+    """The program's path (daemons live in /usr/sbin, which a non-login PATH may lack)."""
+    found = shutil.which(name)
+    if found:
+        return found
+    for folder in ("/usr/sbin", "/usr/bin", "/sbin"):
+        if Path(folder, name).exists():
+            return str(Path(folder, name))
+    return None
+
+
 def _have_slurm() -> bool:
-    return all(shutil.which(b) or Path(f"/usr/sbin/{b}").exists() for b in BINARIES)
+    return all(_bin(b) for b in BINARIES)
 
 
 def unavailable_reason() -> str | None:
@@ -90,6 +101,7 @@ class LocalSlurm:
         self.env = {**os.environ, "SLURM_CONF": str(self.conf)}
 
     def run(self, *cmd: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
+        cmd = (_bin(cmd[0]) or cmd[0], *cmd[1:])
         proc = subprocess.run(list(cmd), env=self.env, capture_output=True, text=True, timeout=timeout)
         if check and proc.returncode != 0:
             raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}): {proc.stderr.strip()}\n{self.logs()}")
@@ -148,7 +160,7 @@ PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP OverSubscrib
         shutil.chown(key, "munge", "munge")
         self.munge.chmod(0o755)
         key.chmod(0o400)
-        self.run("runuser", "-u", "munge", "--", "/usr/sbin/munged", f"--socket={self.socket}",
+        self.run("runuser", "-u", "munge", "--", _bin("munged") or "/usr/sbin/munged", f"--socket={self.socket}",
                  f"--pid-file={self.munge}/munged.pid", f"--log-file={self.munge}/munged.log",
                  f"--seed-file={self.munge}/munged.seed", f"--key-file={key}")
 
