@@ -97,7 +97,7 @@ def lightning_cli(args: list[str] | None = None, run: bool = True):
         def instantiate_classes(self) -> None:
             try:
                 super().instantiate_classes()
-            except (ValueError, TypeError, FileNotFoundError) as e:  # a constructor refused its config
+            except (ValueError, FileNotFoundError) as e:  # a constructor refused its config
                 config_error(str(e))
 
         def instantiate_trainer(self, **kwargs):
