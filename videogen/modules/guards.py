@@ -21,9 +21,10 @@ change (batch size, token budget, activation checkpointing, precision).
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import torch
 from lightning.pytorch import Callback
@@ -81,14 +82,24 @@ class StepGuard:
                 "max_bad_steps sets how many in a row are tolerated.")
 
     def check(self, loss: torch.Tensor | None, step: int, what: str = "loss",
-              parameters: Iterable[torch.nn.Parameter] | None = None) -> bool:
-        """True (and counted) when ``loss`` or a gradient of ``parameters`` is NaN/Inf: skip the update."""
-        if loss is not None and not bool(torch.isfinite(loss.detach()).all()):
-            self.skip(f"{what} ({loss.detach().float().mean().item()})", step)
+              parameters: Iterable[torch.nn.Parameter] | None = None,
+              any_rank: Callable[[bool], bool] | None = None) -> bool:
+        """True (and counted) when ``loss`` or a gradient of ``parameters`` is NaN/Inf: skip the update.
+
+        ``any_rank`` (e.g. ``trainer.strategy.reduce_boolean_decision(b, all=False)``) makes the
+        decision collective, so every rank skips together: one rank returning before a backward that
+        the others run would hang DDP, and FSDP shards would drift apart.
+        """
+        bad_loss = loss is not None and not bool(torch.isfinite(loss.detach()).all())
+        if loss is not None and (any_rank(bad_loss) if any_rank else bad_loss):
+            value = loss.detach().float().mean().item()
+            self.skip(f"{what} ({value if bad_loss else 'on another rank'})", step)
             return True
-        if parameters is not None and nonfinite_gradients(parameters):
-            self.skip(f"the gradient of {what}", step)
-            return True
+        if parameters is not None:
+            bad_grad = nonfinite_gradients(parameters)
+            if any_rank(bad_grad) if any_rank else bad_grad:
+                self.skip(f"the gradient of {what}{'' if bad_grad else ' (on another rank)'}", step)
+                return True
         return False
 
     def passed(self, loss: float, step: int) -> bool:
@@ -150,7 +161,8 @@ class NumericGuard(Callback):
         if not pl_module.automatic_optimization:  # manual loops (the VAE) guard themselves
             return
         params = [p for group in optimizer.param_groups for p in group["params"]]
-        if self.guard.check(None, trainer.global_step, "the loss", params):
+        any_rank = functools.partial(trainer.strategy.reduce_boolean_decision, all=False)
+        if self.guard.check(None, trainer.global_step, "the loss", params, any_rank=any_rank):
             for p in params:  # no gradient: the optimizer leaves every weight (and its moments) alone
                 p.grad = None
             self._skipped = True

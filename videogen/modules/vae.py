@@ -161,6 +161,10 @@ class VAEModule(LightningModule):
         losses["nll"] = nll
         return losses
 
+    def _any_rank(self, bad: bool) -> bool:
+        """True on every rank when any rank's step is bad (all ranks skip together)."""
+        return self.trainer.strategy.reduce_boolean_decision(bad, all=False)
+
     @property
     def bad_steps(self) -> int:
         """Updates skipped for a NaN/Inf loss or gradient so far (``train/bad_steps``)."""
@@ -182,12 +186,12 @@ class VAEModule(LightningModule):
             weight = adaptive_weight(losses["nll"], g_loss, self.vae.last_layer_weight)
             loss = loss + self.hparams.gan_weight * weight * g_loss
             losses.update(g=g_loss, gan_weight=weight)
-        if self.guard.check(loss, self.global_step, "generator loss"):
+        if self.guard.check(loss, self.global_step, "generator loss", any_rank=self._any_rank):
             opt_g.zero_grad(set_to_none=True)
             return
         opt_g.zero_grad(set_to_none=True)
         self.manual_backward(loss)
-        if self.guard.check(None, self.global_step, "generator loss", self.vae.parameters()):
+        if self.guard.check(None, self.global_step, "generator loss", self.vae.parameters(), self._any_rank):
             opt_g.zero_grad(set_to_none=True)
             return
         if self.hparams.grad_clip:
@@ -202,9 +206,10 @@ class VAEModule(LightningModule):
         if gan:
             d_loss = hinge_d_loss(self.discriminator(x), self.discriminator(rec.detach()))
             opt_d.zero_grad(set_to_none=True)
-            if not self.guard.check(d_loss, self.global_step, "discriminator loss"):
+            if not self.guard.check(d_loss, self.global_step, "discriminator loss", any_rank=self._any_rank):
                 self.manual_backward(d_loss)
-                if not self.guard.check(None, self.global_step, "discriminator loss", self.discriminator.parameters()):
+                if not self.guard.check(None, self.global_step, "discriminator loss", self.discriminator.parameters(),
+                                        self._any_rank):
                     if self.hparams.grad_clip:
                         self.clip_gradients(opt_d, gradient_clip_val=self.hparams.grad_clip,
                                             gradient_clip_algorithm="norm")
