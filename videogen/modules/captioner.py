@@ -204,9 +204,11 @@ class CaptionerModule(LightningModule):
         logits, _ = self.captioner.decode(memory, ids[:, :-1], mask[:, :-1])  # (B, L-1, V)
         target = labels[:, 1:]
         smoothing = self.hparams.label_smoothing if self.training else 0.0
+        counted = target != IGNORE
+        if not counted.any():  # a batch without target captions: a zero loss that still reaches every weight
+            return logits.float().sum() * 0.0, 0, 0
         loss = F.cross_entropy(logits.float().flatten(0, 1), target.flatten(), ignore_index=IGNORE,
                                label_smoothing=smoothing)
-        counted = target != IGNORE
         correct = (logits.argmax(-1) == target) & counted
         return loss, int(correct.sum()), int(counted.sum())
 
@@ -222,15 +224,18 @@ class CaptionerModule(LightningModule):
             if not c:
                 self.skips.add("missing_caption", batch["url"][i] if "url" in batch else "", batch["key"][i],
                                f"no json.captions.{self.hparams.caption_key}")
-        if not keep:
-            return None
+        nothing = not keep  # every rank must still run a step (DDP): all rows, no token trained
+        if nothing:
+            keep = list(range(len(found)))
         video = video[keep]
-        texts = [[found[i], batch["caption"][i]] for i in keep]
+        texts = [[found[i] or "", batch["caption"][i]] for i in keep]
         use_txt = [False] * len(keep)
         if rng is not None:
             video, texts = self.augment(video, texts, rng)
             use_txt = [rng.random() < self.hparams.txt_prob for _ in keep]
         ids, labels, mask = self.sequences([t[0] for t in texts], [t[1] for t in texts], use_txt)
+        if nothing:
+            labels[:] = IGNORE
         memory = self.captioner.encode(self.visual_input(video))
         if rng is not None and self.hparams.memory_dropout:
             keep = torch.rand(memory.shape[:2], generator=torch.Generator().manual_seed(rng.randrange(2**31)))
@@ -242,11 +247,9 @@ class CaptionerModule(LightningModule):
                 memory = torch.where(drop[:, None, None], null, memory)
         return memory, ids, labels, mask
 
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         rng = random.Random(f"{torch.initial_seed()}-{self.global_step}-{self.global_rank}")
         parts = self._batch(batch, rng)
-        if parts is None:
-            return None
         loss, correct, counted = self.caption_loss(*parts)
         bs = parts[1].shape[0]
         self.log("train/loss", loss, prog_bar=True, batch_size=bs)
@@ -259,10 +262,7 @@ class CaptionerModule(LightningModule):
         self._val = {"hyp": [], "ref": [], "keys": [], "hits": []}
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        parts = self._batch(batch, None)
-        if parts is None:
-            return
-        memory, ids, labels, mask = parts
+        memory, ids, labels, mask = self._batch(batch, None)
         loss, correct, counted = self.caption_loss(memory, ids, labels, mask)
         bs = ids.shape[0]
         self.log("val/loss", loss, prog_bar=True, batch_size=bs, sync_dist=True)
@@ -270,6 +270,8 @@ class CaptionerModule(LightningModule):
         if batch_idx >= self.hparams.val_generate_batches:
             return
         refs = [c for c in self.targets(batch) if c]
+        if not refs:
+            return
         metas = [m for m, c in zip(batch["meta"], self.targets(batch)) if c]
         keys = [k for k, c in zip(batch["key"], self.targets(batch)) if c]
         out = generate(self.captioner, memory, [self.tokens.prompt(self.hparams.prompt)] * bs, eos_id=self.tokens.eos,

@@ -46,7 +46,8 @@ class VideoCaptioner(Configurable, nn.Module):
         self.null = nn.Parameter(torch.zeros(1, 1, dim))
 
     def encode(self, video: Tensor) -> Tensor:
-        return self.encoder(video)  # (B, N, D)
+        # + 0 * null: the no-video embedding is in every step's graph, so DDP finds no unused parameter
+        return self.encoder(video) + 0.0 * self.null  # (B, N, D)
 
     def null_memory(self, batch: int) -> Tensor:
         return self.null.expand(batch, -1, -1)  # (B, 1, D)
