@@ -21,10 +21,23 @@ TESTS = HERE.parent
 VIDEOGEN = str(Path(sys.executable).parent / "videogen")
 
 
+def root_conftest():
+    """tests/conftest.py by its path: ``import conftest`` may find another folder's conftest.py."""
+    import importlib.util
+
+    name = "videogen_tests_root_conftest"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, TESTS / "conftest.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
 def write_shards(folder: Path, sizes: list[int], size: tuple[int, int] = (32, 32), frames: int = 9) -> dict[str, str]:
     """Shards of ``sizes`` samples (unequal on purpose) plus dataset.json; returns key -> shard name."""
-    sys.path.insert(0, str(TESTS))
-    from conftest import clip_sample, write_tar
+    fixtures = root_conftest()
+    clip_sample, write_tar = fixtures.clip_sample, fixtures.write_tar
     from videogen.data.manifest import DatasetManifest, scan_shard
 
     folder.mkdir(parents=True, exist_ok=True)
