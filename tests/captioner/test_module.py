@@ -82,15 +82,15 @@ def test_missing_captions_are_counted_not_trained(synthetic_set):
         CaptionerModule(captioner_tiny(), txt_prob=1.5)
 
 
-def test_upsample_prompt_with_a_text_only_captioner(tiny_export, tmp_path):
+def test_upsample_prompt_with_a_text_only_captioner(captioner_export, tmp_path):
     from videogen.captioning import upsample_prompt
     from videogen.models.captioner import captioner_tiny
     from videogen.modules.captioner import CaptionerModule
     from videogen.pretrained import save_export
 
-    one = upsample_prompt("a red circle", captioner=str(tiny_export), max_new_tokens=10)
+    one = upsample_prompt("a red circle", captioner=str(captioner_export), max_new_tokens=10)
     assert isinstance(one, str) and one
-    many = upsample_prompt(["a red circle", "a blue square"], captioner=str(tiny_export), max_new_tokens=10)
+    many = upsample_prompt(["a red circle", "a blue square"], captioner=str(captioner_export), max_new_tokens=10)
     assert many[0] == one and len(many) == 2
     plain = CaptionerModule(captioner_tiny())  # trained without txt prompts: refused, with the reason
     folder = save_export(tmp_path / "plain", plain.export_module(), plain.export_stats())
@@ -114,14 +114,14 @@ def test_upsample_prompt_with_a_causal_lm(tmp_path):
     assert len(out) == 1 and isinstance(out[0], str)
 
 
-def test_upsample_with_picks_captioner_or_causal_lm(tiny_export, tmp_path):
+def test_upsample_with_picks_captioner_or_causal_lm(captioner_export, tmp_path):
     from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
     from videogen.captioning import upsample_prompt, upsample_with
     from videogen.models.text import default_text_encoder_path
 
-    assert upsample_with(tiny_export, ["a red circle"], max_new_tokens=6) == upsample_prompt(
-        ["a red circle"], captioner=str(tiny_export), max_new_tokens=6)
+    assert upsample_with(captioner_export, ["a red circle"], max_new_tokens=6) == upsample_prompt(
+        ["a red circle"], captioner=str(captioner_export), max_new_tokens=6)
     lm = tmp_path / "lm"
     tok = AutoTokenizer.from_pretrained(default_text_encoder_path(), local_files_only=True)
     GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_embd=16, n_layer=1, n_head=2, n_positions=64)).save_pretrained(lm)

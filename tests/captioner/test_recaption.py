@@ -36,27 +36,27 @@ def check_copy(src_folder: Path, out: Path, name: str = "recaption") -> int:
     return total
 
 
-def test_recaption_writes_every_sample_once_and_keeps_members(synthetic_set, tiny_export, tmp_path):
+def test_recaption_writes_every_sample_once_and_keeps_members(synthetic_set, captioner_export, tmp_path):
     src = synthetic_set / "train"
     out = tmp_path / "out"
-    summary = recaption(str(tiny_export), str(src), out, batch_size=2, max_new_tokens=6, progress=False)
+    summary = recaption(str(captioner_export), str(src), out, batch_size=2, max_new_tokens=6, progress=False)
     assert summary["captions"] == 9 and summary["shards"] == 3 and summary["manifest"]
     assert check_copy(src, out) == 9
     m = DatasetManifest.load(out)
     assert m.num_samples == 9 and len(m.shards) == 3
     assert m.created_by["captions"]["recaption"]["weights_sha256"] == json.loads(
-        (tiny_export / "manifest.json").read_text())["weights_sha256"]
+        (captioner_export / "manifest.json").read_text())["weights_sha256"]
     assert m.created_by["caption_words"]["count"] == 9
     assert m.shards[0].shapes  # shape histogram kept: the output trains as it is
     keys = [n for s in sorted(out.glob("*.tar")) for n, _ in members(s) if n.endswith(".json")]
     assert len(keys) == len(set(keys)) == 9
 
 
-def test_output_passes_inspect(synthetic_set, tiny_export, tmp_path, capsys):
+def test_output_passes_inspect(synthetic_set, captioner_export, tmp_path, capsys):
     from videogen.cli import main
 
     out = tmp_path / "out"
-    assert main(["recaption", "--ckpt", str(tiny_export), "--data", str(synthetic_set / "val"), "--out", str(out),
+    assert main(["recaption", "--ckpt", str(captioner_export), "--data", str(synthetic_set / "val"), "--out", str(out),
                  "--max-new-tokens", "4", "--no-progress", "--sampling", "beam", "--num-beams", "2"]) == 0
     assert "captioned 3 clips in 1 shards" in capsys.readouterr().out
     assert main(["inspect", str(out)]) == 0
@@ -64,34 +64,34 @@ def test_output_passes_inspect(synthetic_set, tiny_export, tmp_path, capsys):
     assert "3 good samples, 0 bad" in text and "agrees" in text
 
 
-def test_resume_after_interruption_skips_finished_shards(synthetic_set, tiny_export, tmp_path):
+def test_resume_after_interruption_skips_finished_shards(synthetic_set, captioner_export, tmp_path):
     src = synthetic_set / "train"
     out = tmp_path / "out"
-    first = recaption(str(tiny_export), str(src), out, max_new_tokens=4, progress=False, stop_after_shards=1)
+    first = recaption(str(captioner_export), str(src), out, max_new_tokens=4, progress=False, stop_after_shards=1)
     assert first["shards"] == 1 and not first["manifest"] and not (out / "dataset.json").exists()
     done = sorted(out.glob("*.tar"))
     assert len(done) == 1
     stamp = done[0].stat().st_mtime_ns
     (out / "shard-000001.tar.tmp").write_bytes(b"half a shard from a killed run")
-    second = recaption(str(tiny_export), str(src), out, max_new_tokens=4, progress=False)
+    second = recaption(str(captioner_export), str(src), out, max_new_tokens=4, progress=False)
     assert second["shards"] == 2 and second["captions"] == 6 and second["manifest"]
     assert done[0].stat().st_mtime_ns == stamp  # not written again
     assert not list(out.glob("*.tmp"))
     assert check_copy(src, out) == 9
-    assert recaption(str(tiny_export), str(src), out, max_new_tokens=4, progress=False)["shards"] == 0
+    assert recaption(str(captioner_export), str(src), out, max_new_tokens=4, progress=False)["shards"] == 0
 
 
-def test_two_ranks_split_shards_disjointly(synthetic_set, tiny_export, tmp_path, monkeypatch):
+def test_two_ranks_split_shards_disjointly(synthetic_set, captioner_export, tmp_path, monkeypatch):
     src = synthetic_set / "train"
     out = tmp_path / "out"
     monkeypatch.setenv("SLURM_PROCID", "1")
     monkeypatch.setenv("SLURM_NTASKS", "2")
     assert rank_and_world() == (1, 2)
-    r1 = recaption(str(tiny_export), str(src), out, max_new_tokens=4, progress=False)
+    r1 = recaption(str(captioner_export), str(src), out, max_new_tokens=4, progress=False)
     mine1 = {p.name for p in out.glob("*.tar")}
     assert r1["shards"] == 1 and not r1["manifest"]  # rank 0's shards are not done yet
     monkeypatch.setenv("SLURM_PROCID", "0")
-    r0 = recaption(str(tiny_export), str(src), out, max_new_tokens=4, progress=False)
+    r0 = recaption(str(captioner_export), str(src), out, max_new_tokens=4, progress=False)
     mine0 = {p.name for p in out.glob("*.tar")} - mine1
     assert r0["shards"] == 2 and r0["manifest"]
     assert mine0.isdisjoint(mine1) and mine0 | mine1 == {p.name for p in src.glob("*.tar")}
@@ -104,7 +104,7 @@ def test_rank_out_of_range():
         rank_and_world(2, 2)
 
 
-def test_corrupt_samples_are_copied_counted_and_reported(tiny_export, tmp_path, capsys):
+def test_corrupt_samples_are_copied_counted_and_reported(captioner_export, tmp_path, capsys):
     from videogen.cli import main
 
     src = tmp_path / "src"
@@ -118,7 +118,7 @@ def test_corrupt_samples_are_copied_counted_and_reported(tiny_export, tmp_path, 
     del samples[3]["json"]
     write_tar(src / "shard-000000.tar", samples)
     out = tmp_path / "out"
-    assert main(["recaption", "--ckpt", str(tiny_export), "--data", str(src), "--out", str(out),
+    assert main(["recaption", "--ckpt", str(captioner_export), "--data", str(src), "--out", str(out),
                  "--max-new-tokens", "4", "--no-progress"]) == 0
     text = capsys.readouterr().out
     assert "captioned 2 clips" in text and "'decode_error': 1" in text and "'bad_json': 1" in text
@@ -133,16 +133,16 @@ def test_corrupt_samples_are_copied_counted_and_reported(tiny_export, tmp_path, 
     assert sorted((s["reason"], s["count"]) for s in m.skipped) == [("bad_json", 1), ("decode_error", 1)]
 
 
-def test_bad_arguments(synthetic_set, tiny_export, tmp_path, capsys):
+def test_bad_arguments(synthetic_set, captioner_export, tmp_path, capsys):
     from videogen.cli import main
 
     assert main(["recaption", "--ckpt", str(tmp_path / "missing"), "--data", str(synthetic_set / "val"),
                  "--out", str(tmp_path / "o")]) == 2
     assert "no such captioner export folder or checkpoint" in capsys.readouterr().out
-    assert main(["recaption", "--ckpt", str(tiny_export), "--data", str(tmp_path / "nothing"),
+    assert main(["recaption", "--ckpt", str(captioner_export), "--data", str(tmp_path / "nothing"),
                  "--out", str(tmp_path / "o")]) == 2
     assert "no such shard" in capsys.readouterr().out
-    assert main(["recaption", "--ckpt", str(tiny_export), "--data", str(synthetic_set / "val"),
+    assert main(["recaption", "--ckpt", str(captioner_export), "--data", str(synthetic_set / "val"),
                  "--out", str(synthetic_set / "val")]) == 2
     assert "is the input folder" in capsys.readouterr().out
     vae_like = tmp_path / "notcap"
@@ -154,7 +154,7 @@ def test_bad_arguments(synthetic_set, tiny_export, tmp_path, capsys):
     assert "not a captioner" in capsys.readouterr().out
 
 
-def test_another_captioner_may_not_continue_a_folder(synthetic_set, tiny_export, tmp_path):
+def test_another_captioner_may_not_continue_a_folder(synthetic_set, captioner_export, tmp_path):
     import torch
 
     from videogen.models.captioner import captioner_tiny
@@ -162,7 +162,7 @@ def test_another_captioner_may_not_continue_a_folder(synthetic_set, tiny_export,
     from videogen.pretrained import save_export
 
     out = tmp_path / "out"
-    recaption(str(tiny_export), str(synthetic_set / "train"), out, max_new_tokens=4, progress=False, stop_after_shards=1)
+    recaption(str(captioner_export), str(synthetic_set / "train"), out, max_new_tokens=4, progress=False, stop_after_shards=1)
     torch.manual_seed(5)
     other = CaptionerModule(captioner_tiny())
     other_export = save_export(tmp_path / "other", other.export_module(), other.export_stats())
