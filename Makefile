@@ -4,7 +4,6 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-DATA ?= data/synthetic
 
 .PHONY: install quickstart test test-fast clean
 
@@ -16,16 +15,13 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-# The main job: the synthetic set, one streamed epoch of it, stage 1 (the VAE, ~14 min on 2 cores)
-# and its evaluation on held-out clips (a second synthetic set made with another seed).
+# The main job: the whole chain on the synthetic set (configs/pipeline/quickstart.yaml, ~55 min on
+# 2 cores): data -> VAE -> captioner -> recaptioned shards -> latent cache -> DiT -> sample mp4s,
+# then the VAE's evaluation on held-out clips. Rerunning skips the steps already done.
 quickstart: $(STAMP)
-	$(BIN)/videogen make-synthetic --out $(DATA) --num-samples 96 --seed 0
-	$(BIN)/videogen stream --config configs/data/quickstart.yaml --data.train_shards=$(DATA)/train
-	$(BIN)/videogen make-synthetic --out $(DATA)-heldout --num-samples 60 --seed 1 --val-fraction 0
-	$(BIN)/videogen fit --config configs/vae/quickstart.yaml --data.init_args.train_shards=$(DATA)/train \
-		--data.init_args.val_shards=$(DATA)/val
-	$(BIN)/videogen eval-vae --vae runs/vae/quickstart/export --data $(DATA)-heldout/train
-	@echo "stage 1 export: runs/vae/quickstart/export (TensorBoard: $(BIN)/tensorboard --logdir runs)"
+	$(BIN)/videogen pipeline --config configs/pipeline/quickstart.yaml
+	$(BIN)/videogen eval-vae --vae runs/vae/quickstart/export --data data/synthetic-heldout/train
+	@echo "samples: runs/pipeline/quickstart/samples (TensorBoard: $(BIN)/tensorboard --logdir runs)"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest tests

@@ -69,6 +69,13 @@ def test_a_changed_input_file_reruns_the_step(tmp_path, capsys):
     cfg.write_text("x: 2\n")
     assert step_hash(steps[0], "") != before  # the config's contents, not only its name, are hashed
     assert step_hash(steps[0], "up") != step_hash(steps[0], "")  # and what came before it
+    out_dir = tmp_path / "written"
+    writer = Step("w", ["encode", "--out", str(out_dir)], [str(out_dir / "dataset.json")])
+    before = step_hash(writer, "")
+    out_dir.mkdir()
+    (out_dir / "dataset.json").write_text("{}")
+    assert step_hash(writer, "") == before  # the step's own output folder is not one of its inputs
+    assert step_hash(writer, "", with_outputs=True) != before  # but the steps after it depend on it
     (tmp_path / "state").mkdir()
     (tmp_path / "state" / "s.json").write_text(json.dumps({"hash": step_hash(steps[0], "")}))
     assert not is_done(tmp_path / "state", steps[0], step_hash(steps[0], ""))  # output missing
@@ -116,3 +123,50 @@ def test_the_quickstart_pipeline_config_is_valid():
     assert names.index("captioner") < names.index("recaption-train") < names.index("encode-train")
     assert report == ["runs/pipeline/quickstart/samples"]
     assert all(s.resume for s in steps if s.run[0] == "fit")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
+def test_the_quickstart_chain_runs_end_to_end_in_miniature(tmp_path):
+    """configs/pipeline/quickstart.yaml as shipped, with every fit cut to a few steps and fewer clips:
+    each stage takes the previous stage's files and the chain ends with playable sample mp4s."""
+    import os
+    import shlex
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import yaml
+
+    repo = Path(__file__).resolve().parents[1]
+    (tmp_path / "configs").symlink_to(repo / "configs")
+    cfg = yaml.safe_load((repo / "configs/pipeline/quickstart.yaml").read_text())
+    short = {"fit": ["--trainer.max_steps=2", "--trainer.val_check_interval=2", "--trainer.limit_val_batches=1",
+                     "--trainer.logger=false", "--trainer.enable_progress_bar=false"],
+             "make-synthetic": [], "sample": ["--steps", "2"]}
+    for step in cfg["steps"]:
+        run = shlex.split(step["run"])
+        if run[0] == "make-synthetic":
+            run[run.index("--num-samples") + 1] = "40" if step["name"] == "data" else "4"
+        step["run"] = shlex.join(run + short.get(run[0], []))
+    config = tmp_path / "pipeline.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline"}
+    done = subprocess.run([sys.executable, "-m", "videogen.cli", "pipeline", "--config", str(config)], cwd=tmp_path,
+                          env=env, capture_output=True, text=True, timeout=1500)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "[pipeline] output: runs/pipeline/quickstart/samples" in done.stdout
+    samples = sorted((tmp_path / "runs/pipeline/quickstart/samples").glob("*.mp4"))
+    assert len(samples) == 4
+    from videogen.data.decode import PyAVDecoder
+
+    info = PyAVDecoder().probe(samples[0].read_bytes())
+    assert (info.num_frames, info.height, info.width) == (9, 64, 96)
+    recaptioned = (tmp_path / "data/synthetic-recaptioned/train")
+    assert json.loads((recaptioned / "dataset.json").read_text())["num_samples"] > 0
+    stats = json.loads((tmp_path / "runs/dit/quickstart/export/stats.json").read_text())
+    vae_manifest = json.loads((tmp_path / "runs/vae/quickstart/export/manifest.json").read_text())
+    assert stats["vae"]["weights_sha256"] == vae_manifest["weights_sha256"]  # the DiT was trained on this VAE
+    again = subprocess.run([sys.executable, "-m", "videogen.cli", "pipeline", "--config", str(config)], cwd=tmp_path,
+                           env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and again.stdout.count("skipped") == len(cfg["steps"])

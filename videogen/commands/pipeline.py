@@ -89,11 +89,15 @@ def step_hash(step: Step, upstream: str, with_outputs: bool = False) -> str:
     ``with_outputs``: also what the step wrote (what the steps after it depend on)."""
     h = hashlib.sha256(upstream.encode())
     h.update(json.dumps(step.run).encode())
-    for arg in step.run + step.inputs + (step.outputs if with_outputs else []):
-        for token in arg.split("=", 1)[-1:]:  # --key=path as well as path
-            p = Path(token)
-            if token and not token.startswith("-") and p.exists():
-                _file_digest(p, h)
+    written = [Path(o) for o in step.outputs]
+    for arg in step.run + step.inputs:
+        token = arg.split("=", 1)[-1]  # --key=path as well as path
+        p = Path(token)
+        # what the step itself writes (its --out folder) is not an input: it exists only after the run
+        if token and not token.startswith("-") and p.exists() and not any(p == o or p in o.parents for o in written):
+            _file_digest(p, h)
+    for o in written if with_outputs else []:
+        _file_digest(o, h)
     return h.hexdigest()
 
 
