@@ -3,10 +3,11 @@
 and validation videos in the offline W&B run, ready for ``wandb sync``."""
 
 import json
+import os
 import struct
+import subprocess
+import sys
 from pathlib import Path
-
-from videogen.cli import main
 
 CONFIG = Path(__file__).parents[1] / "configs" / "vae" / "quickstart.yaml"
 
@@ -40,17 +41,18 @@ def items(record, kind: str) -> dict:
     return {e.key or "/".join(e.nested_key): json.loads(e.value_json) for e in entries}
 
 
-def test_quickstart_config_logs_config_metrics_and_videos_to_wandb_offline(tmp_path, clip_shards, monkeypatch):
-    monkeypatch.chdir(tmp_path)  # the config's relative runs/ paths land here
-    monkeypatch.delenv("WANDB_MODE", raising=False)  # offline comes from the config itself
-    monkeypatch.setenv("WANDB_SILENT", "true")
-    main(["fit", "--config", str(CONFIG), f"--data.init_args.train_shards={clip_shards}",
-          f"--data.init_args.val_shards={clip_shards}", "--data.init_args.num_workers=0",
-          "--data.init_args.val_batches=1", "--trainer.max_steps=4", "--trainer.val_check_interval=4",
-          "--trainer.log_every_n_steps=2", "--trainer.enable_progress_bar=false"])
-    import wandb
-
-    wandb.finish()  # what the end of the `videogen fit` process does
+def test_quickstart_config_logs_config_metrics_and_videos_to_wandb_offline(tmp_path, clip_shards):
+    # a fresh `videogen fit` process, as users run it (W&B keeps process-wide run state), in tmp_path:
+    # the config's relative runs/ paths land there; offline comes from the config itself
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    env.update(WANDB_SILENT="true", OMP_NUM_THREADS="1")
+    proc = subprocess.run([str(Path(sys.executable).parent / "videogen"), "fit", "--config", str(CONFIG),
+                           f"--data.init_args.train_shards={clip_shards}", f"--data.init_args.val_shards={clip_shards}",
+                           "--data.init_args.num_workers=0", "--data.init_args.val_batches=1", "--trainer.max_steps=4",
+                           "--trainer.val_check_interval=4", "--trainer.log_every_n_steps=2",
+                           "--trainer.enable_progress_bar=false"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-4000:]
     root = tmp_path / "runs" / "vae" / "quickstart"
     runs = list((root / "wandb").glob("offline-run-*"))
     assert len(runs) == 1, "one offline W&B run"

@@ -41,15 +41,15 @@ class HangWatchdog(Callback):
         self.dirpath, self.exit = dirpath, exit
         self.path: Path | None = None
         self._file = None
-        self._armed_at = float("-inf")
+        self._armed_at, self._armed_for = float("-inf"), None
         self._rearm_every = min(1.0, timeout / 10)  # re-arming costs ~0.3 ms: not more often than this
 
     def _arm(self, seconds: float, force: bool = True) -> None:
         now = time.monotonic()
-        if not force and now - self._armed_at < self._rearm_every:
+        if not force and seconds == self._armed_for and now - self._armed_at < self._rearm_every:
             return  # armed moments ago: a hang is reported up to _rearm_every sooner than timeout
         faulthandler.dump_traceback_later(seconds, repeat=not self.exit, file=self._file, exit=self.exit)
-        self._armed_at = now
+        self._armed_at, self._armed_for = now, seconds
 
     def on_fit_start(self, trainer, pl_module) -> None:
         folder = Path(self.dirpath or Path(trainer.default_root_dir) / "watchdog")
