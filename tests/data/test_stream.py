@@ -148,3 +148,21 @@ def test_http_shards_with_remote_manifest(clip_shards):
             loader(url, workers=0)
     finally:
         server.shutdown()
+
+
+def test_loader_workers_ignore_slurms_requeue_signal(clip_shards):
+    """Worker processes must not run Lightning's SIGUSR1 handler (a stale checkpoint + a requeue)."""
+    import signal
+
+    from videogen.data.loader import _worker_signals
+
+    dl = loader(clip_shards, workers=1)
+    assert dl.worker_init_fn is _worker_signals  # every StatefulLoader's workers get it
+    previous = signal.signal(signal.SIGUSR1, lambda *a: None)  # as Lightning installs in the main process
+    try:
+        _worker_signals(0)
+        assert signal.getsignal(signal.SIGUSR1) == signal.SIG_IGN
+        assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+    assert len(list(dl)) > 0  # workers start and stream with it

@@ -69,6 +69,7 @@ def test_export_records_vae_and_text_encoder(trained):
     stats = exported.stats
     assert stats["vae"]["weights_sha256"] == json.loads((trained["vae"] / "manifest.json").read_text())["weights_sha256"]
     assert stats["frame_conditioning"] and stats["latent_channels"] == 4 and stats["text_max_length"] == 16
+    assert not any(p.requires_grad for p in trained["module"].ema.parameters())  # DDP: no unused trainable params
     ema = trained["module"].ema.module.state_dict()
     assert all(torch.equal(ema[k], v) for k, v in exported.module.state_dict().items())
     ckpt = torch.load(trained["tmp"] / "ckpt" / "last.ckpt", weights_only=True)

@@ -180,6 +180,15 @@ class ShardPassStream(IterableDataset):
             yield {"shard_done": url, "skipped": dict(skips.counts)}
 
 
+def _worker_signals(worker_id: int) -> None:
+    """Workers leave SLURM's signals to the main process: a worker that inherited Lightning's SIGUSR1
+    handler would save a stale checkpoint and requeue the job on its own."""
+    import signal
+
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 class StatefulLoader(DataLoader):
     """A DataLoader over a :class:`VideoStream` with ``state_dict``/``load_state_dict``.
 
@@ -189,6 +198,7 @@ class StatefulLoader(DataLoader):
 
     def __init__(self, dataset: VideoStream, num_workers: int = 0, resumable: bool = True, **kwargs):
         kwargs.setdefault("persistent_workers", False)
+        kwargs.setdefault("worker_init_fn", _worker_signals)
         super().__init__(dataset, batch_size=None, num_workers=num_workers, **kwargs)
         self.resumable = resumable
         self.skipped: Counter = Counter()

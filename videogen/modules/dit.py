@@ -99,6 +99,8 @@ class DiTModule(LightningModule):
         self.captions = captions or {"txt": 1.0}
         self.ema = (AveragedModel(dit, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True)
                     if ema_decay else None)
+        if self.ema is not None:  # updated by copying, never by gradients (DDP refuses unused trainable params)
+            self.ema.requires_grad_(False)
 
     # ---- frozen parts ---------------------------------------------------------------------------
 

@@ -110,6 +110,8 @@ class VAEModule(LightningModule):
                      "(give a local VGG16/LPIPS weights file to enable it; nothing is downloaded)")
         self.ema = (AveragedModel(vae, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True)
                     if ema_decay else None)
+        if self.ema is not None:  # updated by copying, never by gradients (DDP refuses unused trainable params)
+            self.ema.requires_grad_(False)
         c = vae.latent_channels
         self.register_buffer("latent_mean", torch.zeros(c))
         self.register_buffer("latent_var", torch.ones(c))
