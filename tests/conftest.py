@@ -106,3 +106,22 @@ def captioner_export(tmp_path_factory):
     torch.manual_seed(0)
     module = CaptionerModule(captioner_tiny(), txt_prob=0.5, video_dropout=0.5)
     return save_export(tmp_path_factory.mktemp("captioner") / "export", module.export_module(), module.export_stats())
+
+
+@pytest.fixture(scope="session")
+def slurm():
+    """A real two-node SLURM on this host (tests/slurm/cluster.py), started once for every SLURM test."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent / "slurm"))
+    from cluster import LocalSlurm, unavailable_reason
+
+    reason = unavailable_reason()
+    if reason:
+        pytest.skip(f"no SLURM test cluster: {reason}")
+    cluster = LocalSlurm()
+    try:
+        yield cluster.start()
+    finally:
+        cluster.stop()

@@ -10,23 +10,10 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parents[1] / "curation"))
-from cluster import LocalSlurm, unavailable_reason  # noqa: E402
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 TEMPLATE = Path(__file__).parents[2] / "docker" / "slurm" / "curate_array.sbatch"
 DONE = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL"}
-
-
-@pytest.fixture(scope="module")
-def slurm():
-    reason = unavailable_reason()
-    if reason:
-        pytest.skip(f"no SLURM test cluster: {reason}")
-    cluster = LocalSlurm()
-    try:
-        yield cluster.start()
-    finally:
-        cluster.stop()
 
 
 def test_array_tasks_score_their_groups_and_the_merge_writes_the_set(slurm, tmp_path):

@@ -11,23 +11,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parents[1] / "distributed"))
-from cluster import LocalSlurm, unavailable_reason  # noqa: E402
+from cluster import LocalSlurm  # noqa: E402
 from launch import data_section, env, fit_config, records, tiny_vae_model, write_shards  # noqa: E402
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 TEMPLATE = Path(__file__).parents[2] / "docker" / "slurm" / "multi_node.sbatch"
-
-
-@pytest.fixture(scope="session")
-def slurm():
-    reason = unavailable_reason()
-    if reason:
-        pytest.skip(f"no SLURM test cluster: {reason}")
-    cluster = LocalSlurm()
-    try:
-        yield cluster.start()
-    finally:
-        cluster.stop()
 
 
 def job_script(tmp_path: Path) -> Path:
