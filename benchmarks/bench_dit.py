@@ -15,13 +15,15 @@ Sections:
 
 1. **ours vs reference**: our ``DiT`` and diffusers' ``CogVideoXTransformer3DModel``, same width,
    depth, heads, head dim, MLP width, patch (1, 2, 2), 16 latent channels, text length 32 of width
-   384, 3D RoPE, on the same latent batch; tokens/s and the ratio. CogVideoX is the closest
+   384, 3D RoPE, on the same latent batch; tokens/s and the ratio, for our DiT with each
+   ``text_attention`` ('cross', the default, and 'joint'). CogVideoX is the closest
    diffusers model: full 3D attention over all spacetime tokens of the clip (as ours), adaLN timestep
    modulation, QK-norm, 3D RoPE. Latte factorises attention into spatial and temporal blocks (a
    different attention pattern and cost curve), so it is not used. The remaining differences are
    architectural and counted in the FLOPs: CogVideoX puts the text tokens into the self-attention
-   (joint attention over L + N tokens, text also through the MLP); ours has a separate
-   cross-attention to L + 1 text keys (one more q and output projection per token).
+   (joint attention over L + N tokens, text also through the MLP); ours with 'cross' has a separate
+   cross-attention to L + 1 text keys (one more q and output projection per token), with 'joint' the
+   L + 1 text keys/values join the self-attention (text tokens are not queries and skip the MLP).
 2. **packing vs padding**: clips of different (T, H, W) in one ``forward_packed`` row
    (block-diagonal mask) against zero-padding every clip to the largest (T, H, W) and a batched
    ``forward``; useful (unpadded) tokens/s and the padded fraction. The loss covers only the real
@@ -83,8 +85,8 @@ def parse_args() -> argparse.Namespace:
 # models and steps
 
 
-def build_ours() -> DiT:
-    return DiT(CHANNELS, PATCH, HIDDEN, DEPTH, HEADS, MLP_RATIO, TEXT_DIM, qk_norm=True)
+def build_ours(text_attention: str = "cross") -> DiT:
+    return DiT(CHANNELS, PATCH, HIDDEN, DEPTH, HEADS, MLP_RATIO, TEXT_DIM, qk_norm=True, text_attention=text_attention)
 
 
 def build_reference() -> torch.nn.Module:
@@ -204,42 +206,47 @@ def section_reference(steps: int, warmup: int, peak: float, profile: bool) -> di
     xs, targets, t, text, text_mask = inputs(shapes, seed=1)
     x, target = torch.stack(xs), torch.stack(targets)  # (B, C, T, H, W)
     torch.manual_seed(0)
-    ours, ref = build_ours(), build_reference()
+    ours = {"ours": build_ours("cross"), "ours_joint": build_ours("joint")}
+    ref = build_reference()
     c, tt, h, w = shapes[0]
     rope = reference_rope(ref, tt, h, w)
     x_ref, target_ref = x.transpose(1, 2).contiguous(), target.transpose(1, 2).contiguous()  # CogVideoX: (B, T, C, H, W)
 
-    def loss_ours() -> torch.Tensor:
-        return F.mse_loss(ours(x, t, text, text_mask), target)
+    def loss_of(model: DiT) -> Callable[[], torch.Tensor]:
+        return lambda: F.mse_loss(model(x, t, text, text_mask), target)
 
     def loss_ref() -> torch.Tensor:
         out = ref(x_ref, text, 1000 * t, image_rotary_emb=rope, return_dict=False)[0]
         return F.mse_loss(out, target_ref)
 
-    case_ours, case_ref = Case(ours, loss_ours), Case(ref, loss_ref)
-    interleaved([case_ours, case_ref], steps, warmup)
+    cases = {name: Case(model, loss_of(model)) for name, model in ours.items()}
+    cases["reference"] = Case(ref, loss_ref)
+    interleaved(list(cases.values()), steps, warmup)
     tokens = sum(tokens_of(s) for s in shapes)
-    analytic = 3 * ours.forward_flops([tokens_of(s) for s in shapes], TEXT_LEN)
-    flops_ours, flops_ref = case_ours.counted_flops(), case_ref.counted_flops()
     result = {
         "batch": [list(s) for s in shapes],
-        "ours": {"params": sum(p.numel() for p in ours.parameters()), **case_ours.summary(tokens, analytic, peak)},
         "reference": {
             "model": "diffusers.CogVideoXTransformer3DModel",
             "params": sum(p.numel() for p in ref.parameters()),
-            **case_ref.summary(tokens, flops_ref, peak),
+            **cases["reference"].summary(tokens, cases["reference"].counted_flops(), peak),
         },
     }
-    result["ours"]["counted_step_flops"] = flops_ours
-    result["ours"]["mfu_counted_flops"] = flops_ours / result["ours"]["step_s_median"] / peak
-    result["ours_over_reference_tokens_per_s"] = result["ours"]["tokens_per_s"] / result["reference"]["tokens_per_s"]
-    result["ours_over_reference_per_round"] = [r / o for o, r in zip(case_ours.wall, case_ref.wall)]
-    result["ours_over_reference_cpu_time"] = result["reference"]["cpu_s_median"] / result["ours"]["cpu_s_median"]
+    for name, model in ours.items():
+        case = cases[name]
+        analytic = 3 * model.forward_flops([tokens_of(s) for s in shapes], TEXT_LEN)
+        counted = case.counted_flops()
+        row = {"text_attention": model.text_attention, "params": sum(p.numel() for p in model.parameters()),
+               **case.summary(tokens, analytic, peak), "counted_step_flops": counted}
+        row["mfu_counted_flops"] = counted / row["step_s_median"] / peak
+        result[name] = row
+        result[f"{name}_over_reference_tokens_per_s"] = row["tokens_per_s"] / result["reference"]["tokens_per_s"]
+        result[f"{name}_over_reference_per_round"] = [r / o for o, r in zip(case.wall, cases["reference"].wall)]
+        result[f"{name}_over_reference_cpu_time"] = result["reference"]["cpu_s_median"] / row["cpu_s_median"]
     if profile:
         from torch.profiler import ProfilerActivity
         from torch.profiler import profile as torch_profile
 
-        for name, case in (("ours", case_ours), ("reference", case_ref)):
+        for name, case in cases.items():
             with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
                 case.run(record=False)
             table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=18)
@@ -361,18 +368,20 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1))
 
-    ours, ref = reference["ours"], reference["reference"]
     print(f"\nmachine: {result['machine']['cpu']}, {args.threads} thread(s), load {load_before[0]:.2f} -> "
           f"{result['load_avg_after'][0]:.2f}; matmul peak {peak_before / 1e9:.1f} / {peak_after / 1e9:.1f} GFLOP/s "
           "(before / after); no GPU")
     print("\n1. training step, same batch", reference["batch"])
-    print(f"{'model':<12}{'params':>10}{'s/step':>9}{'cpu s':>8}{'tok/s':>9}{'GFLOP/step':>12}{'MFU':>7}")
-    for name, r in (("ours", ours), ("CogVideoX", ref)):
-        print(f"{name:<12}{r['params']:>10,}{r['step_s_median']:>9.3f}{r['cpu_s_median']:>8.3f}"
+    print(f"{'model':<14}{'params':>10}{'s/step':>9}{'cpu s':>8}{'tok/s':>9}{'GFLOP/step':>12}{'MFU':>7}")
+    for name, key in (("ours (cross)", "ours"), ("ours (joint)", "ours_joint"), ("CogVideoX", "reference")):
+        r = reference[key]
+        print(f"{name:<14}{r['params']:>10,}{r['step_s_median']:>9.3f}{r['cpu_s_median']:>8.3f}"
               f"{r['tokens_per_s']:>9.0f}{r['step_flops'] / 1e9:>12.1f}{r['mfu_vs_matmul_peak']:>7.1%}")
-    print(f"ours / CogVideoX tokens/s: {reference['ours_over_reference_tokens_per_s']:.2f} "
-          f"(CPU time: {reference['ours_over_reference_cpu_time']:.2f}); ours counted step FLOPs "
-          f"{ours['counted_step_flops'] / 1e9:.1f} G vs analytic 3x forward {ours['step_flops'] / 1e9:.1f} G")
+    for key in ("ours", "ours_joint"):
+        r = reference[key]
+        print(f"{key} / CogVideoX tokens/s: {reference[f'{key}_over_reference_tokens_per_s']:.2f} "
+              f"(CPU time: {reference[f'{key}_over_reference_cpu_time']:.2f}); counted step FLOPs "
+              f"{r['counted_step_flops'] / 1e9:.1f} G vs analytic 3x forward {r['step_flops'] / 1e9:.1f} G")
     print(f"\n2. packing vs padding: {packing['useful_tokens']} useful tokens, padded to {packing['padded_tokens']} "
           f"({packing['padding_fraction']:.0%} padding)")
     for key in ("packed", "padded"):

@@ -197,11 +197,17 @@ def load_checkpoint_module(ckpt: str | os.PathLike) -> tuple[torch.nn.Module, di
     record = state.get("videogen") if isinstance(state, dict) else None
     if not record:
         raise ValueError(f"{ckpt}: has no 'videogen' record; it was not written by a videogen stage module")
+    module = module_from_state(record, state["state_dict"])
+    return module, record["stats"], {**record, "global_step": state.get("global_step"), "checkpoint": str(ckpt)}
+
+
+def module_from_state(record: dict[str, Any], state_dict: dict[str, Any]) -> torch.nn.Module:
+    """A stage's pure module (in eval mode) from its ``checkpoint["videogen"]`` record and a whole
+    (unsharded) LightningModule state dict: the weights under ``record["export_prefix"]``."""
     module = from_config(record["config"])
     prefix = record["export_prefix"]
-    module.load_state_dict({k[len(prefix):]: v for k, v in state["state_dict"].items() if k.startswith(prefix)})
-    module.eval()
-    return module, record["stats"], {**record, "global_step": state.get("global_step"), "checkpoint": str(ckpt)}
+    module.load_state_dict({k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)})
+    return module.eval()
 
 
 def load_stage(path: str | os.PathLike, expect: type | None = None) -> Export:

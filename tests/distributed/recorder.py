@@ -2,8 +2,9 @@
 
 Used by the multi-process tests (DDP, FSDP, SLURM) through the real ``videogen fit`` CLI: each rank
 records the sample keys of every batch (with its epoch), its loss per step, where it ran (hostname,
-SLURM node), the global step it started from (a resumed run starts at the checkpoint's step) and a
-hash of its trainable weights at the end, so a test can compare ranks with each other.
+SLURM node), the global step it started from (a resumed run starts at the checkpoint's step), a
+hash of its trainable weights at the end and, for a DiT, which validation prompts it sampled and the
+videos it got back from ``sample_across_ranks``, so a test can compare ranks with each other.
 ``step_sleep`` slows steps down so a signal can reach a running job; ``progress`` files let a test
 wait for a given step.
 """
@@ -29,6 +30,11 @@ def weights_hash(module: torch.nn.Module) -> str:
     return h.hexdigest()[:20]
 
 
+def video_sums(videos: torch.Tensor) -> list[float]:
+    """One number per video (B, ...): enough to tell which rank's video ended up where."""
+    return [float(v.double().sum()) for v in videos.detach().cpu()]
+
+
 class RankRecorder(Callback):
     def __init__(self, out: str, step_sleep: float = 0.0, save_weights: bool = False):
         self.out, self.step_sleep, self.save_weights = Path(out), step_sleep, save_weights
@@ -47,6 +53,20 @@ class RankRecorder(Callback):
             "environment": type(getattr(trainer.strategy, "cluster_environment", None)).__name__,
             "strategy": type(trainer.strategy).__name__, "pid": os.getpid(),
             "weights_at_start": weights_hash(pl_module), "batches": [], "losses": []}
+        if hasattr(pl_module, "sample_across_ranks"):  # wrap the DiT's sampling to record it (instance attributes)
+            sample, across = pl_module.sample, pl_module.sample_across_ranks
+
+            def recorded_sample(prompts, *args, **kw):
+                videos = sample(prompts, *args, **kw)
+                self.record.setdefault("sampled", []).append({"prompts": list(prompts), "sums": video_sums(videos)})
+                return videos
+
+            def recorded_across(prompts):
+                videos = across(prompts)
+                self.record.setdefault("gathered", []).append(video_sums(videos))
+                return videos
+
+            pl_module.sample, pl_module.sample_across_ranks = recorded_sample, recorded_across
 
     def on_train_start(self, trainer, pl_module) -> None:  # after a checkpoint was restored
         from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import CheckpointWrapper

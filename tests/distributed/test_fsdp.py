@@ -1,6 +1,7 @@
 """FSDP as configured in configs/trainer/fsdp_dit.yaml (full shard, one FSDP unit and one activation
 checkpoint per DiT block), run on two CPU processes with gloo: in fp32 it trains the DiT exactly as
-DDP does (same losses on each rank, step by step, and the same weights after). bf16-mixed cannot run
+DDP does (same losses on each rank, step by step, the same weights after, the same export, the same
+validation videos, sampled by both ranks). bf16-mixed cannot run
 on a CPU (Lightning's FSDP precision autocasts CUDA only): see docs/cluster.md."""
 
 import sys
@@ -24,17 +25,24 @@ def fsdp_strategy() -> dict:
     return {"class_path": "cpu_fsdp.CPUFSDPStrategy", "init_args": strategy["init_args"]}
 
 
+PROMPTS = ["a red circle moves left", "a blue square moves up", "a green triangle moves down"]
+
+
 def test_fsdp_full_shard_with_checkpointing_matches_ddp(tmp_path):
     sys.path.insert(0, str(Path(__file__).parents[1]))
     from test_encode import tiny_export
 
     write_shards(tmp_path / "shards", [4, 4])
     vae = str(tiny_export(tmp_path / "vae"))
+    model = tiny_dit_model(vae, ema_decay=None, val_prompts=PROMPTS, val_shape=[5, 16, 16], val_steps=2)
     runs = {}
     for name, strategy in (("ddp", "ddp"), ("fsdp", fsdp_strategy())):
         out = tmp_path / name
-        cfg = fit_config(tmp_path / f"{name}.yaml", tiny_dit_model(vae, ema_decay=None), data_section(tmp_path / "shards"),
-                         out, strategy=strategy, precision="32-true", max_steps=3, save_weights=True)
+        export = {"class_path": "videogen.callbacks.export.StageExport", "init_args": {"dirpath": str(out / "export")}}
+        cfg = fit_config(tmp_path / f"{name}.yaml", model, data_section(tmp_path / "shards", val_shards=str(tmp_path / "shards")),
+                         out, strategy=strategy, precision="32-true", max_steps=3, save_weights=True,
+                         callbacks=[export], val_check_interval=2, check_val_every_n_epoch=None, limit_val_batches=1,
+                         num_sanity_val_steps=0)
         run_fit(cfg)
         runs[name] = (records(out), torch.load(out / "records" / "weights-rank0.pt", weights_only=True))
     (ddp0, ddp1), ddp_weights = runs["ddp"]
@@ -50,3 +58,21 @@ def test_fsdp_full_shard_with_checkpointing_matches_ddp(tmp_path):
     assert dit_keys and sorted(ddp_weights) == sorted(fsdp_weights)
     for k in dit_keys:
         assert torch.allclose(ddp_weights[k], fsdp_weights[k], atol=1e-5), k
+
+    # the export at the end of fit: whole weights gathered from the shards, the same as DDP's
+    from safetensors.torch import load_file
+
+    ddp_export, fsdp_export = (load_file(str(tmp_path / n / "export" / "model.safetensors")) for n in ("ddp", "fsdp"))
+    assert sorted(ddp_export) == sorted(k[len("dit."):] for k in dit_keys) == sorted(fsdp_export)
+    for k in ddp_export:
+        assert torch.allclose(ddp_export[k], fsdp_export[k], atol=1e-5), k
+    assert torch.equal(fsdp_export["final_layer.linear.weight"], fsdp_weights["dit.final_layer.linear.weight"])
+
+    # validation sampling is spread over the ranks (prompt i on rank i % 2; rank 1 repeats one to keep
+    # step with rank 0) and gathered to every rank in prompt order
+    for rank0, rank1 in ((ddp0, ddp1), (fsdp0, fsdp1)):
+        assert [s["prompts"] for s in rank0["sampled"]] == [[PROMPTS[0], PROMPTS[2]]]
+        assert [s["prompts"] for s in rank1["sampled"]] == [[PROMPTS[1], PROMPTS[0]]]
+        mine0, mine1 = rank0["sampled"][0]["sums"], rank1["sampled"][0]["sums"]
+        assert rank0["gathered"] == rank1["gathered"] == [[mine0[0], mine1[0], mine0[1]]]
+    assert fsdp0["gathered"][0] == pytest.approx(ddp0["gathered"][0], rel=1e-4, abs=0.05)

@@ -95,8 +95,12 @@ def test_rope_relative_position_property_at_unseen_sizes():
         RotaryEmbedding3D(32, axes_dim=(10, 10, 10))
 
 
-def test_adaln_zero_init_outputs_exact_zero():
-    model = dit_tiny(in_channels=C, text_dim=TEXT_DIM)
+TEXT_ATTENTION = ["cross", "joint"]
+
+
+@pytest.mark.parametrize("text_attention", TEXT_ATTENTION)
+def test_adaln_zero_init_outputs_exact_zero(text_attention):
+    model = dit_tiny(in_channels=C, text_dim=TEXT_DIM, text_attention=text_attention)
     latents, t, text, text_mask = clips_and_text()
     out = model(latents[0][None].repeat(2, 1, 1, 1, 1), t[:2], text[:2], text_mask[:2])
     assert out.shape == (2, C, 3, 8, 8) and torch.count_nonzero(out) == 0
@@ -115,9 +119,10 @@ def backends():
     return found
 
 
+@pytest.mark.parametrize("text_attention", TEXT_ATTENTION)
 @pytest.mark.parametrize("backend", backends())
-def test_packed_equals_clips_one_by_one(backend):
-    model = tiny(attention_backend=backend)
+def test_packed_equals_clips_one_by_one(backend, text_attention):
+    model = tiny(attention_backend=backend, text_attention=text_attention)
     latents, t, text, text_mask = clips_and_text()
     with torch.no_grad():  # FlexAttention has no CPU backward
         packed = model.forward_packed(latents, t, text, text_mask)
@@ -140,10 +145,11 @@ def test_flex_and_sdpa_masks_agree():
         self_attention_mask(segment_ids, "flex", needs_grad=True)
 
 
+@pytest.mark.parametrize("text_attention", TEXT_ATTENTION)
 @pytest.mark.parametrize("backend", backends())
-def test_clips_never_see_each_other(backend):
+def test_clips_never_see_each_other(backend, text_attention):
     """Changing one clip's latent, caption or timestep leaves every other clip's output bit-identical."""
-    model = tiny(attention_backend=backend)
+    model = tiny(attention_backend=backend, text_attention=text_attention)
     latents, t, text, text_mask = clips_and_text()
     with torch.no_grad():
         before = model.forward_packed(latents, t, text, text_mask)
@@ -158,9 +164,10 @@ def test_clips_never_see_each_other(backend):
         torch.testing.assert_close(before[i], after[i], atol=1e-6, rtol=0)
 
 
-def test_padding_tokens_are_ignored():
+@pytest.mark.parametrize("text_attention", TEXT_ATTENTION)
+def test_padding_tokens_are_ignored(text_attention):
     """Rows padded with segment id -1 (as a packer that fills fixed-length rows makes) change nothing."""
-    model = tiny()
+    model = tiny(text_attention=text_attention)
     latents, t, text, text_mask = clips_and_text()
     packed = pack(latents[:2], model.patch_size)
     n = packed.tokens.shape[1]
@@ -182,10 +189,13 @@ def test_pooled_text_sees_only_real_tokens_and_drives_the_output():
     garbage = text.clone()
     garbage[0, 3:] = 100.0  # caption 0 has three real tokens: the rest is padding
     for pooled in (True, False):
-        model = tiny(pooled_text=pooled)
-        with torch.no_grad():
-            out = model(x, t[:1], text[:1], text_mask[:1])
-            torch.testing.assert_close(model(x, t[:1], garbage[:1], text_mask[:1]), out, atol=1e-6, rtol=0)
+        for text_attention in TEXT_ATTENTION:
+            model = tiny(pooled_text=pooled, text_attention=text_attention)
+            with torch.no_grad():
+                out = model(x, t[:1], text[:1], text_mask[:1])
+                torch.testing.assert_close(model(x, t[:1], garbage[:1], text_mask[:1]), out, atol=1e-6, rtol=0)
+                packed = model.forward_packed([x[0]], t[:1], garbage[:1], text_mask[:1])[0]
+                torch.testing.assert_close(packed, out[0], atol=2e-5, rtol=1e-4)
     model = tiny(pooled_text=True)
     with torch.no_grad():
         base = model(x, t[:1], text[:1], text_mask[:1])
@@ -211,8 +221,9 @@ def test_fraction_features_are_each_clips_own_relative_position():
     torch.testing.assert_close(big[0, 0, 0], torch.tensor(0.5 / 4 * torch.pi).sin())  # sizes differ, same rule
 
 
-def test_empty_caption_is_finite_and_unseen_resolutions_work():
-    model = tiny()
+@pytest.mark.parametrize("text_attention", TEXT_ATTENTION)
+def test_empty_caption_is_finite_and_unseen_resolutions_work(text_attention):
+    model = tiny(text_attention=text_attention)
     _, _, text, _ = clips_and_text()
     no_text = torch.zeros(2, 5, dtype=torch.bool)  # e.g. the unconditional branch of CFG
     for shape in [(1, 2, 2), (5, 14, 22), (9, 6, 40)]:
@@ -244,11 +255,12 @@ def test_frame_conditioning_channels():
         tiny()(x, t, text, mask, cond=cond, cond_mask=first_frame)
 
 
-def test_gradient_checkpointing_gives_the_same_gradients():
+@pytest.mark.parametrize("text_attention", TEXT_ATTENTION)
+def test_gradient_checkpointing_gives_the_same_gradients(text_attention):
     latents, t, text, text_mask = clips_and_text()
     grads = []
     for flag in (False, True):
-        model = tiny(gradient_checkpointing=flag).train()
+        model = tiny(gradient_checkpointing=flag, text_attention=text_attention).train()
         out = model.forward_packed(latents, t, text, text_mask)
         sum(o.pow(2).mean() for o in out).backward()
         grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
@@ -256,8 +268,9 @@ def test_gradient_checkpointing_gives_the_same_gradients():
     torch.testing.assert_close(grads[0], grads[1], atol=1e-6, rtol=1e-5)
 
 
-def test_forward_flops_match_torch_flop_counter():
-    model = tiny()
+@pytest.mark.parametrize("text_attention", TEXT_ATTENTION)
+def test_forward_flops_match_torch_flop_counter(text_attention):
+    model = tiny(text_attention=text_attention)
     latents, t, text, text_mask = clips_and_text()
     x = torch.randn(2, C, 3, 8, 8)
     # the math SDPA backend runs attention as matmuls the counter sees (the fused CPU kernel is not counted)
@@ -283,6 +296,23 @@ def test_presets_and_config_errors():
         DiT(hidden_size=100, num_heads=3)
     with pytest.raises(ValueError, match="attention_backend"):
         DiT(hidden_size=64, depth=1, num_heads=2, attention_backend="xformers")
+    with pytest.raises(ValueError, match="text_attention"):
+        DiT(hidden_size=64, depth=1, num_heads=2, text_attention="concat")
+
+
+def test_joint_attention_has_no_cross_attention_layer_and_fewer_flops():
+    """Joint attention drops the cross-attention's q and output projections: 2 N D^2 multiply-adds per block."""
+    cross, joint = tiny(), tiny(text_attention="joint")
+    assert all(b.cross_attn is None and b.attn.text_kv is not None for b in joint.blocks)
+    assert all(b.cross_attn is not None and b.attn.text_kv is None for b in cross.blocks)
+    n, d = 48, joint.hidden_size
+    assert cross.forward_flops([n], 5) - joint.forward_flops([n], 5) == len(joint.blocks) * 2 * n * d * 2 * d
+    # the caption still steers the output through the joint softmax
+    latents, t, text, text_mask = clips_and_text()
+    with torch.no_grad():
+        out = joint(latents[0][None], t[:1], text[:1], text_mask[:1])
+        other = joint(latents[0][None], t[:1], text[1:2], text_mask[:1])
+    assert (out - other).abs().max() > 1e-3
 
 
 @pytest.mark.slow

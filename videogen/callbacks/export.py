@@ -7,14 +7,18 @@ from pathlib import Path
 
 from lightning.pytorch import Callback
 
-from videogen.pretrained import save_export
+from videogen.pretrained import module_from_state, save_export
 
 log = logging.getLogger("videogen")
 
 
 class StageExport(Callback):
-    """At the end of ``fit`` (rank 0 only), write ``dirpath`` from the module's ``export_module()``
-    and the ``stats`` of its checkpoint record (``on_save_checkpoint``'s ``checkpoint["videogen"]``).
+    """At the end of ``fit``, write ``dirpath`` from the weights the strategy saves in a checkpoint and
+    the module's checkpoint record (``on_save_checkpoint``'s ``checkpoint["videogen"]``: config, stats,
+    prefix of the weights to export), exactly as ``videogen export`` does from a checkpoint file.
+
+    Every rank takes part in gathering the weights (under FSDP each rank holds a shard, so gathering
+    is a collective); rank 0 writes the folder.
 
     Args:
         dirpath: the export folder; default ``<trainer.default_root_dir>/export``.
@@ -24,6 +28,7 @@ class StageExport(Callback):
         self.dirpath = dirpath
 
     def on_fit_end(self, trainer, pl_module) -> None:
+        state = trainer.strategy.lightning_module_state_dict()  # whole weights (on rank 0 under FSDP)
         if not trainer.is_global_zero:
             return
         folder = Path(self.dirpath or Path(trainer.default_root_dir) / "export")
@@ -32,6 +37,6 @@ class StageExport(Callback):
         info = record["videogen"]
         ckpt = getattr(trainer.checkpoint_callback, "best_model_path", "") or getattr(
             trainer.checkpoint_callback, "last_model_path", "")
-        save_export(folder, pl_module.export_module(), info["stats"],
+        save_export(folder, module_from_state(info, state), info["stats"],
                     inputs={"stage": info["stage"], "global_step": trainer.global_step, "checkpoint": ckpt or None})
         log.info("exported the %s stage to %s", info["stage"], folder)

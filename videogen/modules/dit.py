@@ -80,7 +80,8 @@ class DiTModule(LightningModule):
             timestep_mean, timestep_std: logit-normal training timesteps.
             lr, betas, weight_decay, warmup_steps, decay_steps, min_lr_ratio: AdamW, warm-up, cosine.
             ema_decay: EMA of the DiT (validation, sampling, export); None: off.
-            val_prompts: prompts sampled at each validation and logged as videos.
+            val_prompts: prompts sampled at each validation (spread over the ranks, see
+                ``sample_across_ranks``) and logged as videos.
             val_shape: (frames, height, width) of those samples.
             val_steps, val_cfg: sampler steps and guidance scale for them.
         """
@@ -101,6 +102,7 @@ class DiTModule(LightningModule):
                     if ema_decay else None)
         if self.ema is not None:  # updated by copying, never by gradients (DDP refuses unused trainable params)
             self.ema.requires_grad_(False)
+        self._val_videos: torch.Tensor | None = None  # this validation's samples, logged at its end
 
     # ---- frozen parts ---------------------------------------------------------------------------
 
@@ -237,13 +239,30 @@ class DiTModule(LightningModule):
         generator = torch.Generator(self.device).manual_seed(1234 + batch_idx)  # the same noise every time
         per_clip, _ = self.diffusion_loss(self.sample_dit, batch, generator, random.Random(batch_idx))
         self.log("val/loss", per_clip.mean(), prog_bar=True, batch_size=per_clip.shape[0], sync_dist=True)
+        # sampled here, not in on_validation_epoch_end: the strategy runs validation_step inside the
+        # wrapped model's forward, which under FSDP is what gathers the root's sharded weights
+        if batch_idx == 0 and self.hparams.val_prompts and not self.trainer.sanity_checking:
+            self._val_videos = self.sample_across_ranks(self.hparams.val_prompts)
 
     def on_validation_epoch_end(self) -> None:
-        prompts = self.hparams.val_prompts
-        if not prompts or self.trainer.sanity_checking or not self.trainer.is_global_zero:
-            return
-        videos = self.sample(prompts, *self.hparams.val_shape, steps=self.hparams.val_steps, cfg=self.hparams.val_cfg)
-        log_videos(self.trainer, "val/samples", list(videos.cpu()), step=self.global_step)
+        videos, self._val_videos = self._val_videos, None
+        if videos is not None and self.trainer.is_global_zero:
+            log_videos(self.trainer, "val/samples", list(videos.cpu()), step=self.global_step)
+
+    def sample_across_ranks(self, prompts: list[str]) -> torch.Tensor:
+        """The validation videos for ``prompts``, (P, 3, T, H, W) in prompt order, sampled by all ranks.
+
+        Prompt i is sampled on rank i % world and the videos are all-gathered: no rank idles while
+        rank 0 samples alone (and then times out in the next collective). Every rank samples the same
+        number of prompts (a rank with one fewer repeats a prompt and drops it), so under FSDP, where
+        each block's forward gathers its weights across the ranks, the collectives line up.
+        """
+        world, rank = self.trainer.world_size, self.global_rank
+        per_rank = -(-len(prompts) // world)
+        mine = (prompts[rank::world] + prompts * per_rank)[:per_rank]
+        videos = self.sample(mine, *self.hparams.val_shape, steps=self.hparams.val_steps, cfg=self.hparams.val_cfg)
+        gathered = self.all_gather(videos) if world > 1 else videos[None]  # (world, per_rank, 3, T, H, W)
+        return torch.stack([gathered[i % world, i // world] for i in range(len(prompts))])
 
     @torch.no_grad()
     def sample(self, prompts: list[str], num_frames: int, height: int, width: int, **kw) -> torch.Tensor:

@@ -48,19 +48,24 @@ class TimestepEmbedder(nn.Module):
 
 
 class DiTBlock(nn.Module):
-    """adaLN-Zero self-attention + cross-attention to text + MLP (DiT, PixArt-alpha).
+    """adaLN-Zero self-attention + text attention + MLP (DiT, PixArt-alpha).
 
-    The modulation's linear is zero-initialised, so gates start at 0 and every
-    block is the identity at init; the cross-attention output projection is
-    zero-initialised too, for the same reason.
+    ``text_attention='cross'``: a separate cross-attention to the text tokens after self-attention;
+    ``'joint'``: the text keys/values join the self-attention's (one softmax, no cross-attention
+    layer: about 2 N D^2 fewer multiply-adds per block). The modulation's linear is zero-initialised,
+    so gates start at 0 and every block is the identity at init; the cross-attention output
+    projection is zero-initialised too, for the same reason.
     """
 
-    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, qk_norm: bool = True) -> None:
+    def __init__(
+        self, dim: int, num_heads: int, mlp_ratio: float = 4.0, qk_norm: bool = True, text_attention: str = "cross"
+    ) -> None:
         super().__init__()
+        joint = text_attention == "joint"
         self.norm1 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
-        self.attn = SelfAttention(dim, num_heads, qk_norm)
-        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
-        self.cross_attn = CrossAttention(dim, num_heads, qk_norm)
+        self.attn = SelfAttention(dim, num_heads, qk_norm, text_keys=joint)
+        self.norm2 = None if joint else nn.LayerNorm(dim, eps=1e-6)
+        self.cross_attn = None if joint else CrossAttention(dim, num_heads, qk_norm)
         self.norm3 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
         hidden = int(dim * mlp_ratio)
         self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, dim))
@@ -68,7 +73,7 @@ class DiTBlock(nn.Module):
         self.zero_init_()
 
     def zero_init_(self) -> None:
-        for layer in (self.adaLN_modulation[1], self.cross_attn.proj):
+        for layer in (self.adaLN_modulation[1], *([self.cross_attn.proj] if self.cross_attn is not None else [])):
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
 
@@ -78,14 +83,18 @@ class DiTBlock(nn.Module):
         c: Tensor,  # (B, S, D) timestep embedding per clip
         segment_ids: Tensor,  # (B, N) clip of each token
         rope: tuple[Tensor, Tensor],  # cos, sin (B, 1, N, head_dim / 2)
-        self_mask: Mask,  # None, (B, 1, N, N) bool or a BlockMask
+        self_mask: Mask,  # None, (B, 1, N, N) bool or a BlockMask; joint: over M + N keys
         text: Tensor,  # (B, M, D) projected text tokens of all clips in the row
-        cross_mask: Tensor,  # (B, 1, N, M) bool
+        cross_mask: Tensor | None,  # (B, 1, N, M) bool; None for joint attention
     ) -> Tensor:
         mod = per_token(self.adaLN_modulation(c), segment_ids)  # (B, N, 6 D)
         shift1, scale1, gate1, shift2, scale2, gate2 = mod.chunk(6, dim=-1)  # each (B, N, D)
-        x = x + gate1 * self.attn(modulate(self.norm1(x), shift1, scale1), rope, self_mask)
-        x = x + self.cross_attn(self.norm2(x), text, cross_mask)
+        h = modulate(self.norm1(x), shift1, scale1)
+        if self.cross_attn is None:
+            x = x + gate1 * self.attn(h, rope, self_mask, text)
+        else:
+            x = x + gate1 * self.attn(h, rope, self_mask)
+            x = x + self.cross_attn(self.norm2(x), text, cross_mask)
         return x + gate2 * self.mlp(modulate(self.norm3(x), shift2, scale2))
 
 

@@ -17,7 +17,7 @@ text-to-video), so one model serves both.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Literal, Sequence
 
 import torch
 from einops import rearrange
@@ -69,6 +69,10 @@ class DiT(Configurable, nn.Module):
         pooled_text: add the caption's mean-pooled text embedding to the timestep embedding that
             drives every block's adaLN modulation (as SD3 does with pooled CLIP): global attributes
             (colour, motion) reach every token directly, not only through cross-attention.
+        text_attention: how tokens read the caption: 'cross' (a cross-attention layer after
+            self-attention in every block, PixArt-alpha) or 'joint' (the caption's keys and values join
+            self-attention, one softmax over text + tokens, as CogVideoX and SD3; no cross-attention
+            layer, so about 2 N D^2 fewer multiply-adds per block).
         gradient_checkpointing: recompute each block in backward (activation checkpointing per block).
         attention_backend: 'auto' (FlexAttention block masks on CUDA, SDPA boolean masks elsewhere),
             'sdpa' or 'flex' for packed self-attention.
@@ -92,6 +96,7 @@ class DiT(Configurable, nn.Module):
         frame_conditioning: bool = False,
         pooled_text: bool = True,
         frame_position: bool = True,
+        text_attention: Literal["cross", "joint"] = "cross",
         gradient_checkpointing: bool = False,
         attention_backend: AttentionBackend = "auto",
     ) -> None:
@@ -102,6 +107,8 @@ class DiT(Configurable, nn.Module):
             raise ValueError(f"DiT init arg patch_size={patch_size} must be three positive ints (pt, ph, pw).")
         if attention_backend not in ("auto", "sdpa", "flex"):
             raise ValueError(f"DiT init arg attention_backend={attention_backend!r}: use 'auto', 'sdpa' or 'flex'.")
+        if text_attention not in ("cross", "joint"):
+            raise ValueError(f"DiT init arg text_attention={text_attention!r}: use 'cross' or 'joint'.")
         self.in_channels = in_channels
         self.patch_size = tuple(patch_size)
         self.hidden_size = hidden_size
@@ -110,6 +117,7 @@ class DiT(Configurable, nn.Module):
         self.frame_conditioning = frame_conditioning
         self.pooled_text = pooled_text
         self.frame_position = frame_position
+        self.text_attention = text_attention
         self.gradient_checkpointing = gradient_checkpointing
         self.attention_backend = attention_backend
         patch_volume = math.prod(self.patch_size)
@@ -127,7 +135,9 @@ class DiT(Configurable, nn.Module):
         # a learned text token every clip can always attend to: no empty cross-attention row for an empty caption
         self.null_text = nn.Parameter(torch.randn(hidden_size) * 0.02)
         self.rope = RotaryEmbedding3D(hidden_size // num_heads, rope_theta, rope_axes_dim)
-        self.blocks = nn.ModuleList(DiTBlock(hidden_size, num_heads, mlp_ratio, qk_norm) for _ in range(depth))
+        self.blocks = nn.ModuleList(
+            DiTBlock(hidden_size, num_heads, mlp_ratio, qk_norm, text_attention) for _ in range(depth)
+        )
         self.final_layer = FinalLayer(hidden_size, in_channels * patch_volume)
         self._init_weights()
 
@@ -207,7 +217,7 @@ class DiT(Configurable, nn.Module):
         text_mask: Tensor,  # (B, S, L)
         block_diagonal: bool = True,  # False only when every row holds one clip and no padding
     ) -> Tensor:
-        batch, clips, text_len, _ = text.shape
+        batch, clips = text.shape[:2]
         x = self.x_embedder(tokens)  # (B, N, D)
         if self.position_embedder is not None:
             x = x + self.position_embedder(fraction_features(positions, segment_ids, clips).to(x.dtype))
@@ -221,15 +231,7 @@ class DiT(Configurable, nn.Module):
         )  # (B, S, L + 1, D)
         txt_mask = torch.cat([text_mask.new_ones(batch, clips, 1), text_mask], dim=2).bool()  # (B, S, L + 1)
         text_tokens = rearrange(txt, "b s l d -> b (s l) d")
-        if block_diagonal:
-            key_clip = torch.arange(clips, device=x.device).repeat_interleave(text_len + 1)  # (S (L + 1),)
-            cross_mask = (segment_ids[:, :, None] == key_clip) & rearrange(txt_mask, "b s l -> b 1 (s l)")
-            cross_mask = (cross_mask | (segment_ids < 0)[:, :, None])[:, None]  # (B, 1, N, S (L + 1)); padding sees all
-        else:  # one clip per row: every token sees the same keys, a (B, 1, 1, L + 1) mask broadcasts
-            cross_mask = txt_mask[:, :, None]  # (B, S = 1, 1, L + 1)
-        self_mask = (
-            self_attention_mask(segment_ids, self.attention_backend, torch.is_grad_enabled()) if block_diagonal else None
-        )
+        self_mask, cross_mask = self._masks(segment_ids, txt_mask, block_diagonal)
         cos, sin = self.rope(positions)  # each (B, N, head_dim / 2)
         rope = (cos[:, None], sin[:, None])  # (B, 1, N, head_dim / 2)
         for block in self.blocks:
@@ -240,11 +242,36 @@ class DiT(Configurable, nn.Module):
                 x = block(*args)
         return self.final_layer(x, c, segment_ids)  # (B, N, P_out)
 
+    def _masks(self, segment_ids: Tensor, txt_mask: Tensor, block_diagonal: bool) -> tuple:
+        """(self-attention mask, cross-attention mask) for tokens (B, N) and text keys (B, S, L + 1).
+
+        Cross: the self mask is block-diagonal (None for one clip per row) and the cross mask
+        (B, 1, N, S (L + 1)) lets a token see its own clip's real text keys (padding sees all).
+        Joint: one mask over [text keys, tokens]: a token sees its own clip's real text keys and its
+        own clip's tokens; with one clip per row, only the text padding is masked, (B, 1, 1, L + 1 + N).
+        """
+        batch, clips, keys = txt_mask.shape
+        needs_grad = torch.is_grad_enabled()
+        if self.text_attention == "joint":
+            if not block_diagonal:
+                real = torch.cat([txt_mask[:, 0], txt_mask.new_ones(batch, segment_ids.shape[1])], dim=1)
+                return real[:, None, None], None  # (B, 1, 1, L + 1 + N)
+            text_ids = torch.arange(clips, device=segment_ids.device)[:, None].expand(clips, keys)  # (S, L + 1)
+            text_ids = torch.where(txt_mask, text_ids, -2).flatten(1)  # (B, S (L + 1)); -2: padded, seen by none
+            key_ids = torch.cat([text_ids, segment_ids], dim=1)  # (B, S (L + 1) + N)
+            return self_attention_mask(segment_ids, self.attention_backend, needs_grad, key_ids), None
+        if not block_diagonal:  # one clip per row: every token sees the same keys, a (B, 1, 1, L + 1) mask broadcasts
+            return None, txt_mask[:, :, None]  # (B, S = 1, 1, L + 1)
+        key_clip = torch.arange(clips, device=segment_ids.device).repeat_interleave(keys)  # (S (L + 1),)
+        cross_mask = (segment_ids[:, :, None] == key_clip) & rearrange(txt_mask, "b s l -> b 1 (s l)")
+        cross_mask = (cross_mask | (segment_ids < 0)[:, :, None])[:, None]  # (B, 1, N, S (L + 1)); padding sees all
+        return self_attention_mask(segment_ids, self.attention_backend, needs_grad), cross_mask
+
     def forward_flops(self, tokens_per_clip: Sequence[int], text_len: int) -> int:
         """Matmul FLOPs (2 per multiply-add) of one forward over clips of these token counts.
 
-        Counts only what the masks keep: self-attention within each clip, cross-attention
-        to the clip's own L + 1 text keys. A training step is about 3x this (4x with
+        Counts only what the masks keep: self-attention within each clip, cross- or joint
+        attention to the clip's own L + 1 text keys. A training step is about 3x this (4x with
         gradient checkpointing). This matches torch's FlopCounterMode exactly for a
         padded batch (one clip per row).
         """
@@ -263,7 +290,9 @@ class DiT(Configurable, nn.Module):
             flops += 2 * s * (self.text_dim * d + d * d)  # pooled text MLP
         per_block = 2 * s * d * 6 * d  # adaLN modulation
         per_block += 2 * n * d * 4 * d + 4 * attn_pairs * d  # self-attention: qkv + proj, scores + values
-        per_block += 2 * n * d * 2 * d + 2 * s * keys * d * 2 * d + 4 * n * keys * d  # cross: q + proj, kv, attention
+        per_block += 2 * s * keys * d * 2 * d + 4 * n * keys * d  # text: kv, scores + values
+        if self.text_attention == "cross":
+            per_block += 2 * n * d * 2 * d  # the cross-attention's own q and output projections
         per_block += 4 * n * d * mlp_hidden  # MLP
         flops += len(self.blocks) * per_block
         flops += 2 * s * d * 2 * d + 2 * n * d * p_out  # final layer
