@@ -70,7 +70,12 @@ def _encode(value: Any, where: str) -> Any:
 
 
 def to_config(module: Any) -> dict[str, Any]:
-    """``{"class_path": ..., "init_args": {...}}`` of a :class:`Configurable` instance."""
+    """``{"class_path": ..., "init_args": {...}}`` of a :class:`Configurable` instance (or of the
+    module an FSDP unit wraps: FSDP's auto-wrap puts its wrapper where the module was)."""
+    from torch.distributed.fsdp import FullyShardedDataParallel
+
+    if isinstance(module, FullyShardedDataParallel):
+        module = module.module
     init_args = getattr(module, "_init_args", None)
     if init_args is None:
         raise TypeError(f"{type(module).__name__} does not record its constructor arguments: "

@@ -34,7 +34,7 @@ def test_fsdp_full_shard_with_checkpointing_matches_ddp(tmp_path):
 
     write_shards(tmp_path / "shards", [4, 4])
     vae = str(tiny_export(tmp_path / "vae"))
-    model = tiny_dit_model(vae, ema_decay=None, val_prompts=PROMPTS, val_shape=[5, 16, 16], val_steps=2)
+    model = tiny_dit_model(vae, ema_decay=0.5, val_prompts=PROMPTS, val_shape=[5, 16, 16], val_steps=2)
     runs = {}
     for name, strategy in (("ddp", "ddp"), ("fsdp", fsdp_strategy())):
         out = tmp_path / name
@@ -48,7 +48,8 @@ def test_fsdp_full_shard_with_checkpointing_matches_ddp(tmp_path):
     (ddp0, ddp1), ddp_weights = runs["ddp"]
     (fsdp0, fsdp1), fsdp_weights = runs["fsdp"]
     assert fsdp0["strategy"] == "CPUFSDPStrategy" and ddp0["strategy"] == "DDPStrategy"
-    assert fsdp0["fsdp_units"] == 3 and fsdp0["checkpoint_wrappers"] == 2  # root + one per block (depth 2)
+    # units: the root, the DiT and its 2 blocks, the EMA's DiT and its 2 blocks; checkpointing per block
+    assert fsdp0["fsdp_units"] == 7 and fsdp0["checkpoint_wrappers"] == 4
     assert ddp0["fsdp_units"] == 0
     for d, f in ((ddp0, fsdp0), (ddp1, fsdp1)):
         assert [b["keys"] for b in d["batches"]] == [b["keys"] for b in f["batches"]]  # the same data per rank
@@ -59,14 +60,21 @@ def test_fsdp_full_shard_with_checkpointing_matches_ddp(tmp_path):
     for k in dit_keys:
         assert torch.allclose(ddp_weights[k], fsdp_weights[k], atol=1e-5), k
 
-    # the export at the end of fit: whole weights gathered from the shards, the same as DDP's
+    # the EMA copy (what validation samples and the export holds) is averaged shard by shard: the same as DDP's
+    ema_keys = [k for k in ddp_weights if k.startswith("ema.module.")]
+    assert len(ema_keys) == len(dit_keys)
+    for k in ema_keys:
+        assert torch.allclose(ddp_weights[k], fsdp_weights[k], atol=1e-5), k
+        assert not torch.equal(fsdp_weights[k], fsdp_weights["dit." + k[len("ema.module."):]]), k  # it averages
+
+    # the export at the end of fit: the EMA's whole weights gathered from the shards, the same as DDP's
     from safetensors.torch import load_file
 
     ddp_export, fsdp_export = (load_file(str(tmp_path / n / "export" / "model.safetensors")) for n in ("ddp", "fsdp"))
     assert sorted(ddp_export) == sorted(k[len("dit."):] for k in dit_keys) == sorted(fsdp_export)
     for k in ddp_export:
         assert torch.allclose(ddp_export[k], fsdp_export[k], atol=1e-5), k
-    assert torch.equal(fsdp_export["final_layer.linear.weight"], fsdp_weights["dit.final_layer.linear.weight"])
+    assert torch.equal(fsdp_export["x_embedder.weight"], fsdp_weights["ema.module.x_embedder.weight"])
 
     # validation sampling is spread over the ranks (prompt i on rank i % 2; rank 1 repeats one to keep
     # step with rank 0) and gathered to every rank in prompt order
