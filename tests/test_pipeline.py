@@ -121,6 +121,7 @@ def test_the_quickstart_pipeline_config_is_valid():
     names = [s.name for s in steps]
     assert names.index("vae") < names.index("encode-train") < names.index("dit") < names.index("samples")
     assert names.index("captioner") < names.index("recaption-train") < names.index("encode-train")
+    assert names.index("captioner-data") < names.index("captioner")  # its own clips, not the set it relabels
     assert report == ["runs/pipeline/quickstart/samples"]
     assert all(s.resume for s in steps if s.run[0] == "fit")
 
@@ -147,7 +148,7 @@ def test_the_quickstart_chain_runs_end_to_end_in_miniature(tmp_path):
     for step in cfg["steps"]:
         run = shlex.split(step["run"])
         if run[0] == "make-synthetic":
-            run[run.index("--num-samples") + 1] = "40" if step["name"] == "data" else "4"
+            run[run.index("--num-samples") + 1] = {"data": "40", "captioner-data": "200"}.get(step["name"], "4")
         step["run"] = shlex.join(run + short.get(run[0], []))
     config = tmp_path / "pipeline.yaml"
     config.write_text(yaml.safe_dump(cfg))
