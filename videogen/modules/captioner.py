@@ -61,8 +61,6 @@ class CaptionerModule(LightningModule):
         vflip_swaps: dict[str, str] | None = None,
         reverse_prob: float = 0.0,
         reverse_swaps: dict[str, str] | None = None,
-        memory_dropout: float = 0.0,
-        label_smoothing: float = 0.0,
         lr: float = 1e-3,
         betas: tuple[float, float] = (0.9, 0.98),
         weight_decay: float = 0.01,
@@ -93,10 +91,6 @@ class CaptionerModule(LightningModule):
             flip_prob, flip_swaps: left-right mirroring and the caption words it swaps.
             vflip_prob, vflip_swaps: top-bottom mirroring and the caption words it swaps.
             reverse_prob, reverse_swaps: time reversal and the caption words it swaps.
-            memory_dropout: share of visual tokens zeroed per training sample (no single token to memorise a
-                clip by: the attributes are in many tokens, a clip's identity would have to be in all of them).
-            label_smoothing: cross-entropy label smoothing (the randomly chosen wording of a caption is not
-                worth memorising).
             lr, betas, weight_decay, warmup_steps, decay_steps, min_lr_ratio: AdamW, warm-up, cosine.
             val_max_new_tokens: caption length for validation generation.
             val_generate_batches: validation batches captioned (BLEU, attribute accuracy).
@@ -105,8 +99,7 @@ class CaptionerModule(LightningModule):
         super().__init__()
         self.save_hyperparameters(ignore=["captioner"])
         for name, p in (("txt_prob", txt_prob), ("video_dropout", video_dropout), ("flip_prob", flip_prob),
-                        ("vflip_prob", vflip_prob), ("reverse_prob", reverse_prob), ("memory_dropout", memory_dropout),
-                        ("label_smoothing", label_smoothing)):
+                        ("vflip_prob", vflip_prob), ("reverse_prob", reverse_prob)):
             if not 0.0 <= p <= 1.0:
                 raise ValueError(f"model.init_args.{name} must be in [0, 1], got {p}")
         self.captioner = captioner
@@ -203,12 +196,10 @@ class CaptionerModule(LightningModule):
         """Mean cross-entropy over caption tokens, and (correct, counted) next-token predictions."""
         logits, _ = self.captioner.decode(memory, ids[:, :-1], mask[:, :-1])  # (B, L-1, V)
         target = labels[:, 1:]
-        smoothing = self.hparams.label_smoothing if self.training else 0.0
         counted = target != IGNORE
         if not counted.any():  # a batch without target captions: a zero loss that still reaches every weight
             return logits.float().sum() * 0.0, 0, 0
-        loss = F.cross_entropy(logits.float().flatten(0, 1), target.flatten(), ignore_index=IGNORE,
-                               label_smoothing=smoothing)
+        loss = F.cross_entropy(logits.float().flatten(0, 1), target.flatten(), ignore_index=IGNORE)
         correct = (logits.argmax(-1) == target) & counted
         return loss, int(correct.sum()), int(counted.sum())
 
@@ -237,9 +228,6 @@ class CaptionerModule(LightningModule):
         if nothing:
             labels[:] = IGNORE
         memory = self.captioner.encode(self.visual_input(video))
-        if rng is not None and self.hparams.memory_dropout:
-            keep = torch.rand(memory.shape[:2], generator=torch.Generator().manual_seed(rng.randrange(2**31)))
-            memory = memory * (keep >= self.hparams.memory_dropout).to(memory)[..., None]  # (B, N, 1)
         if rng is not None and self.hparams.video_dropout:
             drop = torch.tensor([u and rng.random() < self.hparams.video_dropout for u in use_txt], device=self.device)
             if drop.any():
