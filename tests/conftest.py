@@ -105,7 +105,7 @@ def captioner_export(tmp_path_factory):
 
     torch.manual_seed(0)
     module = CaptionerModule(captioner_tiny(), txt_prob=0.5, video_dropout=0.5)
-    return save_export(tmp_path_factory.mktemp("captioner") / "export", module.export_module(), module.export_stats())
+    return save_export(tmp_path_factory.mktemp("captioner") / "export", module.captioner, module.export_stats())
 
 
 @pytest.fixture(scope="session")

@@ -93,7 +93,7 @@ def test_upsample_prompt_with_a_text_only_captioner(captioner_export, tmp_path):
     many = upsample_prompt(["a red circle", "a blue square"], captioner=str(captioner_export), max_new_tokens=10)
     assert many[0] == one and len(many) == 2
     plain = CaptionerModule(captioner_tiny())  # trained without txt prompts: refused, with the reason
-    folder = save_export(tmp_path / "plain", plain.export_module(), plain.export_stats())
+    folder = save_export(tmp_path / "plain", plain.captioner, plain.export_stats())
     with pytest.raises(ValueError, match="without a video"):
         upsample_prompt("a red circle", captioner=str(folder))
     with pytest.raises(ValueError, match="either captioner"):
@@ -154,6 +154,6 @@ def test_captioner_on_vae_latents(synthetic_set, tmp_path):
     assert module.captioner.encoder.cnn[0].weight.grad is not None
     stats = module.export_stats()
     assert stats["vae"]["weights_sha256"]
-    folder = save_export(tmp_path / "export", module.export_module(), stats)
+    folder = save_export(tmp_path / "export", module.captioner, stats)
     summary = recaption(str(folder), str(synthetic_set / "val"), tmp_path / "out", max_new_tokens=4, progress=False)
     assert summary["captions"] == 3

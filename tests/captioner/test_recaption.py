@@ -165,6 +165,6 @@ def test_another_captioner_may_not_continue_a_folder(synthetic_set, captioner_ex
     recaption(str(captioner_export), str(synthetic_set / "train"), out, max_new_tokens=4, progress=False, stop_after_shards=1)
     torch.manual_seed(5)
     other = CaptionerModule(captioner_tiny())
-    other_export = save_export(tmp_path / "other", other.export_module(), other.export_stats())
+    other_export = save_export(tmp_path / "other", other.captioner, other.export_stats())
     with pytest.raises(ValueError, match="by another captioner"):
         recaption(str(other_export), str(synthetic_set / "train"), out, max_new_tokens=4, progress=False)

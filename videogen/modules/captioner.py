@@ -316,9 +316,6 @@ class CaptionerModule(LightningModule):
         if token_map is not None:
             self.set_token_map(token_map)
 
-    def export_module(self) -> nn.Module:
-        return self.captioner
-
 
 def log_caption_table(trainer, tag: str, rows: list[tuple[str, str, str]], step: int) -> int:
     """(key, generated, reference) rows to TensorBoard (a markdown table) and W&B (a Table)."""

@@ -300,9 +300,6 @@ class DiTModule(LightningModule):
         checkpoint["videogen"] = {"stage": "dit", "config": to_config(self.sample_dit), "stats": self.export_stats(),
                                   "export_prefix": "ema.module." if self.ema else "dit."}
 
-    def export_module(self) -> DiT:
-        return self.sample_dit
-
     # ---- numerical faults and shape checks (videogen/modules/guards.py) -------------------------
 
     def configure_callbacks(self):

@@ -19,7 +19,6 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from lightning.pytorch import LightningModule
-from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from videogen.callbacks.video_logging import log_videos, side_by_side
@@ -271,6 +270,3 @@ class VAEModule(LightningModule):
 
     def configure_callbacks(self):
         return reliability_callbacks(self.trainer)  # out-of-memory advice, bucket shape check
-
-    def export_module(self) -> nn.Module:
-        return self.export_vae
