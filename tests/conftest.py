@@ -52,6 +52,21 @@ def write_tar(path, samples: list[dict]) -> str:
     return str(path)
 
 
+def end_rank() -> None:
+    """The last line of a ``torch.multiprocessing.spawn`` rank: leave the process group, then exit
+    without the interpreter's teardown. Once in CI (2 loaded cores) a rank that had finished its work
+    aborted in C++ static destruction ("terminate called without an active exception", SIGABRT) after
+    the gloo group was gone; what a test checks is written by then, so the teardown is skipped."""
+    import sys
+
+    import torch.distributed as dist
+
+    dist.destroy_process_group()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
 def clip_sample(key: str, width: int, height: int, frames: int, fps: int = 12, seed: int = 0, meta: bool = True):
     sample = {"__key__": key, "mp4": make_mp4(width, height, frames, fps, seed), "txt": f"clip {key}"}
     if meta:

@@ -112,6 +112,7 @@ def _encode_rank(rank, world, port, vae_dir, shards, out):
     import os
 
     import torch.distributed as dist
+    from conftest import end_rank
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
@@ -128,7 +129,7 @@ def _encode_rank(rank, world, port, vae_dir, shards, out):
     if rank == 0:
         with open(out, "w") as f:
             json.dump(gathered, f)
-    dist.destroy_process_group()
+    end_rank()
 
 
 @pytest.mark.slow

@@ -8,7 +8,7 @@ import pytest
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from conftest import clip_sample, write_tar
+from conftest import clip_sample, end_rank, write_tar
 
 
 def _free_port() -> int:
@@ -31,7 +31,7 @@ def _rank_main(rank: int, world: int, port: int, folder: str, workers: int, out:
     if rank == 0:
         with open(out, "w") as f:
             json.dump(gathered, f)
-    dist.destroy_process_group()
+    end_rank()
 
 
 @pytest.mark.slow
