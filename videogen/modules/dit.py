@@ -22,6 +22,7 @@ import torch
 from lightning.pytorch import LightningModule
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
+from videogen.callbacks.config_check import ConfigError
 from videogen.callbacks.video_logging import log_videos
 from videogen.diffusion import RectifiedFlow, logit_normal, shift_timesteps, token_shift
 from videogen.encoding import (
@@ -121,11 +122,15 @@ class DiTModule(LightningModule):
         return enc.to(self.device)
 
     def setup(self, stage: str) -> None:
-        """A latent cache must come from this run's VAE: another VAE's cache is refused before any step."""
+        """A latent cache must come from this run's VAE: another VAE's cache is refused before any step
+        (a :class:`ConfigError`: ``videogen fit`` prints it as one line and exits with status 2)."""
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         for shards in (getattr(dm, "train_shards", None), getattr(dm, "val_shards", None)):
             for folder in latent_cache_folders(shards):
-                check_cache_identity(folder, self.vae_export)
+                try:
+                    check_cache_identity(folder, self.vae_export)
+                except ValueError as e:
+                    raise ConfigError(str(e)) from None
 
     def on_fit_start(self) -> None:
         self.vae.to(self.device)
