@@ -62,8 +62,7 @@ def main() -> int:
         frames_total = sum(r.num_frames for r in records)
 
         def decode_all():
-            return [decode_clip(r.key, r.ext, r.media, r.caption, r.meta, (r.width, r.height, r.num_frames, r.fps),
-                                decoder, opts.analysis_side, opts.max_frames) for r in records]
+            return [decode_clip(r, decoder, opts.analysis_side, opts.max_frames) for r in records]
 
         clips = decode_all()
         steps = {

@@ -52,6 +52,16 @@ def write_tar(path, samples: list[dict]) -> str:
     return str(path)
 
 
+def tiny_vae_model(**init_args) -> dict:
+    """The ``model:`` section of a VAE that `videogen fit` trains in seconds (``init_args`` add or replace)."""
+    return {"class_path": "videogen.modules.vae.VAEModule",
+            "init_args": {"vae": {"class_path": "videogen.models.vae.VideoAutoencoder",
+                                  "init_args": {"latent_channels": 4, "base_channels": 8, "channel_mult": [1, 2],
+                                                "temporal_compression": 4, "spatial_compression": 4,
+                                                "patch_size": 2, "patch_size_t": 2}},
+                          "lr": 3e-3, "warmup_steps": 1, **init_args}}
+
+
 def end_rank() -> None:
     """The last line of a ``torch.multiprocessing.spawn`` rank: leave the process group, then exit
     without the interpreter's teardown. Once in CI (2 loaded cores) a rank that had finished its work

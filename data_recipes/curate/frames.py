@@ -9,30 +9,23 @@ decode the frames they keep at full size and re-encode them with :func:`encode_r
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from fractions import Fraction
 from typing import Any
 
 import numpy as np
 
 from videogen.data.decode import IMAGE_EXTENSIONS, Decoder, decoder_for
+from videogen.data.stages import Record
 
 CHANGED = 6.0  # luma levels (0-255): a smaller difference between two frames is encoder noise, not change
 
 
 @dataclass
-class Clip:
-    """One sample being curated: its members, shape, analysis frames and the scores so far."""
+class Clip(Record):
+    """One sample being curated: the parsed record (members and shape), its analysis frames and the
+    scores so far."""
 
-    key: str
-    ext: str  # media member: mp4, webm, ..., or an image extension
-    media: bytes
-    caption: str
-    meta: dict[str, Any]
-    width: int
-    height: int
-    num_frames: int
-    fps: float
     frames: np.ndarray  # (T', h, w, 3) uint8 RGB at the analysis size
     indices: list[int]  # the native frame index of each analysis frame
     scores: dict[str, Any] = field(default_factory=dict)  # -> json["curation"]
@@ -60,13 +53,13 @@ def spread(num_frames: int, wanted: int) -> list[int]:
     return sorted({round(i * (num_frames - 1) / (wanted - 1)) for i in range(wanted)})
 
 
-def decode_clip(key: str, ext: str, media: bytes, caption: str, meta: dict, shape: tuple[int, int, int, float],
-                decoder: Decoder, side: int, max_frames: int) -> Clip:
+def decode_clip(record: Record, decoder: Decoder, side: int, max_frames: int) -> Clip:
     """Decode the analysis frames of one sample (raises ``DecodeError`` for media that cannot be read)."""
-    width, height, num_frames, fps = shape
-    indices = spread(num_frames, max_frames)
-    frames = decoder_for(ext, decoder).decode(media, indices, analysis_size(width, height, side))  # (T, h, w, 3)
-    return Clip(key, ext, media, caption, dict(meta), width, height, num_frames, fps, frames, indices)
+    indices = spread(record.num_frames, max_frames)
+    size = analysis_size(record.width, record.height, side)
+    frames = decoder_for(record.ext, decoder).decode(record.media, indices, size)  # (T, h, w, 3)
+    members = {f.name: getattr(record, f.name) for f in fields(Record)}
+    return Clip(**{**members, "meta": dict(record.meta)}, frames=frames, indices=indices)
 
 
 def full_frames(clip: Clip, decoder: Decoder, start: int = 0, stop: int | None = None) -> np.ndarray:

@@ -39,8 +39,8 @@ def _reencoded(parent: Clip, key: str, frames, decoder: Decoder, opts: CurateOpt
     meta = {**meta, "width": w, "height": h, "num_frames": t,
             "duration": round(t / parent.fps, 6) if parent.fps > 0 else 0.0}
     meta.pop("codec", None)
-    return decode_clip(key, "mp4", mp4, parent.caption, meta, (w, h, t, parent.fps), decoder, opts.analysis_side,
-                       opts.max_frames)
+    record = stages.Record(key, parent.url, "mp4", mp4, parent.caption, meta, w, h, t, parent.fps)
+    return decode_clip(record, decoder, opts.analysis_side, opts.max_frames)
 
 
 def split_scenes(clip: Clip, decoder: Decoder, opts: CurateOptions) -> tuple[list[Clip], list[dict]]:
@@ -107,8 +107,7 @@ def score_shard(url: str, index: int, scored_dir: str, opts: CurateOptions, scor
         for r in records:
             seen += 1
             try:
-                clip = decode_clip(r.key, r.ext, r.media, r.caption, r.meta, (r.width, r.height, r.num_frames, r.fps),
-                                   decoder, opts.analysis_side, opts.max_frames)
+                clip = decode_clip(r, decoder, opts.analysis_side, opts.max_frames)
                 if "scene-split" in opts.steps and not clip.is_image:
                     pieces, fragments = split_scenes(clip, decoder, opts)
                 else:

@@ -14,12 +14,14 @@ from data_recipes.curate.scorers import ClipScore, build_scorers, load_scorer
 from data_recipes.curate.testset import _second_scene, _shake, _spec
 from data_recipes.synthetic import render_frames
 from videogen.data.decode import make_decoder
+from videogen.data.stages import Record
 
 
 def clip_of(frames, fps, crf=18):
     data = encode_rgb(frames, fps, crf)
     t, h, w = frames.shape[:3]
-    return decode_clip("k", "mp4", data, "c", {}, (w // 2 * 2, h // 2 * 2, t, fps), make_decoder(), 128, 512)
+    return decode_clip(Record("k", "test.tar", "mp4", data, "c", {}, w // 2 * 2, h // 2 * 2, t, fps), make_decoder(),
+                       128, 512)
 
 
 @pytest.fixture(scope="module")

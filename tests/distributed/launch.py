@@ -54,12 +54,7 @@ def write_shards(folder: Path, sizes: list[int], size: tuple[int, int] = (32, 32
 
 
 def tiny_vae_model() -> dict:
-    return {"class_path": "videogen.modules.vae.VAEModule",
-            "init_args": {"vae": {"class_path": "videogen.models.vae.VideoAutoencoder",
-                                  "init_args": {"latent_channels": 4, "base_channels": 8, "channel_mult": [1, 2],
-                                                "temporal_compression": 4, "spatial_compression": 4,
-                                                "patch_size": 2, "patch_size_t": 2}},
-                          "discriminator": None, "lr": 3.0e-3, "warmup_steps": 1}}
+    return root_conftest().tiny_vae_model()
 
 
 def tiny_dit_model(vae_export: str, **kw) -> dict:

@@ -57,12 +57,7 @@ def make_shards(folder: Path, n: int = 6, shards: int = 2) -> Path:
 
 
 def tiny_vae_model() -> dict:
-    return {"class_path": "videogen.modules.vae.VAEModule",
-            "init_args": {"vae": {"class_path": "videogen.models.vae.VideoAutoencoder",
-                                  "init_args": {"latent_channels": 4, "base_channels": 8, "channel_mult": [1, 2],
-                                                "temporal_compression": 4, "spatial_compression": 4,
-                                                "patch_size": 2, "patch_size_t": 2}},
-                          "lr": 3e-3, "warmup_steps": 1, "ema_decay": 0.9}}
+    return _conftest.tiny_vae_model(ema_decay=0.9)
 
 
 def tiny_dit_model(vae_export: Path) -> dict:

@@ -1,4 +1,4 @@
-"""Numerical faults in both stages: a NaN/Inf loss or gradient skips the update and is counted; too
+"""Numerical faults in every stage: a NaN/Inf loss or gradient skips the update and is counted; too
 many in a row stop the run with a clear error and a checkpoint from before the fault; loss spikes are
 logged; an out-of-memory error names the settings to change."""
 
@@ -67,21 +67,32 @@ class Poison(Callback):
         return output
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        net = pl_module.dit if hasattr(pl_module, "dit") else pl_module.vae
+        net = next(getattr(pl_module, name) for name in ("dit", "captioner", "vae") if hasattr(pl_module, name))
         self.weights[trainer.global_step] = {k: v.clone() for k, v in net.state_dict().items()}
 
 
-def test_dit_nan_loss_skips_the_step_and_counts_it(tmp_path, shards, vae_export):
-    module = dit_module(vae_export)
-    poison = Poison(module.dit, steps=[1])
+def captioner_module():
+    from videogen.models.captioner import captioner_tiny
+    from videogen.modules.captioner import CaptionerModule
+
+    torch.manual_seed(0)
+    return CaptionerModule(captioner_tiny(), caption_key="txt", lr=1e-3, warmup_steps=1)
+
+
+@pytest.mark.parametrize("stage", ["dit", "captioner"])
+def test_nan_loss_skips_the_step_and_counts_it(tmp_path, shards, vae_export, stage):
+    """Automatic-optimisation stages: the guard comes from the module's ``configure_callbacks``."""
+    module = dit_module(vae_export) if stage == "dit" else captioner_module()
+    net = module.dit if stage == "dit" else module.captioner
+    poison = Poison(net if stage == "dit" else net.encoder, steps=[1])
     t = trainer(tmp_path, 4, [poison])
     t.fit(module, datamodule=datamodule(shards))
-    guard = next(c for c in t.callbacks if isinstance(c, NumericGuard))  # added by DiTModule.configure_callbacks
+    guard = next(c for c in t.callbacks if isinstance(c, NumericGuard))
     assert guard.guard.bad_steps == 1 and t.logged_metrics["train/bad_steps"] == 1
     w = poison.weights
     assert all(torch.equal(w[1][k], w[2][k]) for k in w[1])  # the poisoned step changed no weight
     assert any(not torch.equal(w[2][k], w[3][k]) for k in w[2])  # the next one trained again
-    assert all(torch.isfinite(v).all() for v in module.dit.state_dict().values())
+    assert all(torch.isfinite(v).all() for v in net.state_dict().values())
 
 
 def test_dit_too_many_bad_steps_stop_with_a_checkpoint_from_before_the_fault(tmp_path, shards, vae_export):

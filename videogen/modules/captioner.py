@@ -285,6 +285,14 @@ class CaptionerModule(LightningModule):
 
     # ---- optimisation, export -------------------------------------------------------------------
 
+    def configure_callbacks(self):
+        """As every stage (videogen/modules/guards.py): NaN/Inf steps skipped and counted, too many in a
+        row stop the run, loss spikes logged, out-of-memory advice, shards checked before the first step,
+        skipped samples in the metrics."""
+        from videogen.modules.guards import reliability_callbacks
+
+        return reliability_callbacks(self.trainer)
+
     def configure_optimizers(self):
         h = self.hparams
         params = [p for p in self.captioner.parameters() if p.requires_grad]
