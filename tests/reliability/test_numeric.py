@@ -82,9 +82,13 @@ def captioner_module():
 @pytest.mark.parametrize("stage", ["dit", "captioner"])
 def test_nan_loss_skips_the_step_and_counts_it(tmp_path, shards, vae_export, stage):
     """Automatic-optimisation stages: the guard comes from the module's ``configure_callbacks``."""
-    module = dit_module(vae_export) if stage == "dit" else captioner_module()
-    net = module.dit if stage == "dit" else module.captioner
-    poison = Poison(net if stage == "dit" else net.encoder, steps=[1])
+    if stage == "dit":
+        module = dit_module(vae_export)
+        net = poisoned = module.dit
+    else:
+        module = captioner_module()
+        net, poisoned = module.captioner, module.captioner.encoder
+    poison = Poison(poisoned, steps=[1])
     t = trainer(tmp_path, 4, [poison])
     t.fit(module, datamodule=datamodule(shards))
     guard = next(c for c in t.callbacks if isinstance(c, NumericGuard))
