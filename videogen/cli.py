@@ -62,7 +62,15 @@ def run_extra(name: str, argv: list[str]) -> int:
         args, args.overrides = parser.parse_known_args(argv)
     else:
         args = parser.parse_args(argv)
-    return int(module.run(args) or 0)
+    try:
+        return int(module.run(args) or 0)
+    except Exception as e:
+        from videogen.pretrained import RefusedFile  # (imported only here: it brings torch)
+
+        if not isinstance(e, RefusedFile):
+            raise
+        print(f"videogen: error: {e}", file=sys.stderr)  # a hostile or foreign export, record or output folder
+        return 2
 
 
 def use_atomic_checkpoint_io(trainer) -> None:

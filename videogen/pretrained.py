@@ -85,41 +85,120 @@ def to_config(module: Any) -> dict[str, Any]:
             "init_args": {k: _encode(v, f"{cls.__name__}.{k}") for k, v in init_args.items()}}
 
 
-def _import(class_path: str):
+class RefusedFile(Exception):
+    """A file or folder videogen will not build, load or overwrite (a hostile or foreign export,
+    checkpoint record or output folder). The commands show it as one line, ``videogen: error:
+    <file>: ...``, with exit status 2; nothing has been built or written when it is raised."""
+
+
+MODEL_PACKAGE = "videogen.models."
+
+
+def _model_class(class_path: Any, where: str) -> type:
+    """The class ``class_path`` names, if it is a model class of this package: an ``nn.Module`` that
+    inherits :class:`Configurable`, defined in ``videogen.models.*`` under exactly that name.
+    Anything else (a function, another package's class, a helper of the data pipeline) is refused
+    before it is looked up further or called."""
+    if not isinstance(class_path, str) or not class_path.startswith(MODEL_PACKAGE):
+        raise RefusedFile(f"{where}: class_path {class_path!r} is not a videogen model class (only classes under "
+                          f"{MODEL_PACKAGE}* are built from export folders and checkpoints)")
     module_name, _, name = class_path.rpartition(".")
-    if not module_name.startswith("videogen."):
-        raise ValueError(f"class_path {class_path!r}: only videogen classes are built from export folders")
-    return getattr(importlib.import_module(module_name), name)
+    if not name.isidentifier() or not all(part.isidentifier() for part in module_name.split(".")):
+        raise RefusedFile(f"{where}: class_path {class_path!r} is not a dotted Python name")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        raise RefusedFile(f"{where}: class_path {class_path!r}: no such module ({e})") from None
+    cls = module.__dict__.get(name)
+    if not (inspect.isclass(cls) and issubclass(cls, torch.nn.Module) and issubclass(cls, Configurable)
+            and cls.__module__.startswith(MODEL_PACKAGE)):
+        raise RefusedFile(f"{where}: class_path {class_path!r} is not a videogen model class (an nn.Module "
+                          "inheriting videogen.pretrained.Configurable under videogen.models)")
+    return cls
 
 
-def from_config(config: dict[str, Any]) -> Any:
-    """Build a module from :func:`to_config` output (nested ``class_path`` dicts included)."""
+def _check_tree(config: Any, where: str, expect: type | None = None) -> None:
+    """Walk a ``class_path`` + ``init_args`` tree without building anything: every class_path is a
+    model class, the top one is ``expect`` (when given), every init_args key is a constructor argument."""
+    if not isinstance(config, dict) or not isinstance(config.get("class_path"), str):
+        raise RefusedFile(f"{where}: not a class_path + init_args mapping")
+    extra = set(config) - {"class_path", "init_args"}
+    if extra:
+        raise RefusedFile(f"{where}: unknown keys {sorted(extra)} beside class_path and init_args")
+    cls = _model_class(config["class_path"], where)
+    if expect is not None and not issubclass(cls, expect):
+        raise RefusedFile(f"{where}: holds a {cls.__name__}, expected a {expect.__name__}")
+    init_args = config.get("init_args") or {}
+    if not isinstance(init_args, dict):
+        raise RefusedFile(f"{where}: init_args of {cls.__name__} is a {type(init_args).__name__}, not a mapping")
+    params = {k: p for k, p in inspect.signature(cls.__init__).parameters.items()
+              if k != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    unknown = [k for k in init_args if k not in params]
+    if unknown:
+        raise RefusedFile(f"{where}: {cls.__name__} takes no argument {unknown[0]!r} (it takes {', '.join(params)})")
 
+    def walk(value: Any, at: str) -> None:
+        if isinstance(value, dict) and "class_path" in value:
+            _check_tree(value, at)
+        elif isinstance(value, dict):
+            for k, v in value.items():
+                walk(v, f"{at}.{k}")
+        elif isinstance(value, list):
+            for i, v in enumerate(value):
+                walk(v, f"{at}[{i}]")
+        elif not (value is None or isinstance(value, (bool, int, float, str))):
+            raise RefusedFile(f"{at}: a {type(value).__name__} is not a config value")
+
+    for k, v in init_args.items():
+        walk(v, f"{where} at {cls.__name__}.{k}")
+
+
+def from_config(config: dict[str, Any], expect: type | None = None, where: str = "config") -> Any:
+    """Build a module from :func:`to_config` output (nested ``class_path`` dicts included). The whole
+    tree is checked first (:func:`_check_tree`): a refused tree raises :class:`RefusedFile` before
+    any constructor runs."""
+    _check_tree(config, where, expect)
+    return _build(config)
+
+
+def _build(config: dict[str, Any]) -> Any:
     def decode(value: Any) -> Any:
         if isinstance(value, dict) and "class_path" in value:
-            return from_config(value)
+            return _build(value)
         if isinstance(value, list):
             return [decode(v) for v in value]
         if isinstance(value, dict):
             return {k: decode(v) for k, v in value.items()}
         return value
 
-    cls = _import(config["class_path"])
+    cls = _model_class(config["class_path"], "config")
     params = inspect.signature(cls.__init__).parameters
     kwargs = {}
-    for k, v in config.get("init_args", {}).items():
+    for k, v in (config.get("init_args") or {}).items():
         v = decode(v)
-        annotation = str(params[k].annotation) if k in params else ""
+        annotation = str(params[k].annotation)
         kwargs[k] = tuple(v) if isinstance(v, list) and "tuple" in annotation else v
     return cls(**kwargs)
 
 
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
+def state_mismatch(expected: dict[str, Any], given: dict[str, Any], limit: int = 3) -> str | None:
+    """Why ``given`` (a state dict read from a file) does not fit a module whose state dict is
+    ``expected``: the first few missing, unexpected and shape-mismatched keys, on one line; None if it fits."""
+    missing = [k for k in expected if k not in given]
+    unexpected = [k for k in given if k not in expected]
+    shapes = [f"{k} {tuple(given[k].shape)} vs {tuple(expected[k].shape)}" for k in expected
+              if k in given and hasattr(given[k], "shape") and tuple(given[k].shape) != tuple(expected[k].shape)]
+    parts = [f"{len(keys)} {what} ({', '.join(keys[:limit])}{', ...' if len(keys) > limit else ''})"
+             for what, keys in (("missing", missing), ("unexpected", unexpected), ("shape-mismatched", shapes)) if keys]
+    return "; ".join(parts) or None
+
+
+def load_weights(module: torch.nn.Module, state: dict[str, Any], where: str) -> None:
+    """``module.load_state_dict(state)``, or one line naming the keys that do not fit."""
+    problem = state_mismatch(module.state_dict(), state)
+    if problem:
+        raise RefusedFile(f"{where}: the weights do not fit the {type(module).__name__} its config describes: {problem}")
+    module.load_state_dict(state)
 
 
 def git_commit() -> str | None:
@@ -131,30 +210,112 @@ def git_commit() -> str | None:
         return None
 
 
+EXPORT_FILES = frozenset({CONFIG, WEIGHTS, STATS, MANIFEST})
+
+
+def _aside(folder: Path) -> Path:
+    """Where the previous export waits while the new one is renamed into place."""
+    return folder.with_name(f".{folder.name}.old")
+
+
+def _staging(folder: Path) -> Path:
+    """Where a new export is written before it is renamed into place."""
+    return folder.with_name(f".{folder.name}.new")
+
+
+def _only_export_files(folder: Path) -> bool:
+    """A folder that holds nothing but export files (or nothing): the only kind save_export removes."""
+    return folder.is_dir() and not folder.is_symlink() and all(
+        p.name in EXPORT_FILES and p.is_file() and not p.is_symlink() for p in folder.iterdir())
+
+
+def _remove_export(folder: Path) -> None:
+    if folder.exists() or folder.is_symlink():
+        if not _only_export_files(folder):
+            raise RefusedFile(f"{folder}: holds files other than an export's ({', '.join(sorted(EXPORT_FILES))}); "
+                              "it is left as it is: move it away or give another folder")
+        shutil.rmtree(folder)
+
+
+def _write_synced(path: Path, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _recover(folder: Path) -> None:
+    """Finish or undo a replace that a kill interrupted: the previous export back in place if the new
+    one never arrived, the previous one removed if the new one did."""
+    aside = _aside(folder)
+    if not aside.exists():
+        return
+    if not folder.exists() and is_export(aside):
+        os.rename(aside, folder)
+        _fsync_dir(folder.parent)
+    elif is_export(folder):
+        _remove_export(aside)
+
+
+def is_export(folder: str | os.PathLike) -> bool:
+    """A complete export folder: the four files and nothing else."""
+    folder = Path(folder)
+    return _only_export_files(folder) and all((folder / n).is_file() for n in EXPORT_FILES)
+
+
 def save_export(folder: str | os.PathLike, module: torch.nn.Module, stats: dict[str, Any],
                 inputs: dict[str, Any] | None = None) -> Path:
-    """Write an export folder atomically (a temporary sibling, then a rename)."""
-    from safetensors.torch import save_file
+    """Write an export folder so that a kill at any point leaves the previous export or the new one.
+
+    The files are written and fsynced in ``.<name>.new`` beside it; an existing export is renamed to
+    ``.<name>.old``, the new one renamed into place, the old one removed (a kill between the two
+    renames leaves the old export at ``.<name>.old``: :func:`load_export` reads it there and the next
+    save puts it back first). ``folder`` must be absent, empty or an export: any other folder (a run
+    with its checkpoints, a shard set) is refused with :class:`RefusedFile` and left untouched."""
+    from safetensors.torch import save
 
     import videogen
 
     folder = Path(folder)
-    tmp = folder.with_name(folder.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
+    _recover(folder)
+    if folder.exists() and not _only_export_files(folder):
+        raise RefusedFile(f"{folder}: exists and is not an export folder (it holds "
+                          f"{', '.join(sorted(p.name for p in folder.iterdir())[:5]) if folder.is_dir() else 'a file'}"
+                          "); it is left untouched: give the export a new folder")
+    tmp = _staging(folder)
+    _remove_export(tmp)  # a save killed before its renames
     tmp.mkdir(parents=True)
     config = to_config(module)
-    (tmp / CONFIG).write_text(yaml.safe_dump(config, sort_keys=False))
     state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
-    save_file(state, str(tmp / WEIGHTS), metadata={"class_path": config["class_path"]})
-    (tmp / STATS).write_text(json.dumps(stats, indent=2) + "\n")
-    manifest = {"class_path": config["class_path"], "weights_sha256": sha256_file(tmp / WEIGHTS),
+    weights = save(state, metadata={"class_path": config["class_path"]})
+    manifest = {"class_path": config["class_path"], "weights_sha256": hashlib.sha256(weights).hexdigest(),
                 "num_parameters": sum(p.numel() for p in module.parameters()), "inputs": inputs or {},
                 "videogen_version": videogen.__version__, "git_commit": git_commit(),
                 "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
-    (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    _write_synced(tmp / CONFIG, yaml.safe_dump(config, sort_keys=False).encode())
+    _write_synced(tmp / WEIGHTS, weights)
+    _write_synced(tmp / STATS, (json.dumps(stats, indent=2) + "\n").encode())
+    _write_synced(tmp / MANIFEST, (json.dumps(manifest, indent=2) + "\n").encode())
+    _fsync_dir(tmp)
     if folder.exists():
-        shutil.rmtree(folder)
-    os.replace(tmp, folder)
+        os.rename(folder, _aside(folder))
+        _fsync_dir(folder.parent)
+    os.rename(tmp, folder)
+    _fsync_dir(folder.parent)
+    _remove_export(_aside(folder))
     return folder
 
 
@@ -167,30 +328,57 @@ class Export:
     folder: Path
 
 
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise RefusedFile(f"{path}: not readable JSON ({str(e).splitlines()[0][:200]})") from None
+    if not isinstance(value, dict):
+        raise RefusedFile(f"{path}: holds a {type(value).__name__}, not a JSON object")
+    return value
+
+
 def load_export(folder: str | os.PathLike, expect: type | None = None) -> Export:
-    """Load an export folder: build the module from ``config.yaml``, load ``model.safetensors``."""
-    from safetensors.torch import load_file
+    """Load an export folder: check ``config.yaml`` (model classes only, ``expect``, known
+    arguments) and the weights' sha256 against ``manifest.json``, then build the module and load
+    ``model.safetensors``. A refused folder raises :class:`RefusedFile` with nothing built."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load
 
     folder = Path(folder)
+    if not folder.exists() and is_export(_aside(folder)):  # a replace killed between its two renames
+        folder = _aside(folder)
     missing = [n for n in (CONFIG, WEIGHTS, STATS, MANIFEST) if not (folder / n).is_file()]
     if missing:
         raise FileNotFoundError(f"{folder}: not an export folder (missing {', '.join(missing)}); make one with "
                                 "`videogen export --ckpt CKPT --out DIR` or at the end of `videogen fit`")
-    config = yaml.safe_load((folder / CONFIG).read_text())
-    module = from_config(config)
-    if expect is not None and not isinstance(module, expect):
-        raise TypeError(f"{folder}: holds a {type(module).__name__}, expected a {expect.__name__}")
-    module.load_state_dict(load_file(str(folder / WEIGHTS)))
+    try:
+        config = yaml.safe_load((folder / CONFIG).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        raise RefusedFile(f"{folder / CONFIG}: not readable YAML ({str(e).splitlines()[0][:200]})") from None
+    _check_tree(config, str(folder / CONFIG), expect)
+    manifest, stats = _read_json(folder / MANIFEST), _read_json(folder / STATS)
+    weights = (folder / WEIGHTS).read_bytes()
+    if hashlib.sha256(weights).hexdigest() != manifest.get("weights_sha256"):
+        raise RefusedFile(f"{folder / WEIGHTS}: its sha256 is not the weights_sha256 of {folder / MANIFEST} (the "
+                          "weights were changed or damaged after export): export the stage again")
+    try:
+        state = load(weights)
+    except (SafetensorError, ValueError) as e:
+        raise RefusedFile(f"{folder / WEIGHTS}: not readable safetensors ({e})") from None
+    module = _build(config)
+    load_weights(module, state, str(folder / WEIGHTS))
     module.eval()
-    return Export(module, json.loads((folder / STATS).read_text()), json.loads((folder / MANIFEST).read_text()),
-                  config, folder)
+    return Export(module, stats, manifest, config, folder)
 
 
-def load_checkpoint_module(ckpt: str | os.PathLike) -> tuple[torch.nn.Module, dict[str, Any], dict[str, Any]]:
+def load_checkpoint_module(ckpt: str | os.PathLike, expect: type | None = None
+                           ) -> tuple[torch.nn.Module, dict[str, Any], dict[str, Any]]:
     """The pure module of a stage's Lightning checkpoint: ``(module, stats, record)``.
 
     Read with ``torch.load(weights_only=True)``; the stage module wrote ``checkpoint["videogen"]``
-    (its pure module's config, statistics and the state-dict prefix of the weights to export).
+    (its pure module's config, statistics and the state-dict prefix of the weights to export). The
+    record is checked like an export's ``config.yaml`` before anything is built.
     """
     ckpt = Path(ckpt)
     if not ckpt.is_file():
@@ -202,30 +390,37 @@ def load_checkpoint_module(ckpt: str | os.PathLike) -> tuple[torch.nn.Module, di
     record = state.get("videogen") if isinstance(state, dict) else None
     if not record:
         raise ValueError(f"{ckpt}: has no 'videogen' record; it was not written by a videogen stage module")
-    module = module_from_state(record, state["state_dict"])
+    module = module_from_state(record, state.get("state_dict"), expect, where=f"{ckpt} (its videogen record)")
     return module, record["stats"], {**record, "global_step": state.get("global_step"), "checkpoint": str(ckpt)}
 
 
-def module_from_state(record: dict[str, Any], state_dict: dict[str, Any]) -> torch.nn.Module:
+def module_from_state(record: dict[str, Any], state_dict: dict[str, Any], expect: type | None = None,
+                      where: str = "checkpoint record") -> torch.nn.Module:
     """A stage's pure module (in eval mode) from its ``checkpoint["videogen"]`` record and a whole
     (unsharded) LightningModule state dict: the weights under ``record["export_prefix"]``."""
-    module = from_config(record["config"])
+    if not isinstance(record, dict) or not isinstance(record.get("stats"), dict) \
+            or not isinstance(record.get("export_prefix"), str) or not isinstance(record.get("stage"), str):
+        raise RefusedFile(f"{where}: not a stage record (a mapping with stage, config, stats and export_prefix)")
+    if not isinstance(state_dict, dict):
+        raise RefusedFile(f"{where}: the checkpoint has no state_dict mapping")
+    _check_tree(record.get("config"), where, expect)
     prefix = record["export_prefix"]
-    module.load_state_dict({k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)})
+    module = _build(record["config"])
+    load_weights(module, {k[len(prefix):]: v for k, v in state_dict.items() if isinstance(k, str) and k.startswith(prefix)},
+                 where)
     return module.eval()
 
 
 def load_stage(path: str | os.PathLike, expect: type | None = None) -> Export:
     """An export folder, or a stage checkpoint (exported on the fly, in memory): what ``--vae`` takes."""
     path = Path(path)
-    if not path.exists():
+    interrupted = not path.exists() and is_export(_aside(path))  # a replace killed between its renames
+    if not path.exists() and not interrupted:
         raise FileNotFoundError(f"{path}: no such export folder or checkpoint (give the folder `videogen export` or "
                                 "StageExport wrote, or a stage's .ckpt)")
-    if path.is_dir():
+    if path.is_dir() or interrupted:
         return load_export(path, expect)
-    module, stats, record = load_checkpoint_module(path)
-    if expect is not None and not isinstance(module, expect):
-        raise TypeError(f"{path}: holds a {type(module).__name__}, expected a {expect.__name__}")
+    module, stats, record = load_checkpoint_module(path, expect)
     state = {k: v.contiguous() for k, v in module.state_dict().items()}
     digest = hashlib.sha256(b"".join(v.numpy().tobytes() for v in state.values() if v.device.type == "cpu"))
     manifest = {"class_path": record["config"]["class_path"], "weights_sha256": digest.hexdigest(),
