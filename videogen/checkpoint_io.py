@@ -5,7 +5,9 @@ final name: a process killed (or a disk that fills) during that write leaves a t
 ``last.ckpt`` where the previous good one was. This plugin writes a temporary file in the same
 folder, flushes and fsyncs it, ``os.replace``s it over the final name and fsyncs the folder, so
 the final name always holds either the previous complete checkpoint or the new complete one.
-A failed write removes the temporary file and raises an error naming the checkpoint.
+A failed write removes the temporary file and raises an error naming the checkpoint. A temporary
+file that a kill left behind (``.<name>.<host>-<pid>.partial``) is removed at the next save into the
+folder: its writer is no longer running on this host, or it has not been written to for an hour.
 
 Loading always uses ``torch.load(weights_only=True)``: a checkpoint is data, never code.
 
@@ -17,6 +19,9 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+import socket
+import time
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -27,6 +32,51 @@ from lightning.fabric.utilities.cloud_io import _is_local_file_protocol
 log = logging.getLogger("videogen")
 
 TMP_SUFFIX = ".partial"
+STALE_AFTER_S = 3600.0  # a partial file nobody wrote to for this long has no live writer anywhere
+_PARTIAL = re.compile(r"^\.(?P<name>.+?)\.(?:(?P<host>[^.]+)-)?(?P<pid>\d+)" + re.escape(TMP_SUFFIX) + "$")
+
+
+def _host() -> str:
+    return socket.gethostname().replace(".", "_").replace("-", "_") or "localhost"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def remove_stale_partials(folder: str | os.PathLike) -> list[Path]:
+    """Remove the temporary files of saves into ``folder`` that were killed: written by a process of
+    this host that is gone, or untouched for :data:`STALE_AFTER_S`. Files of live writers stay."""
+    removed = []
+    try:
+        entries = list(Path(folder).iterdir())
+    except OSError:
+        return removed
+    now = time.time()
+    for path in entries:
+        m = _PARTIAL.match(path.name)
+        if m is None or not path.is_file():
+            continue
+        pid, host = int(m["pid"]), m["host"] or _host()  # (files of older versions carry no host)
+        try:
+            idle = now - path.stat().st_mtime
+        except OSError:
+            continue
+        ours = host == _host() and pid == os.getpid()
+        if not ours and ((host == _host() and not _alive(pid)) or idle > STALE_AFTER_S):
+            try:
+                path.unlink()
+            except OSError:
+                continue
+            removed.append(path)
+            log.warning("removed %s: the temporary file of a checkpoint save that was killed", path)
+    return removed
 
 
 def fsync_dir(folder: str | os.PathLike) -> None:
@@ -56,7 +106,8 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
     """``torch.save`` to ``path`` through a fsynced temporary sibling and a rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}{TMP_SUFFIX}")
+    remove_stale_partials(path.parent)
+    tmp = path.with_name(f".{path.name}.{_host()}-{os.getpid()}{TMP_SUFFIX}")
     try:
         with open(tmp, "wb") as f:
             torch.save(obj, f)

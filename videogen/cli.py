@@ -108,6 +108,17 @@ def lightning_cli(args: list[str] | None = None, run: bool = True):
             except (ValueError, FileNotFoundError) as e:  # a constructor refused its config
                 config_error(str(e))
 
+        def _run_subcommand(self, subcommand: str) -> None:
+            try:
+                super()._run_subcommand(subcommand)
+            except RuntimeError as e:  # a checkpoint of another model config: one line naming the keys
+                problem = checkpoint_mismatch(e, self.trainer.ckpt_path, self.model)
+                if problem is None:
+                    raise
+                from videogen.callbacks.config_check import ConfigError
+
+                raise ConfigError(problem) from None
+
         def instantiate_trainer(self, **kwargs):
             trainer = super().instantiate_trainer(**kwargs)
             use_atomic_checkpoint_io(trainer)
@@ -125,6 +136,24 @@ def lightning_cli(args: list[str] | None = None, run: bool = True):
         run=run,
         auto_configure_optimizers=False,
     )
+
+
+def checkpoint_mismatch(error: RuntimeError, ckpt_path, model) -> str | None:
+    """Why the checkpoint being restored does not fit ``model`` (torch's multi-line state-dict error
+    made one line: the first missing, unexpected and shape-mismatched keys), or None if ``error`` is
+    something else."""
+    import os
+
+    import torch
+
+    from videogen.pretrained import state_mismatch
+
+    if "Error(s) in loading state_dict" not in str(error) or not ckpt_path or not os.path.isfile(ckpt_path):
+        return None
+    state = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)
+    problem = state_mismatch(model.state_dict(), state.get("state_dict") or {})
+    return problem and (f"ckpt_path={ckpt_path}: its weights do not fit this model config: {problem}; resume with a "
+                        "checkpoint of this config, or leave out --ckpt_path to start a new run")
 
 
 def config_error(message: str) -> None:
