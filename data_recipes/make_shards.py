@@ -35,6 +35,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 from videogen.data.decode import IMAGE_EXTENSIONS, MEDIA_EXTENSIONS, DecodeError, ImageDecoder, PyAVDecoder
 from videogen.data.manifest import MANIFEST_NAME, DatasetManifest, ShardStats, provenance
+from videogen.data.out_folder import check_out_apart
 from videogen.data.writer import TarShardWriter, shard_name
 
 STATE_DIR = ".make-shards"
@@ -51,13 +52,12 @@ class MakeShardsError(ValueError):
 # ---------------------------------------------------------------- listing files and captions
 
 
-def list_files(src: Path, exclude: Iterable[Path] = ()) -> list[tuple[str, int, int]]:
-    """Every file under ``src`` as ``(relative posix path, size, mtime_ns)``, sorted; ``exclude``
-    folders (the output folder when it sits inside ``src``) are not entered."""
-    excluded = {p.resolve() for p in exclude}
+def list_files(src: Path) -> list[tuple[str, int, int]]:
+    """Every file under ``src`` as ``(relative posix path, size, mtime_ns)``, sorted (``--out`` is
+    never inside ``src``: videogen.data.out_folder)."""
     found = []
     for root, dirs, files in os.walk(src):
-        dirs[:] = sorted(d for d in dirs if (Path(root) / d).resolve() not in excluded)
+        dirs.sort()
         for name in files:
             path = Path(root) / name
             try:
@@ -474,6 +474,7 @@ def make_shards(src: str | os.PathLike, out: str | os.PathLike, *, captions: str
     src, out = Path(src), Path(out)
     if not src.is_dir():
         raise MakeShardsError(f"--src {src}: not a folder")
+    check_out_apart(out, str(src), "--src")
     if min_side < 0 or min_frames < 0 or shard_size_mb <= 0 or workers < 1:
         raise MakeShardsError("--min-side and --min-frames must be >= 0, --shard-size-mb > 0 and --workers >= 1")
     if clip_seconds is not None and clip_seconds <= 0 or max_duration is not None and max_duration <= 0:
@@ -486,7 +487,7 @@ def make_shards(src: str | os.PathLike, out: str | os.PathLike, *, captions: str
             "clip_seconds": clip_seconds, "shard_size_mb": shard_size_mb,
             "allow_missing_captions": allow_missing_captions}
     captions_file = Path(captions).resolve() if captions else None
-    files = [f for f in list_files(src, exclude=[out]) if (src / f[0]).resolve() != captions_file]
+    files = [f for f in list_files(src) if (src / f[0]).resolve() != captions_file]
     sources = hashlib.sha256(json.dumps(files).encode()).hexdigest()
     out.mkdir(parents=True, exist_ok=True)
     plan = _load_or_refuse(out, args, sources)

@@ -34,6 +34,7 @@ from data_recipes.curate.score import load_done, score_shard
 from data_recipes.curate.scorers import build_scorers
 from videogen.data import stages
 from videogen.data.manifest import MANIFEST_NAME, DatasetManifest, ShardStats, provenance
+from videogen.data.out_folder import check_out_apart
 from videogen.data.shards import expand_urls, is_remote
 from videogen.data.writer import TarShardWriter
 
@@ -128,8 +129,7 @@ def curate(data: str | list[str], out: str | os.PathLike, options: CurateOptions
         urls = expand_urls(data)
     except FileNotFoundError as e:
         raise CurateError(str(e)) from e
-    if any(Path(u).resolve().parent == out.resolve() for u in urls):
-        raise CurateError(f"--out {out} is the input folder; give another one")
+    check_out_apart(out, data)
     extra = list(scorers or [])
     run_scorers = build_scorers(opts.clip_model, opts.scorers, extra)
     if opts.filter:  # a malformed expression fails now, not after the scoring (names are checked after)

@@ -144,7 +144,7 @@ def test_bad_arguments(synthetic_set, captioner_export, tmp_path, capsys):
     assert "no such shard" in capsys.readouterr().out
     assert main(["recaption", "--ckpt", str(captioner_export), "--data", str(synthetic_set / "val"),
                  "--out", str(synthetic_set / "val")]) == 2
-    assert "is the input folder" in capsys.readouterr().out
+    assert "is the input folder" in capsys.readouterr().err
     vae_like = tmp_path / "notcap"
     from tests.test_configs import make_vae_export
 

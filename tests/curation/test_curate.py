@@ -278,7 +278,9 @@ def test_bad_options_are_clear_errors(labelled, tmp_path):
         run(src, tmp_path / "o", workers=0)
     with pytest.raises(CurateError, match="give both --shard-index and --num-shard-groups"):
         run(src, tmp_path / "o", shard_index=0)
-    with pytest.raises(CurateError, match="is the input folder"):
+    from videogen.pretrained import RefusedFile
+
+    with pytest.raises(RefusedFile, match="is the input folder"):
         run(src, src)
     with pytest.raises(FileNotFoundError, match="clip_model .*no config.json"):
         run(src, tmp_path / "o", options=CurateOptions(clip_model=str(tmp_path)))

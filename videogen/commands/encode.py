@@ -67,12 +67,14 @@ def encode(vae: str, data: list[str] | str, out: str | Path, *, max_area: int = 
     from videogen.data.buckets import Bucket, Bucketer
     from videogen.data.loader import ShardPassStream, StreamOptions
     from videogen.data.manifest import DatasetManifest, provenance
+    from videogen.data.out_folder import check_out_apart
     from videogen.data.shards import expand_urls
     from videogen.encoding import vae_identity
     from videogen.modules.encode import EncodeModule
 
-    out = Path(out)
     module = EncodeModule(vae, chunk_frames=chunk_frames)
+    check_out_apart(out, data)
+    out = Path(out)
     identity = vae_identity(module.export)
     previous = DatasetManifest.find(out)
     if previous is not None and previous.created_by.get("vae", {}).get("weights_sha256") != identity["weights_sha256"]:

@@ -174,6 +174,7 @@ def recaption(ckpt: str, data: list[str] | str, out: str | Path, *, name: str = 
 
     from videogen.captioning import CaptionRunner, load_captioner
     from videogen.data.decode import make_decoder
+    from videogen.data.out_folder import check_out_apart
     from videogen.data.shards import expand_urls
     from videogen.data.stages import Skips
     from videogen.data.writer import TarShardWriter
@@ -182,6 +183,7 @@ def recaption(ckpt: str, data: list[str] | str, out: str | Path, *, name: str = 
         raise ValueError(f"--name {name!r}: give a plain caption name (no dots), e.g. recaption")
     if batch_size < 1 or max_new_tokens < 1:
         raise ValueError("--batch-size and --max-new-tokens must be >= 1")
+    check_out_apart(out, data)
     rank, world_size = rank_and_world(rank, world_size)
     if device is None:
         local = int(os.environ.get("LOCAL_RANK", os.environ.get("SLURM_LOCALID", 0)))
@@ -193,8 +195,6 @@ def recaption(ckpt: str, data: list[str] | str, out: str | Path, *, name: str = 
     names = [Path(u).name for u in urls]
     if len(set(names)) != len(names):
         raise ValueError("input shards share file names (from different folders); recaption each folder on its own")
-    if out.resolve() in {Path(u).resolve().parent for u in urls}:
-        raise ValueError(f"--out {out} is the input folder: write the recaptioned shards to a new folder")
     done = finished_shards(out)
     for shard, record in done.items():
         wrote = record.get("captioner", {}).get("weights_sha256")
