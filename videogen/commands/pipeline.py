@@ -21,12 +21,15 @@ import argparse
 import hashlib
 import json
 import os
+import re
 import shlex
 import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+STEP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")  # also the stamp's file name under the state folder
 
 HELP = "run the stage chain (data -> VAE -> captioner -> recaption -> encode -> DiT -> samples), skipping finished steps"
 
@@ -56,6 +59,9 @@ def load_steps(config: str | Path) -> tuple[list[Step], Path, list[str]]:
         where = f"{config}: steps[{i}]"
         if not isinstance(entry, dict) or "name" not in entry or "run" not in entry:
             raise ValueError(f"{where}: each step needs a name and a run (the videogen command line)")
+        if not isinstance(entry["name"], str) or not STEP_NAME.fullmatch(entry["name"]):
+            raise ValueError(f"{where}: step name {entry['name']!r} is not a plain name (letters, digits, - and _, "
+                             "at most 64, e.g. encode-train): it names the step's stamp file in the state folder")
         bad = set(entry) - {"name", "run", "outputs", "resume", "inputs"}
         if bad:
             raise ValueError(f"{where} ({entry['name']}): unknown keys {sorted(bad)}")

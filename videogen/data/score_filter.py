@@ -11,6 +11,9 @@ Grammar (a tokenizer and a recursive-descent parser; nothing is ever passed to `
     comparison := operand (("<" | "<=" | ">" | ">=" | "==" | "!=") operand)*   # chained: a < b < c
     operand    := NUMBER | "true" | "false" | NAME | "(" expr ")" | "-" operand
 
+Parentheses, ``not`` and ``-`` nest at most :data:`MAX_NESTING` deep (a deeper expression is a
+:class:`FilterError`, not a ``RecursionError`` in the parser or the evaluator).
+
 Names are a sample's numeric or boolean json fields (``width``, ``height``, ``fps``,
 ``num_frames``, ``duration``) and its curation scores (``json["curation"]``, written by
 ``videogen curate``: ``motion``, ``jitter``, ``duplicate``, ``sharpness``, ...). A name given in
@@ -38,6 +41,7 @@ log = logging.getLogger("videogen.data")
 # the json fields every sample may be filtered on, besides its curation scores
 META_NAMES = {"width": "number", "height": "number", "fps": "number", "num_frames": "number", "duration": "number"}
 KEYWORDS = {"and", "or", "not", "true", "false"}
+MAX_NESTING = 32  # levels of ( ), not and -: far more than a filter needs, far less than Python's stack
 _TOKEN = re.compile(r"\s*(?:(?P<number>\d+\.?\d*(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?)|(?P<name>[A-Za-z_][A-Za-z0-9_]*)"
                     r"|(?P<op><=|>=|==|!=|<|>|\(|\)|-))")
 
@@ -91,7 +95,19 @@ _COMPARE = {"<": lambda a, b: a < b, "<=": lambda a, b: a <= b, ">": lambda a, b
 
 class _Parser:
     def __init__(self, text: str):
-        self.text, self.tokens, self.i = text, tokenize(text), 0
+        self.text, self.tokens, self.i, self.depth = text, tokenize(text), 0, 0
+
+    def nested(self, pos: int, parse):
+        """``parse()`` one level deeper (inside ``(``, ``not`` or ``-``), refusing a runaway depth."""
+        if self.depth >= MAX_NESTING:
+            shown = self.text if len(self.text) <= 60 else self.text[:57] + "..."
+            raise FilterError(f"filter {shown!r}, column {pos + 1}: nested deeper than {MAX_NESTING} levels of "
+                              "( ), not and -; write the condition flatter")
+        self.depth += 1
+        try:
+            return parse()
+        finally:
+            self.depth -= 1
 
     def peek(self) -> _Tok:
         return self.tokens[self.i]
@@ -131,7 +147,7 @@ class _Parser:
     def not_expr(self):
         if self.at("not"):
             pos = self.take().pos
-            return ("not", self.not_expr(), pos)
+            return ("not", self.nested(pos, self.not_expr), pos)
         return self.comparison()
 
     def comparison(self):
@@ -152,13 +168,13 @@ class _Parser:
         if tok.kind == "name":
             return ("name", tok.value, tok.pos)
         if tok.kind == "op" and tok.value == "(":
-            node = self.expr()
+            node = self.nested(tok.pos, self.expr)
             close = self.take()
             if close.kind != "op" or close.value != ")":
                 raise _error(self.text, close.pos, "missing ')'")
             return node
         if tok.kind == "op" and tok.value == "-":
-            return ("neg", self.operand(), tok.pos)
+            return ("neg", self.nested(tok.pos, self.operand), tok.pos)
         what = "the end" if tok.kind == "end" else repr(tok.value)
         raise _error(self.text, tok.pos, f"expected a number, a name, true, false or '(' but found {what}")
 
