@@ -174,10 +174,11 @@ def main(argv: list[str] | None = None) -> int:
         return run_extra(argv[0], argv[1:])
     if argv[0] in TRAINER_COMMANDS:
         from videogen.callbacks.config_check import ConfigError
+        from videogen.pretrained import RefusedFile
 
         try:
             lightning_cli(argv)
-        except ConfigError as e:  # found at setup, before the first step
+        except (ConfigError, RefusedFile) as e:  # found at setup, before the first step (or an export refused)
             print(f"videogen: error: {e}", file=sys.stderr)
             return 2
         return 0

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from reliability_helpers import ROOT, child_env, fit_config, make_shards, run_fit, start_fit, tiny_vae_model, wait_for
-from videogen.checkpoint_io import AtomicCheckpointIO, _host
+from videogen.checkpoint_io import AtomicCheckpointIO
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +25,19 @@ def dead_pid() -> int:
     return proc.pid
 
 
+def test_the_partial_a_killed_save_left_is_removed_at_the_next_save(tmp_path):
+    """The temporary file as 99e149e names it (``.<name>.<pid>.partial``), its writer gone."""
+    folder = tmp_path / "ckpt"
+    folder.mkdir()
+    stale = folder / f".last.ckpt.{dead_pid()}.partial"
+    stale.write_bytes(b"half a checkpoint")
+    AtomicCheckpointIO().save_checkpoint({"state_dict": {"w": torch.ones(3)}, "global_step": 1}, folder / "last.ckpt")
+    assert sorted(p.name for p in folder.iterdir()) == ["last.ckpt"]
+
+
 def test_partials_of_killed_saves_are_removed_at_the_next_save_and_live_ones_kept(tmp_path):
+    from videogen.checkpoint_io import _host
+
     live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         folder = tmp_path / "ckpt"

@@ -79,6 +79,7 @@ def test_an_export_naming_a_pipe_gadget_runs_nothing(tmp_path, shards, capsys, c
     assert_refused(rc, err, export / CONFIG, "videogen.data.stages._open_url", "not a videogen model class")
 
 
+@pytest.mark.slow
 def test_a_dit_config_whose_vae_is_hostile_runs_nothing(tmp_path, shards):
     """`videogen fit` of a DiT whose `vae:` names a hostile export: the real command, in its own process."""
     marker = tmp_path / "PWNED"

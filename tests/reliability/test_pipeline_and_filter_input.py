@@ -9,7 +9,9 @@ import yaml
 
 from reliability_helpers import ROOT, child_env, make_shards
 from videogen.cli import main
-from videogen.data.score_filter import MAX_NESTING, FilterError, ScoreFilter
+from videogen.data.score_filter import FilterError, ScoreFilter
+
+MAX_NESTING = 32  # videogen.data.score_filter.MAX_NESTING
 
 
 @pytest.mark.parametrize("name", ["../../escaped", "/tmp/abs", "a/b", "..", ".hidden", "", 7, "x" * 65, "a b"])
@@ -49,6 +51,9 @@ def test_a_deeply_nested_filter_is_a_filter_error(kind):
 
 
 def test_nesting_up_to_the_limit_still_parses_and_evaluates():
+    from videogen.data import score_filter
+
+    assert score_filter.MAX_NESTING == MAX_NESTING
     f = ScoreFilter("(" * MAX_NESTING + "motion > 1" + ")" * MAX_NESTING, {"motion": "number"})
     assert f({"motion": 2.0}) and not f({"motion": 0.5})
     assert ScoreFilter("not " * MAX_NESTING + "duplicate", {"duplicate": "bool"})({"duplicate": True})  # even: itself
