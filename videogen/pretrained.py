@@ -117,9 +117,14 @@ def _model_class(class_path: Any, where: str) -> type:
     return cls
 
 
-def _check_tree(config: Any, where: str, expect: type | None = None) -> None:
+MAX_CONFIG_DEPTH = 32  # nested mappings/lists in a config tree: far more than any model needs
+
+
+def _check_tree(config: Any, where: str, expect: type | None = None, depth: int = 0) -> None:
     """Walk a ``class_path`` + ``init_args`` tree without building anything: every class_path is a
     model class, the top one is ``expect`` (when given), every init_args key is a constructor argument."""
+    if depth > MAX_CONFIG_DEPTH:
+        raise RefusedFile(f"{where}: nested deeper than {MAX_CONFIG_DEPTH} levels")
     if not isinstance(config, dict) or not isinstance(config.get("class_path"), str):
         raise RefusedFile(f"{where}: not a class_path + init_args mapping")
     extra = set(config) - {"class_path", "init_args"}
@@ -137,20 +142,22 @@ def _check_tree(config: Any, where: str, expect: type | None = None) -> None:
     if unknown:
         raise RefusedFile(f"{where}: {cls.__name__} takes no argument {unknown[0]!r} (it takes {', '.join(params)})")
 
-    def walk(value: Any, at: str) -> None:
+    def walk(value: Any, at: str, level: int) -> None:
+        if level > MAX_CONFIG_DEPTH:
+            raise RefusedFile(f"{at}: nested deeper than {MAX_CONFIG_DEPTH} levels")
         if isinstance(value, dict) and "class_path" in value:
-            _check_tree(value, at)
+            _check_tree(value, at, depth=level)
         elif isinstance(value, dict):
             for k, v in value.items():
-                walk(v, f"{at}.{k}")
+                walk(v, f"{at}.{k}", level + 1)
         elif isinstance(value, list):
             for i, v in enumerate(value):
-                walk(v, f"{at}[{i}]")
+                walk(v, f"{at}[{i}]", level + 1)
         elif not (value is None or isinstance(value, (bool, int, float, str))):
             raise RefusedFile(f"{at}: a {type(value).__name__} is not a config value")
 
     for k, v in init_args.items():
-        walk(v, f"{where} at {cls.__name__}.{k}")
+        walk(v, f"{where} at {cls.__name__}.{k}", depth + 1)
 
 
 def from_config(config: dict[str, Any], expect: type | None = None, where: str = "config") -> Any:
@@ -199,6 +206,14 @@ def load_weights(module: torch.nn.Module, state: dict[str, Any], where: str) -> 
     if problem:
         raise RefusedFile(f"{where}: the weights do not fit the {type(module).__name__} its config describes: {problem}")
     module.load_state_dict(state)
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
 
 
 def git_commit() -> str | None:
@@ -285,7 +300,7 @@ def save_export(folder: str | os.PathLike, module: torch.nn.Module, stats: dict[
     renames leaves the old export at ``.<name>.old``: :func:`load_export` reads it there and the next
     save puts it back first). ``folder`` must be absent, empty or an export: any other folder (a run
     with its checkpoints, a shard set) is refused with :class:`RefusedFile` and left untouched."""
-    from safetensors.torch import save
+    from safetensors.torch import save_file
 
     import videogen
 
@@ -300,13 +315,14 @@ def save_export(folder: str | os.PathLike, module: torch.nn.Module, stats: dict[
     tmp.mkdir(parents=True)
     config = to_config(module)
     state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
-    weights = save(state, metadata={"class_path": config["class_path"]})
-    manifest = {"class_path": config["class_path"], "weights_sha256": hashlib.sha256(weights).hexdigest(),
+    save_file(state, str(tmp / WEIGHTS), metadata={"class_path": config["class_path"]})
+    with open(tmp / WEIGHTS, "rb+") as f:
+        os.fsync(f.fileno())
+    manifest = {"class_path": config["class_path"], "weights_sha256": sha256_file(tmp / WEIGHTS),
                 "num_parameters": sum(p.numel() for p in module.parameters()), "inputs": inputs or {},
                 "videogen_version": videogen.__version__, "git_commit": git_commit(),
                 "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
     _write_synced(tmp / CONFIG, yaml.safe_dump(config, sort_keys=False).encode())
-    _write_synced(tmp / WEIGHTS, weights)
     _write_synced(tmp / STATS, (json.dumps(stats, indent=2) + "\n").encode())
     _write_synced(tmp / MANIFEST, (json.dumps(manifest, indent=2) + "\n").encode())
     _fsync_dir(tmp)
@@ -331,8 +347,8 @@ class Export:
 def _read_json(path: Path) -> dict[str, Any]:
     try:
         value = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as e:
-        raise RefusedFile(f"{path}: not readable JSON ({str(e).splitlines()[0][:200]})") from None
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise RefusedFile(f"{path}: not readable JSON ({(str(e) or type(e).__name__).splitlines()[0][:200]})") from None
     if not isinstance(value, dict):
         raise RefusedFile(f"{path}: holds a {type(value).__name__}, not a JSON object")
     return value
@@ -343,7 +359,7 @@ def load_export(folder: str | os.PathLike, expect: type | None = None) -> Export
     arguments) and the weights' sha256 against ``manifest.json``, then build the module and load
     ``model.safetensors``. A refused folder raises :class:`RefusedFile` with nothing built."""
     from safetensors import SafetensorError
-    from safetensors.torch import load
+    from safetensors.torch import load_file
 
     folder = Path(folder)
     if not folder.exists() and is_export(_aside(folder)):  # a replace killed between its two renames
@@ -354,16 +370,15 @@ def load_export(folder: str | os.PathLike, expect: type | None = None) -> Export
                                 "`videogen export --ckpt CKPT --out DIR` or at the end of `videogen fit`")
     try:
         config = yaml.safe_load((folder / CONFIG).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
-        raise RefusedFile(f"{folder / CONFIG}: not readable YAML ({str(e).splitlines()[0][:200]})") from None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError) as e:
+        raise RefusedFile(f"{folder / CONFIG}: not readable YAML ({(str(e) or type(e).__name__).splitlines()[0][:200]})") from None
     _check_tree(config, str(folder / CONFIG), expect)
     manifest, stats = _read_json(folder / MANIFEST), _read_json(folder / STATS)
-    weights = (folder / WEIGHTS).read_bytes()
-    if hashlib.sha256(weights).hexdigest() != manifest.get("weights_sha256"):
+    if sha256_file(folder / WEIGHTS) != manifest.get("weights_sha256"):
         raise RefusedFile(f"{folder / WEIGHTS}: its sha256 is not the weights_sha256 of {folder / MANIFEST} (the "
                           "weights were changed or damaged after export): export the stage again")
     try:
-        state = load(weights)
+        state = load_file(str(folder / WEIGHTS))
     except (SafetensorError, ValueError) as e:
         raise RefusedFile(f"{folder / WEIGHTS}: not readable safetensors ({e})") from None
     module = _build(config)

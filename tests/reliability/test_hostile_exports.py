@@ -181,6 +181,21 @@ def test_unknown_init_args_are_refused(tmp_path, shards, capsys):
     assert_refused(rc, err, export / CONFIG, "VideoAutoencoder takes no argument 'url'")
 
 
+@pytest.mark.parametrize("depth", [40, 100000])
+def test_a_config_nested_without_end_is_one_line(tmp_path, shards, capsys, depth):
+    export = save_export(tmp_path / "vae", tiny_vae(), STATS)
+    if depth < 1000:  # nested mappings that the tree walk would follow
+        value = 1
+        for _ in range(depth):
+            value = {"a": value}
+        (export / CONFIG).write_text(yaml.safe_dump({"class_path": "videogen.models.vae.VideoAutoencoder",
+                                                     "init_args": {"bottleneck": value}}))
+    else:  # flow-style lists deeper than the YAML reader's recursion
+        (export / CONFIG).write_text("[" * depth + "]" * depth)
+    rc, out, err = run_cli(["eval-vae", "--vae", export, "--data", shards], capsys)
+    assert_refused(rc, err, export / CONFIG, "nested deeper than 32 levels" if depth < 1000 else "not readable YAML")
+
+
 def test_tampered_weights_are_refused_by_their_sha256(tmp_path, shards, capsys):
     export = save_export(tmp_path / "vae", tiny_vae(), STATS)
     data = bytearray((export / WEIGHTS).read_bytes())
