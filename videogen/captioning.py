@@ -156,13 +156,14 @@ def swap_words(text: str, swaps: dict[str, str]) -> str:
 def load_captioner(path: str | Path):
     """A captioner export folder or checkpoint -> (export, tokens). The export's ``stats.json`` names
     the tokenizer, the prompt templates and the frame size used in training."""
+    from videogen.models.captioner import HFVisionCaptioner, VideoCaptioner
     from videogen.pretrained import load_stage
 
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such captioner export folder or checkpoint (train one with "
                                 "`videogen fit --config configs/captioner/quickstart.yaml`)")
-    export = load_stage(path)
+    export = load_stage(path, expect=(VideoCaptioner, HFVisionCaptioner))
     if export.stats.get("stage") != "captioner":
         raise TypeError(f"{path}: holds a {type(export.module).__name__} (stage {export.stats.get('stage')!r}), "
                         "not a captioner")

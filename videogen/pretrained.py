@@ -120,7 +120,7 @@ def _model_class(class_path: Any, where: str) -> type:
 MAX_CONFIG_DEPTH = 32  # nested mappings/lists in a config tree: far more than any model needs
 
 
-def _check_tree(config: Any, where: str, expect: type | None = None, depth: int = 0) -> None:
+def _check_tree(config: Any, where: str, expect: type | tuple[type, ...] | None = None, depth: int = 0) -> None:
     """Walk a ``class_path`` + ``init_args`` tree without building anything: every class_path is a
     model class, the top one is ``expect`` (when given), every init_args key is a constructor argument."""
     if depth > MAX_CONFIG_DEPTH:
@@ -132,7 +132,8 @@ def _check_tree(config: Any, where: str, expect: type | None = None, depth: int 
         raise RefusedFile(f"{where}: unknown keys {sorted(extra)} beside class_path and init_args")
     cls = _model_class(config["class_path"], where)
     if expect is not None and not issubclass(cls, expect):
-        raise RefusedFile(f"{where}: holds a {cls.__name__}, expected a {expect.__name__}")
+        wanted = " or a ".join(e.__name__ for e in (expect if isinstance(expect, tuple) else (expect,)))
+        raise RefusedFile(f"{where}: holds a {cls.__name__}, expected a {wanted}")
     init_args = config.get("init_args") or {}
     if not isinstance(init_args, dict):
         raise RefusedFile(f"{where}: init_args of {cls.__name__} is a {type(init_args).__name__}, not a mapping")
@@ -160,7 +161,7 @@ def _check_tree(config: Any, where: str, expect: type | None = None, depth: int 
         walk(v, f"{where} at {cls.__name__}.{k}", depth + 1)
 
 
-def from_config(config: dict[str, Any], expect: type | None = None, where: str = "config") -> Any:
+def from_config(config: dict[str, Any], expect: type | tuple[type, ...] | None = None, where: str = "config") -> Any:
     """Build a module from :func:`to_config` output (nested ``class_path`` dicts included). The whole
     tree is checked first (:func:`_check_tree`): a refused tree raises :class:`RefusedFile` before
     any constructor runs."""
@@ -354,7 +355,7 @@ def _read_json(path: Path) -> dict[str, Any]:
     return value
 
 
-def load_export(folder: str | os.PathLike, expect: type | None = None) -> Export:
+def load_export(folder: str | os.PathLike, expect: type | tuple[type, ...] | None = None) -> Export:
     """Load an export folder: check ``config.yaml`` (model classes only, ``expect``, known
     arguments) and the weights' sha256 against ``manifest.json``, then build the module and load
     ``model.safetensors``. A refused folder raises :class:`RefusedFile` with nothing built."""
@@ -387,7 +388,7 @@ def load_export(folder: str | os.PathLike, expect: type | None = None) -> Export
     return Export(module, stats, manifest, config, folder)
 
 
-def load_checkpoint_module(ckpt: str | os.PathLike, expect: type | None = None
+def load_checkpoint_module(ckpt: str | os.PathLike, expect: type | tuple[type, ...] | None = None
                            ) -> tuple[torch.nn.Module, dict[str, Any], dict[str, Any]]:
     """The pure module of a stage's Lightning checkpoint: ``(module, stats, record)``.
 
@@ -409,7 +410,7 @@ def load_checkpoint_module(ckpt: str | os.PathLike, expect: type | None = None
     return module, record["stats"], {**record, "global_step": state.get("global_step"), "checkpoint": str(ckpt)}
 
 
-def module_from_state(record: dict[str, Any], state_dict: dict[str, Any], expect: type | None = None,
+def module_from_state(record: dict[str, Any], state_dict: dict[str, Any], expect: type | tuple[type, ...] | None = None,
                       where: str = "checkpoint record") -> torch.nn.Module:
     """A stage's pure module (in eval mode) from its ``checkpoint["videogen"]`` record and a whole
     (unsharded) LightningModule state dict: the weights under ``record["export_prefix"]``."""
@@ -426,7 +427,7 @@ def module_from_state(record: dict[str, Any], state_dict: dict[str, Any], expect
     return module.eval()
 
 
-def load_stage(path: str | os.PathLike, expect: type | None = None) -> Export:
+def load_stage(path: str | os.PathLike, expect: type | tuple[type, ...] | None = None) -> Export:
     """An export folder, or a stage checkpoint (exported on the fly, in memory): what ``--vae`` takes."""
     path = Path(path)
     interrupted = not path.exists() and is_export(_aside(path))  # a replace killed between its renames

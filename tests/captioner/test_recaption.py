@@ -151,7 +151,7 @@ def test_bad_arguments(synthetic_set, captioner_export, tmp_path, capsys):
     make_vae_export(vae_like, 4)
     assert main(["recaption", "--ckpt", str(vae_like), "--data", str(synthetic_set / "val"),
                  "--out", str(tmp_path / "o")]) == 2
-    assert "not a captioner" in capsys.readouterr().out
+    assert "holds a VideoAutoencoder, expected a VideoCaptioner or a HFVisionCaptioner" in capsys.readouterr().err
 
 
 def test_another_captioner_may_not_continue_a_folder(synthetic_set, captioner_export, tmp_path):
