@@ -29,6 +29,8 @@ import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.fabric.utilities.cloud_io import _is_local_file_protocol
 
+from videogen.pretrained import fsync_dir
+
 log = logging.getLogger("videogen")
 
 TMP_SUFFIX = ".partial"
@@ -77,20 +79,6 @@ def remove_stale_partials(folder: str | os.PathLike) -> list[Path]:
             removed.append(path)
             log.warning("removed %s: the temporary file of a checkpoint save that was killed", path)
     return removed
-
-
-def fsync_dir(folder: str | os.PathLike) -> None:
-    """Make a rename in ``folder`` durable (a no-op where folders cannot be opened, e.g. Windows)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _os_error(e: BaseException | None) -> OSError | None:

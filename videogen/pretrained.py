@@ -194,8 +194,9 @@ def state_mismatch(expected: dict[str, Any], given: dict[str, Any], limit: int =
     ``expected``: the first few missing, unexpected and shape-mismatched keys, on one line; None if it fits."""
     missing = [k for k in expected if k not in given]
     unexpected = [k for k in given if k not in expected]
-    shapes = [f"{k} {tuple(given[k].shape)} vs {tuple(expected[k].shape)}" for k in expected
-              if k in given and hasattr(given[k], "shape") and tuple(given[k].shape) != tuple(expected[k].shape)]
+    shapes = [f"{k} {tuple(given[k].shape)} vs {tuple(expected[k].shape)}" if isinstance(given[k], torch.Tensor)
+              else f"{k} (a {type(given[k]).__name__}, not a tensor)" for k in expected
+              if k in given and not (isinstance(given[k], torch.Tensor) and given[k].shape == expected[k].shape)]
     parts = [f"{len(keys)} {what} ({', '.join(keys[:limit])}{', ...' if len(keys) > limit else ''})"
              for what, keys in (("missing", missing), ("unexpected", unexpected), ("shape-mismatched", shapes)) if keys]
     return "; ".join(parts) or None
@@ -260,7 +261,8 @@ def _write_synced(path: Path, data: bytes) -> None:
         os.fsync(f.fileno())
 
 
-def _fsync_dir(folder: Path) -> None:
+def fsync_dir(folder: str | os.PathLike) -> None:
+    """Make a rename in ``folder`` durable (a no-op where folders cannot be opened, e.g. Windows)."""
     try:
         fd = os.open(folder, os.O_RDONLY)
     except OSError:
@@ -281,7 +283,7 @@ def _recover(folder: Path) -> None:
         return
     if not folder.exists() and is_export(aside):
         os.rename(aside, folder)
-        _fsync_dir(folder.parent)
+        fsync_dir(folder.parent)
     elif is_export(folder):
         _remove_export(aside)
 
@@ -326,12 +328,12 @@ def save_export(folder: str | os.PathLike, module: torch.nn.Module, stats: dict[
     _write_synced(tmp / CONFIG, yaml.safe_dump(config, sort_keys=False).encode())
     _write_synced(tmp / STATS, (json.dumps(stats, indent=2) + "\n").encode())
     _write_synced(tmp / MANIFEST, (json.dumps(manifest, indent=2) + "\n").encode())
-    _fsync_dir(tmp)
+    fsync_dir(tmp)
     if folder.exists():
         os.rename(folder, _aside(folder))
-        _fsync_dir(folder.parent)
+        fsync_dir(folder.parent)
     os.rename(tmp, folder)
-    _fsync_dir(folder.parent)
+    fsync_dir(folder.parent)
     _remove_export(_aside(folder))
     return folder
 

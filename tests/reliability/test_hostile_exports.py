@@ -220,3 +220,19 @@ def test_an_untouched_export_still_loads(tmp_path):
     export = load_export(save_export(tmp_path / "vae", vae, STATS), expect=VideoAutoencoder)
     assert all(torch.equal(a, b) for a, b in zip(export.module.state_dict().values(), vae.state_dict().values()))
     assert json.loads((tmp_path / "vae" / MANIFEST).read_text())["weights_sha256"] == export.manifest["weights_sha256"]
+
+
+def test_a_checkpoint_whose_weights_are_not_tensors_is_one_line(tmp_path, capsys):
+    """A record of the right model, its state dict holding a number where a weight belongs."""
+    from videogen.pretrained import to_config
+
+    vae = tiny_vae()
+    ckpt = tmp_path / "odd.ckpt"
+    state = {f"vae.{k}": v for k, v in vae.state_dict().items()}
+    first = next(iter(state))
+    state[first] = 3
+    torch.save({"videogen": {"stage": "vae", "config": to_config(vae), "stats": dict(STATS), "export_prefix": "vae."},
+                "state_dict": state}, ckpt)
+    rc, out, err = run_cli(["export", "--ckpt", ckpt, "--out", tmp_path / "export"], capsys)
+    assert_refused(rc, err, ckpt, f"{first[len('vae.'):]} (a int, not a tensor)")
+    assert not (tmp_path / "export").exists()
