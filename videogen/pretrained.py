@@ -194,7 +194,7 @@ def state_mismatch(expected: dict[str, Any], given: dict[str, Any], limit: int =
     ``expected``: the first few missing, unexpected and shape-mismatched keys, on one line; None if it fits."""
     missing = [k for k in expected if k not in given]
     unexpected = [k for k in given if k not in expected]
-    shapes = [f"{k} {tuple(given[k].shape)} vs {tuple(expected[k].shape)}" if isinstance(given[k], torch.Tensor)
+    shapes = [f"{k} {tuple(given[k].shape)} (expected {tuple(expected[k].shape)})" if isinstance(given[k], torch.Tensor)
               else f"{k} (a {type(given[k]).__name__}, not a tensor)" for k in expected
               if k in given and not (isinstance(given[k], torch.Tensor) and given[k].shape == expected[k].shape)]
     parts = [f"{len(keys)} {what} ({', '.join(keys[:limit])}{', ...' if len(keys) > limit else ''})"
