@@ -202,6 +202,21 @@ def state_mismatch(expected: dict[str, Any], given: dict[str, Any], limit: int =
     return "; ".join(parts) or None
 
 
+def check_shapes_first(config: dict[str, Any], state: dict[str, Any], where: str) -> None:
+    """Build the module on the meta device (no memory taken) and compare its state dict with the
+    weights' shapes before the real build: a config.yaml sized unlike its weights (a hostile
+    ``base_channels: 100000``) is refused before it can allocate anything. A constructor that
+    cannot run on the meta device (one that reads a folder of its own) is left to the real build."""
+    try:
+        with torch.device("meta"):
+            skeleton = _build(config)
+    except Exception:
+        return
+    problem = state_mismatch(skeleton.state_dict(), state)
+    if problem:
+        raise RefusedFile(f"{where}: the weights do not fit the {type(skeleton).__name__} its config describes: {problem}")
+
+
 def load_weights(module: torch.nn.Module, state: dict[str, Any], where: str) -> None:
     """``module.load_state_dict(state)``, or one line naming the keys that do not fit."""
     problem = state_mismatch(module.state_dict(), state)
@@ -361,7 +376,7 @@ def load_export(folder: str | os.PathLike, expect: type | tuple[type, ...] | Non
     """Load an export folder: check ``config.yaml`` (model classes only, ``expect``, known
     arguments) and the weights' sha256 against ``manifest.json``, then build the module and load
     ``model.safetensors``. A refused folder raises :class:`RefusedFile` with nothing built."""
-    from safetensors import SafetensorError
+    from safetensors import SafetensorError, safe_open
     from safetensors.torch import load_file
 
     folder = Path(folder)
@@ -381,6 +396,9 @@ def load_export(folder: str | os.PathLike, expect: type | tuple[type, ...] | Non
         raise RefusedFile(f"{folder / WEIGHTS}: its sha256 is not the weights_sha256 of {folder / MANIFEST} (the "
                           "weights were changed or damaged after export): export the stage again")
     try:
+        with safe_open(str(folder / WEIGHTS), framework="pt") as f:  # the header only: names and shapes
+            shapes = {k: torch.empty(f.get_slice(k).get_shape(), device="meta") for k in f.keys()}
+        check_shapes_first(config, shapes, str(folder / WEIGHTS))
         state = load_file(str(folder / WEIGHTS))
     except (SafetensorError, ValueError) as e:
         raise RefusedFile(f"{folder / WEIGHTS}: not readable safetensors ({e})") from None
@@ -423,9 +441,10 @@ def module_from_state(record: dict[str, Any], state_dict: dict[str, Any], expect
         raise RefusedFile(f"{where}: the checkpoint has no state_dict mapping")
     _check_tree(record.get("config"), where, expect)
     prefix = record["export_prefix"]
+    weights = {k[len(prefix):]: v for k, v in state_dict.items() if isinstance(k, str) and k.startswith(prefix)}
+    check_shapes_first(record["config"], weights, where)
     module = _build(record["config"])
-    load_weights(module, {k[len(prefix):]: v for k, v in state_dict.items() if isinstance(k, str) and k.startswith(prefix)},
-                 where)
+    load_weights(module, weights, where)
     return module.eval()
 
 

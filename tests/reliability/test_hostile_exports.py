@@ -236,3 +236,33 @@ def test_a_checkpoint_whose_weights_are_not_tensors_is_one_line(tmp_path, capsys
     rc, out, err = run_cli(["export", "--ckpt", ckpt, "--out", tmp_path / "export"], capsys)
     assert_refused(rc, err, ckpt, f"{first[len('vae.'):]} (a int, not a tensor)")
     assert not (tmp_path / "export").exists()
+
+
+RSS_CHILD = r"""
+import resource, subprocess, sys
+proc = subprocess.run(sys.argv[1:], capture_output=True, text=True)
+sys.stderr.write(proc.stderr)
+print(proc.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss // 1024)  # MiB
+"""
+
+
+def peak_rss_of(argv, tmp_path):
+    proc = subprocess.run([sys.executable, "-c", RSS_CHILD, sys.executable, "-m", "videogen.cli", *map(str, argv)],
+                          capture_output=True, text=True, env=child_env(), timeout=300)
+    rc, mib = map(int, proc.stdout.split())
+    return rc, mib, proc.stderr
+
+
+@pytest.mark.slow
+def test_a_config_sized_unlike_its_weights_takes_no_memory(tmp_path, shards):
+    """config.yaml says base_channels=512 (1.2 GiB of weights once built) beside the weights of an
+    8-channel VAE: refused from a meta-device build, before the constructor allocates anything."""
+    export = save_export(tmp_path / "vae", tiny_vae(), STATS)
+    config = yaml.safe_load((export / CONFIG).read_text())
+    config["init_args"]["base_channels"] = 512
+    (export / CONFIG).write_text(yaml.safe_dump(config))
+    _, baseline, _ = peak_rss_of(["eval-vae", "--vae", tmp_path / "none", "--data", shards], tmp_path)
+    rc, mib, err = peak_rss_of(["eval-vae", "--vae", export, "--data", shards], tmp_path)
+    assert rc == 2 and err.strip().startswith(f"videogen: error: {export / WEIGHTS}: the weights do not fit"), err
+    print(f"peak RSS: {mib} MiB (a command refusing a missing VAE: {baseline} MiB)")
+    assert mib < baseline + 300  # the 1.2 GiB model was never allocated
