@@ -10,6 +10,13 @@ An export folder holds
 
 Models make themselves exportable by inheriting :class:`Configurable`, which records their
 constructor arguments; there is no registry and no pickled object anywhere.
+
+An export folder or a checkpoint record is downloaded data: before anything is constructed, every
+``class_path`` of its tree must be a model class of ``videogen.models`` (:func:`_model_class`), the
+kind the caller expects, with known ``init_args`` keys; the weights must have the sha256 the
+manifest records and the shapes of the module built on the meta device. A refusal is
+:class:`RefusedFile` (one line on the command line, exit status 2). :func:`save_export` replaces
+only an export, by rename-aside-then-swap.
 """
 
 from __future__ import annotations
