@@ -221,14 +221,16 @@ def check_shapes_first(config: dict[str, Any], state: dict[str, Any], where: str
         return
     problem = state_mismatch(skeleton.state_dict(), state)
     if problem:
-        raise RefusedFile(f"{where}: the weights do not fit the {type(skeleton).__name__} its config describes: {problem}")
+        raise RefusedFile(f"{where}: the weights do not fit the {type(skeleton).__name__} its config describes: "
+                          f"{problem}")
 
 
 def load_weights(module: torch.nn.Module, state: dict[str, Any], where: str) -> None:
     """``module.load_state_dict(state)``, or one line naming the keys that do not fit."""
     problem = state_mismatch(module.state_dict(), state)
     if problem:
-        raise RefusedFile(f"{where}: the weights do not fit the {type(module).__name__} its config describes: {problem}")
+        raise RefusedFile(f"{where}: the weights do not fit the {type(module).__name__} its config describes: "
+                          f"{problem}")
     module.load_state_dict(state)
 
 
@@ -396,7 +398,8 @@ def load_export(folder: str | os.PathLike, expect: type | tuple[type, ...] | Non
     try:
         config = yaml.safe_load((folder / CONFIG).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError) as e:
-        raise RefusedFile(f"{folder / CONFIG}: not readable YAML ({(str(e) or type(e).__name__).splitlines()[0][:200]})") from None
+        reason = (str(e) or type(e).__name__).splitlines()[0][:200]
+        raise RefusedFile(f"{folder / CONFIG}: not readable YAML ({reason})") from None
     _check_tree(config, str(folder / CONFIG), expect)
     manifest, stats = _read_json(folder / MANIFEST), _read_json(folder / STATS)
     if sha256_file(folder / WEIGHTS) != manifest.get("weights_sha256"):

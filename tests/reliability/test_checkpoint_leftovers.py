@@ -51,7 +51,8 @@ def test_partials_of_killed_saves_are_removed_at_the_next_save_and_live_ones_kep
         for p in (dead, old_format, writing, elsewhere, fresh_elsewhere, mine):
             p.write_bytes(b"half a checkpoint")
         os.utime(elsewhere, (time.time() - 7200, time.time() - 7200))
-        AtomicCheckpointIO().save_checkpoint({"state_dict": {"w": torch.ones(3)}, "global_step": 1}, folder / "last.ckpt")
+        AtomicCheckpointIO().save_checkpoint({"state_dict": {"w": torch.ones(3)}, "global_step": 1},
+                                             folder / "last.ckpt")
         left = sorted(p.name for p in folder.iterdir())
         assert left == sorted([p.name for p in (writing, fresh_elsewhere, mine)] + ["last.ckpt"])
         assert torch.load(folder / "last.ckpt", weights_only=True)["global_step"] == 1
