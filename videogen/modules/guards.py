@@ -220,10 +220,13 @@ class NumericGuard(Callback):
 
 def reliability_callbacks(trainer) -> list[Callback]:
     """What every stage adds through ``configure_callbacks``: :class:`NumericGuard`, the config check
-    before the first step and the skipped-sample counts in the metrics (each only when the trainer
-    has none of its own, so a configured one keeps its settings)."""
+    before the first step, the skipped-sample counts in the metrics and the checkpoint on SIGTERM or
+    SLURM's requeue signal (each only when the trainer has none of its own, so a configured one
+    keeps its settings)."""
     from videogen.callbacks.config_check import ConfigCheck
     from videogen.callbacks.data_skips import DataSkips
+    from videogen.callbacks.preemption import Preemption
 
     have = trainer.callbacks if trainer is not None else []
-    return [cls() for cls in (NumericGuard, ConfigCheck, DataSkips) if not any(isinstance(c, cls) for c in have)]
+    return [cls() for cls in (NumericGuard, ConfigCheck, DataSkips, Preemption)
+            if not any(isinstance(c, cls) for c in have)]
