@@ -1,7 +1,7 @@
 """docker/Dockerfile: hadolint finds nothing, and the image installs videogen itself, at the version
 of pyproject.toml, with its dependencies from pyproject (no package pip-installed beside it) at the
 versions of constraints.txt, without the dev extras, on a base image pinned by digest, with tini
-(pinned by checksum) as PID 1, as a non-root user running ``videogen``. constraints.txt pins every
+(checked against its release's SHA-256) as PID 1, as a non-root user running ``videogen``. constraints.txt pins every
 dependency inside pyproject's ranges, and ``make install`` (CI) uses it. No Docker engine runs here:
 the image is linted and checked, not built (docker/README.md)."""
 
@@ -83,9 +83,11 @@ def dockerfile_problems(text: str, pyproject: dict) -> list[str]:
             problems.append("the runtime image installs the dev extras (tests, linters): install the wheel alone")
     if not constrained or not any(k == "COPY" and a.split()[0] == "constraints.txt" for k, a in steps):
         problems.append("the runtime pip install must use the constraints (COPY constraints.txt; pip install -c ...)")
-    tini = [a for k, a in steps if k == "ADD" and "krallin/tini/releases" in a]
-    if not tini or not re.search(r"--checksum=sha256:[0-9a-f]{64}\b", tini[0]):
-        problems.append("tini must be added from its release with --checksum=sha256:<64 hex>")
+    tini = [a.split()[-1] for k, a in steps if k == "ADD" and "krallin/tini/releases/download/v" in a]
+    checked = tini and any(re.search(rf"echo \"[0-9a-f]{{64}}  {re.escape(tini[0])}\" \| sha256sum -c -", a)
+                           for k, a in steps if k == "RUN")
+    if not checked:
+        problems.append("tini must be added from its release and checked: echo \"<sha256>  <path>\" | sha256sum -c -")
     copied = " ".join(a for k, a in steps if k in ("COPY", "ADD"))
     for pattern in ["pyproject.toml", *pyproject["tool"]["setuptools"]["packages"]["find"]["include"]]:
         if pattern.rstrip("*") not in copied:
@@ -125,7 +127,8 @@ def test_dockerfile_installs_the_project_as_pyproject_says():
     (("RUN useradd", "RUN conda install -y ffmpeg\nRUN useradd"), "outside pyproject"),
     (("COPY data_recipes ./data_recipes\n", ""), "data_recipes is not copied"),
     (("--constraint /tmp/runtime-constraints.txt", ""), "must use the constraints"),
-    (("--checksum=sha256:93dcc18adc78c65a028a84799ecf8ad40c936fdfc5f2a57b1acda5a8117fa82c ", ""), "tini must be added"),
+    (('echo "93dcc18adc78c65a028a84799ecf8ad40c936fdfc5f2a57b1acda5a8117fa82c  /usr/local/bin/tini" | sha256sum -c - \\\n    && ',
+      ""), "tini must be added"),
     (('ENTRYPOINT ["/usr/local/bin/tini", "--", "videogen"]', 'ENTRYPOINT ["videogen"]'), "tini running videogen"),
 ])
 def test_the_check_catches_what_it_should(change, message):
