@@ -26,15 +26,12 @@ def _guard(trainer, pl_module):
 
 
 class NaNOnRank(Callback):
-    def __init__(self, out: str, rank: int = 1, batches: list[int] | None = None, from_batch: int | None = None):
-        self.out, self.rank, self.batches, self.from_batch = Path(out), rank, set(batches or []), from_batch
+    def __init__(self, out: str, rank: int = 1, batches: list[int] | None = None):
+        self.out, self.rank, self.batches = Path(out), rank, set(batches or [])
         self.seen, self.rows, self.error = 0, [], None
 
-    def _poisoned(self, i: int) -> bool:
-        return i in self.batches or (self.from_batch is not None and i >= self.from_batch)
-
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        if trainer.global_rank == self.rank and self._poisoned(self.seen):
+        if trainer.global_rank == self.rank and self.seen in self.batches:
             batch["video"].mul_(float("nan"))
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
@@ -56,10 +53,10 @@ class NaNOnRank(Callback):
 
 
 class NaNLossOnRank(Callback):
-    def __init__(self, rank: int = 1, from_batch: int = 0):
-        self.rank, self.from_batch, self.seen = rank, from_batch, 0
+    def __init__(self, rank: int = 1, batches: list[int] | None = None):
+        self.rank, self.batches, self.seen = rank, set(batches or []), 0
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if trainer.global_rank == self.rank and self.seen >= self.from_batch:
+        if trainer.global_rank == self.rank and self.seen in self.batches:
             outputs["loss"] = outputs["loss"] * float("nan")
         self.seen += 1
