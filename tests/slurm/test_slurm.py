@@ -1,6 +1,7 @@
 """On a real SLURM cluster (two logical nodes on this host, started by the fixture): the multi-node
-sbatch template trains with DDP over gloo, one rank per node; SIGUSR1 makes Lightning save an HPC
-checkpoint and requeue the job, and the rerun resumes from that checkpoint's step."""
+sbatch template trains with DDP over gloo, one rank per node; SIGUSR1 makes videogen's Preemption
+callback save an HPC checkpoint at the next batch boundary and requeue the job, and the rerun resumes
+from that checkpoint's step, whatever --ckpt_path the job was started with."""
 
 import json
 import sys
