@@ -1,5 +1,5 @@
 # The two README commands: `make quickstart` (main job) and `make test`. Each installs what it needs
-# into .venv first (once; again when pyproject.toml changes).
+# into .venv first (once; again when pyproject.toml or constraints.txt changes).
 VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
@@ -9,10 +9,11 @@ STAMP := $(VENV)/.installed
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+# constraints.txt pins every package at the versions CI and the Docker image use
+$(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
 # The main job: the whole chain on the synthetic set (configs/pipeline/quickstart.yaml, ~55 min on

@@ -84,6 +84,26 @@ def use_atomic_checkpoint_io(trainer) -> None:
         trainer.strategy.checkpoint_io = AtomicCheckpointIO()
 
 
+def resume_requeued_job(config) -> None:
+    """A requeued SLURM job (``SLURM_RESTART_COUNT`` > 0) resumes from the newest HPC checkpoint of its
+    ``trainer.default_root_dir`` whatever ``ckpt_path`` says: the sbatch script passes the user's
+    arguments again on every rerun, and an explicit ``--ckpt_path`` would restart each rerun from
+    that old checkpoint. Without an HPC checkpoint (a requeue before any save) the given one is kept."""
+    import os
+
+    from videogen.callbacks.preemption import hpc_checkpoints
+
+    if not os.environ.get("SLURM_JOB_ID") or int(os.environ.get("SLURM_RESTART_COUNT") or 0) < 1:
+        return
+    root = (config.get("trainer") or {}).get("default_root_dir") or os.getcwd()
+    found = hpc_checkpoints(root)
+    if found and config.get("ckpt_path") != "hpc":
+        if os.environ.get("SLURM_PROCID", "0") == "0":
+            print(f"videogen: requeued SLURM job (restart {os.environ['SLURM_RESTART_COUNT']}): resuming from "
+                  f"{found[-1]} (the newest HPC checkpoint), not ckpt_path={config.get('ckpt_path')}", file=sys.stderr)
+        config["ckpt_path"] = "hpc"
+
+
 def lightning_cli(args: list[str] | None = None, run: bool = True):
     """Build the LightningCLI (also used by tests to parse configs without running)."""
     from pathlib import Path
@@ -101,6 +121,8 @@ def lightning_cli(args: list[str] | None = None, run: bool = True):
                     and not Path(ckpt).is_file():
                 config_error(f"ckpt_path={ckpt}: no such checkpoint file (give a .ckpt written by videogen fit, "
                              "e.g. <checkpoint dirpath>/last.ckpt)")
+            if self.subcommand == "fit":
+                resume_requeued_job(config)
 
         def instantiate_classes(self) -> None:
             try:

@@ -72,14 +72,13 @@ def data_section(shards: Path, batch_size: int = 1, **kw) -> dict:
 
 
 def fit_config(path: Path, model: dict, data: dict, out: Path, *, devices: int | str = 2, num_nodes: int = 1,
-               strategy="ddp", step_sleep: float = 0.0, save_weights: bool = False, callbacks: list[dict] | None = None, **trainer) -> Path:
+               strategy="ddp", save_weights: bool = False, callbacks: list[dict] | None = None, **trainer) -> Path:
     cfg = {"seed_everything": 0,
            "trainer": {"accelerator": "cpu", "devices": devices, "num_nodes": num_nodes, "strategy": strategy,
                        "logger": False, "enable_progress_bar": False, "enable_model_summary": False,
                        "enable_checkpointing": False, "default_root_dir": str(out / "root"),
                        "callbacks": [{"class_path": "recorder.RankRecorder",
-                                      "init_args": {"out": str(out / "records"), "step_sleep": step_sleep,
-                                                    "save_weights": save_weights}},
+                                      "init_args": {"out": str(out / "records"), "save_weights": save_weights}},
                                      *(callbacks or [])],
                        **trainer},
            "model": model, "data": data}

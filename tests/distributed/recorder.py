@@ -5,8 +5,9 @@ records the sample keys of every batch (with its epoch), its loss per step, wher
 SLURM node), the global step it started from (a resumed run starts at the checkpoint's step), a
 hash of its trainable weights at the end and, for a DiT, which validation prompts it sampled and the
 videos it got back from ``sample_across_ranks``, so a test can compare ranks with each other.
-``step_sleep`` slows steps down so a signal can reach a running job; ``progress`` files let a test
-wait for a given step.
+``progress`` files let a test wait for a given step, and ``rank<R>-progress.json`` (the step this run
+started from and its last finished step, rewritten after every batch) says where a run that never
+reached its end stopped.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import hashlib
 import json
 import os
 import socket
-import time
 from pathlib import Path
 
 import torch
@@ -36,8 +36,8 @@ def video_sums(videos: torch.Tensor) -> list[float]:
 
 
 class RankRecorder(Callback):
-    def __init__(self, out: str, step_sleep: float = 0.0, save_weights: bool = False):
-        self.out, self.step_sleep, self.save_weights = Path(out), step_sleep, save_weights
+    def __init__(self, out: str, save_weights: bool = False):
+        self.out, self.save_weights = Path(out), save_weights
         self.record: dict = {}
 
     def _path(self, trainer) -> Path:
@@ -86,8 +86,9 @@ class RankRecorder(Callback):
         loss = trainer.callback_metrics.get("train/loss")
         self.record["losses"].append(None if loss is None else float(loss))
         (self.out / f"progress-rank{trainer.global_rank}").write_text(str(trainer.global_step))
-        if self.step_sleep and not int(os.environ.get("SLURM_RESTART_COUNT", "0")):
-            time.sleep(self.step_sleep)
+        if not int(os.environ.get("SLURM_RESTART_COUNT", "0")):
+            (self.out / f"rank{trainer.global_rank}-progress.json").write_text(
+                json.dumps({"start_step": self.record["start_step"], "last_step": trainer.global_step}))
 
     def on_train_end(self, trainer, pl_module) -> None:
         self.record.update(end_step=trainer.global_step, weights_at_end=weights_hash(pl_module),

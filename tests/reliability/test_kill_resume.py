@@ -1,6 +1,9 @@
 """A `videogen fit` killed with SIGKILL at a random step and resumed from last.ckpt replays the same
 per-step losses and ends with the same weights as an uninterrupted run (CPU, fixed seed); the
-checkpoints export to safetensors folders that the sampling path loads."""
+checkpoints export to safetensors folders that the sampling path loads.
+
+The kill step comes from a seed that each test prints (``kill seed S -> killed after step K``, shown
+by pytest for a failing test); ``VG_KILL_SEED=S`` replays that kill."""
 
 import os
 import random
@@ -27,8 +30,16 @@ def vae_export(tmp_path_factory):
     return tiny_export(tmp_path_factory.mktemp("vae") / "export")
 
 
+def kill_step() -> int:
+    """Finished steps when the kill lands, from a printed seed (``VG_KILL_SEED`` replays one)."""
+    seed = int(os.environ.get("VG_KILL_SEED") or random.SystemRandom().randrange(2**32))
+    kill_at = random.Random(seed).randint(EVERY, STEPS - 1)
+    print(f"kill seed {seed} -> killed after step {kill_at} (replay: VG_KILL_SEED={seed})")
+    return kill_at
+
+
 def kill_and_resume(tmp_path, shards, model):
-    kill_at = random.Random(os.urandom(8)).randint(EVERY, STEPS - 1)  # finished steps when the kill lands
+    kill_at = kill_step()
     ref = tmp_path / "ref"
     cfg = fit_config(tmp_path / "ref.yaml", ref, shards, model, STEPS, every=STEPS, record=tmp_path / "ref.jsonl")
     assert run_fit(["--config", str(cfg)], tmp_path / "ref.log") == 0, (tmp_path / "ref.log").read_text()[-3000:]
@@ -59,6 +70,14 @@ def kill_and_resume(tmp_path, shards, model):
     different = [k for k in a if not torch.equal(a[k], b[k])]
     assert not different, f"killed at step {kill_at}: weights differ in {different[:5]}"
     return run / "ckpt" / "last.ckpt"
+
+
+def test_the_kill_step_is_printed_with_its_seed_and_replays(monkeypatch, capsys):
+    first = kill_step()
+    seed = int(capsys.readouterr().out.split("kill seed ")[1].split()[0])
+    monkeypatch.setenv("VG_KILL_SEED", str(seed))
+    assert [kill_step() for _ in range(3)] == [first] * 3 and EVERY <= first <= STEPS - 1
+    assert f"kill seed {seed} -> killed after step {first}" in capsys.readouterr().out
 
 
 @pytest.mark.slow

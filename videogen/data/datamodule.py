@@ -26,7 +26,7 @@ import os
 from dataclasses import asdict
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 import torch
 from lightning.pytorch import LightningDataModule
@@ -39,6 +39,7 @@ from videogen.data.shards import expand_urls, is_remote
 from videogen.data.stages import to_float
 
 log = logging.getLogger("videogen.data")
+T = TypeVar("T")
 
 
 def shard_shapes(urls: list[str]) -> tuple[Counter, int]:
@@ -67,6 +68,40 @@ def shard_shapes(urls: list[str]) -> tuple[Counter, int]:
             shapes[parse_shape_key(key)] += n
         count += stats.num_samples
     return shapes, count
+
+
+def _broadcast(obj: Any, trainer) -> Any:
+    if trainer is not None and trainer.world_size > 1:
+        return trainer.strategy.broadcast(obj, src=0)
+    box = [obj]
+    torch.distributed.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def decided_on_rank_zero(decide: Callable[[], T], trainer, rank: int, world_size: int) -> T:
+    """``decide()`` run on rank 0 only, its result sent to every rank (a collective: call it on all).
+
+    Rank 0's error is raised on every rank with the same words, so a shard set that cannot be sized
+    stops the whole job at setup instead of one rank while the others wait for it."""
+    if world_size <= 1:
+        return decide()
+    result, error = None, None
+    if rank == 0:
+        try:
+            result = decide()
+        except Exception as e:  # noqa: BLE001 - sent to the other ranks, then raised here as it is
+            error = e
+    result, failure = _broadcast((result, None if error is None else (type(error), str(error))), trainer)
+    if error is not None:
+        raise error
+    if failure is not None:
+        kind, message = failure
+        try:
+            exception = kind(message)
+        except Exception:  # noqa: BLE001 - an exception type that needs other arguments
+            exception = RuntimeError(message)
+        raise exception from None
+    return result
 
 
 class VideoDataModule(LightningDataModule):
@@ -165,12 +200,22 @@ class VideoDataModule(LightningDataModule):
                 "(see `videogen inspect`), or add data.")
         return n
 
+    def _decide(self, shards: str | list[str], world: int, name: str, batches: int | None):
+        """The shard list, the filter checked against it, and the batches per rank: rank 0's work."""
+        urls = expand_urls(shards)
+        score_filter = check_names(self.score_filter, urls) if self.score_filter is not None else None
+        if score_filter is not None:
+            self.score_filter = score_filter  # batches_per_rank filters with it
+        return urls, score_filter, batches or self.batches_per_rank(urls, world, name)
+
     def _make(self, name: str, shards: str | list[str], train: bool, batches: int | None = None) -> StatefulLoader:
         rank, world = self._rank_world()
-        urls = expand_urls(shards)
-        if self.score_filter is not None:
-            self.score_filter = check_names(self.score_filter, urls)
-        n = batches or self.batches_per_rank(urls, world, name)
+        # decided once, on rank 0, and sent to every rank: a shard that appears mid-glob or a read error on
+        # one rank must not give the ranks different epoch lengths (they would hang in a collective)
+        urls, score_filter, n = decided_on_rank_zero(lambda: self._decide(shards, world, name, batches), self.trainer,
+                                                     rank, world)
+        if score_filter is not None:
+            self.score_filter = score_filter
         stream = VideoStream(urls, self.bucketer, n, options=self.options, rank=rank, world_size=world,
                              seed=self.seed, shuffle_buffer=self.shuffle_buffer if train else 0, train=train)
         workers = min(self.num_workers, n) if not train else self.num_workers

@@ -15,6 +15,11 @@ Where it is called:
   them so the step leaves the weights alone, and logs spikes after the batch. Modules add it with
   ``configure_callbacks`` -> :func:`reliability_callbacks`.
 
+Under DDP/FSDP every decision is collective (:func:`bad_ranks`, one ``all_gather`` of a flag): a
+step that is non-finite on any rank is skipped on every rank, the counters move together, and
+``max_bad_steps`` stops every rank at the same step with the same message (naming the ranks that
+saw the fault), so no rank is left waiting in a collective for one that stopped.
+
 ``NumericGuard`` also turns an out-of-memory error in any step into one that names the settings to
 change (batch size, token budget, activation checkpointing, precision).
 """
@@ -67,38 +72,46 @@ class StepGuard:
         self.spikes = 0
         self.mean, self.var, self.seen = 0.0, 0.0, 0
 
-    def skip(self, what: str, step: int) -> None:
-        """Count a non-finite step (the caller leaves the weights alone); raise at max_bad_steps in a row."""
+    def skip(self, what: str, step: int, ranks: list[int] | None = None, world_size: int = 1) -> None:
+        """Count a non-finite step (the caller leaves the weights alone); raise at max_bad_steps in a row.
+
+        ``ranks`` are the ranks that saw it (from :func:`bad_ranks`, the same list on every rank), so
+        every rank counts, and raises, with the same words."""
         self.bad_steps += 1
         self.in_a_row += 1
-        log.warning("step %d: %s is not finite; update skipped (%d in a row, %d in all)", step, what,
+        where = f" on rank {', '.join(map(str, ranks))} of {world_size}" if ranks and world_size > 1 else ""
+        log.warning("step %d: %s is not finite%s; update skipped (%d in a row, %d in all)", step, what, where,
                     self.in_a_row, self.bad_steps)
         if self.in_a_row >= self.max_bad_steps:
             raise FloatingPointError(
-                f"{self.in_a_row} non-finite losses in a row (NaN/Inf loss or gradient; last: {what} at step {step}); "
-                "the run stops here and "
+                f"{self.in_a_row} non-finite losses in a row (NaN/Inf loss or gradient; last: {what}{where} at step "
+                f"{step}); the run stops here and "
                 "its last checkpoint is from before the fault (skipped steps change no weight). Look for bad "
                 "inputs, lower model.init_args.lr, clip gradients harder, or train in fp32 (trainer.precision=32); "
                 "max_bad_steps sets how many in a row are tolerated.")
 
     def check(self, loss: torch.Tensor | None, step: int, what: str = "loss",
               parameters: Iterable[torch.nn.Parameter] | None = None,
-              any_rank: Callable[[bool], bool] | None = None) -> bool:
+              ranks: Callable[[bool], list[int]] | None = None, world_size: int = 1) -> bool:
         """True (and counted) when ``loss`` or a gradient of ``parameters`` is NaN/Inf: skip the update.
 
-        ``any_rank`` (e.g. ``trainer.strategy.reduce_boolean_decision(b, all=False)``) makes the
-        decision collective, so every rank skips together: one rank returning before a backward that
-        the others run would hang DDP, and FSDP shards would drift apart.
+        ``ranks`` (:func:`bad_ranks` bound to the trainer's strategy) makes the decision collective,
+        so every rank skips together: one rank returning before a backward that the others run would
+        hang DDP, and FSDP shards would drift apart.
         """
-        bad_loss = loss is not None and not bool(torch.isfinite(loss.detach()).all())
-        if loss is not None and (any_rank(bad_loss) if any_rank else bad_loss):
-            value = loss.detach().float().mean().item()
-            self.skip(f"{what} ({value if bad_loss else 'on another rank'})", step)
-            return True
+        gather = ranks or (lambda bad: [0] if bad else [])
+        if loss is not None:
+            bad_loss = not bool(torch.isfinite(loss.detach()).all())
+            if bad_loss:
+                log.warning("step %d: %s = %s", step, what, loss.detach().float().mean().item())
+            where = gather(bad_loss)
+            if where:
+                self.skip(what, step, where, world_size)
+                return True
         if parameters is not None:
-            bad_grad = nonfinite_gradients(parameters)
-            if any_rank(bad_grad) if any_rank else bad_grad:
-                self.skip(f"the gradient of {what}{'' if bad_grad else ' (on another rank)'}", step)
+            where = gather(nonfinite_gradients(parameters))
+            if where:
+                self.skip(f"the gradient of {what}", step, where, world_size)
                 return True
         return False
 
@@ -133,6 +146,16 @@ class StepGuard:
                 setattr(self, key, type(getattr(self, key))(state[key]))
 
 
+def bad_ranks(strategy, bad: bool) -> list[int]:
+    """The ranks where ``bad`` is true, the same list on every rank (a collective: call it on all).
+
+    One ``all_gather`` of a one-element flag; a single process just returns ``[0]`` or ``[]``."""
+    if strategy.world_size <= 1:
+        return [0] if bad else []
+    flags = strategy.all_gather(torch.tensor([int(bad)], device=strategy.root_device))  # (world, 1)
+    return [r for r, flag in enumerate(flags.flatten().tolist()) if flag]
+
+
 def with_oom_advice(exception: BaseException) -> bool:
     """Add the memory settings to an out-of-memory error's message (in place); True if it was one."""
     oom = isinstance(exception, torch.OutOfMemoryError) or (
@@ -161,8 +184,8 @@ class NumericGuard(Callback):
         if not pl_module.automatic_optimization:  # manual loops (the VAE) guard themselves
             return
         params = [p for group in optimizer.param_groups for p in group["params"]]
-        any_rank = functools.partial(trainer.strategy.reduce_boolean_decision, all=False)
-        if self.guard.check(None, trainer.global_step, "the loss", params, any_rank=any_rank):
+        ranks = functools.partial(bad_ranks, trainer.strategy)
+        if self.guard.check(None, trainer.global_step, "the loss", params, ranks, trainer.world_size):
             for p in params:  # no gradient: the optimizer leaves every weight (and its moments) alone
                 p.grad = None
             self._skipped = True
@@ -173,8 +196,12 @@ class NumericGuard(Callback):
         loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
         spike = False
         if isinstance(loss, torch.Tensor) and not self._skipped:
-            if not bool(torch.isfinite(loss.detach()).all()):  # e.g. gradients dropped by the module itself
-                self.guard.skip("the loss", trainer.global_step)
+            # a loss that is not finite although its gradients were (e.g. dropped by the module itself):
+            # decided across ranks too, or one rank would count (and stop) alone
+            finite = bool(torch.isfinite(loss.detach()).all())
+            where = bad_ranks(trainer.strategy, not finite)
+            if where:
+                self.guard.skip("the loss", trainer.global_step, where, trainer.world_size)
             else:
                 spike = self.guard.passed(float(loss.detach()), trainer.global_step)
         pl_module.log("train/loss_spike", float(spike), on_step=True, on_epoch=False)
@@ -193,10 +220,13 @@ class NumericGuard(Callback):
 
 def reliability_callbacks(trainer) -> list[Callback]:
     """What every stage adds through ``configure_callbacks``: :class:`NumericGuard`, the config check
-    before the first step and the skipped-sample counts in the metrics (each only when the trainer
-    has none of its own, so a configured one keeps its settings)."""
+    before the first step, the skipped-sample counts in the metrics and the checkpoint on SIGTERM or
+    SLURM's requeue signal (each only when the trainer has none of its own, so a configured one
+    keeps its settings)."""
     from videogen.callbacks.config_check import ConfigCheck
     from videogen.callbacks.data_skips import DataSkips
+    from videogen.callbacks.preemption import Preemption
 
     have = trainer.callbacks if trainer is not None else []
-    return [cls() for cls in (NumericGuard, ConfigCheck, DataSkips) if not any(isinstance(c, cls) for c in have)]
+    return [cls() for cls in (NumericGuard, ConfigCheck, DataSkips, Preemption)
+            if not any(isinstance(c, cls) for c in have)]

@@ -24,7 +24,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from videogen.callbacks.video_logging import log_videos, side_by_side
 from videogen.losses.adversarial import adaptive_weight, hinge_d_loss, hinge_g_loss
 from videogen.models.vae import PatchDiscriminator3D, VideoAutoencoder
-from videogen.modules.guards import StepGuard, reliability_callbacks
+from videogen.modules.guards import StepGuard, bad_ranks, reliability_callbacks
 from videogen.modules.lr_schedule import warmup_cosine
 from videogen.modules.randomness import step_generator
 from videogen.pretrained import to_config
@@ -162,9 +162,10 @@ class VAEModule(LightningModule):
         losses["nll"] = nll
         return losses
 
-    def _any_rank(self, bad: bool) -> bool:
-        """True on every rank when any rank's step is bad (all ranks skip together)."""
-        return self.trainer.strategy.reduce_boolean_decision(bad, all=False)
+    def _check(self, loss: torch.Tensor | None, what: str, parameters=None) -> bool:
+        """The guard's decision for this step, taken across ranks (all ranks skip and stop together)."""
+        ranks = functools.partial(bad_ranks, self.trainer.strategy)
+        return self.guard.check(loss, self.global_step, what, parameters, ranks, self.trainer.world_size)
 
     @property
     def bad_steps(self) -> int:
@@ -187,12 +188,12 @@ class VAEModule(LightningModule):
             weight = adaptive_weight(losses["nll"], g_loss, self.vae.last_layer_weight)
             loss = loss + self.hparams.gan_weight * weight * g_loss
             losses.update(g=g_loss, gan_weight=weight)
-        if self.guard.check(loss, self.global_step, "generator loss", any_rank=self._any_rank):
+        if self._check(loss, "generator loss"):
             opt_g.zero_grad(set_to_none=True)
             return
         opt_g.zero_grad(set_to_none=True)
         self.manual_backward(loss)
-        if self.guard.check(None, self.global_step, "generator loss", self.vae.parameters(), self._any_rank):
+        if self._check(None, "generator loss", self.vae.parameters()):
             opt_g.zero_grad(set_to_none=True)
             return
         if self.hparams.grad_clip:
@@ -207,10 +208,9 @@ class VAEModule(LightningModule):
         if gan:
             d_loss = hinge_d_loss(self.discriminator(x), self.discriminator(rec.detach()))
             opt_d.zero_grad(set_to_none=True)
-            if not self.guard.check(d_loss, self.global_step, "discriminator loss", any_rank=self._any_rank):
+            if not self._check(d_loss, "discriminator loss"):
                 self.manual_backward(d_loss)
-                if not self.guard.check(None, self.global_step, "discriminator loss", self.discriminator.parameters(),
-                                        self._any_rank):
+                if not self._check(None, "discriminator loss", self.discriminator.parameters()):
                     if self.hparams.grad_clip:
                         self.clip_gradients(opt_d, gradient_clip_val=self.hparams.grad_clip,
                                             gradient_clip_algorithm="norm")
