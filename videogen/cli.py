@@ -137,10 +137,11 @@ def main(argv: list[str] | None = None) -> int:
         return run_extra(argv[0], argv[1:])
     if argv[0] in TRAINER_COMMANDS:
         from videogen.callbacks.config_check import ConfigError
+        from videogen.data.manifest import ManifestError
 
         try:
             lightning_cli(argv)
-        except ConfigError as e:  # found at setup, before the first step
+        except (ConfigError, ManifestError) as e:  # found at setup, before the first step
             print(f"videogen: error: {e}", file=sys.stderr)
             return 2
         return 0
