@@ -227,6 +227,9 @@ class ImageDecoder:
                 img.load()
         except DecodeError:
             raise
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:  # Pillow saw it first
+            raise DecodeError(f"image is over the limit of {self.max_pixels} pixels (data.max_image_pixels): "
+                              f"{str(e)[:120]}; refused undecoded") from None
         except Exception as e:
             raise DecodeError(f"Pillow could not decode the image: {str(e)[:200]}") from e
         return img.convert("RGB")
