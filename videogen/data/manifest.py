@@ -157,7 +157,10 @@ class ShardStats:
             if not isinstance(counts, dict) or not all(_is_int(n) and n >= 0 for n in counts.values()):
                 raise ValueError(f"shard {d.get('name')!r}: {k} is not a histogram of counts")
         for key in d.get("shapes", {}):
-            parse_shape_key(key)
+            try:
+                parse_shape_key(key)
+            except ValueError as e:
+                raise ValueError(f"shard {d.get('name')!r}: {e}") from None
         s = cls(name=d.get("name", ""), num_samples=int(d.get("num_samples", 0)), size_bytes=int(d.get("size_bytes", 0)))
         for k in ("resolutions", "durations", "fps", "shapes"):
             getattr(s, k).update(d.get(k, {}))
