@@ -114,7 +114,7 @@ def test_twenty_timed_out_decodes_leave_no_more_live_decodes_than_the_bound(tmp_
     skips = stages.Skips(max_logged=0)
     from videogen.data.decode import make_decoder
 
-    (record,) = stages.parse(stages.group_samples(stages.read_tar([str(tmp_path / "long.tar")], skips)), skips,
+    (record,) = stages.parse(stages.group_samples(stages.read_tar([str(tmp_path / "long.tar")], skips, 2**30)), skips,
                              make_decoder("decord"))
     from videogen.data.buckets import Bucketer
     import random
