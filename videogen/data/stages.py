@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from videogen.data.buckets import Bucketer, Target, available_frames, frame_stride_for
-from videogen.data.shards import is_remote, split_member_name, tar_end_problem
+from videogen.data.shards import split_member_name, tar_end_problem
 from videogen.data.tar_reader import ShardRefused, TarLimits, read_members
 from videogen.data.decode import (DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, MEDIA_EXTENSIONS, DecodeError, Decoder,
                                   decoder_for)
@@ -97,11 +97,8 @@ def read_tar(urls: Iterable[str], skips: Skips, limits: TarLimits | int = TarLim
         except ShardRefused as e:
             skips.add(e.reason, url, detail=str(e)[:200])
         except (tarfile.TarError, EOFError, OSError, ValueError) as e:
-            if not read_any and isinstance(e, OSError) and not isinstance(e, tarfile.TarError) and \
-                    not _opened(url):
-                skips.add("unreadable_shard", url, detail=str(e)[:200])
-                continue
-            reason = "truncated_shard" if read_any else "not_a_tar"
+            opened = read_any or not isinstance(e, OSError)  # an OSError before any member: cannot be opened
+            reason = "truncated_shard" if read_any else "not_a_tar" if opened else "unreadable_shard"
             skips.add(reason, url, detail=str(e)[:200])
         except Exception as e:  # a failing pipe: or network error
             skips.add("unreadable_shard", url, detail=str(e)[:200])
@@ -109,15 +106,6 @@ def read_tar(urls: Iterable[str], skips: Skips, limits: TarLimits | int = TarLim
             problem = "" if limits.compressed else tar_end_problem(url)  # a cut between members reads as whole
             if problem:
                 skips.add("truncated_shard", url, detail=problem)
-
-
-def _opened(url: str) -> bool:
-    """Whether the shard at ``url`` can be opened at all (a missing file is unreadable, not 'not a tar')."""
-    if is_remote(url):
-        return True
-    import os
-
-    return os.path.isfile(url) and os.access(url, os.R_OK)
 
 
 @dataclass
