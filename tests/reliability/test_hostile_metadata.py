@@ -166,3 +166,19 @@ def test_a_malformed_manifest_through_fit_and_inspect_is_one_line(tmp_path, caps
     assert main(["inspect", str(shards), "--no-progress"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("videogen inspect: error: ") and "dataset.json" in err[0], err
+
+
+def test_shape_fields_that_are_not_numbers_are_probed_as_before(tmp_path):
+    """Another tool's json with strings or floats where videogen writes ints is not a hostile claim: the
+    container is probed (as on 99e149e), so such foreign shards keep loading."""
+    from videogen.data import stages
+    from videogen.data.decode import make_decoder
+
+    sample = clip_sample("foreign", 96, 64, 9)
+    sample["json"] = {"width": "96", "height": 64.0, "num_frames": "nine", "fps": "12", "duration": "0:00:00.75"}
+    raw_tar(tmp_path / "f.tar", sample_members(sample))
+    skips = stages.Skips(max_logged=0)
+    (r,) = stages.parse(stages.group_samples(stages.read_tar([str(tmp_path / "f.tar")], skips)), skips,
+                        make_decoder("auto"))
+    assert (r.width, r.height, r.num_frames) == (96, 64, 9) and not skips.counts
+    assert scan_shard(tmp_path / "f.tar").shapes == {"96x64/9@12": 1}

@@ -42,16 +42,14 @@ def _is_real(v: Any) -> bool:
 
 def meta_problem(meta: dict[str, Any]) -> str:
     """Why a sample's shape fields (``width``, ``height``, ``num_frames``, ``fps``, ``duration``) cannot
-    be believed, or ``""``: each that is present must be a finite number in range (ints for sides
-    and frames). Absent fields are fine (they are probed from the media)."""
-    for k, lo, hi, whole in (("width", 1, MAX_SIDE, True), ("height", 1, MAX_SIDE, True),
-                             ("num_frames", 1, MAX_FRAMES, True), ("fps", 0, MAX_FPS, False),
-                             ("duration", 0, MAX_DURATION, False)):
-        if k not in meta or meta[k] is None:
-            continue
-        v = meta[k]
-        if not (_is_int(v) if whole else _is_real(v)) or not lo <= v <= hi:
-            return f"json {k}={v!r} is not {'an integer' if whole else 'a finite number'} in [{lo}, {hi}]"
+    be believed, or ``""``: a number given there must be finite and in range; a boolean is refused.
+    Fields that are absent or not numbers (a string from another tool) are not claims: the shape is
+    then probed from the media, as for shards without json."""
+    for k, lo, hi in (("width", 1, MAX_SIDE), ("height", 1, MAX_SIDE), ("num_frames", 1, MAX_FRAMES),
+                      ("fps", 0, MAX_FPS), ("duration", 0, MAX_DURATION)):
+        v = meta.get(k)
+        if isinstance(v, bool) or (isinstance(v, (int, float)) and not (math.isfinite(v) and lo <= v <= hi)):
+            return f"json {k}={v!r} is not a finite number in [{lo}, {hi}]"
     return ""
 
 
@@ -109,11 +107,12 @@ class ShardStats:
         w, h = meta.get("width"), meta.get("height")
         if _is_int(w) and _is_int(h):
             self.resolutions[f"{w}x{h}"] += 1
-            frames = int(meta.get("num_frames") or 1)
-            fps = float(meta.get("fps") or 0.0)
+            frames = meta.get("num_frames") if _is_int(meta.get("num_frames")) else 1
+            fps = float(meta["fps"]) if _is_real(meta.get("fps")) else 0.0
             self.shapes[shape_key(w, h, frames, fps)] += 1
             self.fps[f"{round(fps, 3):g}"] += 1
-        self.durations[duration_bin(float(meta.get("duration") or 0.0))] += 1
+        duration = meta.get("duration")
+        self.durations[duration_bin(float(duration) if _is_real(duration) else 0.0)] += 1
         if caption is not None:
             n = len(caption.split())
             c = self.caption_words

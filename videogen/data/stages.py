@@ -154,14 +154,15 @@ class Record:
 
 
 def _meta_shape(meta: dict[str, Any], ext: str) -> tuple[int, int, int, float] | None:
-    """The shape the json gives (already checked by ``meta_problem``), or None when it gives none."""
+    """The shape the json gives (its numbers already checked by ``meta_problem``), or None when it
+    gives none (fields missing, or not integers / numbers: then the media is probed)."""
     w, h = meta.get("width"), meta.get("height")
-    if w is None or h is None:
+    if not (isinstance(w, int) and isinstance(h, int)):
         return None
     if ext in IMAGE_EXTENSIONS:
         return w, h, 1, 0.0
     n, fps = meta.get("num_frames"), meta.get("fps")
-    if n is None or fps is None:
+    if not (isinstance(n, int) and isinstance(fps, (int, float))):
         return None
     return w, h, n, float(fps)
 
