@@ -99,27 +99,27 @@ def build_token_map(tokens: Tokens, texts: list[str]) -> list[int]:
 def caption_texts(shards: str | list[str], caption_key: str) -> list[str]:
     """Every sample's ``txt`` and ``json.captions[caption_key]`` in these shards (tar headers, json and txt only)."""
     import json
-    import tarfile
 
     from videogen.data.shards import expand_urls
+    from videogen.data.tar_reader import TarLimits, read_members
 
     texts = []
-    for url in expand_urls(shards):
-        with tarfile.open(url, mode="r|*") as tar:
-            for m in tar:
-                if not m.isfile() or not m.name.endswith((".txt", ".json")):
-                    continue
-                data = tar.extractfile(m).read().decode("utf-8", "replace")
-                if m.name.endswith(".txt"):
-                    texts.append(data)
-                    continue
-                try:
-                    meta = json.loads(data)
-                except json.JSONDecodeError:
-                    continue
-                caption = (meta.get("captions") or {}).get(caption_key) if isinstance(meta, dict) else None
-                if isinstance(caption, str):
-                    texts.append(caption)
+    for url in expand_urls(shards):  # the one shard reader: plain tars, byte budgets, media skipped over
+        for m in read_members(url, TarLimits(), want=lambda name: name.endswith((".txt", ".json"))):
+            if m.data is None:
+                continue
+            data = m.data.decode("utf-8", "replace")
+            if m.name.endswith(".txt"):
+                texts.append(data)
+                continue
+            try:
+                meta = json.loads(data)
+            except (json.JSONDecodeError, RecursionError):
+                continue
+            captions = meta.get("captions") if isinstance(meta, dict) else None
+            caption = captions.get(caption_key) if isinstance(captions, dict) else None
+            if isinstance(caption, str):
+                texts.append(caption)
     return texts
 
 

@@ -196,11 +196,12 @@ def main(argv: list[str] | None = None) -> int:
         return run_extra(argv[0], argv[1:])
     if argv[0] in TRAINER_COMMANDS:
         from videogen.callbacks.config_check import ConfigError
+        from videogen.data.manifest import ManifestError
         from videogen.pretrained import RefusedFile
 
         try:
             lightning_cli(argv)
-        except (ConfigError, RefusedFile) as e:  # found at setup, before the first step (or an export refused)
+        except (ConfigError, ManifestError, RefusedFile) as e:  # found at setup, before the first step (or an export refused)
             print(f"videogen: error: {e}", file=sys.stderr)
             return 2
         return 0

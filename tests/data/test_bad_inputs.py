@@ -85,7 +85,7 @@ class SlowDecoder:
     def probe(self, data):
         raise NotImplementedError
 
-    def decode(self, data, indices, size=None):
+    def decode(self, data, indices, size=None, stop=None):
         import time
 
         import numpy as np

@@ -46,6 +46,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--decoder", default="auto", choices=["auto", "decord", "pyav"],
                         help="video decoder, as data.decoder (default auto: decord, PyAV fallback)")
     parser.add_argument("--workers", type=int, default=1, help="processes, one shard each at a time (default 1)")
+    parser.add_argument("--max-member-mb", type=float, default=512.0,
+                        help="members larger than this are not read (as data.max_member_mb; default 512)")
+    parser.add_argument("--max-sample-mb", type=float, default=1024.0,
+                        help="samples larger than this are not read (as data.max_sample_mb; default 1024)")
+    parser.add_argument("--compressed", action="store_true",
+                        help="also read gzip/bzip2/xz-compressed tars (as data.compressed_shards; default: refused)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
 
 
@@ -80,8 +86,7 @@ def decode_record(record, decoder, wanted: int) -> tuple[int, int]:
     return int(w), int(h)
 
 
-def inspect_shard(url: str, decoder_name: str = "auto", frames: int = 0,
-                  max_member_bytes: int = 512 * 2**20) -> dict[str, Any]:
+def inspect_shard(url: str, decoder_name: str = "auto", frames: int = 0, limits=None) -> dict[str, Any]:
     """Decode one shard: ``{"shard", "stats" (ShardStats dict of its good samples), "bad", "frames", "seconds"}``."""
     from videogen.data import stages
     from videogen.data.decode import DecodeError, make_decoder
@@ -93,7 +98,9 @@ def inspect_shard(url: str, decoder_name: str = "auto", frames: int = 0,
     stats = ShardStats(name=Path(url).name)
     decoded_frames = 0
     curation: dict[str, dict] = {}
-    records = stages.parse(stages.group_samples(stages.read_tar([url], skips, max_member_bytes)), skips, decoder,
+    from videogen.data.tar_reader import TarLimits
+
+    records = stages.parse(stages.group_samples(stages.read_tar([url], skips, limits or TarLimits())), skips, decoder,
                            require_caption=True)
     for r in records:
         try:
@@ -146,7 +153,7 @@ def _inspect_all(urls: list[str], args, total: int | None) -> Iterator[dict[str,
     with bar:
         if args.workers <= 1:
             for url in urls:
-                result = inspect_shard(url, args.decoder, args.frames)
+                result = inspect_shard(url, args.decoder, args.frames, args.limits)
                 bar.update(result["stats"]["num_samples"] + len([b for b in result["bad"] if b["key"]]))
                 yield result
             return
@@ -154,7 +161,7 @@ def _inspect_all(urls: list[str], args, total: int | None) -> Iterator[dict[str,
         from multiprocessing import get_context
 
         with ProcessPoolExecutor(args.workers, mp_context=get_context("spawn")) as pool:
-            futures = [pool.submit(inspect_shard, url, args.decoder, args.frames) for url in urls]
+            futures = [pool.submit(inspect_shard, url, args.decoder, args.frames, args.limits) for url in urls]
             for future in futures:
                 result = future.result()
                 bar.update(result["stats"]["num_samples"] + len([b for b in result["bad"] if b["key"]]))
@@ -353,8 +360,16 @@ def run(args: argparse.Namespace) -> int:
         print(f"videogen inspect: error: {message}", file=sys.stderr)
         return 2
 
+    from videogen.data.manifest import ManifestError
+    from videogen.data.tar_reader import MIB, TarLimits
+
     if args.frames < 0 or args.workers < 1:
         return fail("--frames must be >= 0 and --workers >= 1")
+    try:
+        args.limits = TarLimits(member_bytes=int(args.max_member_mb * MIB), sample_bytes=int(args.max_sample_mb * MIB),
+                                compressed=args.compressed)
+    except ValueError as e:
+        return fail(f"--max-member-mb / --max-sample-mb: {e}")
     if not is_remote(args.dir) and not any(c in args.dir for c in "*?[{") and not Path(args.dir).exists():
         return fail(f"{args.dir}: no such folder; give the folder that holds the *.tar shards")
     try:
@@ -369,7 +384,10 @@ def run(args: argparse.Namespace) -> int:
             return fail(str(e))
     path = Path(args.dir)
     folder = path if path.is_dir() else (path.parent if not is_remote(args.dir) and path.is_file() else None)
-    report = build_report(urls, folder, args)
+    try:
+        report = build_report(urls, folder, args)
+    except ManifestError as e:
+        return fail(str(e))
     if bucketing is not None:
         report["bucketing"] = {"config": args.buckets, **bucket_report(report["shapes"], *bucketing)}
     print(json.dumps(report, ensure_ascii=False) if args.json else format_report(report))

@@ -64,25 +64,31 @@ def rank_and_world(rank: int | None = None, world_size: int | None = None) -> tu
 # ---- reading and writing shards member by member --------------------------------------------------
 
 
-def read_samples(path: str):
+def read_samples(path: str, skips=None):
     """Yield ``(key, [(suffix, bytes), ...])`` in tar order; consecutive members of a key form a sample.
-    ``suffix`` is the member name after the key's first dot, exactly as written."""
+    ``suffix`` is the member name after the key's first dot, exactly as written. Read by the one shard
+    reader (:mod:`videogen.data.tar_reader`): a sample over a byte budget is counted in ``skips`` and
+    left out (its members were not read)."""
     from videogen.data.shards import split_member_name
+    from videogen.data.tar_reader import TarLimits, read_members
 
-    key, members = None, []
-    with tarfile.open(path, mode="r|*") as tar:
-        for info in tar:
-            if not info.isfile():
-                continue
-            k, _ = split_member_name(info.name)
-            suffix = info.name[len(k) + 1:] if len(info.name) > len(k) else ""
-            if k != key and members:
+    key, members, refused = None, [], ""
+
+    def done():
+        if refused and skips is not None:
+            skips.add(refused, path, key, "over a byte budget: not read, left out of the output")
+        return not refused and members
+
+    for m in read_members(path, TarLimits(), skips):
+        k, _ = split_member_name(m.name)
+        if k != key:
+            if done():
                 yield key, members
-                members = []
-            key = k
-            f = tar.extractfile(info)
-            members.append((suffix, f.read() if f is not None else b""))
-    if members:
+            key, members, refused = k, [], ""
+        refused = refused or m.refused
+        suffix = m.name[len(k) + 1:] if len(m.name) > len(k) else ""
+        members.append((suffix, m.data))
+    if done():
         yield key, members
 
 
@@ -230,7 +236,7 @@ def recaption(ckpt: str, data: list[str] | str, out: str | Path, *, name: str = 
 
         try:
             pending: list[_Sample] = []
-            for key, members in read_samples(url):
+            for key, members in read_samples(url, skips):
                 s = _Sample(key, members)
                 reason = prepare(s, decoder, runner.decode_frames, runner.frame_size)
                 if reason:

@@ -88,6 +88,10 @@ class Bucketer:
                 raise ValueError(f"bucket {b.name} holds {tokens(b.num_frames, b.height, b.width, self.token_shape)}"
                                  f" tokens, more than token_budget {token_budget}: raise the budget or drop it")
 
+    def largest_area(self) -> int:
+        """Pixels of the largest frame a clip is cut to (the image pixel limit is set from it)."""
+        return self.max_area if self.packing else max(b.height * b.width for b in self.buckets)
+
     def batch_size_of(self, bucket: Bucket) -> int:
         if bucket.batch_size is not None:
             return bucket.batch_size

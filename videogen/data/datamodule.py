@@ -33,35 +33,38 @@ from lightning.pytorch import LightningDataModule
 
 from videogen.data.buckets import Bucket, Bucketer, available_frames, frame_stride_for
 from videogen.data.loader import StatefulLoader, StreamOptions, VideoStream
-from videogen.data.manifest import DatasetManifest, parse_shape_key, scan_shard
+from videogen.data.manifest import ManifestError, manifests_of, parse_shape_key, scan_shard
 from videogen.data.score_filter import ScoreFilter, check_names, filtered_shard_shapes
-from videogen.data.shards import expand_urls, is_remote
+from videogen.data.shards import expand_urls, is_remote, shard_name
 from videogen.data.stages import to_float
+from videogen.data.tar_reader import TarLimits
 
 log = logging.getLogger("videogen.data")
 T = TypeVar("T")
 
 
-def shard_shapes(urls: list[str]) -> tuple[Counter, int]:
-    """The shape histogram and sample count of these shards, from manifests (or by scanning tars)."""
+def shard_shapes(urls: list[str], manifest: str | None = None, limits: TarLimits | None = None) -> tuple[Counter, int]:
+    """The shape histogram and sample count of these shards, from manifests (``manifest``, else the
+    ``dataset.json`` beside them) or, for local shards no manifest lists, by scanning their tars."""
     shapes: Counter = Counter()
     count = 0
-    manifests: dict[str, dict[str, Any]] = {}
+    manifests = manifests_of(urls, manifest)
+    listed: dict[int, dict[str, Any]] = {}
     for url in urls:
-        folder, _, name = (url if is_remote(url) else str(Path(url).resolve())).rpartition("/")
-        if folder not in manifests:
-            m = DatasetManifest.fetch(folder) if is_remote(url) else DatasetManifest.find(folder)
-            manifests[folder] = {s.name: s for s in m.shards} if m else {}
-        stats = manifests[folder].get(name)
+        m = manifests[url]
+        if m is not None and id(m) not in listed:
+            listed[id(m)] = {s.name: s for s in m.shards}
+        stats = listed[id(m)].get(shard_name(url)) if m is not None else None
         if stats is None and is_remote(url):
-            raise ValueError(f"{url}: remote shards need their sample counts up front, from {folder}/dataset.json "
-                             "(make-shards and make-synthetic write it beside the shards); it is missing or does "
-                             "not list this shard")
+            where = manifest or f"{url.rpartition('/')[0]}/dataset.json"
+            raise ManifestError(f"{url}: remote shards need their sample counts up front, from {where} "
+                                "(make-shards and make-synthetic write it beside the shards); it is missing or does "
+                                "not list this shard (give its location with data.manifest)")
         if stats is None:
             log.info("%s: not in a dataset.json manifest; scanning its headers to count samples", url)
             try:
-                stats = scan_shard(url)
-            except (OSError, Exception) as e:  # an unreadable shard is counted as empty; the stream will skip it
+                stats = scan_shard(url, limits=limits)
+            except Exception as e:  # an unreadable shard is counted as empty; the stream will skip it
                 log.warning("%s: cannot be scanned (%s); counted as empty", url, e)
                 continue
         for key, n in stats.shapes.items():
@@ -128,6 +131,10 @@ class VideoDataModule(LightningDataModule):
         decode_timeout: float | None = 30.0,
         require_caption: bool = True,
         max_member_mb: float = 512.0,
+        max_sample_mb: float = 1024.0,
+        compressed_shards: bool = False,
+        max_image_pixels: int | None = None,
+        manifest: str | None = None,
         val_batches: int | None = None,
         pin_memory: bool = False,
         filter: str | None = None,
@@ -152,6 +159,14 @@ class VideoDataModule(LightningDataModule):
             decode_timeout: seconds one sample may take to decode before it is skipped.
             require_caption: skip samples without a ``txt`` caption.
             max_member_mb: members larger than this are skipped without being read.
+            max_sample_mb: a sample whose members add up to more than this is skipped, the members
+                past the budget unread (``sample_too_large``).
+            compressed_shards: also read gzip/bzip2/xz-compressed tars (inflated bytes count against
+                the budgets); by default a compressed stream is refused (``compressed_shard``).
+            max_image_pixels: images over this many pixels are refused undecoded (default: 64x the
+                largest bucket's area, at least 64 Mi pixels).
+            manifest: where the shards' ``dataset.json`` is (a path, URL or ``pipe:`` command);
+                needed for ``pipe:`` shards, else found beside the shards.
             val_batches: validation batches per rank (default: what the val shards fill).
             filter: keep only samples whose json scores satisfy this expression, e.g.
                 ``motion > 0.001 and not duplicate`` (see docs/curation.md); the others are skipped
@@ -163,12 +178,14 @@ class VideoDataModule(LightningDataModule):
         self.hparams["buckets"] = [asdict(b) for b in buckets]  # plain types: checkpoints load with weights_only
         if num_workers < 0:
             raise ValueError(f"data.num_workers must be >= 0, got {num_workers}")
-        self.train_shards, self.val_shards = train_shards, val_shards
+        self.train_shards, self.val_shards, self.manifest = train_shards, val_shards, manifest
         self.bucketer = Bucketer(buckets, batch_size=batch_size, token_budget=token_budget, token_shape=token_shape,
                                  packing=packing, max_area=max_area, max_frames=max_frames,
                                  size_multiple=size_multiple, frame_multiple=frame_multiple)
         self.options = StreamOptions(frame_stride=frame_stride, target_fps=target_fps, span_clip=span_clip,
                                      require_caption=require_caption, max_member_bytes=int(max_member_mb * 2**20),
+                                     max_sample_bytes=int(max_sample_mb * 2**20), compressed_shards=compressed_shards,
+                                     max_image_pixels=max_image_pixels,
                                      decode_timeout=decode_timeout, decoder=decoder, filter=filter)
         self.score_filter = ScoreFilter(filter) if filter else None  # syntax now; names once shards are listed
         self.num_workers, self.shuffle_buffer, self.seed = num_workers, shuffle_buffer, seed
@@ -184,8 +201,9 @@ class VideoDataModule(LightningDataModule):
         return 0, 1
 
     def batches_per_rank(self, urls: list[str], world_size: int, name: str) -> int:
-        shapes, count = (shard_shapes(urls) if self.score_filter is None
-                         else filtered_shard_shapes(urls, self.score_filter))
+        limits = self.options.tar_limits
+        shapes, count = (shard_shapes(urls, self.manifest, limits) if self.score_filter is None
+                         else filtered_shard_shapes(urls, self.score_filter, self.manifest, limits))
         n = self.bucketer.expected_batches(shapes, self.options.frame_stride, self.options.target_fps, world_size)
         if n < 1:
             placed = Counter()
@@ -203,7 +221,7 @@ class VideoDataModule(LightningDataModule):
     def _decide(self, shards: str | list[str], world: int, name: str, batches: int | None):
         """The shard list, the filter checked against it, and the batches per rank: rank 0's work."""
         urls = expand_urls(shards)
-        score_filter = check_names(self.score_filter, urls) if self.score_filter is not None else None
+        score_filter = check_names(self.score_filter, urls, self.manifest) if self.score_filter is not None else None
         if score_filter is not None:
             self.score_filter = score_filter  # batches_per_rank filters with it
         return urls, score_filter, batches or self.batches_per_rank(urls, world, name)

@@ -8,7 +8,11 @@ Every decoder answers two questions about a blob of bytes:
   uint8 RGB, optionally scaled to ``size=(height, width)`` by the decoder itself (cheaper than
   decoding at full size and resizing afterwards).
 
-Images (jpg/png/webp) are one-frame videos and go through Pillow. Nothing here unpickles anything.
+Images (jpg/png/webp) are one-frame videos and go through Pillow, which refuses an image over
+``max_pixels`` from its header, before decoding it (Pillow's own decompression-bomb limit is set to
+the same number). ``decode`` takes an optional ``stop`` event: a decode checks it between chunks of
+frames and gives up (``DecodeStopped``) once it is set, so a decode that timed out does not run on.
+Nothing here unpickles anything.
 """
 
 from __future__ import annotations
@@ -22,10 +26,27 @@ import numpy as np
 VIDEO_EXTENSIONS = ("mp4", "webm", "mkv", "avi", "mov")
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
 MEDIA_EXTENSIONS = VIDEO_EXTENSIONS + IMAGE_EXTENSIONS
+DEFAULT_MAX_PIXELS = 64 * 2**20  # an image over this is refused (the loader raises it for large buckets)
+STOP_CHECK_FRAMES = 8  # frames decoded between two looks at the stop event
+
+
+def pixel_limit(largest_area: int) -> int:
+    """The image pixel limit for buckets whose largest frame is ``largest_area`` pixels: 64x the
+    area, and never under the default (so ordinary photos of any bucket table still load)."""
+    return max(DEFAULT_MAX_PIXELS, 64 * int(largest_area))
 
 
 class DecodeError(RuntimeError):
     """The bytes are not decodable media (corrupt, truncated, empty, or of the wrong type)."""
+
+
+class DecodeStopped(DecodeError):
+    """The decode was told to stop (its time ran out) and did, between two chunks of frames."""
+
+
+def _check_stop(stop) -> None:
+    if stop is not None and stop.is_set():
+        raise DecodeStopped("decode stopped: its time ran out")
 
 
 @dataclass(frozen=True)
@@ -46,7 +67,8 @@ class Decoder(Protocol):
 
     def probe(self, data: bytes) -> MediaInfo: ...
 
-    def decode(self, data: bytes, indices: Sequence[int], size: tuple[int, int] | None = None) -> np.ndarray: ...
+    def decode(self, data: bytes, indices: Sequence[int], size: tuple[int, int] | None = None,
+               stop=None) -> np.ndarray: ...
 
 
 def _check_nonempty(data: bytes) -> None:
@@ -83,17 +105,22 @@ class DecordDecoder:
         fps = float(vr.get_avg_fps() or 0.0)
         return MediaInfo(width=w, height=h, fps=fps, num_frames=n, duration=n / fps if fps > 0 else 0.0, codec="")
 
-    def decode(self, data: bytes, indices: Sequence[int], size: tuple[int, int] | None = None) -> np.ndarray:
+    def decode(self, data: bytes, indices: Sequence[int], size: tuple[int, int] | None = None,
+               stop=None) -> np.ndarray:
         vr = self._reader(data, size)
         n = len(vr)
+        indices = list(indices)
         bad = [i for i in indices if not 0 <= i < n]
         if bad:
             raise DecodeError(f"frame indices {bad[:3]} out of range for a video of {n} frames")
-        try:
-            frames = vr.get_batch(list(indices)).asnumpy()
-        except Exception as e:
-            raise DecodeError(f"decord failed mid-stream: {str(e).splitlines()[0][:200]}") from e
-        return frames  # (T, H, W, 3) uint8
+        chunks = []
+        for i in range(0, len(indices), STOP_CHECK_FRAMES):
+            _check_stop(stop)
+            try:
+                chunks.append(vr.get_batch(indices[i: i + STOP_CHECK_FRAMES]).asnumpy())
+            except Exception as e:
+                raise DecodeError(f"decord failed mid-stream: {str(e).splitlines()[0][:200]}") from e
+        return chunks[0] if len(chunks) == 1 else np.concatenate(chunks)  # (T, H, W, 3) uint8
 
 
 class PyAVDecoder:
@@ -143,7 +170,8 @@ class PyAVDecoder:
         finally:
             container.close()
 
-    def decode(self, data: bytes, indices: Sequence[int], size: tuple[int, int] | None = None) -> np.ndarray:
+    def decode(self, data: bytes, indices: Sequence[int], size: tuple[int, int] | None = None,
+               stop=None) -> np.ndarray:
         wanted = sorted(set(int(i) for i in indices))
         if not wanted:
             raise DecodeError("no frame indices requested")
@@ -156,11 +184,14 @@ class PyAVDecoder:
             for i, frame in enumerate(container.decode(stream)):
                 if i > last:
                     break
+                _check_stop(stop)
                 if i not in wanted_set:
                     continue
                 if size is not None:
                     frame = frame.reformat(width=int(size[1]), height=int(size[0]))
                 got[i] = frame.to_ndarray(format="rgb24")
+        except DecodeStopped:
+            raise
         except Exception as e:
             raise DecodeError(f"PyAV failed mid-stream: {str(e)[:200]}") from e
         finally:
@@ -172,17 +203,33 @@ class PyAVDecoder:
 
 
 class ImageDecoder:
-    """Still images as one-frame videos."""
+    """Still images as one-frame videos; an image over ``max_pixels`` is refused before it is decoded."""
 
     name = "pillow"
 
+    def __init__(self, max_pixels: int = DEFAULT_MAX_PIXELS):
+        self.max_pixels = int(max_pixels)
+
     def _open(self, data: bytes):
+        import warnings
+
         from PIL import Image
 
         _check_nonempty(data)
+        Image.MAX_IMAGE_PIXELS = self.max_pixels  # Pillow's own bomb check (it errors past twice this)
         try:
-            img = Image.open(io.BytesIO(data))
-            img.load()
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                img = Image.open(io.BytesIO(data))  # reads the header only
+                if img.width * img.height > self.max_pixels:
+                    raise DecodeError(f"image of {img.width}x{img.height} = {img.width * img.height} pixels is over "
+                                      f"the limit of {self.max_pixels} (data.max_image_pixels); refused undecoded")
+                img.load()
+        except DecodeError:
+            raise
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:  # Pillow saw it first
+            raise DecodeError(f"image is over the limit of {self.max_pixels} pixels (data.max_image_pixels): "
+                              f"{str(e)[:120]}; refused undecoded") from None
         except Exception as e:
             raise DecodeError(f"Pillow could not decode the image: {str(e)[:200]}") from e
         return img.convert("RGB")
@@ -191,7 +238,8 @@ class ImageDecoder:
         img = self._open(data)
         return MediaInfo(width=img.width, height=img.height, fps=0.0, num_frames=1, duration=0.0, codec="image")
 
-    def decode(self, data: bytes, indices: Sequence[int], size: tuple[int, int] | None = None) -> np.ndarray:
+    def decode(self, data: bytes, indices: Sequence[int], size: tuple[int, int] | None = None,
+               stop=None) -> np.ndarray:
         from PIL import Image
 
         if any(i != 0 for i in indices):
@@ -216,6 +264,8 @@ class FallbackDecoder:
         for d in self.decoders:
             try:
                 return getattr(d, method)(*args)
+            except DecodeStopped:
+                raise
             except DecodeError as e:
                 err = e
         assert err is not None
@@ -224,8 +274,9 @@ class FallbackDecoder:
     def probe(self, data: bytes) -> MediaInfo:
         return self._first("probe", data)
 
-    def decode(self, data: bytes, indices: Sequence[int], size: tuple[int, int] | None = None) -> np.ndarray:
-        return self._first("decode", data, indices, size)
+    def decode(self, data: bytes, indices: Sequence[int], size: tuple[int, int] | None = None,
+               stop=None) -> np.ndarray:
+        return self._first("decode", data, indices, size, stop)
 
 
 def make_decoder(backend: str = "auto") -> Decoder:
@@ -242,13 +293,10 @@ def make_decoder(backend: str = "auto") -> Decoder:
     raise ValueError(f"unknown decoder backend {backend!r}: expected 'auto', 'decord' or 'pyav'")
 
 
-def decoder_for(ext: str, video_decoder: Decoder) -> Decoder:
+def decoder_for(ext: str, video_decoder: Decoder, max_pixels: int = DEFAULT_MAX_PIXELS) -> Decoder:
     ext = ext.lower()
     if ext in IMAGE_EXTENSIONS:
-        return _IMAGE
+        return ImageDecoder(max_pixels)
     if ext in VIDEO_EXTENSIONS:
         return video_decoder
     raise DecodeError(f"unsupported media extension {ext!r}")
-
-
-_IMAGE = ImageDecoder()

@@ -26,8 +26,9 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from videogen.data import score_filter, stages
 from videogen.data.buckets import Bucketer
-from videogen.data.decode import make_decoder
+from videogen.data.decode import make_decoder, pixel_limit
 from videogen.data.shards import split_shards, take_share
+from videogen.data.tar_reader import TarLimits
 
 log = logging.getLogger("videogen.data")
 
@@ -44,9 +45,20 @@ class StreamOptions:
     span_clip: bool = False
     require_caption: bool = True
     max_member_bytes: int = 512 * 1024 * 1024
+    max_sample_bytes: int = 1024 * 1024 * 1024
+    compressed_shards: bool = False  # read gzip/bzip2/xz tars too (else they are refused)
+    max_image_pixels: int | None = None  # None: from the largest bucket (decode.pixel_limit)
     decode_timeout: float | None = 30.0
     decoder: str = "auto"
     filter: str | None = None  # a score filter expression (videogen/data/score_filter.py)
+
+    @property
+    def tar_limits(self) -> TarLimits:
+        return TarLimits(member_bytes=self.max_member_bytes, sample_bytes=max(self.max_sample_bytes, 1),
+                         compressed=self.compressed_shards)
+
+    def image_pixels(self, bucketer: Bucketer) -> int:
+        return self.max_image_pixels or pixel_limit(bucketer.largest_area())
 
 
 class VideoStream(IterableDataset):
@@ -82,9 +94,10 @@ class VideoStream(IterableDataset):
             pass_urls = list(split.urls)
             if p > 0 and self.train:
                 rng.shuffle(pass_urls)
-            members = stages.read_tar(pass_urls, skips, self.options.max_member_bytes)
+            members = stages.read_tar(pass_urls, skips, self.options.tar_limits)
             samples = take_share(stages.group_samples(members), split)
-            records = stages.parse(samples, skips, decoder, self.options.require_caption)
+            records = stages.parse(samples, skips, decoder, self.options.require_caption,
+                                   self.options.image_pixels(self.bucketer))
             records = score_filter.select(records, self.options.filter, skips)
             if self.train:  # shuffled within a pass, so a wrap-around never overtakes the pass before it
                 records = stages.shuffle(records, self.shuffle_buffer, rng)
@@ -122,7 +135,8 @@ class VideoStream(IterableDataset):
         for _ in range(plan_pos):  # replay up to the saved position without decoding
             next(plans)
         skips.take_delta()  # skips seen while replaying were counted before the interruption
-        decode = stages.TimedDecoder(make_decoder(self.options.decoder), self.options.decode_timeout)
+        decode = stages.TimedDecoder(make_decoder(self.options.decoder), self.options.decode_timeout,
+                                     self.options.image_pixels(self.bucketer))
         failed_in_a_row = 0
         while remaining > 0:
             planned = next(plans)
@@ -164,11 +178,12 @@ class ShardPassStream(IterableDataset):
         consumers = self.world_size * workers
         mine = self.urls[self.rank * workers + worker::consumers]  # whole shards, never a share of one
         decoder = make_decoder(self.options.decoder)
-        decode = stages.TimedDecoder(decoder, self.options.decode_timeout)
+        pixels = self.options.image_pixels(self.bucketer)
+        decode = stages.TimedDecoder(decoder, self.options.decode_timeout, pixels)
         for url in mine:
             skips = stages.Skips()
-            samples = stages.group_samples(stages.read_tar([url], skips, self.options.max_member_bytes))
-            records = stages.parse(samples, skips, decoder, self.options.require_caption)
+            samples = stages.group_samples(stages.read_tar([url], skips, self.options.tar_limits))
+            records = stages.parse(samples, skips, decoder, self.options.require_caption, pixels)
             records = score_filter.select(records, self.options.filter, skips)
             planned = stages.plan(records, self.bucketer, skips, random.Random(0),
                                   frame_stride=self.options.frame_stride, target_fps=self.options.target_fps,

@@ -11,8 +11,8 @@ statistics from a tar's ``json``/``txt`` members without decoding any media.
 from __future__ import annotations
 
 import json
+import math
 import os
-import tarfile
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -20,6 +20,37 @@ from typing import Any
 
 MANIFEST_NAME = "dataset.json"
 FORMAT = "videogen-shards/1"
+
+# What a sample's json may claim (anything else is hostile or broken, and the sample is skipped):
+MAX_SIDE = 16384  # pixels per side
+MAX_FRAMES = 10**6  # frames per clip (9 hours at 30 fps)
+MAX_FPS = 1000.0
+MAX_DURATION = 10**6  # seconds
+
+
+class ManifestError(ValueError):
+    """A ``dataset.json`` that cannot be used (one line naming the file and the field)."""
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_real(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def meta_problem(meta: dict[str, Any]) -> str:
+    """Why a sample's shape fields (``width``, ``height``, ``num_frames``, ``fps``, ``duration``) cannot
+    be believed, or ``""``: a number given there must be finite and in range; a boolean is refused.
+    Fields that are absent or not numbers (a string from another tool) are not claims: the shape is
+    then probed from the media, as for shards without json."""
+    for k, lo, hi in (("width", 1, MAX_SIDE), ("height", 1, MAX_SIDE), ("num_frames", 1, MAX_FRAMES),
+                      ("fps", 0, MAX_FPS), ("duration", 0, MAX_DURATION)):
+        v = meta.get(k)
+        if isinstance(v, bool) or (isinstance(v, (int, float)) and not (math.isfinite(v) and lo <= v <= hi)):
+            return f"json {k}={v!r} is not a finite number in [{lo}, {hi}]"
+    return ""
 
 
 def duration_bin(seconds: float) -> str:
@@ -41,10 +72,18 @@ def shape_key(width: int, height: int, num_frames: int, fps: float) -> str:
 
 
 def parse_shape_key(key: str) -> tuple[int, int, int, float]:
-    size, rest = key.split("/")
-    frames, fps = rest.split("@")
-    w, h = size.split("x")
-    return int(w), int(h), int(frames), float(fps)
+    """``WxH/F@fps`` back to numbers; a ``ValueError`` for a key that is not one, or out of range."""
+    try:
+        size, rest = key.split("/")
+        frames, fps = rest.split("@")
+        w, h = size.split("x")
+        shape = int(w), int(h), int(frames), float(fps)
+    except (ValueError, AttributeError):
+        raise ValueError(f"shape {key!r} is not WIDTHxHEIGHT/FRAMES@FPS") from None
+    problem = meta_problem(dict(zip(("width", "height", "num_frames", "fps"), shape)))
+    if problem:
+        raise ValueError(f"shape {key!r}: {problem.replace('json ', '')}")
+    return shape
 
 
 @dataclass
@@ -63,14 +102,17 @@ class ShardStats:
 
     def add(self, meta: dict[str, Any], caption: str | None) -> None:
         self.num_samples += 1
+        if meta_problem(meta):  # counted, but its claims are not: the stream skips it as bad_meta
+            meta = {}
         w, h = meta.get("width"), meta.get("height")
-        if isinstance(w, int) and isinstance(h, int):
+        if _is_int(w) and _is_int(h):
             self.resolutions[f"{w}x{h}"] += 1
-            frames = int(meta.get("num_frames") or 1)
-            fps = float(meta.get("fps") or 0.0)
+            frames = meta.get("num_frames") if _is_int(meta.get("num_frames")) else 1
+            fps = float(meta["fps"]) if _is_real(meta.get("fps")) else 0.0
             self.shapes[shape_key(w, h, frames, fps)] += 1
             self.fps[f"{round(fps, 3):g}"] += 1
-        self.durations[duration_bin(float(meta.get("duration") or 0.0))] += 1
+        duration = meta.get("duration")
+        self.durations[duration_bin(float(duration) if _is_real(duration) else 0.0)] += 1
         if caption is not None:
             n = len(caption.split())
             c = self.caption_words
@@ -101,38 +143,62 @@ class ShardStats:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ShardStats":
+        """From a manifest's shard entry; a ``ValueError`` naming the field for an entry that is not one."""
+        if not isinstance(d, dict):
+            raise ValueError(f"a shard entry is a {type(d).__name__}, not an object")
+        if not isinstance(d.get("name", ""), str):
+            raise ValueError(f"shard name {d.get('name')!r} is not a string")
+        for k in ("num_samples", "size_bytes"):
+            if k in d and not (_is_int(d[k]) and d[k] >= 0):
+                raise ValueError(f"shard {d.get('name')!r}: {k}={d[k]!r} is not a count")
+        for k in ("resolutions", "durations", "fps", "shapes"):
+            counts = d.get(k, {})
+            if not isinstance(counts, dict) or not all(_is_int(n) and n >= 0 for n in counts.values()):
+                raise ValueError(f"shard {d.get('name')!r}: {k} is not a histogram of counts")
+        for key in d.get("shapes", {}):
+            try:
+                parse_shape_key(key)
+            except ValueError as e:
+                raise ValueError(f"shard {d.get('name')!r}: {e}") from None
         s = cls(name=d.get("name", ""), num_samples=int(d.get("num_samples", 0)), size_bytes=int(d.get("size_bytes", 0)))
         for k in ("resolutions", "durations", "fps", "shapes"):
             getattr(s, k).update(d.get(k, {}))
-        s.caption_words = list(d.get("caption_words", [0, 0, 0]))
-        s.caption_min_words = d.get("caption_min_words")
+        words = d.get("caption_words", [0, 0, 0])
+        if not (isinstance(words, list) and len(words) == 3 and all(_is_int(n) for n in words)):
+            raise ValueError(f"shard {d.get('name')!r}: caption_words={words!r} is not [count, sum, max]")
+        s.caption_words = list(words)
+        s.caption_min_words = d.get("caption_min_words") if _is_int(d.get("caption_min_words")) else None
         return s
 
 
-def scan_shard(path: str | os.PathLike, probe_missing: bool = True) -> ShardStats:
+def scan_shard(path: str | os.PathLike, probe_missing: bool = True, limits=None) -> ShardStats:
     """Rebuild a shard's statistics from its ``json``/``txt`` members.
 
     Samples are grouped by key the WebDataset way (everything before the first dot of the
     basename). A sample counts if it has a media member. When its ``json`` lacks the shape fields
     (shards made by other tools) and ``probe_missing`` is set, the media container is probed for
-    them; media that cannot be probed does not count. Raises ``tarfile.TarError`` or ``OSError``
-    for a shard that is not a readable tar.
+    them; media that cannot be probed does not count. Read by the one shard reader with ``limits``
+    (a :class:`~videogen.data.tar_reader.TarLimits`, default budgets). Raises ``tarfile.TarError``
+    or ``OSError`` for a shard that is not a readable (plain) tar.
     """
     from videogen.data.decode import IMAGE_EXTENSIONS, MEDIA_EXTENSIONS, DecodeError, decoder_for, make_decoder
     from videogen.data.shards import split_member_name
+    from videogen.data.tar_reader import TarLimits, read_members
 
     path = Path(path)
     stats = ShardStats(name=path.name, size_bytes=path.stat().st_size)
     decoder = make_decoder() if probe_missing else None
 
     def finish(sample: dict[str, Any]) -> None:
-        if "media_ext" not in sample:
+        if "media_ext" not in sample or sample.get("refused"):  # the stream skips it too
             return
         try:
             meta = json.loads(sample.get("json", b"{}").decode("utf-8"))
             meta = meta if isinstance(meta, dict) else {}
         except (UnicodeDecodeError, json.JSONDecodeError):
             meta = {}
+        if meta_problem(meta):  # the stream skips it as bad_meta
+            return
         ext = sample["media_ext"]
         has_shape = all(isinstance(meta.get(k), int) for k in ("width", "height")) and (
             ext in IMAGE_EXTENSIONS or isinstance(meta.get("num_frames"), int))
@@ -147,24 +213,23 @@ def scan_shard(path: str | os.PathLike, probe_missing: bool = True) -> ShardStat
         stats.add(meta, caption)
 
     current_key, sample = None, {}
-    with tarfile.open(path, mode="r|*") as tar:
-        for member in tar:
-            if not member.isfile():
-                continue
-            key, ext = split_member_name(member.name)
-            if not ext:
-                continue
-            if key != current_key:
-                finish(sample)
-                current_key, sample = key, {}
-            if ext in ("json", "txt"):
-                f = tar.extractfile(member)
-                sample[ext] = f.read() if f else b""
-            elif ext in MEDIA_EXTENSIONS and "media_ext" not in sample:
-                sample["media_ext"] = ext
-                if probe_missing:
-                    f = tar.extractfile(member)
-                    sample["media"] = f.read() if f else b""
+    wanted = ("json", "txt", *MEDIA_EXTENSIONS) if probe_missing else ("json", "txt")
+    for m in read_members(str(path), limits or TarLimits(),
+                          want=lambda name: split_member_name(name)[1] in wanted):
+        key, ext = split_member_name(m.name)
+        if not ext:
+            continue
+        if key != current_key:
+            finish(sample)
+            current_key, sample = key, {}
+        if m.refused:
+            sample["refused"] = True
+        elif ext in ("json", "txt"):
+            sample[ext] = m.data
+        elif ext in MEDIA_EXTENSIONS and "media_ext" not in sample:
+            sample["media_ext"] = ext
+            if probe_missing:
+                sample["media"] = m.data
     finish(sample)
     return stats
 
@@ -220,12 +285,22 @@ class DatasetManifest:
     def from_text(cls, text: str, where: str) -> "DatasetManifest":
         try:
             d = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{where}: not valid JSON ({e}); rewrite it with the recipe that made the shards") from e
+        except (json.JSONDecodeError, RecursionError) as e:
+            raise ManifestError(f"{where}: not valid JSON ({str(e)[:100]}); rewrite it with the recipe that made "
+                                "the shards") from None
         if not isinstance(d, dict) or d.get("format") != FORMAT:
-            raise ValueError(f"{where}: format {d.get('format') if isinstance(d, dict) else None!r} is not {FORMAT!r}")
-        return cls(shards=[ShardStats.from_dict(s) for s in d["shards"]], created_by=d.get("created_by", {}),
-                    skipped=list(d.get("skipped", [])))
+            raise ManifestError(f"{where}: format {d.get('format') if isinstance(d, dict) else None!r} is not "
+                                f"{FORMAT!r}")
+        if not isinstance(d.get("shards"), list):
+            raise ManifestError(f"{where}: has no `shards` list; rewrite it with the recipe that made the shards")
+        created_by, skipped = d.get("created_by", {}), d.get("skipped", [])
+        if not isinstance(created_by, dict) or not isinstance(skipped, list):
+            raise ManifestError(f"{where}: `created_by` must be an object and `skipped` a list")
+        try:
+            shards = [ShardStats.from_dict(s) for s in d["shards"]]
+        except ValueError as e:
+            raise ManifestError(f"{where}: {e}; rewrite it with the recipe that made the shards") from None
+        return cls(shards=shards, created_by=created_by, skipped=list(skipped))
 
     @classmethod
     def find(cls, folder: str | os.PathLike) -> "DatasetManifest | None":
@@ -235,15 +310,51 @@ class DatasetManifest:
     @classmethod
     def fetch(cls, prefix: str) -> "DatasetManifest | None":
         """The manifest at ``PREFIX/dataset.json`` of a remote shard set (http/s3/...), or None."""
+        return cls.read_url(f"{prefix}/{MANIFEST_NAME}")
+
+    @classmethod
+    def read_url(cls, url: str, max_bytes: int = 256 * 2**20) -> "DatasetManifest | None":
+        """The manifest at ``url`` (a path, a folder, an http/s3 URL or a ``pipe:`` command), or None
+        when nothing can be read there; a :class:`ManifestError` for one that is malformed."""
         from webdataset.gopen import gopen
 
-        url = f"{prefix}/{MANIFEST_NAME}"
+        if not url.startswith(("pipe:", "http://", "https://", "s3://", "gs://")) and Path(url).is_dir():
+            url = str(Path(url) / MANIFEST_NAME)
         try:
             with gopen(url, "rb") as f:
-                text = f.read().decode("utf-8")
+                data = f.read(max_bytes + 1)
         except Exception:  # no manifest there (or unreachable): the caller decides
             return None
-        return cls.from_text(text, url)
+        if not data:
+            return None
+        if len(data) > max_bytes:
+            raise ManifestError(f"{url}: over {max_bytes} bytes, too large for a dataset.json")
+        return cls.from_text(data.decode("utf-8", "replace"), url)
+
+
+def manifests_of(urls: list[str], manifest: str | None = None) -> dict[str, DatasetManifest | None]:
+    """url -> the manifest that should list it: ``manifest`` for all of them when given (a path, a
+    folder, an http/s3 URL or a ``pipe:`` command that prints it), else the ``dataset.json`` beside
+    each shard (local folder or URL prefix). A ``pipe:`` shard needs ``manifest``: its location is
+    not guessed from the command."""
+    from videogen.data.shards import is_remote
+
+    if manifest is not None:
+        m = DatasetManifest.read_url(str(manifest))
+        if m is None:
+            raise ManifestError(f"manifest={manifest}: no dataset.json can be read there")
+        return {u: m for u in urls}
+    found: dict[str, DatasetManifest | None] = {}
+    out: dict[str, DatasetManifest | None] = {}
+    for url in urls:
+        if url.startswith("pipe:"):
+            raise ManifestError(f"{url}: the manifest of pipe: shards is not guessed from the command; give its "
+                                "location (data.manifest: a path, URL or pipe: command that prints dataset.json)")
+        folder = url.rpartition("/")[0] if is_remote(url) else str(Path(url).resolve().parent)
+        if folder not in found:
+            found[folder] = DatasetManifest.fetch(folder) if is_remote(url) else DatasetManifest.find(folder)
+        out[url] = found[folder]
+    return out
 
 
 def provenance(command: str, args: dict[str, Any]) -> dict[str, Any]:

@@ -323,57 +323,46 @@ def manifest_score_types(manifest) -> dict[str, str]:
     return dict(scores) if isinstance(scores, dict) else {}
 
 
-def filtered_shapes(path: str, score_filter: ScoreFilter) -> tuple[Counter, int]:
+def filtered_shapes(path: str, score_filter: ScoreFilter, limits=None) -> tuple[Counter, int]:
     """The shape histogram (``(w, h, frames, fps) -> count``) and count of a local shard's samples that
-    pass, read from their ``json`` members alone (media is skipped over, not read). Samples whose
-    json holds no shape are not counted (they are probed, and filtered, when streamed)."""
+    pass, read from their ``json`` members alone (through the one shard reader; media is skipped over,
+    not read). Samples whose json holds no shape, or a shape that is not believable
+    (:func:`~videogen.data.manifest.meta_problem`), are not counted (the stream probes or skips them)."""
+    from videogen.data.manifest import _is_int, meta_problem
+    from videogen.data.tar_reader import TarLimits, read_members
+
     shapes: Counter = Counter()
     count = 0
-    with tarfile.open(path, mode="r:") as tar:
-        for member in tar:
-            if not member.isfile() or not member.name.endswith(".json"):
+    for m in read_members(path, limits or TarLimits(), want=lambda name: name.endswith(".json")):
+        if m.data is None:
+            continue
+        try:
+            meta = json.loads(m.data.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+            continue
+        if not isinstance(meta, dict) or meta_problem(meta):
+            continue
+        w, h, n, fps = (meta.get(k) for k in ("width", "height", "num_frames", "fps"))
+        if not (_is_int(w) and _is_int(h) and _is_int(n) and fps is not None):
+            continue
+        try:
+            if not score_filter(sample_values(meta)):
                 continue
-            f = tar.extractfile(member)
-            try:
-                meta = json.loads(f.read().decode("utf-8")) if f else None
-            except (UnicodeDecodeError, json.JSONDecodeError):
-                continue
-            if not isinstance(meta, dict):
-                continue
-            w, h, n, fps = (meta.get(k) for k in ("width", "height", "num_frames", "fps"))
-            if not all(isinstance(v, (int, float)) for v in (w, h, n, fps)):
-                continue
-            try:
-                if not score_filter(sample_values(meta)):
-                    continue
-            except MissingScore:
-                continue
-            shapes[(int(w), int(h), int(n), float(fps))] += 1
-            count += 1
+        except MissingScore:
+            continue
+        shapes[(w, h, n, float(fps))] += 1
+        count += 1
     return shapes, count
 
 
-def _manifests(urls: list[str]) -> dict[str, Any]:
-    """folder -> its DatasetManifest (or None) for the folders these shards are in."""
-    from pathlib import Path
-
-    from videogen.data.manifest import DatasetManifest
-    from videogen.data.shards import is_remote
-
-    found: dict[str, Any] = {}
-    for url in urls:
-        folder = url.rpartition("/")[0] if is_remote(url) else str(Path(url).resolve().parent)
-        if folder not in found:
-            found[folder] = DatasetManifest.fetch(folder) if is_remote(url) else DatasetManifest.find(folder)
-    return found
-
-
-def check_names(score_filter: ScoreFilter, urls: list[str]) -> ScoreFilter:
+def check_names(score_filter: ScoreFilter, urls: list[str], manifest: str | None = None) -> ScoreFilter:
     """The filter parsed again against the names these shards carry: the json fields every sample has
     and the curation scores their manifests list; an unknown name is a :class:`FilterError`."""
+    from videogen.data.manifest import manifests_of
+
     types: dict[str, str] = {}
-    for manifest in _manifests(urls).values():
-        types.update(manifest_score_types(manifest))
+    for m in {id(m): m for m in manifests_of(urls, manifest).values()}.values():
+        types.update(manifest_score_types(m))
     try:
         return ScoreFilter(score_filter.text, known_names(types))
     except FilterError as e:
@@ -383,7 +372,8 @@ def check_names(score_filter: ScoreFilter, urls: list[str]) -> ScoreFilter:
                           "them first, or filter on width, height, fps, num_frames, duration only)") from None
 
 
-def filtered_shard_shapes(urls: list[str], score_filter: ScoreFilter) -> tuple[Counter, int]:
+def filtered_shard_shapes(urls: list[str], score_filter: ScoreFilter, manifest: str | None = None,
+                          limits=None) -> tuple[Counter, int]:
     """Shape histogram and count of the samples that pass, for equal epochs per rank: local shards
     are read (their json members only); remote ones are counted from their manifest, unfiltered
     (an overestimate: a rank whose share runs dry wraps around), with a warning."""
@@ -397,7 +387,7 @@ def filtered_shard_shapes(urls: list[str], score_filter: ScoreFilter) -> tuple[C
         if is_remote(url):
             continue
         try:
-            s, n = filtered_shapes(url, score_filter)
+            s, n = filtered_shapes(url, score_filter, limits)
         except (OSError, tarfile.TarError) as e:  # the stream skips it and counts why
             log.warning("%s: cannot be read to count the samples filter %r keeps (%s); counted as empty",
                         url, score_filter.text, e)
@@ -407,7 +397,7 @@ def filtered_shard_shapes(urls: list[str], score_filter: ScoreFilter) -> tuple[C
     if remote:
         log.warning("filter %r: %d remote shards are counted from their manifest, unfiltered; epochs hold more "
                     "batches than the samples that pass fill once", score_filter.text, len(remote))
-        s, n = shard_shapes(remote)
+        s, n = shard_shapes(remote, manifest, limits)
         shapes.update(s)
         count += n
     return shapes, count

@@ -59,6 +59,16 @@ def expand_urls(spec: str | Sequence[str]) -> list[str]:
     return urls
 
 
+def shard_name(url: str) -> str:
+    """The file name a manifest lists a shard under: the basename of a path or URL, or for a
+    ``pipe:`` command the basename of its last word naming a tar (``pipe:aws s3 cp s3://b/x.tar -``
+    -> ``x.tar``)."""
+    if url.startswith("pipe:"):
+        words = [w.strip("'\"") for w in url[5:].split() if ".tar" in w]
+        return words[-1].rpartition("/")[2] if words else url
+    return url.rpartition("/")[2]
+
+
 def split_member_name(name: str) -> tuple[str, str]:
     """WebDataset keys: everything before the first dot of the basename (folders stay in the key)."""
     folder, _, base = name.rpartition("/")

@@ -20,8 +20,8 @@ import json
 import logging
 import random
 import tarfile
+import threading
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor, TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator
 
@@ -30,7 +30,10 @@ import torch
 
 from videogen.data.buckets import Bucketer, Target, available_frames, frame_stride_for
 from videogen.data.shards import split_member_name, tar_end_problem
-from videogen.data.decode import IMAGE_EXTENSIONS, MEDIA_EXTENSIONS, DecodeError, Decoder, decoder_for
+from videogen.data.tar_reader import ShardRefused, TarLimits, read_members
+from videogen.data.decode import (DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, MEDIA_EXTENSIONS, DecodeError, Decoder,
+                                  decoder_for)
+from videogen.data.manifest import meta_problem
 
 log = logging.getLogger("videogen.data")
 
@@ -73,54 +76,36 @@ class Skips:
 # reading shards
 
 
-def _open_url(url: str):
-    from webdataset.gopen import gopen
+def read_tar(urls: Iterable[str], skips: Skips, limits: TarLimits | int = TarLimits()
+             ) -> Iterator[tuple[str, str, bytes | None, str]]:
+    """Yield ``(url, member_name, data, refused)`` for every regular file in every shard, read by
+    the one shard reader (:mod:`videogen.data.tar_reader`, its budgets and refusals).
 
-    return gopen(url, "rb")
-
-
-def read_tar(urls: Iterable[str], skips: Skips, max_member_bytes: int) -> Iterator[tuple[str, str, bytes | None]]:
-    """Yield ``(url, member_name, data)`` for every regular file in every shard.
-
-    ``data`` is ``None`` for a member over ``max_member_bytes`` (it is not read). A shard that
-    cannot be opened, is not a tar, or ends early is counted once and the stream moves on to the
-    next shard, keeping whatever it read before the fault.
+    ``data`` is ``None`` for a member over a byte budget (it is not read; ``refused`` says which).
+    ``limits`` may be a plain member budget in bytes. A shard that cannot be opened, is not a plain
+    tar (or a compressed one not asked for), runs past its budget or ends early is counted once and
+    the stream moves on to the next shard, keeping whatever it read before the fault.
     """
+    if isinstance(limits, int):
+        limits = TarLimits(member_bytes=limits, sample_bytes=max(limits, TarLimits.sample_bytes))
     for url in urls:
-        try:
-            stream = _open_url(url)
-        except Exception as e:  # missing file, failing pipe:, network error
-            skips.add("unreadable_shard", url, detail=str(e)[:200])
-            continue
         read_any = False
         try:
-            with tarfile.open(fileobj=stream, mode="r|*") as tar:
-                for member in tar:
-                    read_any = True
-                    if not member.isfile():
-                        continue
-                    name = member.name
-                    parts = name.replace("\\", "/").split("/")
-                    if name.startswith(("/", "\\")) or ".." in parts:
-                        skips.add("unsafe_member_name", url, name)
-                        continue
-                    if member.size > max_member_bytes:
-                        yield url, name, None
-                        continue
-                    f = tar.extractfile(member)
-                    yield url, name, f.read() if f is not None else b""
+            for m in read_members(url, limits, skips):
+                read_any = True
+                yield url, m.name, m.data, m.refused
+        except ShardRefused as e:
+            skips.add(e.reason, url, detail=str(e)[:200])
         except (tarfile.TarError, EOFError, OSError, ValueError) as e:
-            reason = "truncated_shard" if read_any else "not_a_tar"
+            opened = read_any or not isinstance(e, OSError)  # an OSError before any member: cannot be opened
+            reason = "truncated_shard" if read_any else "not_a_tar" if opened else "unreadable_shard"
             skips.add(reason, url, detail=str(e)[:200])
+        except Exception as e:  # a failing pipe: or network error
+            skips.add("unreadable_shard", url, detail=str(e)[:200])
         else:
-            problem = tar_end_problem(url)  # a cut between two members reads as a whole tar
+            problem = "" if limits.compressed else tar_end_problem(url)  # a cut between members reads as whole
             if problem:
                 skips.add("truncated_shard", url, detail=problem)
-        finally:
-            try:
-                stream.close()
-            except Exception:  # a pipe: whose command failed complains on close; already counted
-                pass
 
 
 @dataclass
@@ -128,18 +113,24 @@ class RawSample:
     key: str
     url: str
     members: dict[str, bytes | None] = field(default_factory=dict)
+    refused: tuple[str, str] | None = None  # (reason, ext) of the first member left unread by a budget
 
 
-def group_samples(members: Iterable[tuple[str, str, bytes | None]]) -> Iterator[RawSample]:
-    """Consecutive members with the same key (and shard) form one sample."""
+def group_samples(members: Iterable[tuple]) -> Iterator[RawSample]:
+    """Consecutive members with the same key (and shard) form one sample. Members come as
+    ``(url, name, data, refused)`` (from :func:`read_tar`) or ``(url, name, data)``; a ``None`` data
+    marks a member left unread (``refused`` says why; ``member_too_large`` when not given)."""
     current: RawSample | None = None
-    for url, name, data in members:
+    for url, name, data, *rest in members:
+        refused = (rest[0] if rest else "") or ("member_too_large" if data is None else "")
         key, ext = split_member_name(name)
         if current is None or key != current.key or url != current.url:
             if current is not None:
                 yield current
             current = RawSample(key=key, url=url)
         current.members.setdefault(ext, data)
+        if refused and not current.refused:
+            current.refused = (refused, ext)
     if current is not None:
         yield current
 
@@ -163,28 +154,33 @@ class Record:
 
 
 def _meta_shape(meta: dict[str, Any], ext: str) -> tuple[int, int, int, float] | None:
+    """The shape the json gives (its numbers already checked by ``meta_problem``), or None when it
+    gives none (fields missing, or not integers / numbers: then the media is probed)."""
     w, h = meta.get("width"), meta.get("height")
-    if not (isinstance(w, int) and isinstance(h, int) and w > 0 and h > 0):
+    if not (isinstance(w, int) and isinstance(h, int)):
         return None
     if ext in IMAGE_EXTENSIONS:
         return w, h, 1, 0.0
     n, fps = meta.get("num_frames"), meta.get("fps")
-    if not (isinstance(n, int) and n > 0 and isinstance(fps, (int, float)) and fps >= 0):
+    if not (isinstance(n, int) and isinstance(fps, (int, float))):
         return None
     return w, h, n, float(fps)
 
 
 def parse(samples: Iterable[RawSample], skips: Skips, video_decoder: Decoder,
-          require_caption: bool = True) -> Iterator[Record]:
-    """Check a raw sample against the shard contract and read its caption, metadata and shape."""
+          require_caption: bool = True, max_pixels: int = DEFAULT_MAX_PIXELS) -> Iterator[Record]:
+    """Check a raw sample against the shard contract and read its caption, metadata and shape.
+    Shape fields in the json must be finite and in range (:func:`~videogen.data.manifest.meta_problem`),
+    else the sample is skipped as ``bad_meta``; an image over ``max_pixels`` is refused unread."""
     for s in samples:
         unsafe = sorted(UNSAFE_EXTENSIONS.intersection(s.members))
         if unsafe:
             skips.add("unsafe_member", s.url, s.key, f"refusing .{unsafe[0]} member (pickled objects are never loaded)")
             continue
-        too_large = [ext for ext, data in s.members.items() if data is None]
-        if too_large:
-            skips.add("member_too_large", s.url, s.key, f".{too_large[0]} is over the member size limit")
+        if s.refused:
+            reason, ext = s.refused
+            limit = "member" if reason == "member_too_large" else "sample"
+            skips.add(reason, s.url, s.key, f".{ext} is over the {limit} byte budget (not read)")
             continue
         ext = LATENT_EXTENSION if LATENT_EXTENSION in s.members else next(
             (e for e in MEDIA_EXTENSIONS if e in s.members), None)
@@ -216,6 +212,10 @@ def parse(samples: Iterable[RawSample], skips: Skips, video_decoder: Decoder,
             if not isinstance(meta, dict):
                 skips.add("bad_json", s.url, s.key, f"json is a {type(meta).__name__}, not an object")
                 continue
+        problem = meta_problem(meta)
+        if problem:  # Infinity, NaN, negative or absurd shape claims: never reach plan or the bucketer
+            skips.add("bad_meta", s.url, s.key, problem)
+            continue
         shape = _meta_shape(meta, ext)
         if shape is None and ext == LATENT_EXTENSION:
             skips.add("bad_json", s.url, s.key, "a latent sample's json needs the encoded clip's width, height, "
@@ -223,11 +223,15 @@ def parse(samples: Iterable[RawSample], skips: Skips, video_decoder: Decoder,
             continue
         if shape is None:  # shards from other tools may carry no shape: read it from the container
             try:
-                info = decoder_for(ext, video_decoder).probe(media)
+                info = decoder_for(ext, video_decoder, max_pixels).probe(media)
             except DecodeError as e:
                 skips.add("decode_error", s.url, s.key, str(e))
                 continue
             shape = (info.width, info.height, info.num_frames, info.fps)
+            problem = meta_problem(dict(zip(("width", "height", "num_frames", "fps"), shape)))
+            if problem:
+                skips.add("bad_meta", s.url, s.key, problem.replace("json", "the media says"))
+                continue
         w, h, n, fps = shape
         yield Record(s.key, s.url, ext, media, caption or "", meta, w, h, n, fps)
 
@@ -326,39 +330,70 @@ def batch(items: Iterable[Planned], bucketer: Bucketer, flush: bool = False) -> 
 class TimedDecoder:
     """Decode under a wall-clock limit per sample, so a pathological file cannot hang a worker.
 
-    The decode runs on a helper thread; on timeout the thread is abandoned (it finishes or dies on
-    its own), the sample is skipped as ``decode_timeout`` and a fresh thread serves the next one.
+    Each decode runs on a helper thread with a stop event. On timeout the event is set and the
+    sample is skipped as ``decode_timeout``; the decoder sees the event between chunks of a few
+    frames (``decode.STOP_CHECK_FRAMES``) and stops there, so a timed-out decode does not run on.
+    At most ``max_abandoned`` timed-out decodes may still be finishing their last chunk: past that
+    bound the next decode first waits (up to the timeout) for one to end, and when none does (a
+    decoder stuck inside one call) its sample is skipped without starting anything, so stuck work
+    never piles up beyond the bound.
     """
 
-    def __init__(self, video_decoder: Decoder, timeout_s: float | None = 30.0):
+    def __init__(self, video_decoder: Decoder, timeout_s: float | None = 30.0,
+                 max_pixels: int = DEFAULT_MAX_PIXELS, max_abandoned: int = 2):
         self.video_decoder, self.timeout_s = video_decoder, timeout_s
-        self._pool: ThreadPoolExecutor | None = None
+        self.max_pixels, self.max_abandoned = max_pixels, max_abandoned
+        self._abandoned: list[threading.Thread] = []
 
-    def __getstate__(self):  # workers get a copy without the thread pool
-        return {"video_decoder": self.video_decoder, "timeout_s": self.timeout_s}
+    def __getstate__(self):  # workers get a copy without the threads
+        return {k: getattr(self, k) for k in ("video_decoder", "timeout_s", "max_pixels", "max_abandoned")}
 
     def __setstate__(self, state):
-        self.__init__(state["video_decoder"], state["timeout_s"])
+        self.__init__(**state)
+
+    def abandoned(self) -> int:
+        """Timed-out decodes still running."""
+        self._abandoned = [t for t in self._abandoned if t.is_alive()]
+        return len(self._abandoned)
+
+    def _timed(self, work) -> np.ndarray:
+        if self.abandoned() >= self.max_abandoned:
+            self._abandoned[0].join(self.timeout_s)
+            if self.abandoned() >= self.max_abandoned:
+                raise TimeoutError(f"{len(self._abandoned)} timed-out decodes are still running (a decoder stuck "
+                                   "in one call); this sample is not started")
+        stop, box = threading.Event(), {}
+
+        def run():
+            try:
+                box["frames"] = work(stop)
+            except BaseException as e:  # handed to the caller's thread
+                box["error"] = e
+
+        thread = threading.Thread(target=run, name="videogen-decode", daemon=True)
+        thread.start()
+        thread.join(self.timeout_s)
+        if thread.is_alive():
+            stop.set()
+            self._abandoned.append(thread)
+            raise TimeoutError(f"decoding took longer than {self.timeout_s:g} s")
+        if "error" in box:
+            raise box["error"]
+        return box["frames"]
 
     def __call__(self, item: Planned) -> np.ndarray:
         r, t = item.record, item.target
         if r.ext == LATENT_EXTENSION:
             return read_latent(item)
         size = cover_size(r.width, r.height, t.height, t.width)
-        dec = decoder_for(r.ext, self.video_decoder)
-        work = (lambda: dec.decode(r.media, item.indices, None if size == (r.height, r.width) else size))
-        if not self.timeout_s:
-            frames = work()
-        else:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="videogen-decode")
-            future = self._pool.submit(work)
-            try:
-                frames = future.result(timeout=self.timeout_s)
-            except FutureTimeout:
-                self._pool.shutdown(wait=False, cancel_futures=True)
-                self._pool = None
-                raise TimeoutError(f"decoding took longer than {self.timeout_s:g} s") from None
+        dec = decoder_for(r.ext, self.video_decoder, self.max_pixels)
+
+        def work(stop=None):
+            scale = None if size == (r.height, r.width) else size
+            return dec.decode(r.media, item.indices, scale) if stop is None else \
+                dec.decode(r.media, item.indices, scale, stop=stop)
+
+        frames = self._timed(work) if self.timeout_s else work()
         if frames.shape[1:3] != size:
             raise DecodeError(f"decoder returned frames of {frames.shape[1:3]}, expected {size}")
         top = int(item.crop[0] * (size[0] - t.height))

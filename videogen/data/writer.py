@@ -5,7 +5,10 @@ flushed to disk, so a finished shard on disk is always whole: an interrupted run
 ``.tmp`` file, which the next run overwrites (this is what makes the recipes resumable by shard).
 
 A sample is a dict: ``__key__`` plus members by extension. ``bytes`` are written as they are,
-``str`` as UTF-8, ``dict``/``list`` as JSON. Keys may not contain dots or path separators.
+``str`` as UTF-8, ``dict``/``list`` as JSON. A key may name folders inside the tar, as WebDataset
+keys do (``clips/0001`` -> members ``clips/0001.mp4``, ...): its parts are separated by ``/``, and
+none may be empty, ``.`` or ``..`` (no absolute keys, no climbing out); the last part has no dot
+(the member's extension starts at its first dot). Backslashes and NUL are refused.
 """
 
 from __future__ import annotations
@@ -19,7 +22,21 @@ from typing import Any
 
 from videogen.data.manifest import ShardStats
 
-_FORBIDDEN_KEY_CHARS = ("/", "\\", "\0")
+_FORBIDDEN_KEY_CHARS = ("\\", "\0")
+
+
+def key_problem(key: Any) -> str:
+    """Why ``key`` cannot name a sample in a shard, or ``""``."""
+    if not isinstance(key, str) or not key:
+        return "an empty key"
+    if any(c in key for c in _FORBIDDEN_KEY_CHARS):
+        return "a backslash or NUL in the key"
+    parts = key.split("/")
+    if any(p in ("", ".", "..") for p in parts):
+        return "an absolute key, an empty folder or a '.'/'..' part"
+    if "." in parts[-1]:
+        return "a dot in the key's last part (the extension starts at the first dot)"
+    return ""
 
 
 def encode_member(value: Any) -> bytes:
@@ -49,8 +66,9 @@ class TarShardWriter:
 
     def write(self, sample: dict[str, Any]) -> None:
         key = sample["__key__"]
-        if not key or "." in key or any(c in key for c in _FORBIDDEN_KEY_CHARS) or key in (".", ".."):
-            raise ValueError(f"bad sample key {key!r}: no dots, slashes or empty keys")
+        problem = key_problem(key)
+        if problem:
+            raise ValueError(f"bad sample key {key!r}: {problem}")
         if key in self._keys:
             raise ValueError(f"duplicate sample key {key!r} in {self.path.name}")
         self._keys.add(key)
