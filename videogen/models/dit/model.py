@@ -9,8 +9,8 @@ path (:meth:`DiT.forward_tokens`):
   over the clips' offsets) and gets its own timestep;
 - :meth:`DiT.forward_tokens` -- already packed rows, e.g. from the data pipeline.
 
-Under bf16 autocast the residual stream and the adaLN modulation adds stay in the parameters'
-dtype (fp32), as diffusers' Wan does; only the matmuls and attention run in bf16.
+Under bf16 autocast the residual stream and the adaLN modulation adds stay in fp32 (as diffusers'
+Wan does); the matmuls and attention run in bf16.
 
 Per-frame conditioning (image-to-video, extension; ``frame_conditioning=True``): the
 input is ``cat([xt, cond * cond_mask, cond_mask])`` on channels, cond_mask (B, 1, T, H, W)
@@ -235,7 +235,10 @@ class DiT(Configurable, nn.Module):
         block_diagonal: bool = True,  # False only when every row holds one clip and no padding
     ) -> Tensor:
         batch, clips = text.shape[:2]
-        x = self.x_embedder(tokens).to(self.x_embedder.weight.dtype)  # (B, N, D): the residual stream, fp32 under autocast
+        # the residual stream (and every modulation add on it) in fp32 under autocast, also when FSDP computes with
+        # bf16 weights; without autocast in the weights' dtype (a bf16-true model stays bf16)
+        residual = torch.float32 if torch.is_autocast_enabled(tokens.device.type) else self.x_embedder.weight.dtype
+        x = self.x_embedder(tokens).to(residual)  # (B, N, D)
         if self.position_embedder is not None:
             x = x + self.position_embedder(fraction_features(positions, segment_ids, clips).to(x.dtype))
         c = self.t_embedder(t).to(x.dtype)  # (B, S, D)
