@@ -396,7 +396,7 @@ def test_joint_attention_has_no_cross_attention_layer_and_fewer_flops():
 @pytest.mark.slow
 def test_forward_traces_as_one_graph():
     """torch.compile-friendly: dynamo captures a bucket forward with no graph break (a pack's per-clip CPU
-    attention loop runs between graphs, see test_compile.py)."""
+    attention loop runs between graphs, see tests/modules/test_dit_compile.py)."""
     model = tiny()
     latents, t, text, text_mask = clips_and_text()
     with torch.no_grad():
@@ -415,3 +415,35 @@ def test_bf16_model_matches_fp32():
     for a, b in zip(ref, low):
         assert b.dtype == torch.bfloat16
         assert (a - b.float()).norm() / a.norm() < 0.05
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("text_attention", TEXT_ATTENTION)
+def test_varlen_packed_equals_per_clip_on_cuda_in_bf16(text_attention):
+    """On CUDA under bf16 autocast ``auto`` runs varlen_attn: outputs and gradients match the per-clip SDPA path."""
+    from videogen.models.dit.attention import use_varlen
+
+    g = torch.Generator().manual_seed(0)
+    latents = [torch.randn(C, 3, 16, 16, generator=g), torch.randn(C, 1, 8, 24, generator=g),
+               torch.randn(C, 2, 12, 8, generator=g)]
+    t, text = torch.tensor([0.2, 0.5, 0.9]), torch.randn(3, 5, TEXT_DIM, generator=g)
+    text_mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 0, 0, 0, 0]], dtype=torch.bool)
+    args = ([x.cuda() for x in latents], t.cuda(), text.cuda(), text_mask.cuda())
+    results = []
+    for backend in ("auto", "per_clip"):
+        torch.manual_seed(0)
+        model = dit_tiny(in_channels=C, text_dim=TEXT_DIM, hidden_size=128, num_heads=2,
+                         text_attention=text_attention, attention_backend=backend).cuda().train()
+        with torch.no_grad():
+            for p in model.parameters():
+                p.normal_(0, 0.05)
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            outs = model(*args)
+            assert use_varlen(torch.empty(1, 2, 1, 64, device="cuda", dtype=torch.bfloat16), backend) == (backend == "auto")
+        sum(o.float().pow(2).mean() for o in outs).backward()
+        results.append(([o.float() for o in outs], torch.cat([p.grad.flatten() for p in model.parameters()])))
+    (out_a, grad_a), (out_b, grad_b) = results
+    for a, b in zip(out_a, out_b):
+        assert (a - b).norm() / b.norm() < 2e-2
+    assert (grad_a - grad_b).norm() / grad_b.norm() < 3e-2
