@@ -169,7 +169,8 @@ def test_segments_from_clip_offsets():
     assert joint.k_lens == (5, 3, 1, 3, 6, 2)
     assert joint.key_index.tolist()[:9] == [0, 1, 6, 7, 8, 3, 9, 10, 11]
     assert joint.key_index.tolist()[9:] == [12, 14, 18] + [15, 16, 17, 19, 20, 21] + [22, 23]  # row 1 from 12
-    assert isinstance(joint, Segments) and joint.max_q == 3 and joint.max_k == 6
+    assert isinstance(joint, Segments) and (joint.max_q, joint.max_k) == (4, 8)  # 3 and 6 up to a power of two
+    assert (cross.max_q, cross.max_k) == (4, 4)
     with pytest.raises(ValueError, match="clip 0 are not contiguous"):
         token_runs(torch.tensor([[0, 0, 1, 0]]))
 
