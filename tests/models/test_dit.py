@@ -189,6 +189,27 @@ def test_pack_padded_to_a_token_budget_gives_the_same_outputs(text_attention):
         model(latents, t, text, text_mask, pad_to=60)
 
 
+@pytest.mark.parametrize("text_attention", TEXT_ATTENTION)
+def test_two_packed_rows_equal_each_row_alone(text_attention):
+    """forward_tokens with B = 2 rows (different clips, padding in one): each row's output is what it gets alone."""
+    model = tiny(text_attention=text_attention)
+    latents, t, text, text_mask = clips_and_text()
+    a, b = pack(latents[:2], model.patch_size), pack([latents[2], latents[0]], model.patch_size)  # 54 and 60 tokens
+    pad = b.tokens.shape[1] - a.tokens.shape[1]
+    rows = {
+        "tokens": torch.cat([torch.cat([a.tokens, torch.randn(1, pad, a.tokens.shape[2])], 1), b.tokens]),
+        "positions": torch.cat([torch.cat([a.positions, torch.zeros(1, pad, 3, dtype=torch.long)], 1), b.positions]),
+        "segment_ids": torch.cat([torch.cat([a.segment_ids, torch.full((1, pad), -1)], 1), b.segment_ids]),
+    }
+    t2, text2, mask2 = torch.stack([t[:2], t[[2, 0]]]), torch.stack([text[:2], text[[2, 0]]]), torch.stack([text_mask[:2], text_mask[[2, 0]]])
+    with torch.no_grad():
+        both = model.forward_tokens(rows["tokens"], rows["positions"], rows["segment_ids"], t2, text2, mask2)
+        alone_a = model.forward_tokens(a.tokens, a.positions, a.segment_ids, t2[:1], text2[:1], mask2[:1])
+        alone_b = model.forward_tokens(b.tokens, b.positions, b.segment_ids, t2[1:], text2[1:], mask2[1:])
+    torch.testing.assert_close(both[:1, : a.tokens.shape[1]], alone_a, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(both[1:], alone_b, atol=1e-6, rtol=1e-5)
+
+
 def test_varlen_backend_refuses_where_it_cannot_run():
     model = tiny(attention_backend="varlen")
     latents, t, text, text_mask = clips_and_text()
