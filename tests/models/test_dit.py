@@ -210,6 +210,38 @@ def test_two_packed_rows_equal_each_row_alone(text_attention):
     torch.testing.assert_close(both[1:], alone_b, atol=1e-6, rtol=1e-5)
 
 
+@pytest.mark.parametrize("text_attention", TEXT_ATTENTION)
+def test_varlen_call_gets_offsets_that_match_the_per_clip_path(text_attention, monkeypatch):
+    """The CUDA branch's glue, on the CPU: varlen_attn replaced by a reference that reads only what it is given
+    (flat (T, heads, d) q/k/v, int32 cu_seqlens, launch bounds) gives the per-clip path's outputs."""
+    import torch.nn.functional as F
+
+    from videogen.models.dit import attention
+
+    calls = []
+
+    def reference_varlen(q, k, v, cu_q, cu_k, max_q, max_k):
+        assert q.dim() == 3 and q.is_contiguous() and k.is_contiguous() and cu_q.dtype == cu_k.dtype == torch.int32
+        assert cu_q[-1] == q.shape[0] and cu_k[-1] == k.shape[0]
+        lq, lk = cu_q.diff(), cu_k.diff()
+        assert lq.max() <= max_q <= 2 * lq.max() and lk.max() <= max_k <= 2 * lk.max()
+        calls.append(len(lq))
+        return torch.cat([F.scaled_dot_product_attention(q[a:b].transpose(0, 1), k[c:d].transpose(0, 1),
+                                                         v[c:d].transpose(0, 1)).transpose(0, 1)
+                          for a, b, c, d in zip(cu_q[:-1], cu_q[1:], cu_k[:-1], cu_k[1:])])
+
+    model = tiny(text_attention=text_attention)
+    latents, t, text, text_mask = clips_and_text()
+    with torch.no_grad():
+        per_clip = model(latents, t, text, text_mask, pad_to=128)
+        monkeypatch.setattr(attention, "varlen_attn", reference_varlen)
+        monkeypatch.setattr(attention, "use_varlen", lambda q, backend: True)
+        varlen = model(latents, t, text, text_mask, pad_to=128)
+    assert calls and set(calls) == {4}  # 3 clips + the padding run, in every attention call
+    for a, b in zip(per_clip, varlen):
+        torch.testing.assert_close(b, a, atol=1e-6, rtol=1e-5)
+
+
 def test_varlen_backend_refuses_where_it_cannot_run():
     model = tiny(attention_backend="varlen")
     latents, t, text, text_mask = clips_and_text()
