@@ -166,7 +166,8 @@ def evaluate(videos: Sequence[EvalVideo], groups: Sequence[str], tools: Tools, s
         for i, verdict in zip(judged, result.pop("verdicts")):
             per_video[i]["judge"] = verdict
         metrics.update(result)
-    return metrics, {"videos": per_video}
+    not_applicable = sorted(k for k, v in metrics.items() if v is None)  # e.g. judge_speed: no prompt names a speed
+    return {k: v for k, v in metrics.items() if v is not None}, {"videos": per_video, "not_applicable": not_applicable}
 
 
 def _frame_size(frames: np.ndarray, tools: Tools) -> tuple[int, int]:
