@@ -97,7 +97,7 @@ def _tools(opts: Options, vae_export=None) -> Tools:
     tools = Tools(i3d=I3DFeatures(opts.i3d, opts.device) if opts.i3d else None,
                   vae=VAEFeatures(vae_export, opts.device) if vae_export is not None else None,
                   clip=CLIPFeatures(opts.clip, opts.device) if opts.clip else None, reference=opts.reference,
-                  reference_limit=opts.reference_limit, reference_caption=opts.caption, cache_dir=cache,
+                  reference_limit=opts.reference_limit, cache_dir=cache,
                   shape=tuple(opts.shape), progress=opts.progress)
     if tools.vae is not None:
         tc, sc = vae_export.stats["temporal_compression"], vae_export.stats["spatial_compression"]

@@ -38,7 +38,6 @@ class Tools:
     clip: Any = None
     reference: str | None = None
     reference_limit: int | None = None
-    reference_caption: str = "txt"
     cache_dir: str | Path | None = None
     shape: tuple[int, int, int] = (9, 64, 96)
     progress: bool = True
@@ -111,7 +110,9 @@ def reference_stats(tools: Tools, extractor, skips) -> GaussianStats:
 
 
 def _distance(videos, extractor, tools: Tools, skips) -> float | None:
-    clips, _ = _clips(videos, tools.shape)
+    clips, short = _clips(videos, tools.shape)
+    if short:
+        log.warning("%d videos have fewer than %d frames: left out of the Frechet distance", short, tools.shape[0])
     if len(clips) < 2:
         log.warning("a Frechet distance needs at least 2 videos of %d frames; got %d", tools.shape[0], len(clips))
         return None
