@@ -149,3 +149,14 @@ def test_bad_inputs_are_one_line_errors(run, tmp_path, capsys):
     assert "--metrics fvd: needs --i3d FILE and --reference SHARDS" in capsys.readouterr().err
     assert main(["evaluate", "--videos", str(tmp_path / "v"), "--metrics", "nope", "--out", str(tmp_path / "r")]) == 2
     assert "unknown" in capsys.readouterr().err
+
+
+def test_a_seed_per_video_gives_each_prompt_the_video_it_gets_alone(run):
+    from videogen.evaluation.generation import generate_videos, load_generator
+
+    gen = load_generator(str(run["export"]))
+    kw = {"num_frames": 9, "height": 32, "width": 48, "steps": 2, "progress": False}
+    batched = generate_videos(gen, PROMPTS, seed=5, batch_size=2, **kw)
+    alone = generate_videos(gen, PROMPTS[1:], seed=6, batch_size=1, **kw)  # prompt 1 has seed 5 + 1
+    assert torch.allclose(batched[1], alone[0], atol=1e-4)
+    assert not torch.allclose(batched[0], batched[1], atol=1e-2)
