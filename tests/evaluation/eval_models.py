@@ -56,3 +56,12 @@ def tiny_clip(folder):
     torch.manual_seed(0)
     CLIPModel(config).save_pretrained(folder)
     return folder
+
+
+def tiny_dino(folder):
+    from transformers import Dinov2Config, Dinov2Model
+
+    torch.manual_seed(0)
+    Dinov2Model(Dinov2Config(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=37,
+                             image_size=32, patch_size=8)).save_pretrained(folder)
+    return folder

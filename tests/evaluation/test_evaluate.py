@@ -12,7 +12,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from conftest import clip_sample, write_tar
 from eval_clips import moving_square, static_clip
-from eval_models import torchscript_i3d
+from eval_models import tiny_clip, tiny_dino, torchscript_i3d
 from test_encode import tiny_export
 from videogen.callbacks.evaluation import VideoEvaluation
 from videogen.cli import main
@@ -105,6 +105,23 @@ def test_evaluate_a_folder_of_mp4s(run, tmp_path, capsys):
     assert main(["evaluate", "--videos", str(out / "videos"), "--metrics", "temporal_flicker,judge", "--out",
                  str(again), "--no-progress"]) == 0
     assert json.loads((again / "metrics.json").read_text())["judge_colour"] == 1.0
+
+
+def test_evaluate_with_local_clip_and_image_encoder_folders(tmp_path):
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    (videos / "a.mp4").write_bytes(mp4_bytes(moving_square(), 8))
+    (videos / "a.txt").write_text("a red square moves right")
+    (videos / "b.mp4").write_bytes(mp4_bytes(static_clip(), 8))
+    out = tmp_path / "report"
+    assert main(["evaluate", "--videos", str(videos), "--clip", str(tiny_clip(tmp_path / "clip")), "--image-encoder",
+                 str(tiny_dino(tmp_path / "dino")), "--metrics", "clip_score,consistency", "--out", str(out),
+                 "--no-progress"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics) == {"num_videos", "clip_score", "subject_consistency", "background_consistency"}
+    rows = json.loads((out / "report.json").read_text())["videos"]
+    assert "clip_score" in rows[0] and "clip_score" not in rows[1]  # b.mp4 has no prompt
+    assert rows[1]["subject_consistency"] == pytest.approx(1.0, abs=1e-5)  # a still clip
 
 
 def test_evaluate_samples_a_dit_export_with_a_seed_per_prompt(run, tmp_path):

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from eval_clips import moving_square, static_clip
-from eval_models import state_dict_i3d, tiny_clip, torchscript_i3d
+from eval_models import state_dict_i3d, tiny_clip, tiny_dino, torchscript_i3d
 from videogen.data.stages import Skips
-from videogen.evaluation.features import CLIPFeatures, I3DFeatures, cache_path
+from videogen.evaluation.features import CLIPFeatures, I3DFeatures, ImageEncoderFeatures, cache_path
 from videogen.evaluation.frechet import GaussianStats, frechet_distance
 from videogen.evaluation.i3d import InceptionI3d
 from videogen.evaluation.videos import fit_clip
@@ -64,6 +64,18 @@ def test_clip_folder_loads_and_scores_alignment(tmp_path):
     assert clip.alignment(fit_clip(static_clip(), 9, 64, 96), "a red square") != pytest.approx(score)
     with pytest.raises(FileNotFoundError, match="not a CLIP model folder"):
         CLIPFeatures(tmp_path)
+
+
+def test_image_encoder_folder_gives_subject_and_background_features(tmp_path):
+    from videogen.evaluation import dims
+
+    encoder = ImageEncoderFeatures(tiny_dino(tmp_path / "dino"))
+    subject, background = encoder.frame_features(fit_clip(moving_square(), 9, 64, 96))
+    assert subject.shape == (9, 32) and background.shape == (9, 16 * 32)
+    still_subject, _ = encoder.frame_features(fit_clip(static_clip(), 9, 64, 96))
+    assert abs(dims.consistency(still_subject) - 1.0) < 1e-6 and dims.consistency(subject) < 1.0
+    with pytest.raises(FileNotFoundError, match="not a model folder"):
+        ImageEncoderFeatures(tmp_path)
 
 
 def test_cache_key_follows_the_set_and_the_extractor(tmp_path, clip_shards):

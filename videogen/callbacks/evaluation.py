@@ -29,7 +29,8 @@ class VideoEvaluation(Callback):
     def __init__(self, prompts: list[str] | None = None, prompts_from: str | None = None,
                  num_prompts: int | None = None, caption: str = "txt", every_n_validations: int = 1,
                  metrics: list[str] | None = None, reference: str | None = None, reference_limit: int | None = None,
-                 i3d: str | None = None, clip: str | None = None, cache_dir: str | None = None,
+                 i3d: str | None = None, clip: str | None = None, image_encoder: str | None = None,
+                 cache_dir: str | None = None,
                  log_videos: int = 4):
         """
         Args:
@@ -41,6 +42,7 @@ class VideoEvaluation(Callback):
             metrics: metric groups (see ``videogen evaluate --metrics``); None: every group that can run.
             reference, reference_limit: real clips for ``vae_fd`` / ``fvd``.
             i3d, clip: local weights for ``fvd`` / ``clip_score`` (and CLIP frame features).
+            image_encoder: a local image model folder (DINO) for the consistency features.
             cache_dir: where reference statistics are cached (None: recomputed once per run, in memory).
             log_videos: how many of the sampled videos are logged as videos.
         """
@@ -51,6 +53,7 @@ class VideoEvaluation(Callback):
         self.prompts, self.prompts_from, self.num_prompts, self.caption = prompts, prompts_from, num_prompts, caption
         self.every, self.metrics, self.log_videos = every_n_validations, metrics, log_videos
         self.reference, self.reference_limit, self.i3d, self.clip = reference, reference_limit, i3d, clip
+        self.image_encoder = image_encoder
         self.cache_dir = cache_dir
         self.validations = 0
         self.total_seconds = 0.0
@@ -64,7 +67,7 @@ class VideoEvaluation(Callback):
 
     def _setup(self, pl_module) -> None:
         from videogen.data.stages import Skips
-        from videogen.evaluation.features import CLIPFeatures, I3DFeatures, VAEFeatures
+        from videogen.evaluation.features import CLIPFeatures, I3DFeatures, ImageEncoderFeatures, VAEFeatures
         from videogen.evaluation.runner import read_prompts
         from videogen.evaluation.suite import Tools
 
@@ -76,7 +79,8 @@ class VideoEvaluation(Callback):
         device = pl_module.device
         self._tools = Tools(i3d=I3DFeatures(self.i3d, device) if self.i3d else None,
                             vae=VAEFeatures(pl_module.vae_export, device), clip=CLIPFeatures(self.clip, device)
-                            if self.clip else None, reference=self.reference, reference_limit=self.reference_limit,
+                            if self.clip else None, image_encoder=ImageEncoderFeatures(self.image_encoder, device)
+                            if self.image_encoder else None, reference=self.reference, reference_limit=self.reference_limit,
                             cache_dir=self.cache_dir, shape=tuple(pl_module.hparams.val_shape), progress=False)
 
     def on_validation_epoch_end(self, trainer, pl_module) -> None:

@@ -2,7 +2,7 @@
 VBench-style dimensions, CLIP alignment, the synthetic judge) into a report folder.
 
     videogen evaluate (--videos DIR | --ckpt DIT_EXPORT_CKPT_OR_RUN [--prompts FILE_OR_SHARDS]) \
-        [--reference SHARDS] [--vae VAE] [--i3d FILE] [--clip DIR] [--metrics a,b,...] --out REPORT_DIR [--json]
+        [--reference SHARDS] [--vae VAE] [--i3d FILE] [--clip DIR] [--image-encoder DIR] [--metrics a,b,...] --out REPORT_DIR [--json]
 
 The work is in ``videogen/evaluation/`` (runner.py); every metric is described in docs/evaluate.md.
 Exit code 0 when the report was written, 2 when an input or option cannot be used.
@@ -33,6 +33,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--vae", metavar="VAE", help="stage-1 VAE export for vae_fd and consistency (--ckpt: the DiT's)")
     parser.add_argument("--i3d", metavar="FILE", help="I3D network for FVD: TorchScript or an InceptionI3d state dict")
     parser.add_argument("--clip", metavar="DIR", help="a local transformers CLIP folder (clip_score, consistency)")
+    parser.add_argument("--image-encoder", metavar="DIR", help="a local transformers image model (DINO, DINOv2) for "
+                        "subject/background consistency (default: CLIP's image tower, else the VAE)")
     parser.add_argument("--metrics", default=None, help="comma-separated groups: fvd,vae_fd,temporal_flicker,"
                         "motion_smoothness,dynamic_degree,consistency,clip_score,judge (default: all that can run)")
     parser.add_argument("--shape", type=int, nargs=3, default=(9, 64, 96), metavar=("FRAMES", "H", "W"),
@@ -58,6 +60,7 @@ def run(args: argparse.Namespace) -> int:
     opts = Options(out=args.out, videos=args.videos, ckpt=args.ckpt, prompts=args.prompts, num_prompts=args.num_prompts,
                    caption=args.caption, moving_only=args.moving_only, reference=args.reference,
                    reference_limit=args.reference_limit, vae=args.vae, i3d=args.i3d, clip=args.clip,
+                   image_encoder=args.image_encoder,
                    metrics=[m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else None,
                    shape=tuple(args.shape), steps=args.steps, cfg=args.cfg, sampler=args.sampler, seed=args.seed,
                    batch_size=args.batch_size, fps=args.fps, device=args.device, cache_dir=args.cache_dir,

@@ -14,6 +14,9 @@ a local path (no downloads), and the cache of a reference set's feature statisti
   "background").
 * :class:`CLIPFeatures`: a local ``transformers`` CLIP folder: image and text embeddings (cosine for
   text-video alignment), pooled image embeddings ("subject") and patch tokens ("background").
+* :class:`ImageEncoderFeatures`: any local ``transformers`` ViT-style image model (DINO/DINOv2, as
+  VBench's subject consistency uses): the pooled/CLS output ("subject") and the patch tokens
+  ("background").
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from videogen.pretrained import sha256_file
 
 I3D_FRAMES, I3D_SIZE = 16, 224
 CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
 def _batches(items: Sequence, size: int):
@@ -182,6 +186,35 @@ class CLIPFeatures:
     def frame_features(self, video: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         embeds, patches = self._vision(video)
         return embeds.float().cpu().numpy(), patches.flatten(1).float().cpu().numpy()
+
+
+class ImageEncoderFeatures:
+    def __init__(self, folder: str | os.PathLike, device: str | torch.device = "cpu"):
+        from transformers import AutoModel
+
+        folder = Path(folder)
+        if not (folder / "config.json").is_file():
+            raise FileNotFoundError(f"--image-encoder {folder}: not a model folder (no config.json); give a local "
+                                    "transformers image model folder, e.g. facebook/dinov2-small")
+        self.model = AutoModel.from_pretrained(str(folder), local_files_only=True).to(device).eval()
+        self.device = torch.device(device)
+        pre = folder / "preprocessor_config.json"
+        conf = json.loads(pre.read_text()) if pre.is_file() else {}
+        size = conf.get("crop_size") or conf.get("size") or getattr(self.model.config, "image_size", 224)
+        size = size.get("height") or size.get("shortest_edge") if isinstance(size, dict) else size
+        self.size = int(size)
+        self.mean = torch.tensor(conf.get("image_mean", IMAGENET_MEAN)).view(1, 3, 1, 1)
+        self.std = torch.tensor(conf.get("image_std", IMAGENET_STD)).view(1, 3, 1, 1)
+
+    @torch.no_grad()
+    def frame_features(self, video: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        frames = (video.transpose(0, 1).float() + 1) / 2  # (T, 3, H, W) in [0, 1]
+        frames = F.interpolate(frames, size=(self.size, self.size), mode="bicubic", align_corners=False)
+        out = self.model(pixel_values=((frames.clamp(0, 1) - self.mean) / self.std).to(self.device))
+        hidden = out.last_hidden_state  # (T, 1 + P, W)
+        pooled = getattr(out, "pooler_output", None)
+        subject = pooled if pooled is not None else hidden[:, 0]
+        return subject.float().cpu().numpy(), hidden[:, 1:].flatten(1).float().cpu().numpy()
 
 
 def set_identity(spec: str) -> list[list]:

@@ -34,6 +34,7 @@ class Options:
     vae: str | None = None
     i3d: str | None = None
     clip: str | None = None
+    image_encoder: str | None = None
     metrics: list[str] | None = None
     shape: tuple[int, int, int] = (9, 64, 96)
     steps: int = 30
@@ -87,7 +88,7 @@ def checkpoints(path: Path) -> list[Path]:
 
 
 def _tools(opts: Options, vae_export=None) -> Tools:
-    from videogen.evaluation.features import CLIPFeatures, I3DFeatures, VAEFeatures
+    from videogen.evaluation.features import CLIPFeatures, I3DFeatures, ImageEncoderFeatures, VAEFeatures
 
     if opts.vae:
         from videogen.encoding import load_vae
@@ -96,7 +97,9 @@ def _tools(opts: Options, vae_export=None) -> Tools:
     cache = opts.cache_dir or str(Path.home() / ".cache" / "videogen" / "evaluate")
     tools = Tools(i3d=I3DFeatures(opts.i3d, opts.device) if opts.i3d else None,
                   vae=VAEFeatures(vae_export, opts.device) if vae_export is not None else None,
-                  clip=CLIPFeatures(opts.clip, opts.device) if opts.clip else None, reference=opts.reference,
+                  clip=CLIPFeatures(opts.clip, opts.device) if opts.clip else None,
+                  image_encoder=ImageEncoderFeatures(opts.image_encoder, opts.device) if opts.image_encoder else None,
+                  reference=opts.reference,
                   reference_limit=opts.reference_limit, cache_dir=cache,
                   shape=tuple(opts.shape), progress=opts.progress)
     if tools.vae is not None:

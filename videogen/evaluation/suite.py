@@ -2,8 +2,8 @@
 
 Metric groups (``--metrics``): ``fvd`` (I3D + a reference set), ``vae_fd`` (the stage-1 VAE + a
 reference set), ``temporal_flicker``, ``motion_smoothness``, ``dynamic_degree`` (also reports
-``motion_magnitude``), ``consistency`` (``subject_consistency`` and ``background_consistency``: CLIP
-image features when a CLIP folder is given, else the VAE's), ``clip_score`` (CLIP + prompts) and
+``motion_magnitude``), ``consistency`` (``subject_consistency`` and ``background_consistency``: the
+features of an image encoder when given, else CLIP's image features, else the VAE's), ``clip_score`` (CLIP + prompts) and
 ``judge`` (``judge_colour/shape/direction/speed/size/all``: synthetic-set prompts). Without
 ``--metrics`` every group whose inputs are there runs; a group asked for whose inputs are missing is
 a one-line error.
@@ -36,6 +36,7 @@ class Tools:
     i3d: Any = None
     vae: Any = None
     clip: Any = None
+    image_encoder: Any = None
     reference: str | None = None
     reference_limit: int | None = None
     cache_dir: str | Path | None = None
@@ -51,7 +52,7 @@ def _needs(group: str, tools: Tools, prompts: bool) -> str | None:
     if group == "vae_fd":
         return None if tools.vae and tools.reference else "needs --vae VAE (or --ckpt) and --reference SHARDS"
     if group == "consistency":
-        return None if tools.vae or tools.clip else "needs --clip DIR or --vae VAE"
+        return None if tools.image_encoder or tools.vae or tools.clip else "needs --image-encoder, --clip or --vae"
     if group == "clip_score":
         return None if tools.clip and prompts else "needs --clip DIR and videos with prompts"
     if group == "judge":
@@ -136,7 +137,7 @@ def evaluate(videos: Sequence[EvalVideo], groups: Sequence[str], tools: Tools, s
         metrics["fvd"] = _distance(videos, tools.i3d, tools, skips)
     if "vae_fd" in groups:
         metrics["vae_fd"] = _distance(videos, tools.vae, tools, skips)
-    frame_features = tools.clip or tools.vae
+    frame_features = tools.image_encoder or tools.clip or tools.vae
     for v, row in tqdm(list(zip(videos, per_video)), unit="video", desc="per-video metrics",
                        disable=not tools.progress or None):
         if "temporal_flicker" in groups:
@@ -174,7 +175,7 @@ def evaluate(videos: Sequence[EvalVideo], groups: Sequence[str], tools: Tools, s
 def _frame_size(frames: np.ndarray, tools: Tools) -> tuple[int, int]:
     """Frames keep their size for CLIP (it resizes); for the VAE they are cropped to its multiple."""
     h, w = frames.shape[1:3]
-    if tools.clip is None and tools.vae is not None:
+    if tools.image_encoder is None and tools.clip is None and tools.vae is not None:
         sc = tools.vae.stats["spatial_compression"]
         return max(sc, h - h % sc), max(sc, w - w % sc)
     return h, w
