@@ -22,6 +22,8 @@ from videogen.models.dit import DiT
 from videogen.modules.dit import DiTModule
 from videogen.pretrained import save_export
 
+pytestmark = pytest.mark.slow  # the module's fixture trains a DiT for 6 steps (~3-7 s)
+
 PROMPTS = ["A small red square moves to the right across the frame.", "a blue circle"]
 
 
