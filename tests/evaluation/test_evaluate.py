@@ -139,6 +139,7 @@ def test_evaluate_samples_a_dit_export_with_a_seed_per_prompt(run, tmp_path):
         outs.append(json.loads((out / "metrics.json").read_text()))
         rows = [json.loads(r) for r in (out / "videos" / "samples.jsonl").read_text().splitlines()]
         assert [r["seed"] for r in rows] == [0, 1, 2] and [r["prompt"] for r in rows][:2] == PROMPTS
+    assert all(o.pop("sample_seconds_per_video") > 0 for o in outs)
     # the same videos whatever the batch size (up to float rounding of batched matmuls)
     assert outs[0] == pytest.approx(outs[1], rel=1e-4)
     assert outs[0]["num_videos"] == 3 and set(outs[0]) >= {"vae_fd", "dynamic_degree", "judge_colour"}
@@ -153,7 +154,8 @@ def test_evaluate_a_run_folder_plots_every_metric_over_steps(run, tmp_path):
     curve = json.loads((out / "curve.json").read_text())
     assert [p["step"] for p in curve] == [2, 4, 6]  # last.ckpt repeats step 6 and is skipped
     assert all((out / f"step-{s:07d}" / "metrics.json").is_file() for s in (2, 4, 6))
-    assert {p.name for p in (out / "plots").glob("*.png")} == {"vae_fd.png", "temporal_flicker.png"}
+    assert {p.name for p in (out / "plots").glob("*.png")} == {"vae_fd.png", "temporal_flicker.png",
+                                                          "sample_seconds_per_video.png"}
     assert json.loads((out / "metrics.json").read_text())["step"] == 6
 
 

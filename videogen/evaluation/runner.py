@@ -4,11 +4,14 @@
 (``*.ckpt``, searched recursively; one per global step): each is evaluated into
 ``REPORT_DIR/step-NNNNNNN/`` and the metrics are plotted over the steps (``REPORT_DIR/plots/``,
 ``REPORT_DIR/curve.json``); ``REPORT_DIR/metrics.json`` then holds the last step's metrics and ``step``.
+Sampled videos add ``sample_seconds_per_video`` (wall clock of the batched sampling over the videos,
+models already loaded).
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -111,11 +114,12 @@ def _tools(opts: Options, vae_export=None) -> Tools:
 
 
 def _evaluate_and_write(videos: list[EvalVideo], opts: Options, tools: Tools, out: Path, skips,
-                        settings: dict[str, Any]) -> dict[str, Any]:
+                        settings: dict[str, Any], extra: dict[str, Any] | None = None) -> dict[str, Any]:
     groups, skipped = plan(opts.metrics, tools, any(v.prompt or v.attributes for v in videos))
     for g, why in skipped.items():
         log.info("metric %s not computed: %s", g, why)
     metrics, details = evaluate(videos, groups, tools, skips)
+    metrics.update(extra or {})
     details.update(skipped_metrics=skipped, settings=settings)
     details["skipped_inputs"] = list(skips.records or [])
     report.write_report(out, metrics, details, videos, opts.save_videos)
@@ -147,13 +151,16 @@ def run(opts: Options) -> dict[str, Any]:
         seen.add(gen.step)
         tools = tools or _tools(opts, gen.vae_export)
         f, h, w = opts.shape
+        began = time.perf_counter()
         clips = generate_videos(gen, [p for p, _ in prompts], num_frames=f, height=h, width=w, steps=opts.steps,
                                 cfg=opts.cfg, sampler=opts.sampler, seed=opts.seed, batch_size=opts.batch_size,
                                 progress=opts.progress)
+        seconds = (time.perf_counter() - began) / len(clips)
         videos = [EvalVideo(f"{i:03d}", to_frames(c), p, a, opts.fps, opts.seed + i)
                   for i, (c, (p, a)) in enumerate(zip(clips, prompts))]
         where = out if len(targets) == 1 else out / f"step-{gen.step:07d}"
-        metrics = _evaluate_and_write(videos, opts, tools, where, skips, {**settings, "ckpt": str(target)})
+        metrics = _evaluate_and_write(videos, opts, tools, where, skips, {**settings, "ckpt": str(target)},
+                                      {"sample_seconds_per_video": seconds})
         curve.append({"step": gen.step, "ckpt": str(target), "metrics": metrics})
     if len(targets) == 1:
         return curve[0]["metrics"]
