@@ -102,7 +102,13 @@ def test_reference_statistics_are_cached_and_reused(tmp_path, clip_shards, monke
     def no_reading(*a, **k):
         raise AssertionError("the reference set was read again")
 
-    monkeypatch.setattr(suite, "read_shard_videos", no_reading)
+    monkeypatch.setattr(suite, "iter_shard_videos", no_reading)
     again = reference_stats(Tools(i3d=i3d, reference=str(clip_shards), cache_dir=tmp_path / "cache", progress=False),
                             i3d, Skips(max_logged=0))
     assert np.array_equal(again.sigma, first.sigma)
+    monkeypatch.undo()
+    cached = next((tmp_path / "cache").glob("i3d-*.npz"))
+    cached.write_bytes(b"damaged")  # a damaged cache file is computed again, not trusted
+    fresh = reference_stats(Tools(i3d=i3d, reference=str(clip_shards), cache_dir=tmp_path / "cache", progress=False),
+                            i3d, Skips(max_logged=0))
+    assert np.allclose(fresh.sigma, first.sigma) and GaussianStats.load(cached).count == 24

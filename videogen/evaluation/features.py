@@ -146,8 +146,12 @@ class CLIPFeatures:
         if not (folder / "config.json").is_file():
             raise FileNotFoundError(f"--clip {folder}: not a CLIP model folder (no config.json); give a local "
                                     "transformers CLIP folder (see docs/evaluate.md)")
-        self.model = CLIPModel.from_pretrained(str(folder), local_files_only=True).to(device).eval()
-        self.tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+        try:
+            self.model = CLIPModel.from_pretrained(str(folder), local_files_only=True).to(device).eval()
+            self.tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise ValueError(f"--clip {folder}: cannot load a CLIP model and tokenizer from it: "
+                             f"{str(e).splitlines()[0][:200]}") from None
         self.device, self.batch_size = torch.device(device), batch_size
         self.size = self.model.config.vision_config.image_size
         pre = folder / "preprocessor_config.json"
@@ -196,7 +200,11 @@ class ImageEncoderFeatures:
         if not (folder / "config.json").is_file():
             raise FileNotFoundError(f"--image-encoder {folder}: not a model folder (no config.json); give a local "
                                     "transformers image model folder, e.g. facebook/dinov2-small")
-        self.model = AutoModel.from_pretrained(str(folder), local_files_only=True).to(device).eval()
+        try:
+            self.model = AutoModel.from_pretrained(str(folder), local_files_only=True).to(device).eval()
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise ValueError(f"--image-encoder {folder}: cannot load a model from it: "
+                             f"{str(e).splitlines()[0][:200]}") from None
         self.device = torch.device(device)
         pre = folder / "preprocessor_config.json"
         conf = json.loads(pre.read_text()) if pre.is_file() else {}

@@ -20,7 +20,7 @@ import numpy as np
 
 from videogen.evaluation import dims
 from videogen.evaluation.frechet import GaussianStats, frechet_distance
-from videogen.evaluation.videos import EvalVideo, fit_clip, read_shard_videos
+from videogen.evaluation.videos import EvalVideo, fit_clip, iter_shard_videos
 
 log = logging.getLogger("videogen.evaluate")
 
@@ -93,14 +93,19 @@ def reference_stats(tools: Tools, extractor, skips) -> GaussianStats:
     path = cache_path(tools.cache_dir or ".", tools.reference, extractor, settings)
     if path in tools._memo:
         return tools._memo[path]
+    stats = None
     if tools.cache_dir and path.is_file():
-        stats = GaussianStats.load(path)
-        log.info("reference statistics from the cache: %s", path)
-    else:
-        refs = read_shard_videos(tools.reference, skips, tools.reference_limit, min_frames=tools.shape[0])
-        clips, _ = _clips(refs, tools.shape)
-        feats = [extractor([c]) for c in tqdm(clips, unit="clip", desc=f"reference {extractor.identity['extractor']}",
-                                              disable=not tools.progress or None)]
+        try:
+            stats = GaussianStats.load(path)
+            log.info("reference statistics from the cache: %s", path)
+        except Exception as e:  # a damaged cache file is computed again, not trusted
+            log.warning("ignoring the unreadable cache file %s (%s); computing again", path, str(e)[:100])
+    if stats is None:
+        refs = iter_shard_videos(tools.reference, skips, tools.reference_limit, min_frames=tools.shape[0],
+                                 max_frames=tools.shape[0])
+        feats = [extractor([fit_clip(v.frames, *tools.shape)])
+                 for v in tqdm(refs, unit="clip", desc=f"reference {extractor.identity['extractor']}",
+                               disable=not tools.progress or None)]
         if len(feats) < 2:
             raise ValueError(f"--reference {tools.reference}: fewer than 2 clips of at least {tools.shape[0]} frames")
         stats = GaussianStats.of(np.concatenate(feats))

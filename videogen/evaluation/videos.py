@@ -105,27 +105,35 @@ def caption_of(record, caption: str) -> str:
     return ((record.meta.get("captions") or {}).get(caption)) or record.caption
 
 
-def read_shard_videos(spec: str, skips, limit: int | None = None, caption: str = "txt",
-                      min_frames: int = 1) -> list[EvalVideo]:
-    """Decoded clips of a shard set with at least ``min_frames`` frames (the others counted as skipped)."""
+def iter_shard_videos(spec: str, skips, limit: int | None = None, caption: str = "txt", min_frames: int = 1,
+                      max_frames: int | None = None) -> Iterator[EvalVideo]:
+    """Decoded clips of a shard set, one at a time (memory stays at one clip), with at least
+    ``min_frames`` frames (the others counted as skipped); only the first ``max_frames`` are decoded."""
     from videogen.data.decode import DecodeError, decoder_for, make_decoder
 
-    decoder, out = make_decoder("pyav"), []
+    decoder, n = make_decoder("pyav"), 0
     for record in shard_records(spec, skips):
-        if limit is not None and len(out) >= limit:
-            break
+        if limit is not None and n >= limit:
+            return
         if record.num_frames < min_frames:
             skips.add("too_short", record.url, record.key, f"{record.num_frames} frames < {min_frames}")
             continue
+        count = record.num_frames if max_frames is None else min(record.num_frames, max_frames)
         try:
-            frames = decoder_for(record.ext, decoder).decode(record.media, list(range(record.num_frames)))
+            frames = decoder_for(record.ext, decoder).decode(record.media, list(range(count)))
         except DecodeError as e:
             skips.add("decode_error", record.url, record.key, str(e)[:200])
             continue
         attributes = record.meta.get("attributes")
-        out.append(EvalVideo(record.key, frames, caption_of(record, caption) or None,
-                             attributes if isinstance(attributes, dict) else None, record.fps or 8.0))
-    return out
+        n += 1
+        yield EvalVideo(record.key, frames, caption_of(record, caption) or None,
+                        attributes if isinstance(attributes, dict) else None, record.fps or 8.0)
+
+
+def read_shard_videos(spec: str, skips, limit: int | None = None, caption: str = "txt",
+                      min_frames: int = 1) -> list[EvalVideo]:
+    """Every decoded clip of a shard set (see :func:`iter_shard_videos`)."""
+    return list(iter_shard_videos(spec, skips, limit, caption, min_frames))
 
 
 def fit_clip(frames: np.ndarray, num_frames: int, height: int, width: int):
