@@ -9,5 +9,7 @@ validation callback share them (see docs/evaluate.md for every formula and the w
 * ``judge.py``: the synthetic set's pixel judge applied to generated videos;
 * ``videos.py``: reading the videos to evaluate (an mp4 folder, a shard set) into one shape;
 * ``suite.py``: which metrics run, on what, producing one flat dict;
-* ``report.py``: the report folder (metrics.json, grid PNG, mp4s, plots over training steps).
+* ``report.py``: the report folder (metrics.json, grid PNG, mp4s, plots over training steps);
+* ``generation.py``: videos from a DiT export or checkpoint, a fixed seed per prompt;
+* ``runner.py``: ``videogen evaluate`` end to end (a folder of mp4s, an export, a run folder).
 """
