@@ -30,6 +30,7 @@ EXTRA_COMMANDS = {
     "encode": "encode",
     "eval-vae": "eval_vae",
     "sample": "sample",
+    "evaluate": "evaluate",
     "tune-buckets": "tune_buckets",
     "pipeline": "pipeline",
     "recaption": "recaption",

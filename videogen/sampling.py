@@ -86,12 +86,14 @@ def connect_frames(vae, stats: dict[str, Any], start: Tensor, end: Tensor, laten
 
 @torch.no_grad()
 def generate(dit, vae, stats: dict[str, Any], text: Tensor, text_mask: Tensor, *, num_frames: int, height: int,
-             width: int, steps: int = 30, cfg: float = 4.0, seed: int = 0, sampler: str = "euler",
+             width: int, steps: int = 30, cfg: float = 4.0, seed: int | list[int] = 0, sampler: str = "euler",
              shift_base_tokens: int | None = 256, cond: Conditioning | None = None, init: Tensor | None = None,
              strength: float = 1.0, callback: Callable | None = None) -> Tensor:
     """Sample videos for encoded prompts ``text`` (B, L, D) / ``text_mask`` (B, L): (B, 3, T, H, W) in [-1, 1].
 
     ``init`` (normalised latents) with ``strength`` < 1 starts from the noised clip (SDEdit).
+    ``seed``: one seed for the batch's noise, or one per video (video i then gets the noise a batch
+    of one with ``seed[i]`` gets, however the prompts are batched).
     """
     tc, sc = stats["temporal_compression"], stats["spatial_compression"]
     if (num_frames - 1) % tc or height % sc or width % sc:
@@ -103,8 +105,11 @@ def generate(dit, vae, stats: dict[str, Any], text: Tensor, text_mask: Tensor, *
         raise ValueError(f"latents {shape[2:]} are not divisible by the DiT's patch size {dit.patch_size}: choose "
                          f"--height/--width multiples of {sc * max(ph, pw)}")
     device = text.device
-    generator = torch.Generator(device).manual_seed(seed)
-    noise = torch.randn(shape, generator=generator, device=device)
+    if isinstance(seed, int):
+        noise = torch.randn(shape, generator=torch.Generator(device).manual_seed(seed), device=device)
+    else:
+        noise = torch.stack([torch.randn(shape[1:], generator=torch.Generator(device).manual_seed(s), device=device)
+                             for s in seed])
     tokens = shape[2] // pt * (shape[3] // ph) * (shape[4] // pw)
     shift = token_shift(tokens, shift_base_tokens) if shift_base_tokens else 1.0
     start = strength if init is not None else 1.0

@@ -1,0 +1,63 @@
+"""Videos from a DiT export (or checkpoint) for evaluation: batched, prompt i always sampled with
+seed ``seed + i`` (the same video whatever the batch size, and the one ``videogen sample --seed``
+gives for that prompt alone)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+
+
+@dataclass
+class Generator:
+    dit: Any
+    vae: Any
+    stats: dict[str, Any]
+    text_encoder: Any
+    device: torch.device
+    step: int | None  # the checkpoint's global step (None for an export folder)
+    vae_export: Any = None
+
+
+def load_generator(path: str, device: str = "cpu") -> Generator:
+    """The DiT at ``path`` with the VAE and text encoder its export names (a changed VAE is refused)."""
+    from videogen.encoding import load_vae
+    from videogen.models.dit import DiT
+    from videogen.models.text import FrozenTextEncoder
+    from videogen.pretrained import load_stage
+
+    export = load_stage(path, expect=DiT)
+    stats = export.stats
+    vae_export = load_vae(stats["vae"]["source"])
+    if vae_export.manifest["weights_sha256"] != stats["vae"]["weights_sha256"]:
+        raise ValueError(f"the VAE at {stats['vae']['source']} is not the one the DiT at {path} was trained with "
+                         "(weights changed): restore it, or train the DiT again")
+    dev = torch.device(device)
+    text = FrozenTextEncoder(stats["text_encoder"], stats["text_max_length"]).to(dev)
+    return Generator(export.module.to(dev).eval(), vae_export.module.to(dev).eval(), stats, text, dev,
+                     export.manifest.get("inputs", {}).get("global_step"), vae_export)
+
+
+@torch.no_grad()
+def generate_videos(gen: Generator, prompts: Sequence[str], *, num_frames: int, height: int, width: int,
+                    steps: int = 30, cfg: float = 4.0, sampler: str = "euler", seed: int = 0, batch_size: int = 8,
+                    progress: bool = True) -> list[torch.Tensor]:
+    """One (3, T, H, W) video in [-1, 1] (on the CPU) per prompt."""
+    from tqdm import tqdm
+
+    from videogen.sampling import generate
+
+    out: list[torch.Tensor] = []
+    with tqdm(total=len(prompts), unit="video", desc="sampling", disable=not progress or None) as bar:
+        for i in range(0, len(prompts), batch_size):
+            chunk = list(prompts[i: i + batch_size])
+            text, mask = gen.text_encoder(chunk)
+            videos = generate(gen.dit, gen.vae, gen.stats, text.to(gen.device), mask.to(gen.device),
+                              num_frames=num_frames, height=height, width=width, steps=steps, cfg=cfg,
+                              seed=[seed + i + j for j in range(len(chunk))], sampler=sampler,
+                              shift_base_tokens=gen.stats.get("shift_base_tokens"))
+            out.extend(videos.float().cpu())
+            bar.update(len(chunk))
+    return out
