@@ -79,7 +79,12 @@ class SelfAttention(nn.Module):
     With ``text_keys`` (joint attention) the text tokens (B, M, D) get their own key/value
     projection and their keys/values are put before the tokens' (no rotation: text has no
     position in the clip), so ``mask`` is (B, 1, N, M + N).
+
+    ``sequence_parallel`` is a hook point set from outside (videogen/parallel/sequence.py): when set,
+    this rank holds N/P of the tokens and it runs the attention core on all N for heads/P.
     """
+
+    sequence_parallel = None
 
     def __init__(self, dim: int, num_heads: int, qk_norm: bool = True, text_keys: bool = False) -> None:
         super().__init__()
@@ -100,7 +105,8 @@ class SelfAttention(nn.Module):
             text_kv = rearrange(self.text_kv(text), "b m (two h d) -> two b h m d", two=2, h=self.num_heads)
             k = torch.cat([self.k_norm(text_kv[0]).type_as(v), k], dim=2)  # (B, heads, M + N, head_dim)
             v = torch.cat([text_kv[1], v], dim=2)
-        out = attend(q, k, v, mask)  # (B, heads, N, head_dim)
+        sp = self.sequence_parallel
+        out = attend(q, k, v, mask) if sp is None else sp.attend(attend, q, k, v, mask)  # (B, heads, N, head_dim)
         return self.proj(rearrange(out, "b h n d -> b n (h d)"))
 
 

@@ -79,6 +79,9 @@ class DiT(Configurable, nn.Module):
     """
 
     block_class = DiTBlock  # the unit to wrap for FSDP / activation checkpointing / per-block compile
+    # hook point for sequence parallelism, set from outside (videogen/parallel/sequence.py): this rank
+    # runs the blocks on its share of the tokens and the outputs are gathered; None: all tokens here
+    sequence_parallel = None
     _no_split_modules = ("DiTBlock",)
 
     def __init__(
@@ -231,7 +234,12 @@ class DiT(Configurable, nn.Module):
         )  # (B, S, L + 1, D)
         txt_mask = torch.cat([text_mask.new_ones(batch, clips, 1), text_mask], dim=2).bool()  # (B, S, L + 1)
         text_tokens = rearrange(txt, "b s l d -> b (s l) d")
+        n, sp = x.shape[1], self.sequence_parallel
+        if sp is not None:  # tokens padded to a multiple of the sequence degree (padding: clip -1)
+            x, positions, segment_ids, block_diagonal = sp.pad(x, positions, segment_ids, block_diagonal)
         self_mask, cross_mask = self._masks(segment_ids, txt_mask, block_diagonal)
+        if sp is not None:  # this rank's tokens (B, N/P, D); masks keep all N keys
+            x, positions, segment_ids, cross_mask = sp.shard(x, positions, segment_ids, cross_mask)
         cos, sin = self.rope(positions)  # each (B, N, head_dim / 2)
         rope = (cos[:, None], sin[:, None])  # (B, 1, N, head_dim / 2)
         for block in self.blocks:
@@ -240,7 +248,8 @@ class DiT(Configurable, nn.Module):
                 x = checkpoint(block, *args, use_reentrant=False)
             else:
                 x = block(*args)
-        return self.final_layer(x, c, segment_ids)  # (B, N, P_out)
+        out = self.final_layer(x, c, segment_ids)  # (B, N, P_out)
+        return out if sp is None else sp.gather(out, n)
 
     def _masks(self, segment_ids: Tensor, txt_mask: Tensor, block_diagonal: bool) -> tuple:
         """(self-attention mask, cross-attention mask) for tokens (B, N) and text keys (B, S, L + 1).
