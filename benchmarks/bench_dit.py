@@ -24,8 +24,8 @@ Sections:
    (joint attention over L + N tokens, text also through the MLP); ours with 'cross' has a separate
    cross-attention to L + 1 text keys (one more q and output projection per token), with 'joint' the
    L + 1 text keys/values join the self-attention (text tokens are not queries and skip the MLP).
-2. **packing vs padding**: clips of different (T, H, W) in one ``forward_packed`` row
-   (block-diagonal mask) against zero-padding every clip to the largest (T, H, W) and a batched
+2. **packing vs padding**: clips of different (T, H, W) in one packed ``forward`` row
+   (variable-length attention over the clip offsets) against zero-padding every clip to the largest (T, H, W) and a batched
    ``forward``; useful (unpadded) tokens/s and the padded fraction. The loss covers only the real
    latent elements in both.
 3. **scaling**: step time of our DiT for one clip of 256 ... ``--max-tokens`` tokens.
@@ -269,7 +269,7 @@ def section_packing(steps: int, warmup: int, peak: float) -> dict:
     real = valid.sum()
 
     def loss_packed() -> torch.Tensor:
-        outs = model.forward_packed(xs, t, text, text_mask)
+        outs = model(xs, t, text, text_mask)
         return sum(((o - y) ** 2).sum() for o, y in zip(outs, targets)) / real
 
     def loss_padded() -> torch.Tensor:

@@ -73,3 +73,24 @@ def test_sequence_parallel_fragment_merges_after_a_dit_config(tmp_path):
         strategy = cli.trainer.strategy
         assert isinstance(strategy, SequenceParallelStrategy) and strategy.sequence_parallel_size == degree
         assert cli.trainer.num_devices == degree
+
+
+def test_fsdp_fragment_reduces_gradients_in_fp32(tmp_path):
+    """configs/trainer/fsdp_dit.yaml merged after a DiT config: Lightning's FSDPStrategy gets the fragment's
+    MixedPrecision (bf16 compute, fp32 gradient reduction and buffers), not bf16-mixed's bf16 reduction."""
+    import sys
+
+    import torch
+    from lightning.pytorch.strategies import FSDPStrategy
+
+    sys.path.insert(0, str(Path(__file__).parent / "distributed"))  # Lightning's FSDPStrategy, allowed on a CPU
+    root = Path(__file__).parent.parent / "configs"
+    vae = make_vae_export(tmp_path / "vae", 8)
+    cli = lightning_cli(["--config", str(root / "dit" / "quickstart.yaml"), "--config", str(root / "trainer" / "fsdp_dit.yaml"),
+                         "--trainer.logger=false", "--trainer.accelerator=cpu", "--trainer.devices=1",
+                         "--trainer.strategy.class_path=cpu_fsdp.CPUFSDPStrategy", f"--model.init_args.vae={vae}"], run=False)
+    strategy = cli.trainer.strategy
+    assert isinstance(strategy, FSDPStrategy) and cli.trainer.precision == "bf16-mixed"
+    assert strategy.sharding_strategy.name == "FULL_SHARD"  # the fragment's other settings came through too
+    mp = strategy.mixed_precision_config
+    assert (mp.param_dtype, mp.reduce_dtype, mp.buffer_dtype) == (torch.bfloat16, torch.float32, torch.float32)

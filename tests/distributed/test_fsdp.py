@@ -84,3 +84,46 @@ def test_fsdp_full_shard_with_checkpointing_matches_ddp(tmp_path):
         mine0, mine1 = rank0["sampled"][0]["sums"], rank1["sampled"][0]["sums"]
         assert rank0["gathered"] == rank1["gathered"] == [[mine0[0], mine1[0], mine0[1]]]
     assert fsdp0["gathered"][0] == pytest.approx(ddp0["gathered"][0], rel=1e-4, abs=0.05)
+
+
+def test_fsdp_packed_batches_match_ddp(tmp_path):
+    """Packed batches (the loader's packing mode: several clips in one token row) go through the FSDP-wrapped
+    DiT's own forward, not around it: training losses, the weights, the EMA (validated on packs too) and the
+    export equal DDP's. The joint text attention covers the packed layout with text keys in the softmax."""
+    sys.path.insert(0, str(Path(__file__).parents[1]))
+    from test_encode import tiny_export
+
+    write_shards(tmp_path / "shards", [4, 4])
+    vae = str(tiny_export(tmp_path / "vae"))
+    model = tiny_dit_model(vae, ema_decay=0.5)
+    model["init_args"]["dit"]["init_args"]["text_attention"] = "joint"
+    # 9 x 32 x 32 clips are 3 x 4 x 4 = 48 tokens (VAE 4 x 4 x 4, patch 1 x 2 x 2): two clips per 100-token pack
+    data = data_section(tmp_path / "shards", val_shards=str(tmp_path / "shards"), packing=True, token_budget=100,
+                        token_shape=[4, 8, 8], max_area=32 * 32, max_frames=9, size_multiple=16, frame_multiple=4)
+    runs = {}
+    for name, strategy in (("ddp", "ddp"), ("fsdp", fsdp_strategy())):
+        out = tmp_path / name
+        export = {"class_path": "videogen.callbacks.export.StageExport", "init_args": {"dirpath": str(out / "export")}}
+        cfg = fit_config(tmp_path / f"{name}.yaml", model, data, out, strategy=strategy, precision="32-true",
+                         max_steps=3, save_weights=True, callbacks=[export], val_check_interval=2,
+                         check_val_every_n_epoch=None, limit_val_batches=1, num_sanity_val_steps=0)
+        run_fit(cfg)
+        runs[name] = (records(out), torch.load(out / "records" / "weights-rank0.pt", weights_only=True))
+    (ddp0, ddp1), ddp_weights = runs["ddp"]
+    (fsdp0, fsdp1), fsdp_weights = runs["fsdp"]
+    assert fsdp0["strategy"] == "CPUFSDPStrategy" and fsdp0["fsdp_units"] == 7
+    for d, f in ((ddp0, fsdp0), (ddp1, fsdp1)):
+        assert [b["keys"] for b in d["batches"]] == [b["keys"] for b in f["batches"]]
+        assert all(len(b["keys"]) == 2 for b in f["batches"])  # packs of two clips
+        assert f["losses"] == pytest.approx(d["losses"], rel=1e-5, abs=1e-6)
+    assert ddp0["losses"] != ddp1["losses"]
+    keys = [k for k in ddp_weights if k.startswith(("dit.", "ema.module."))]
+    assert len(keys) > 20 and sorted(ddp_weights) == sorted(fsdp_weights)
+    for k in keys:
+        assert torch.allclose(ddp_weights[k], fsdp_weights[k], atol=1e-5), k
+    from safetensors.torch import load_file
+
+    ddp_export, fsdp_export = (load_file(str(tmp_path / n / "export" / "model.safetensors")) for n in ("ddp", "fsdp"))
+    assert sorted(ddp_export) == sorted(fsdp_export)
+    for k in ddp_export:
+        assert torch.allclose(ddp_export[k], fsdp_export[k], atol=1e-5), k

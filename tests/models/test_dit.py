@@ -18,11 +18,9 @@ from videogen.models.dit import (
     unpack,
     unpatchify,
 )
-from videogen.models.dit.attention import BlockMask, flex_available, self_attention_mask
+from videogen.models.dit.attention import Segments, text_segments, token_runs
 
 C, TEXT_DIM = 4, 8
-# eager FlexAttention on CPU is the unfused reference implementation; it warns so, which is expected here
-pytestmark = pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile")
 
 
 def tiny(**kwargs) -> DiT:
@@ -104,7 +102,7 @@ def test_adaln_zero_init_outputs_exact_zero(text_attention):
     latents, t, text, text_mask = clips_and_text()
     out = model(latents[0][None].repeat(2, 1, 1, 1, 1), t[:2], text[:2], text_mask[:2])
     assert out.shape == (2, C, 3, 8, 8) and torch.count_nonzero(out) == 0
-    assert all(torch.count_nonzero(y) == 0 for y in model.forward_packed(latents, t, text, text_mask))
+    assert all(torch.count_nonzero(y) == 0 for y in model(latents, t, text, text_mask))
     # zero output but not a dead network: the final layer still gets gradient
     out = model(latents[0][None], t[:1], text[:1], text_mask[:1])
     loss = (out - 1).pow(2).mean()
@@ -112,53 +110,132 @@ def test_adaln_zero_init_outputs_exact_zero(text_attention):
     assert model.final_layer.linear.bias.grad.abs().sum() > 0
 
 
-def backends():
-    found = ["sdpa"]
-    if flex_available(torch.device("cpu"), needs_grad=False):
-        found.append("flex")
-    return found
-
-
 @pytest.mark.parametrize("text_attention", TEXT_ATTENTION)
-@pytest.mark.parametrize("backend", backends())
-def test_packed_equals_clips_one_by_one(backend, text_attention):
-    model = tiny(attention_backend=backend, text_attention=text_attention)
+def test_packed_equals_clips_one_by_one_outputs_and_gradients(text_attention):
+    """A pack's outputs and every weight's gradient equal those of the clips run one by one (bucket path)."""
     latents, t, text, text_mask = clips_and_text()
-    with torch.no_grad():  # FlexAttention has no CPU backward
-        packed = model.forward_packed(latents, t, text, text_mask)
-        for i, x in enumerate(latents):
-            alone = model(x[None], t[i : i + 1], text[i : i + 1], text_mask[i : i + 1])[0]
-            assert packed[i].shape == x.shape
-            assert alone.abs().max() > 0.1
-            torch.testing.assert_close(packed[i], alone, atol=2e-5, rtol=1e-4)
-
-
-def test_flex_and_sdpa_masks_agree():
-    if "flex" not in backends():
-        pytest.skip("FlexAttention is not available in this torch")
-    segment_ids = torch.tensor([[0] * 40 + [1] * 100 + [2] * 30 + [-1] * 10])
-    assert isinstance(self_attention_mask(segment_ids, "flex", needs_grad=False), BlockMask)
-    dense = self_attention_mask(segment_ids, "sdpa", needs_grad=False)
-    assert dense.shape == (1, 1, 180, 180) and dense.sum() == 40**2 + 100**2 + 30**2 + 10**2
-    assert isinstance(self_attention_mask(segment_ids, "auto", needs_grad=True), torch.Tensor)  # CPU: SDPA
-    with pytest.raises(RuntimeError, match="attention_backend"):
-        self_attention_mask(segment_ids, "flex", needs_grad=True)
+    model = tiny(text_attention=text_attention).train()
+    packed = model(latents, t, text, text_mask)
+    sum(o.pow(2).sum() for o in packed).backward()
+    packed_grads = {k: p.grad.clone() for k, p in model.named_parameters()}
+    model.zero_grad()
+    for i, x in enumerate(latents):
+        alone = model(x[None], t[i : i + 1], text[i : i + 1], text_mask[i : i + 1])[0]
+        assert packed[i].shape == x.shape and alone.abs().max() > 0.1
+        torch.testing.assert_close(packed[i], alone, atol=2e-5, rtol=1e-4)
+        alone.pow(2).sum().backward()  # gradients accumulate over the clips, as the pack's sum does
+    assert sum(g.abs().sum() for g in packed_grads.values()) > 0
+    for k, p in model.named_parameters():
+        torch.testing.assert_close(packed_grads[k], p.grad, atol=1e-4, rtol=1e-4, msg=k)
 
 
 @pytest.mark.parametrize("text_attention", TEXT_ATTENTION)
-@pytest.mark.parametrize("backend", backends())
-def test_clips_never_see_each_other(backend, text_attention):
-    """Changing one clip's latent, caption or timestep leaves every other clip's output bit-identical."""
-    model = tiny(attention_backend=backend, text_attention=text_attention)
+def test_packed_attention_builds_no_n_by_n_tensor(text_attention):
+    """Forward and backward of a pack: no tensor anywhere holds N x N (or N x all-text-keys) values, and the
+    attention work is the clips' own: the largest tensor is far below N^2."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Largest(TorchDispatchMode):
+        largest = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            for o in out if isinstance(out, (tuple, list)) else (out,):
+                if isinstance(o, torch.Tensor):
+                    self.largest = max(self.largest, o.numel())
+            return out
+
+    g = torch.Generator().manual_seed(0)
+    latents = [torch.randn(C, 4, 8, 8, generator=g) for _ in range(16)]  # 16 clips x 64 tokens: N = 1024
+    t, text = torch.rand(16, generator=g), torch.randn(16, 5, TEXT_DIM, generator=g)
+    model = tiny(text_attention=text_attention).train()
+    with Largest() as mode:
+        sum(o.pow(2).sum() for o in model(latents, t, text, torch.ones(16, 5, dtype=torch.bool))).backward()
+    n = 1024  # a dense mask alone would be N^2, the scores heads x N^2
+    assert mode.largest < n * n / 2, mode.largest  # the largest is an activation: the modulation (N, 6 D)
+
+
+def test_segments_from_clip_offsets():
+    """Runs from segment ids; cross keys = each clip's real caption keys, joint = those + the clip's tokens."""
+    ids = torch.tensor([[0, 0, 0, 1, 1, -1], [0, 1, 1, 1, -1, -1]])
+    runs = token_runs(ids)
+    assert runs.start == (0, 3, 5, 6, 7, 10) and runs.end == (3, 5, 6, 7, 10, 12) and runs.clip == (0, 1, -1, 0, 1, -1)
+    text_mask = torch.tensor([[[1, 1, 0], [1, 0, 0]], [[1, 0, 1], [1, 1, 1]]], dtype=torch.bool)  # (B, S, L')
+    cross = text_segments(runs, text_mask, torch.device("cpu"), joint=False)
+    assert cross.q_lens == (3, 2, 1, 1, 3, 2) and cross.k_lens == (2, 1, 1, 2, 3, 1)
+    assert cross.key_index.tolist() == [0, 1, 3, 0, 6, 8, 9, 10, 11, 6]  # row 1's keys start at 6
+    assert cross.cu_k.tolist() == [0, 2, 3, 4, 6, 9, 10] and cross.cu_k.dtype == torch.int32
+    joint = text_segments(runs, text_mask, torch.device("cpu"), joint=True)  # K = 6 text + 6 tokens per row
+    assert joint.k_lens == (5, 3, 1, 3, 6, 2)
+    assert joint.key_index.tolist()[:9] == [0, 1, 6, 7, 8, 3, 9, 10, 11]
+    assert joint.key_index.tolist()[9:] == [12, 14, 18] + [15, 16, 17, 19, 20, 21] + [22, 23]  # row 1 from 12
+    assert isinstance(joint, Segments) and joint.max_q == 3 and joint.max_k == 6
+    with pytest.raises(ValueError, match="clip 0 are not contiguous"):
+        token_runs(torch.tensor([[0, 0, 1, 0]]))
+
+
+@pytest.mark.parametrize("text_attention", TEXT_ATTENTION)
+def test_pack_padded_to_a_token_budget_gives_the_same_outputs(text_attention):
+    """``pad_to`` (a fixed row length for compiled kernels) adds ignored padding tokens and changes nothing."""
+    model = tiny(text_attention=text_attention)
     latents, t, text, text_mask = clips_and_text()
     with torch.no_grad():
-        before = model.forward_packed(latents, t, text, text_mask)
+        plain = model(latents, t, text, text_mask)
+        padded = model(latents, t, text, text_mask, pad_to=128)
+    for a, b in zip(plain, padded):
+        torch.testing.assert_close(b, a, atol=1e-6, rtol=0)
+    with pytest.raises(ValueError, match="pad_to=60"):
+        model(latents, t, text, text_mask, pad_to=60)
+
+
+def test_varlen_backend_refuses_where_it_cannot_run():
+    model = tiny(attention_backend="varlen")
+    latents, t, text, text_mask = clips_and_text()
+    with pytest.raises(RuntimeError, match="attention_backend='varlen' needs"):
+        model(latents, t, text, text_mask)
+
+
+# main at 99e149e, this tiny model and input (test below), fp32: out.flatten()[::97], then sum and |.|-sum
+MAIN_BUCKET_OUTPUT = {
+    "cross": [0.6715283, -0.7210051, -1.0554562, -0.976026, 0.6600429, 0.2383707, 0.5782453, -0.6360296, -0.9098437,
+              0.0761475, 0.1641066, -1.0883253, 1.1152794, -0.9630721, -0.3310026, 1.5788463, -249.61017, 1052.15173],
+    "joint": [0.712707, 0.4116081, -0.3937405, 0.2389255, -0.8560601, 0.2915747, 1.5055033, 1.1954705, -0.6327652,
+              0.0521835, 0.5824661, 0.4648678, 0.8859355, 0.7764989, 0.219325, 0.6784618, 344.86401, 1117.95251],
+}
+
+
+@pytest.mark.parametrize("text_attention", TEXT_ATTENTION)
+def test_bucket_forward_in_fp32_is_mains(text_attention):
+    """The bucket path's fp32 math is unchanged by packed attention, the fp32 residual and compile hooks:
+    the same outputs as main at 99e149e (which the quickstart's prompt-following figures were measured on)."""
+    torch.manual_seed(0)
+    model = dit_tiny(in_channels=4, text_dim=8, text_attention=text_attention)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, 0.1)
+    g = torch.Generator().manual_seed(0)
+    x, t = torch.randn(2, 4, 3, 8, 8, generator=g), torch.tensor([0.3, 0.8])
+    text = torch.randn(2, 5, 8, generator=g)
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]], dtype=torch.bool)
+    with torch.no_grad():
+        y = model.eval()(x, t, text, mask)
+    got = y.flatten()[::97].tolist() + [y.sum().item(), y.abs().sum().item()]
+    assert got == pytest.approx(MAIN_BUCKET_OUTPUT[text_attention], rel=1e-5, abs=1e-5)
+
+
+@pytest.mark.parametrize("text_attention", TEXT_ATTENTION)
+def test_clips_never_see_each_other(text_attention):
+    """Changing one clip's latent, caption or timestep leaves every other clip's output bit-identical."""
+    model = tiny(text_attention=text_attention)
+    latents, t, text, text_mask = clips_and_text()
+    with torch.no_grad():
+        before = model(latents, t, text, text_mask)
         changed = [latents[0], latents[1] + 5 * torch.randn_like(latents[1]), latents[2]]
         text2, mask2, t2 = text.clone(), text_mask.clone(), t.clone()
         text2[1] += 3.0
         mask2[1, 2:] = False
         t2[1] = 0.01
-        after = model.forward_packed(changed, t2, text2, mask2)
+        after = model(changed, t2, text2, mask2)
     assert not torch.allclose(before[1], after[1], atol=1e-3)
     for i in (0, 2):
         torch.testing.assert_close(before[i], after[i], atol=1e-6, rtol=0)
@@ -194,7 +271,7 @@ def test_pooled_text_sees_only_real_tokens_and_drives_the_output():
             with torch.no_grad():
                 out = model(x, t[:1], text[:1], text_mask[:1])
                 torch.testing.assert_close(model(x, t[:1], garbage[:1], text_mask[:1]), out, atol=1e-6, rtol=0)
-                packed = model.forward_packed([x[0]], t[:1], garbage[:1], text_mask[:1])[0]
+                packed = model([x[0]], t[:1], garbage[:1], text_mask[:1])[0]
                 torch.testing.assert_close(packed, out[0], atol=2e-5, rtol=1e-4)
     model = tiny(pooled_text=True)
     with torch.no_grad():
@@ -249,7 +326,7 @@ def test_frame_conditioning_channels():
         cond2 = cond.clone()
         cond2[:, :, 1:] += 10
         assert torch.equal(i2v, model(x, t, text, mask, cond=cond2, cond_mask=first_frame))
-        packed = model.forward_packed([x[0]], t, text, mask, cond=[cond[0]], cond_mask=[first_frame[0]])
+        packed = model([x[0]], t, text, mask, cond=[cond[0]], cond_mask=[first_frame[0]])
         torch.testing.assert_close(packed[0], i2v[0], atol=2e-5, rtol=1e-4)
     with pytest.raises(ValueError, match="frame_conditioning=False"):
         tiny()(x, t, text, mask, cond=cond, cond_mask=first_frame)
@@ -261,7 +338,7 @@ def test_gradient_checkpointing_gives_the_same_gradients(text_attention):
     grads = []
     for flag in (False, True):
         model = tiny(gradient_checkpointing=flag, text_attention=text_attention).train()
-        out = model.forward_packed(latents, t, text, text_mask)
+        out = model(latents, t, text, text_mask)
         sum(o.pow(2).mean() for o in out).backward()
         grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
     assert grads[0].abs().sum() > 0
@@ -277,13 +354,14 @@ def test_forward_flops_match_torch_flop_counter(text_attention):
     with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
         model(x, t[:2], text[:2], text_mask[:2])
     assert model.forward_flops([48, 48], text_len=5) == counter.get_total_flops()
-    # packed: the dense SDPA mask computes every pair; the analytic count keeps only same-clip pairs
+    # packed: attention runs clip by clip over each clip's own tokens and real caption keys, so the counted
+    # FLOPs are the analytic count (same-clip pairs only) less the caption padding it does not compute
     with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
-        model.forward_packed(latents, t, text, text_mask)
+        model(latents, t, text, text_mask)
     sizes, d, keys = [48, 6, 12], model.hidden_size, 6
-    n = sum(sizes)
-    masked_out = 2 * 4 * d * ((n * n - sum(k * k for k in sizes)) + n * keys * (len(sizes) - 1))
-    assert model.forward_flops(sizes, text_len=5) == counter.get_total_flops() - masked_out
+    real_keys = (text_mask.sum(1) + 1).tolist()  # + the null text token
+    skipped = len(model.blocks) * 4 * d * sum(n * (keys - k) for n, k in zip(sizes, real_keys))
+    assert model.forward_flops(sizes, text_len=5) - skipped == counter.get_total_flops()
 
 
 def test_presets_and_config_errors():
@@ -295,7 +373,7 @@ def test_presets_and_config_errors():
     with pytest.raises(ValueError, match="num_heads"):
         DiT(hidden_size=100, num_heads=3)
     with pytest.raises(ValueError, match="attention_backend"):
-        DiT(hidden_size=64, depth=1, num_heads=2, attention_backend="xformers")
+        DiT(hidden_size=64, depth=1, num_heads=2, attention_backend="flex")
     with pytest.raises(ValueError, match="text_attention"):
         DiT(hidden_size=64, depth=1, num_heads=2, text_attention="concat")
 
@@ -317,13 +395,14 @@ def test_joint_attention_has_no_cross_attention_layer_and_fewer_flops():
 
 @pytest.mark.slow
 def test_forward_traces_as_one_graph():
-    """torch.compile-friendly: dynamo captures forward and forward_packed with no graph break."""
+    """torch.compile-friendly: dynamo captures a bucket forward with no graph break (a pack's per-clip CPU
+    attention loop runs between graphs, see test_compile.py)."""
     model = tiny()
     latents, t, text, text_mask = clips_and_text()
     with torch.no_grad():
-        compiled = torch.compile(model.forward_packed, backend="eager", fullgraph=True)
-        out = compiled(latents, t, text, text_mask)
-        torch.testing.assert_close(out[1], model.forward_packed(latents, t, text, text_mask)[1])
+        x = latents[0][None].repeat(2, 1, 1, 1, 1)
+        compiled = torch.compile(model, backend="eager", fullgraph=True)
+        torch.testing.assert_close(compiled(x, t[:2], text[:2], text_mask[:2]), model(x, t[:2], text[:2], text_mask[:2]))
 
 
 def test_bf16_model_matches_fp32():
@@ -331,8 +410,8 @@ def test_bf16_model_matches_fp32():
     model = tiny()
     latents, t, text, text_mask = clips_and_text()
     with torch.no_grad():
-        ref = model.forward_packed(latents, t, text, text_mask)
-        low = model.to(torch.bfloat16).forward_packed([x.bfloat16() for x in latents], t, text.bfloat16(), text_mask)
+        ref = model(latents, t, text, text_mask)
+        low = model.to(torch.bfloat16)([x.bfloat16() for x in latents], t, text.bfloat16(), text_mask)
     for a, b in zip(ref, low):
         assert b.dtype == torch.bfloat16
         assert (a - b.float()).norm() / a.norm() < 0.05

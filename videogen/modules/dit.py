@@ -210,7 +210,7 @@ class DiTModule(LightningModule):
         xt = [self.flow.add_noise(x, e, t[i]) for i, (x, e) in enumerate(zip(z, noise))]
         masks = [self._cond_mask(x[None], rng) for x in z]
         kw = {} if masks[0] is None else {"cond": z, "cond_mask": [m[0] for m in masks]}
-        preds = dit.forward_packed(xt, t, text, text_mask, **kw)
+        preds = dit(xt, t, text, text_mask, **kw)  # the wrapped module's forward: FSDP gathers its weights
         per_clip = torch.cat([
             self._clip_errors(p[None], x[None], e[None], t[i: i + 1], None if m is None else m)
             for i, (p, x, e, m) in enumerate(zip(preds, z, noise, masks))

@@ -21,14 +21,15 @@ W is then the sum over each sequence group and the mean over the D data groups, 
 same collective that DDP/FSDP issue anyway.
 
 The model declares where this plugs in: ``DiT.sequence_parallel`` (token split after the patch
-embedding, gather of the output) and ``SelfAttention.sequence_parallel`` (around the attention
-core); both are ``None`` (one process holds every token) unless :func:`apply_sequence_parallel`
-sets them, from outside the model (``videogen.parallel.strategy``, ``videogen sample --devices``).
+embedding, gather of the output; ``None``: one process holds every token) and each self-attention's
+``AttentionCore`` (the one attention call, wrapped by :class:`UlyssesAttention`);
+:func:`apply_sequence_parallel` sets both from outside the model (``videogen.parallel.strategy``,
+``videogen sample --devices``).
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -78,7 +79,7 @@ class _GatherTokens(torch.autograd.Function):
 
 
 class UlyssesShard:
-    """This rank's place in its sequence group and the four operations the DiT calls.
+    """This rank's place in its sequence group and the operations the DiT calls.
 
     Not an ``nn.Module`` (it holds no weights and must not enter state dicts or FSDP units); a deep
     copy (the EMA's ``AveragedModel``) shares it, since a process group cannot be copied.
@@ -108,56 +109,70 @@ class UlyssesShard:
         segment_ids = torch.cat([segment_ids, segment_ids.new_full((batch, extra), -1)], dim=1)
         return x, positions, segment_ids, True
 
-    def shard(self, x: Tensor, positions: Tensor, segment_ids: Tensor, cross_mask: Tensor | None):
-        """This rank's contiguous 1/P of the tokens (B, N/P, ...), and of the cross-attention mask's
-        query rows when it has one row per token. Plain slicing: its backward pads with zeros, and the
-        replicated layers before it get this rank's share of their gradient (summed as above)."""
+    def shard(self, x: Tensor, positions: Tensor, segment_ids: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """This rank's contiguous 1/P of the tokens (B, N/P, ...). Plain slicing: its backward pads with
+        zeros, and the replicated layers before it get this rank's share of their gradient (summed as
+        above)."""
         n = x.shape[1]
         if n % self.degree:
             raise ValueError(f"{n} tokens do not split over sequence degree {self.degree}: pad() them first")
         local = n // self.degree
         sl = slice(self.rank * local, (self.rank + 1) * local)
-        if cross_mask is not None and cross_mask.shape[2] == n:  # (B, 1, N, K): keep this rank's query rows
-            cross_mask = cross_mask[:, :, sl]
-        return x[:, sl], positions[:, sl], segment_ids[:, sl], cross_mask
+        return x[:, sl], positions[:, sl], segment_ids[:, sl]
 
     def gather(self, out: Tensor, n: int) -> Tensor:
         """(B, N/P, F) local outputs -> (B, n, F): all tokens, padding dropped."""
         return _GatherTokens.apply(out, self.group, self.rank)[:, :n]
 
-    def attend(self, core: Callable[..., Tensor], q: Tensor, k: Tensor, v: Tensor, *args: Any) -> Tensor:
-        """Run the attention ``core(q, k, v, *args)`` on all tokens for this rank's heads.
+    def heads(self, x: Tensor) -> Tensor:
+        """(B, heads, ..., d) replicated on every rank -> this rank's (B, heads/P, ..., d)."""
+        per = x.shape[1] // self.degree
+        return x[:, self.rank * per: (self.rank + 1) * per]
 
-        q (B, heads, N/P, d); k, v (B, heads, M + N/P, d), where the first M keys (M = 0 for plain
-        self-attention) are joint attention's text keys, the same on every rank, and the last N/P are
-        the local tokens' own. Returns (B, heads, N/P, d)."""
-        heads = q.shape[1]
-        if heads % self.degree:
-            raise ValueError(f"{heads} attention heads do not split over sequence degree {self.degree}: "
-                             "choose a degree that divides the DiT's num_heads")
-        m = k.shape[2] - q.shape[2]
-        local_heads = slice(self.rank * heads // self.degree, (self.rank + 1) * heads // self.degree)
 
-        def heads_of_all_tokens(x: Tensor) -> Tensor:  # (B, heads, [M +] N/P, d) -> (B, heads/P, [M +] N, d)
-            tokens = _AllToAll.apply(x[:, :, m:], self.group, 1, 2)
-            return torch.cat([x[:, local_heads, :m], tokens], dim=2) if m else tokens
+class UlyssesAttention(nn.Module):
+    """Wraps a self-attention's core: all tokens for this rank's heads inside, the local tokens outside.
 
-        out = core(_AllToAll.apply(q, self.group, 1, 2), heads_of_all_tokens(k), heads_of_all_tokens(v), *args)
-        return _AllToAll.apply(out, self.group, 2, 1)  # (B, heads/P, N, d) -> (B, heads, N/P, d)
+    q, k, v (B, heads, N/P, d) -> all-to-all -> (B, heads/P, N, d) -> ``core`` (any kernel; the layout
+    was built for all N tokens) -> all-to-all -> (B, heads, N/P, d). Joint attention's text keys and
+    values (B, heads, M, d), the same on every rank, are sliced to the local heads. No parameters.
+    """
+
+    def __init__(self, core: nn.Module, shard: UlyssesShard) -> None:
+        super().__init__()
+        self.inner, self.shard = core, shard
+
+    def forward(self, q: Tensor, k: Tensor, v: Tensor, layout: Any,
+                text_k: Tensor | None = None, text_v: Tensor | None = None) -> Tensor:
+        sp = self.shard
+        if q.shape[1] % sp.degree:
+            raise ValueError(f"{q.shape[1]} attention heads do not split over sequence degree {sp.degree}: "
+                             "choose a sequence_parallel_size that divides the DiT's num_heads")
+        q, k, v = (_AllToAll.apply(x, sp.group, 1, 2) for x in (q, k, v))  # (B, heads/P, N, d)
+        if text_k is not None:
+            text_k, text_v = sp.heads(text_k), sp.heads(text_v)
+        out = self.inner(q, k, v, layout, text_k, text_v)  # (B, heads/P, N, d)
+        return _AllToAll.apply(out, sp.group, 2, 1)  # (B, heads, N/P, d)
 
 
 def apply_sequence_parallel(model: nn.Module, shard: UlyssesShard | None) -> int:
-    """Set ``shard`` on every submodule of ``model`` that declares a ``sequence_parallel`` hook point
-    (``None`` undoes it); returns how many were set. Raises when none declares one."""
-    count = 0
-    for module in model.modules():
-        if hasattr(type(module), "sequence_parallel"):
-            module.sequence_parallel = shard
-            count += 1
-    if not count:
-        raise ValueError(f"{type(model).__name__} declares no sequence_parallel hook point: sequence "
-                         "parallelism supports the DiT (videogen.models.dit.DiT)")
-    return count
+    """Put ``shard`` into every DiT in ``model``: its ``sequence_parallel`` hook point (token split,
+    output gather) and a :class:`UlyssesAttention` around each self-attention's core (cross-attention
+    needs only its local queries and stays as it is). ``None`` undoes it. Returns the DiTs changed;
+    raises when there is none."""
+    from videogen.models.dit.attention import SelfAttention
+    from videogen.models.dit.model import DiT
+
+    dits = [m for m in model.modules() if isinstance(m, DiT)]
+    if not dits:
+        raise ValueError(f"{type(model).__name__} holds no DiT: sequence parallelism supports the DiT "
+                         "(videogen.models.dit.DiT)")
+    for dit in dits:
+        dit.sequence_parallel = shard
+        for attn in (m for m in dit.modules() if isinstance(m, SelfAttention)):
+            core = attn.core.inner if isinstance(attn.core, UlyssesAttention) else attn.core
+            attn.core = core if shard is None else UlyssesAttention(core, shard)
+    return len(dits)
 
 
 def sequence_groups(degree: int) -> tuple[Any, int, int]:

@@ -7,9 +7,8 @@ rank r % P (a sequence group is P consecutive ranks, inside one node while P <= 
 - **Data**: Lightning's ``distributed_sampler_kwargs`` name the data-parallel world (D) and rank
   (r // P); ``VideoDataModule`` and the DiT's noise, timesteps and caption dropout read them, so the
   P ranks of a group see the same batch and draw the same noise.
-- **Model**: before DDP/FSDP wrap it, every module of the LightningModule that declares a
-  ``sequence_parallel`` hook point (the DiT and its EMA copy) gets this rank's
-  :class:`~videogen.parallel.sequence.UlyssesShard` (:func:`apply_sequence_parallel`).
+- **Model**: before DDP/FSDP wrap it, every DiT of the LightningModule (the model and its EMA copy)
+  gets this rank's :class:`~videogen.parallel.sequence.UlyssesShard` (:func:`apply_sequence_parallel`).
 - **Gradients**: DDP (or FSDP) reduces over all D x P ranks, once; see
   ``videogen/parallel/sequence.py`` for why that is the sum over the sequence group and the mean over
   the data groups. FSDP shards the weights over all D x P ranks (as torchtitan's ``dp_shard_cp``).
@@ -47,10 +46,10 @@ class _SequenceParallel:
                 "rank": self.global_rank // self.sequence_parallel_size}
 
     def setup(self, trainer) -> None:
-        hooks = apply_sequence_parallel(self.lightning_module, self.shard)  # before DDP/FSDP wrap the module
+        dits = apply_sequence_parallel(self.lightning_module, self.shard)  # before DDP/FSDP wrap the module
         kw = self.distributed_sampler_kwargs
         print(f"sequence parallel: global rank {self.global_rank} = data rank {kw['rank']} of {kw['num_replicas']}, "
-              f"sequence rank {self.shard.rank} of {self.shard.degree} ({hooks} hook points)", flush=True)
+              f"sequence rank {self.shard.rank} of {self.shard.degree} ({dits} DiTs)", flush=True)
         super().setup(trainer)
 
 

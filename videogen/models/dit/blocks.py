@@ -13,7 +13,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from videogen.models.dit.attention import CrossAttention, Mask, SelfAttention
+from videogen.models.dit.attention import CrossAttention, Layout, SelfAttention
 
 
 def modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
@@ -83,18 +83,19 @@ class DiTBlock(nn.Module):
         c: Tensor,  # (B, S, D) timestep embedding per clip
         segment_ids: Tensor,  # (B, N) clip of each token
         rope: tuple[Tensor, Tensor],  # cos, sin (B, 1, N, head_dim / 2)
-        self_mask: Mask,  # None, (B, 1, N, N) bool or a BlockMask; joint: over M + N keys
+        self_layout: Layout,  # None, a (B, 1, 1, K) key mask or the pack's Segments; joint: over M + N keys
         text: Tensor,  # (B, M, D) projected text tokens of all clips in the row
-        cross_mask: Tensor | None,  # (B, 1, N, M) bool; None for joint attention
+        cross_layout: Layout,  # (B, 1, 1, M) key mask or Segments; None for joint attention
     ) -> Tensor:
-        mod = per_token(self.adaLN_modulation(c), segment_ids)  # (B, N, 6 D)
+        # the modulation adds in the residual's dtype (fp32 under autocast: the linear's bf16 output is upcast)
+        mod = per_token(self.adaLN_modulation(c).to(x.dtype), segment_ids)  # (B, N, 6 D)
         shift1, scale1, gate1, shift2, scale2, gate2 = mod.chunk(6, dim=-1)  # each (B, N, D)
         h = modulate(self.norm1(x), shift1, scale1)
         if self.cross_attn is None:
-            x = x + gate1 * self.attn(h, rope, self_mask, text)
+            x = x + gate1 * self.attn(h, rope, self_layout, text)
         else:
-            x = x + gate1 * self.attn(h, rope, self_mask)
-            x = x + self.cross_attn(self.norm2(x), text, cross_mask)
+            x = x + gate1 * self.attn(h, rope, self_layout)
+            x = x + self.cross_attn(self.norm2(x), text, cross_layout)
         return x + gate2 * self.mlp(modulate(self.norm3(x), shift2, scale2))
 
 
@@ -114,5 +115,5 @@ class FinalLayer(nn.Module):
             nn.init.zeros_(layer.bias)
 
     def forward(self, x: Tensor, c: Tensor, segment_ids: Tensor) -> Tensor:
-        shift, scale = per_token(self.adaLN_modulation(c), segment_ids).chunk(2, dim=-1)  # each (B, N, D)
+        shift, scale = per_token(self.adaLN_modulation(c).to(x.dtype), segment_ids).chunk(2, dim=-1)  # each (B, N, D)
         return self.linear(modulate(self.norm(x), shift, scale))

@@ -1,12 +1,16 @@
 """The latent Diffusion Transformer: spacetime patches -> DiT blocks -> per-patch velocity.
 
-Three entry points share one token path (:meth:`DiT.forward_tokens`):
+One ``forward`` (what FSDP and DDP wrap) takes either kind of batch; both share one token
+path (:meth:`DiT.forward_tokens`):
 
-- :meth:`DiT.forward` -- a padded batch of same-size latents (B, C, T, H, W);
-- :meth:`DiT.forward_packed` -- clips of different (T, H, W) packed into one token row
-  (NaViT): block-diagonal self-attention, each clip sees only its own caption and
-  gets its own timestep;
+- a padded batch of same-size latents (B, C, T, H, W) -> (B, C, T, H, W);
+- a pack: a list of clips of different (T, H, W) -> a list, packed into one token row
+  (NaViT): each clip attends only to itself and its own caption (variable-length attention
+  over the clips' offsets) and gets its own timestep;
 - :meth:`DiT.forward_tokens` -- already packed rows, e.g. from the data pipeline.
+
+Under bf16 autocast the residual stream and the adaLN modulation adds stay in fp32 (as diffusers'
+Wan does); the matmuls and attention run in bf16.
 
 Per-frame conditioning (image-to-video, extension; ``frame_conditioning=True``): the
 input is ``cat([xt, cond * cond_mask, cond_mask])`` on channels, cond_mask (B, 1, T, H, W)
@@ -24,7 +28,7 @@ from einops import rearrange
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from videogen.models.dit.attention import AttentionBackend, self_attention_mask
+from videogen.models.dit.attention import AttentionBackend, Layout, self_segments, text_segments, token_runs
 from videogen.models.dit.blocks import DiTBlock, FinalLayer, TimestepEmbedder
 from videogen.models.dit.patchify import grid_positions, pack, patch_grid, patchify, unpack, unpatchify
 from videogen.models.dit.rope import RotaryEmbedding3D
@@ -74,8 +78,10 @@ class DiT(Configurable, nn.Module):
             self-attention, one softmax over text + tokens, as CogVideoX and SD3; no cross-attention
             layer, so about 2 N D^2 fewer multiply-adds per block).
         gradient_checkpointing: recompute each block in backward (activation checkpointing per block).
-        attention_backend: 'auto' (FlexAttention block masks on CUDA, SDPA boolean masks elsewhere),
-            'sdpa' or 'flex' for packed self-attention.
+        attention_backend: how packed rows attend (bucket batches always use SDPA): 'auto'
+            (``torch.nn.attention.varlen`` flash attention on CUDA in bf16/fp16, one SDPA call per clip
+            elsewhere), 'varlen' (that or a clear error) or 'per_clip'. Both cost the clips' own
+            sum of n_i^2, never N x N.
     """
 
     block_class = DiTBlock  # the unit to wrap for FSDP / activation checkpointing / per-block compile
@@ -108,8 +114,8 @@ class DiT(Configurable, nn.Module):
             raise ValueError(f"DiT init args: hidden_size={hidden_size} must be divisible by num_heads={num_heads}.")
         if len(patch_size) != 3 or min(patch_size) < 1:
             raise ValueError(f"DiT init arg patch_size={patch_size} must be three positive ints (pt, ph, pw).")
-        if attention_backend not in ("auto", "sdpa", "flex"):
-            raise ValueError(f"DiT init arg attention_backend={attention_backend!r}: use 'auto', 'sdpa' or 'flex'.")
+        if attention_backend not in ("auto", "varlen", "per_clip"):
+            raise ValueError(f"DiT init arg attention_backend={attention_backend!r}: use 'auto', 'varlen' or 'per_clip'.")
         if text_attention not in ("cross", "joint"):
             raise ValueError(f"DiT init arg text_attention={text_attention!r}: use 'cross' or 'joint'.")
         self.in_channels = in_channels
@@ -174,13 +180,16 @@ class DiT(Configurable, nn.Module):
 
     def forward(
         self,
-        x: Tensor,  # (B, C, T, H, W) noisy latents xt
+        x: Tensor | list[Tensor],  # (B, C, T, H, W) noisy latents xt, or a pack: B clips (C, T_i, H_i, W_i)
         t: Tensor,  # (B,) in [0, 1]
         text: Tensor,  # (B, L, text_dim)
         text_mask: Tensor,  # (B, L) bool, True = real token
-        cond: Tensor | None = None,  # (B, C, T, H, W) clean conditioning latents
-        cond_mask: Tensor | None = None,  # (B, 1, T, H, W) 1 where cond is given
-    ) -> Tensor:
+        cond: Tensor | list[Tensor] | None = None,  # clean conditioning latents, shaped as x
+        cond_mask: Tensor | list[Tensor] | None = None,  # (B, 1, T, H, W) or B (1, T_i, H_i, W_i): 1 where cond is given
+        pad_to: int | None = None,  # a pack only: pad the row to this many tokens (a fixed shape for compiled kernels)
+    ) -> Tensor | list[Tensor]:
+        if isinstance(x, (list, tuple)):
+            return self._forward_packed(list(x), t, text, text_mask, cond, cond_mask, pad_to)
         grid = patch_grid(tuple(x.shape[-3:]), self.patch_size)
         tokens = patchify(self._with_conditioning(x, cond, cond_mask), self.patch_size)  # (B, N, P_in)
         batch, n = tokens.shape[:2]
@@ -191,24 +200,32 @@ class DiT(Configurable, nn.Module):
         )  # (B, N, P_out)
         return unpatchify(out, self.patch_size, grid)  # (B, C, T, H, W)
 
-    def forward_packed(
+    def _forward_packed(
         self,
         latents: list[Tensor],  # n clips, each (C, T_i, H_i, W_i)
         t: Tensor,  # (n,)
         text: Tensor,  # (n, L, text_dim)
         text_mask: Tensor,  # (n, L)
-        cond: list[Tensor] | None = None,  # n clips (C, T_i, H_i, W_i)
-        cond_mask: list[Tensor] | None = None,  # n masks (1, T_i, H_i, W_i)
+        cond: list[Tensor] | None,  # n clips (C, T_i, H_i, W_i)
+        cond_mask: list[Tensor] | None,  # n masks (1, T_i, H_i, W_i)
+        pad_to: int | None,
     ) -> list[Tensor]:
         inputs = [
             self._with_conditioning(x, None if cond is None else cond[i], None if cond_mask is None else cond_mask[i])
             for i, x in enumerate(latents)
         ]
         packed = pack(inputs, self.patch_size)  # tokens (1, N, P_in)
-        out = self.forward_tokens(
-            packed.tokens, packed.positions, packed.segment_ids, t[None], text[None], text_mask[None]
-        )  # (1, N, P_out)
-        return unpack(out, packed.grids, self.patch_size)
+        tokens, positions, segment_ids = packed.tokens, packed.positions, packed.segment_ids
+        n = tokens.shape[1]
+        if pad_to is not None and pad_to != n:
+            if pad_to < n:
+                raise ValueError(f"a pack of {n} tokens does not fit pad_to={pad_to}: raise the token budget")
+            extra = pad_to - n  # padding tokens: id -1, ignored by every clip, outputs dropped
+            tokens = torch.cat([tokens, tokens.new_zeros(1, extra, tokens.shape[2])], dim=1)
+            positions = torch.cat([positions, positions.new_zeros(1, extra, 3)], dim=1)
+            segment_ids = torch.cat([segment_ids, segment_ids.new_full((1, extra), -1)], dim=1)
+        out = self.forward_tokens(tokens, positions, segment_ids, t[None], text[None], text_mask[None])  # (1, N', P_out)
+        return unpack(out[:, :n], packed.grids, self.patch_size)
 
     def forward_tokens(
         self,
@@ -221,14 +238,17 @@ class DiT(Configurable, nn.Module):
         block_diagonal: bool = True,  # False only when every row holds one clip and no padding
     ) -> Tensor:
         batch, clips = text.shape[:2]
-        x = self.x_embedder(tokens)  # (B, N, D)
+        # the residual stream (and every modulation add on it) in fp32 under autocast, also when FSDP computes with
+        # bf16 weights; without autocast in the weights' dtype (a bf16-true model stays bf16)
+        residual = torch.float32 if torch.is_autocast_enabled(tokens.device.type) else self.x_embedder.weight.dtype
+        x = self.x_embedder(tokens).to(residual)  # (B, N, D)
         if self.position_embedder is not None:
             x = x + self.position_embedder(fraction_features(positions, segment_ids, clips).to(x.dtype))
-        c = self.t_embedder(t)  # (B, S, D)
+        c = self.t_embedder(t).to(x.dtype)  # (B, S, D)
         if self.pooled_embedder is not None:
             weights = text_mask.to(text.dtype)[..., None]  # (B, S, L, 1)
             pooled = (text * weights).sum(2) / weights.sum(2).clamp_min(1)  # (B, S, text_dim) mean of real tokens
-            c = c + self.pooled_embedder(pooled)
+            c = c + self.pooled_embedder(pooled).to(x.dtype)
         txt = torch.cat(
             [self.null_text.to(x.dtype).expand(batch, clips, 1, -1), self.text_proj(text)], dim=2
         )  # (B, S, L + 1, D)
@@ -237,13 +257,15 @@ class DiT(Configurable, nn.Module):
         n, sp = x.shape[1], self.sequence_parallel
         if sp is not None:  # tokens padded to a multiple of the sequence degree (padding: clip -1)
             x, positions, segment_ids, block_diagonal = sp.pad(x, positions, segment_ids, block_diagonal)
-        self_mask, cross_mask = self._masks(segment_ids, txt_mask, block_diagonal)
-        if sp is not None:  # this rank's tokens (B, N/P, D); masks keep all N keys
-            x, positions, segment_ids, cross_mask = sp.shard(x, positions, segment_ids, cross_mask)
+        self_layout, cross_layout = self._layouts(segment_ids, txt_mask, block_diagonal)
+        if sp is not None:  # this rank's tokens (B, N/P, D); self-attention still sees all N (its core is wrapped)
+            x, positions, segment_ids = sp.shard(x, positions, segment_ids)
+            if cross_layout is not None:  # the local queries' own captions' keys
+                cross_layout = self._layouts(segment_ids, txt_mask, block_diagonal)[1]
         cos, sin = self.rope(positions)  # each (B, N, head_dim / 2)
         rope = (cos[:, None], sin[:, None])  # (B, 1, N, head_dim / 2)
         for block in self.blocks:
-            args = (x, c, segment_ids, rope, self_mask, text_tokens, cross_mask)
+            args = (x, c, segment_ids, rope, self_layout, text_tokens, cross_layout)
             if self.gradient_checkpointing and self.training:
                 x = checkpoint(block, *args, use_reentrant=False)
             else:
@@ -251,30 +273,26 @@ class DiT(Configurable, nn.Module):
         out = self.final_layer(x, c, segment_ids)  # (B, N, P_out)
         return out if sp is None else sp.gather(out, n)
 
-    def _masks(self, segment_ids: Tensor, txt_mask: Tensor, block_diagonal: bool) -> tuple:
-        """(self-attention mask, cross-attention mask) for tokens (B, N) and text keys (B, S, L + 1).
+    def _layouts(self, segment_ids: Tensor, txt_mask: Tensor, block_diagonal: bool) -> tuple[Layout, Layout]:
+        """(self-attention layout, cross-attention layout) for tokens (B, N) and text keys (B, S, L + 1).
 
-        Cross: the self mask is block-diagonal (None for one clip per row) and the cross mask
-        (B, 1, N, S (L + 1)) lets a token see its own clip's real text keys (padding sees all).
-        Joint: one mask over [text keys, tokens]: a token sees its own clip's real text keys and its
-        own clip's tokens; with one clip per row, only the text padding is masked, (B, 1, 1, L + 1 + N).
+        One clip per row (``block_diagonal=False``): SDPA masks that only hide text padding: cross
+        (B, 1, 1, L + 1), joint (B, 1, 1, L + 1 + N) over [text keys, tokens], self None.
+        Packed rows: :class:`Segments` from the clips' offsets (computed once here, for every block):
+        a clip's tokens see only its own tokens and its own caption's real keys (joint: one softmax over
+        both). No (N, N) or (N, S (L + 1)) tensor is built.
         """
         batch, clips, keys = txt_mask.shape
-        needs_grad = torch.is_grad_enabled()
-        if self.text_attention == "joint":
-            if not block_diagonal:
+        if not block_diagonal:
+            if self.text_attention == "joint":
                 real = torch.cat([txt_mask[:, 0], txt_mask.new_ones(batch, segment_ids.shape[1])], dim=1)
                 return real[:, None, None], None  # (B, 1, 1, L + 1 + N)
-            text_ids = torch.arange(clips, device=segment_ids.device)[:, None].expand(clips, keys)  # (S, L + 1)
-            text_ids = torch.where(txt_mask, text_ids, -2).flatten(1)  # (B, S (L + 1)); -2: padded, seen by none
-            key_ids = torch.cat([text_ids, segment_ids], dim=1)  # (B, S (L + 1) + N)
-            return self_attention_mask(segment_ids, self.attention_backend, needs_grad, key_ids), None
-        if not block_diagonal:  # one clip per row: every token sees the same keys, a (B, 1, 1, L + 1) mask broadcasts
             return None, txt_mask[:, :, None]  # (B, S = 1, 1, L + 1)
-        key_clip = torch.arange(clips, device=segment_ids.device).repeat_interleave(keys)  # (S (L + 1),)
-        cross_mask = (segment_ids[:, :, None] == key_clip) & rearrange(txt_mask, "b s l -> b 1 (s l)")
-        cross_mask = (cross_mask | (segment_ids < 0)[:, :, None])[:, None]  # (B, 1, N, S (L + 1)); padding sees all
-        return self_attention_mask(segment_ids, self.attention_backend, needs_grad), cross_mask
+        runs = token_runs(segment_ids)
+        device, backend = segment_ids.device, self.attention_backend
+        if self.text_attention == "joint":
+            return text_segments(runs, txt_mask, device, joint=True, backend=backend), None
+        return self_segments(runs, device, backend), text_segments(runs, txt_mask, device, joint=False, backend=backend)
 
     def forward_flops(self, tokens_per_clip: Sequence[int], text_len: int) -> int:
         """Matmul FLOPs (2 per multiply-add) of one forward over clips of these token counts.
