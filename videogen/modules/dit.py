@@ -240,6 +240,17 @@ class DiTModule(LightningModule):
                 self.log(f"train/loss_t/{lo:.2f}-{hi:.2f}", per_clip[sel].mean(), batch_size=int(sel.sum()))
         return loss
 
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
+        """``trainer.gradient_clip_val`` under FSDP too: the gradients are sharded, so the norm is FSDP's
+        own over all shards (Lightning's FSDP precision refuses norm clipping and the run would stop)."""
+        from torch.distributed.fsdp import FullyShardedDataParallel
+
+        model = self.trainer.strategy.model
+        if gradient_clip_val and gradient_clip_algorithm in (None, "norm") and isinstance(model, FullyShardedDataParallel):
+            model.clip_grad_norm_(gradient_clip_val)
+            return
+        self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
+
     def optimizer_step(self, *args, **kwargs) -> None:
         """The step, then the EMA: both before any callback (a checkpoint) sees the batch's end."""
         super().optimizer_step(*args, **kwargs)
