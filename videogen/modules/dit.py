@@ -246,7 +246,8 @@ class DiTModule(LightningModule):
         from torch.distributed.fsdp import FullyShardedDataParallel
 
         model = self.trainer.strategy.model
-        if gradient_clip_val and gradient_clip_algorithm in (None, "norm") and isinstance(model, FullyShardedDataParallel):
+        norm = gradient_clip_algorithm in (None, "norm")
+        if gradient_clip_val and norm and isinstance(model, FullyShardedDataParallel):
             model.clip_grad_norm_(gradient_clip_val)
             return
         self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
