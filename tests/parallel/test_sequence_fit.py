@@ -100,3 +100,16 @@ def test_sequence_parallel_under_fsdp_logs_the_one_process_losses(one_process):
                       "auto_wrap_policy": ["videogen.models.dit.blocks.DiTBlock", "videogen.models.dit.model.DiT"]}}}}))
     losses, end, log = _fit(tmp / "fsdp", "--config", str(fragment), "--trainer.devices=2", "--trainer.accelerator=cpu")
     _assert_same_run(one, (losses, end), log)
+
+
+PACKED = ["--data.init_args.packing=true", "--data.init_args.token_budget=600", "--data.init_args.token_shape=[4, 8, 8]",
+          "--data.init_args.max_area=6144", "--data.init_args.max_frames=9"]  # 288-token clips, 2 per pack
+
+
+def test_sequence_parallel_fit_with_packed_batches_logs_the_one_process_losses(one_process):
+    tmp, _ = one_process
+    one = _fit(tmp / "packed-one", *PACKED)
+    losses, end, log = _fit(tmp / "packed-ddp", "--config", str(REPO / "configs/trainer/sequence_parallel.yaml"),
+                            "--trainer.devices=2", "--trainer.accelerator=cpu", *PACKED)
+    assert "train/loss_bucket/packed" in (tmp / "packed-one/csv/lightning_logs/version_0/metrics.csv").read_text()
+    _assert_same_run(one, (losses, end), log)
