@@ -40,6 +40,14 @@ COND_MODES = ("image", "extend", "extend-backward", "connect")
 T_RANGES = ((0.0, 0.25), (0.25, 0.5), (0.5, 0.75), (0.75, 1.0))
 
 
+def compile_blocks(dit: DiT) -> None:
+    """``torch.compile`` every DiT block in place (``nn.Module.compile``: the module keeps its parameters and
+    state-dict names), one graph per block as torchtitan does; the model itself knows nothing of it."""
+    for module in dit.modules():
+        if isinstance(module, dit.block_class):
+            module.compile()
+
+
 class DiTModule(LightningModule):
     def __init__(
         self,
@@ -64,6 +72,8 @@ class DiTModule(LightningModule):
         val_shape: tuple[int, int, int] = (9, 64, 96),
         val_steps: int = 20,
         val_cfg: float = 4.0,
+        compile_blocks: bool = False,
+        pad_packs_to: int | None = None,
     ):
         """
         Args:
@@ -85,6 +95,11 @@ class DiTModule(LightningModule):
                 ``sample_across_ranks``) and logged as videos.
             val_shape: (frames, height, width) of those samples.
             val_steps, val_cfg: sampler steps and guidance scale for them.
+            compile_blocks: ``torch.compile`` each block of the trained DiT in place (the unit
+                ``DiT.block_class`` names), applied from here in ``configure_model`` before the strategy
+                wraps it (FSDP, activation checkpointing); the EMA copy (validation, sampling) stays eager.
+            pad_packs_to: pad every packed batch's token row to this many tokens (the data's
+                ``token_budget``), so compiled kernels see one shape for every pack; None: no padding.
         """
         super().__init__()
         self.save_hyperparameters(ignore=["dit"])
@@ -151,6 +166,10 @@ class DiTModule(LightningModule):
             out.append("" if rng.random() < self.hparams.caption_dropout else text)
         return out
 
+    def configure_model(self) -> None:
+        if self.hparams.compile_blocks:
+            compile_blocks(self.dit)
+
     @property
     def data_rank_world(self) -> tuple[int, int]:
         """This rank's data-parallel rank and world (Lightning's sampler kwargs): under sequence
@@ -210,7 +229,7 @@ class DiTModule(LightningModule):
         xt = [self.flow.add_noise(x, e, t[i]) for i, (x, e) in enumerate(zip(z, noise))]
         masks = [self._cond_mask(x[None], rng) for x in z]
         kw = {} if masks[0] is None else {"cond": z, "cond_mask": [m[0] for m in masks]}
-        preds = dit(xt, t, text, text_mask, **kw)  # the wrapped module's forward: FSDP gathers its weights
+        preds = dit(xt, t, text, text_mask, pad_to=self.hparams.pad_packs_to, **kw)  # the wrapped module's forward: FSDP gathers its weights
         per_clip = torch.cat([
             self._clip_errors(p[None], x[None], e[None], t[i: i + 1], None if m is None else m)
             for i, (p, x, e, m) in enumerate(zip(preds, z, noise, masks))
