@@ -60,6 +60,21 @@ def test_data_overrides_apply():
     assert dm.num_workers == 0 and dm.bucketer.batch_size == 7
 
 
+def test_sequence_parallel_fragment_merges_after_a_dit_config(tmp_path):
+    """configs/trainer/sequence_parallel.yaml after the quickstart DiT: the strategy and its degree (an option)."""
+    from videogen.parallel.strategy import SequenceParallelStrategy
+
+    root = Path(__file__).parent.parent / "configs"
+    vae = make_vae_export(tmp_path / "vae", 8)
+    for extra, degree in (([], 2), (["--trainer.strategy.init_args.sequence_parallel_size=4"], 4)):
+        cli = lightning_cli(["--config", str(root / "dit" / "quickstart.yaml"), "--config",
+                             str(root / "trainer" / "sequence_parallel.yaml"), "--trainer.logger=false",
+                             f"--trainer.devices={degree}", f"--model.init_args.vae={vae}", *extra], run=False)
+        strategy = cli.trainer.strategy
+        assert isinstance(strategy, SequenceParallelStrategy) and strategy.sequence_parallel_size == degree
+        assert cli.trainer.num_devices == degree
+
+
 def test_fsdp_fragment_reduces_gradients_in_fp32(tmp_path):
     """configs/trainer/fsdp_dit.yaml merged after a DiT config: Lightning's FSDPStrategy gets the fragment's
     MixedPrecision (bf16 compute, fp32 gradient reduction and buffers), not bf16-mixed's bf16 reduction."""

@@ -194,8 +194,9 @@ class VideoDataModule(LightningDataModule):
 
     def _rank_world(self) -> tuple[int, int]:
         trainer = self.trainer
-        if trainer is not None:
-            return trainer.global_rank, trainer.world_size
+        if trainer is not None:  # the data-parallel rank and world: under sequence parallelism
+            kw = trainer.distributed_sampler_kwargs  # (videogen.parallel) a sequence group shares batches
+            return (kw["rank"], kw["num_replicas"]) if kw else (0, 1)
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             return torch.distributed.get_rank(), torch.distributed.get_world_size()
         return 0, 1

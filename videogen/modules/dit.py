@@ -171,6 +171,13 @@ class DiTModule(LightningModule):
             compile_blocks(self.dit)
 
     @property
+    def data_rank_world(self) -> tuple[int, int]:
+        """This rank's data-parallel rank and world (Lightning's sampler kwargs): under sequence
+        parallelism (videogen/parallel) the ranks of one sequence group share a batch and its noise."""
+        kw = self.trainer.distributed_sampler_kwargs if self._trainer is not None else None
+        return (kw["rank"], kw["num_replicas"]) if kw else (0, 1)
+
+    @property
     def sample_dit(self) -> DiT:
         return self.ema.module if self.ema is not None else self.dit
 
@@ -238,8 +245,9 @@ class DiTModule(LightningModule):
         return (err * keep).flatten(1).sum(1) / (keep.flatten(1).sum(1) * z.shape[1]).clamp_min(1)
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        rng = random.Random(f"{torch.initial_seed()}-{self.global_step}-{self.global_rank}")
-        generator = step_generator(self.device, self.global_step, self.global_rank)
+        rank = self.data_rank_world[0]
+        rng = random.Random(f"{torch.initial_seed()}-{self.global_step}-{rank}")
+        generator = step_generator(self.device, self.global_step, rank)
         per_clip, t = self.diffusion_loss(self.dit, batch, generator, rng)
         loss = per_clip.mean()
         bs = per_clip.shape[0]
@@ -250,6 +258,18 @@ class DiTModule(LightningModule):
             if sel.any():
                 self.log(f"train/loss_t/{lo:.2f}-{hi:.2f}", per_clip[sel].mean(), batch_size=int(sel.sum()))
         return loss
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
+        """``trainer.gradient_clip_val`` under FSDP too: the gradients are sharded, so the norm is FSDP's
+        own over all shards (Lightning's FSDP precision refuses norm clipping and the run would stop)."""
+        from torch.distributed.fsdp import FullyShardedDataParallel
+
+        model = self.trainer.strategy.model
+        norm = gradient_clip_algorithm in (None, "norm")
+        if gradient_clip_val and norm and isinstance(model, FullyShardedDataParallel):
+            model.clip_grad_norm_(gradient_clip_val)
+            return
+        self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
     def optimizer_step(self, *args, **kwargs) -> None:
         """The step, then the EMA: both before any callback (a checkpoint) sees the batch's end."""
@@ -279,14 +299,16 @@ class DiTModule(LightningModule):
         Prompt i is sampled on rank i % world and the videos are all-gathered: no rank idles while
         rank 0 samples alone (and then times out in the next collective). Every rank samples the same
         number of prompts (a rank with one fewer repeats a prompt and drops it), so under FSDP, where
-        each block's forward gathers its weights across the ranks, the collectives line up.
+        each block's forward gathers its weights across the ranks, the collectives line up. Under
+        sequence parallelism "rank" is the data-parallel rank: a sequence group samples its prompts together.
         """
-        world, rank = self.trainer.world_size, self.global_rank
+        rank, world = self.data_rank_world
+        group = self.trainer.world_size // world  # ranks per sequence group (1 without sequence parallelism)
         per_rank = -(-len(prompts) // world)
         mine = (prompts[rank::world] + prompts * per_rank)[:per_rank]
         videos = self.sample(mine, *self.hparams.val_shape, steps=self.hparams.val_steps, cfg=self.hparams.val_cfg)
-        gathered = self.all_gather(videos) if world > 1 else videos[None]  # (world, per_rank, 3, T, H, W)
-        return torch.stack([gathered[i % world, i // world] for i in range(len(prompts))])
+        gathered = self.all_gather(videos) if self.trainer.world_size > 1 else videos[None]  # (ranks, per_rank, ...)
+        return torch.stack([gathered[i % world * group, i // world] for i in range(len(prompts))])
 
     @torch.no_grad()
     def sample(self, prompts: list[str], num_frames: int, height: int, width: int, **kw) -> torch.Tensor:

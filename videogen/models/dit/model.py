@@ -85,6 +85,9 @@ class DiT(Configurable, nn.Module):
     """
 
     block_class = DiTBlock  # the unit to wrap for FSDP / activation checkpointing / per-block compile
+    # hook point for sequence parallelism, set from outside (videogen/parallel/sequence.py): this rank
+    # runs the blocks on its share of the tokens and the outputs are gathered; None: all tokens here
+    sequence_parallel = None
     _no_split_modules = ("DiTBlock",)
 
     def __init__(
@@ -251,7 +254,14 @@ class DiT(Configurable, nn.Module):
         )  # (B, S, L + 1, D)
         txt_mask = torch.cat([text_mask.new_ones(batch, clips, 1), text_mask], dim=2).bool()  # (B, S, L + 1)
         text_tokens = rearrange(txt, "b s l d -> b (s l) d")
+        n, sp = x.shape[1], self.sequence_parallel
+        if sp is not None:  # tokens padded to a multiple of the sequence degree (padding: clip -1)
+            x, positions, segment_ids, block_diagonal = sp.pad(x, positions, segment_ids, block_diagonal)
         self_layout, cross_layout = self._layouts(segment_ids, txt_mask, block_diagonal)
+        if sp is not None:  # this rank's tokens (B, N/P, D); self-attention still sees all N (its core is wrapped)
+            x, positions, segment_ids = sp.shard(x, positions, segment_ids)
+            if cross_layout is not None:  # the local queries' own captions' keys
+                cross_layout = self._layouts(segment_ids, txt_mask, block_diagonal)[1]
         cos, sin = self.rope(positions)  # each (B, N, head_dim / 2)
         rope = (cos[:, None], sin[:, None])  # (B, 1, N, head_dim / 2)
         for block in self.blocks:
@@ -260,7 +270,8 @@ class DiT(Configurable, nn.Module):
                 x = checkpoint(block, *args, use_reentrant=False)
             else:
                 x = block(*args)
-        return self.final_layer(x, c, segment_ids)  # (B, N, P_out)
+        out = self.final_layer(x, c, segment_ids)  # (B, N, P_out)
+        return out if sp is None else sp.gather(out, n)
 
     def _layouts(self, segment_ids: Tensor, txt_mask: Tensor, block_diagonal: bool) -> tuple[Layout, Layout]:
         """(self-attention layout, cross-attention layout) for tokens (B, N) and text keys (B, S, L + 1).
