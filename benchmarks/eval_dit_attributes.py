@@ -37,13 +37,14 @@ def main() -> None:
     from videogen.models.dit import DiT
     from videogen.models.text import FrozenTextEncoder
     from videogen.pretrained import load_stage
-    from videogen.sampling import generate
+    from videogen.sampling import NULL_CAPTION, generate, sampling_kwargs
 
     torch.set_grad_enabled(False)
     export = load_stage(args.dit, expect=DiT)
     stats = export.stats
     vae = load_vae(stats["vae"]["source"]).module
     text_encoder = FrozenTextEncoder(stats["text_encoder"], stats["text_max_length"])
+    null = text_encoder([NULL_CAPTION])
     samples = []
     index = 0
     while len(samples) < args.num_prompts:  # moving clips only: a still image has no direction to follow
@@ -57,8 +58,8 @@ def main() -> None:
         chunk = samples[i: i + args.batch]
         prompts = [s["txt"] if args.caption == "txt" else s["json"]["captions"][args.caption] for s in chunk]
         text, mask = text_encoder(prompts)
-        videos = generate(export.module, vae, stats, text, mask, num_frames=frames, height=height, width=width,
-                          steps=args.steps, cfg=args.cfg, seed=1000 + i, shift_base_tokens=stats.get("shift_base_tokens"))
+        videos = generate(export.module, vae, stats, text, mask, *null, num_frames=frames, height=height, width=width,
+                          steps=args.steps, cfg=args.cfg, seed=1000 + i, **sampling_kwargs(stats))
         for s, prompt, video in zip(chunk, prompts, videos):
             pixels = ((video + 1) * 127.5).round().byte().permute(1, 2, 3, 0).numpy()  # (T, H, W, 3)
             judged = judge_clip(pixels)
