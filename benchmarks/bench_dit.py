@@ -2,6 +2,7 @@
 scaling with tokens, and MFU against the measured matmul peak.
 
     python benchmarks/bench_dit.py [--threads 1] [--warmup 2] [--steps 5] [--max-tokens 8192] [--profile]
+                                   [--sections reference,packing,scaling,packed_scale,compile]
                                    [--out benchmarks/out/bench_dit.json]
 
 A *training step* is forward + MSE loss + backward + ``AdamW.step()`` (``zero_grad`` included),
@@ -37,6 +38,17 @@ Sections:
    through SDPA's math path while counting, since the counter has no formula for the CPU fused
    kernel; the timed steps use the default kernels).
 
+5. **packed_scale**: one packed training step of 4, 8 and 16 clips of 1,024 tokens each (latents
+   (16, 4, 32, 32)) on a smaller DiT (``SCALE_MODEL``: 192 wide, 2 blocks, 3 heads of 64), time and
+   memory above base. Memory: the process's peak RSS during the step (``VmHWM``, reset through
+   ``/proc/self/clear_refs`` right before it) minus its RSS just before, with glibc's mmap threshold
+   fixed at 64 KiB (``mallopt``) so freed tensors leave RSS at once and the peak is the step's live
+   tensors (+ allocator overhead), not what the heap kept from earlier steps. Linear scaling is 4x from
+   4 to 16 clips; the whole row in one attention (N x N) would be 16x in the attention part.
+6. **compile**: tokens/s of eager and ``compile_blocks`` (``torch.compile`` per block, inductor) on
+   section 1's bucket batch and section 2's pack, interleaved; compile time is in the warm-up (counted
+   separately).
+
 ``--profile`` adds a ``torch.profiler`` table (top ops by self CPU time) of one training step of
 each model in section 1.
 """
@@ -44,7 +56,9 @@ each model in section 1.
 from __future__ import annotations
 
 import argparse
+import copy
 import datetime
+import importlib.util
 import json
 import os
 import platform
@@ -68,6 +82,8 @@ SECTION1_BATCH = [(CHANNELS, 5, 16, 16)] * 4  # 4 clips x 320 tokens
 MIXED = [(CHANNELS, 5, 16, 16), (CHANNELS, 3, 24, 12), (CHANNELS, 1, 16, 16), (CHANNELS, 5, 8, 24)]
 SCALING = [(4, 16, 16), (8, 16, 16), (16, 16, 16), (8, 32, 32), (16, 32, 32), (32, 32, 32)]  # 256 ... 8192 tokens
 MATMUL_N = 2048
+SCALE_MODEL = {"hidden_size": 192, "depth": 2, "num_heads": 3}  # section 5: 16 clips x 1,024 tokens in seconds
+SCALE_CLIP, SCALE_CLIPS = (CHANNELS, 4, 32, 32), (4, 8, 16)  # 4 x 16 x 16 = 1,024 tokens a clip
 
 
 def parse_args() -> argparse.Namespace:
@@ -77,6 +93,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=5, help="timed steps per case (default 5)")
     p.add_argument("--max-tokens", type=int, default=8192, help="largest clip of the scaling section (default 8192)")
     p.add_argument("--profile", action="store_true", help="print a torch.profiler table for section 1")
+    p.add_argument("--sections", default="reference,packing,scaling,packed_scale,compile",
+                   help="comma-separated sections to run (default: all)")
     p.add_argument("--out", default="benchmarks/out/bench_dit.json", help="where the JSON goes")
     return p.parse_args()
 
@@ -321,10 +339,76 @@ def section_scaling(steps: int, warmup: int, peak: float, max_tokens: int) -> li
     return rows
 
 
+def rss_kib(field: str) -> int:
+    """VmRSS / VmHWM of this process from /proc/self/status, in KiB."""
+    line = next(ln for ln in open("/proc/self/status") if ln.startswith(field + ":"))
+    return int(line.split()[1])
+
+
+def section_packed_scale(steps: int, warmup: int, peak: float) -> list[dict]:
+    import ctypes
+
+    ctypes.CDLL("libc.so.6").mallopt(-3, 64 * 1024)  # M_MMAP_THRESHOLD: big buffers go back to the OS when freed
+    rows = []
+    for clips in SCALE_CLIPS:
+        torch.manual_seed(0)
+        model = DiT(CHANNELS, PATCH, mlp_ratio=MLP_RATIO, text_dim=TEXT_DIM, **SCALE_MODEL)
+        xs, targets, t, text, text_mask = inputs([SCALE_CLIP] * clips, seed=5)
+
+        def loss() -> torch.Tensor:
+            return sum(F.mse_loss(o, y, reduction="sum") for o, y in zip(model(xs, t, text, text_mask), targets))
+
+        case = Case(model, loss)
+        interleaved([case], 0, max(1, warmup))  # AdamW's state exists before the measured step
+        Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
+        base = rss_kib("VmRSS")
+        interleaved([case], steps, 0)
+        above = (rss_kib("VmHWM") - base) / 1024  # the peak over the timed steps
+        n = clips * tokens_of(SCALE_CLIP)
+        flops = 3 * model.forward_flops([tokens_of(SCALE_CLIP)] * clips, TEXT_LEN)
+        rows.append({"clips": clips, "tokens": n, "memory_above_base_mib": above, **case.summary(n, flops, peak)})
+        print(f"  packed {clips:2d} x 1024 tokens: {statistics.median(case.wall):.2f} s, {above:.0f} MiB above base", flush=True)
+    first = rows[0]
+    for r in rows:
+        r["time_over_4_clips"] = r["step_s_median"] / first["step_s_median"]
+        r["memory_over_4_clips"] = r["memory_above_base_mib"] / first["memory_above_base_mib"]
+    return rows
+
+
+def section_compile(steps: int, warmup: int, peak: float) -> dict:
+    from videogen.modules.dit import compile_blocks
+
+    xs, targets, t, text, text_mask = inputs(SECTION1_BATCH, seed=1)
+    x, target = torch.stack(xs), torch.stack(targets)
+    mixed = inputs(MIXED, seed=2)
+    torch.manual_seed(0)
+    eager = build_ours()
+    compiled = copy.deepcopy(eager)
+    compile_blocks(compiled)
+    result = {}
+    for name, loss_of, tokens in (
+        ("bucket", lambda m: lambda: F.mse_loss(m(x, t, text, text_mask), target), sum(tokens_of(s) for s in SECTION1_BATCH)),
+        ("packed", lambda m: lambda: sum(F.mse_loss(o, y) for o, y in zip(m(*mixed[:1], *mixed[2:]), mixed[1])),
+         sum(tokens_of(s) for s in MIXED)),
+    ):
+        cases = {"eager": Case(eager, loss_of(eager)), "compiled": Case(compiled, loss_of(compiled))}
+        t0 = time.perf_counter()
+        cases["compiled"].run(record=False)  # the compile
+        compile_s = time.perf_counter() - t0
+        interleaved(list(cases.values()), steps, warmup)
+        row = {k: c.summary(tokens, 0, peak) for k, c in cases.items()}
+        row["compile_s"] = compile_s
+        row["compiled_over_eager_tokens_per_s"] = row["compiled"]["tokens_per_s"] / row["eager"]["tokens_per_s"]
+        result[name] = row
+        print(f"  compile {name}: eager {row['eager']['tokens_per_s']:.0f} tok/s, compiled "
+              f"{row['compiled']['tokens_per_s']:.0f} tok/s ({row['compiled_over_eager_tokens_per_s']:.2f}x), "
+              f"compile {compile_s:.0f} s", flush=True)
+    return result
+
+
 def machine() -> dict:
     cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), "?")
-    import diffusers
-
+    diffusers = importlib.import_module("diffusers") if importlib.util.find_spec("diffusers") else None  # only section 1 needs it
     return {
         "cpu": cpu,
         "cores": os.cpu_count(),
@@ -332,7 +416,7 @@ def machine() -> dict:
         "platform": platform.platform(),
         "python": platform.python_version(),
         "torch": torch.__version__,
-        "diffusers": diffusers.__version__,
+        "diffusers": diffusers.__version__ if diffusers else None,
         "gpu": torch.cuda.is_available(),
     }
 
@@ -344,11 +428,12 @@ def main() -> None:
     load_before = os.getloadavg()
     peak_before = matmul_peak(args.threads)
     print(f"matmul peak ({MATMUL_N}^3 fp32, {args.threads} thread(s)): {peak_before / 1e9:.1f} GFLOP/s", flush=True)
-    reference = section_reference(args.steps, args.warmup, peak_before, args.profile)
-    print("section 1 done", flush=True)
-    packing = section_packing(args.steps, args.warmup, peak_before)
-    print("section 2 done", flush=True)
-    scaling = section_scaling(args.steps, args.warmup, peak_before, args.max_tokens)
+    chosen = set(args.sections.split(","))
+    reference = section_reference(args.steps, args.warmup, peak_before, args.profile) if "reference" in chosen else None
+    packing = section_packing(args.steps, args.warmup, peak_before) if "packing" in chosen else None
+    scaling = section_scaling(args.steps, args.warmup, peak_before, args.max_tokens) if "scaling" in chosen else None
+    packed_scale = section_packed_scale(args.steps, args.warmup, peak_before) if "packed_scale" in chosen else None
+    compiled = section_compile(args.steps, args.warmup, peak_before) if "compile" in chosen else None
     peak_after = matmul_peak(args.threads)
     result = {
         "started_utc": started.isoformat(timespec="seconds"),
@@ -363,6 +448,8 @@ def main() -> None:
         "reference": reference,
         "packing": packing,
         "scaling": scaling,
+        "packed_scale": packed_scale,
+        "compile": compiled,
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -371,6 +458,17 @@ def main() -> None:
     print(f"\nmachine: {result['machine']['cpu']}, {args.threads} thread(s), load {load_before[0]:.2f} -> "
           f"{result['load_avg_after'][0]:.2f}; matmul peak {peak_before / 1e9:.1f} / {peak_after / 1e9:.1f} GFLOP/s "
           "(before / after); no GPU")
+    if packed_scale:
+        print("\n5. packed step, clips of 1024 tokens (model", SCALE_MODEL, ")")
+        for r in packed_scale:
+            print(f"{r['clips']:>3} clips {r['step_s_median']:>7.2f} s ({r['time_over_4_clips']:.2f}x) "
+                  f"{r['memory_above_base_mib']:>7.0f} MiB above base ({r['memory_over_4_clips']:.2f}x)")
+    if compiled:
+        for k, r in compiled.items():
+            print(f"6. compile, {k}: {r['compiled_over_eager_tokens_per_s']:.2f}x tokens/s (compile {r['compile_s']:.0f} s)")
+    if reference is None or packing is None or scaling is None:
+        print(f"\nwrote {out}")
+        return
     print("\n1. training step, same batch", reference["batch"])
     print(f"{'model':<14}{'params':>10}{'s/step':>9}{'cpu s':>8}{'tok/s':>9}{'GFLOP/step':>12}{'MFU':>7}")
     for name, key in (("ours (cross)", "ours"), ("ours (joint)", "ours_joint"), ("CogVideoX", "reference")):

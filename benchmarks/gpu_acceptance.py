@@ -5,8 +5,9 @@
 
 Cases, each timed and written to the JSON (a case that cannot run says why; the others still run):
 
-1. ``tests``: ``pytest -m gpu tests/gpu`` (the bucket path's self-attention gets the flash kernel; a
-   pack equals its clips one by one in bf16; FSDP on one GPU trains like the unwrapped DiT).
+1. ``tests``: ``pytest -m gpu tests/gpu tests/models/test_dit.py`` (the bucket path's self-attention gets
+   the flash kernel; a pack equals its clips one by one in bf16, and varlen equals the per-clip kernel;
+   FSDP on one GPU trains like the unwrapped DiT).
 2. ``mfu``: one training step (bf16 autocast, AdamW) of DiT-B (768 wide, 12 blocks) and DiT-XL (1152,
    28 blocks; activation checkpointing per block) at 256p x 33 frames (latents 16 x 9 x 32 x 32 from the
    4x8x8 VAE, patch 1x2x2: 2,304 tokens per clip) as a bucket batch of 28 clips and as one 64k-token
@@ -57,6 +58,7 @@ NEEDS = {"tests": ["torch", "einops", "numpy", "yaml", "safetensors", "pytest"],
 MODELS = {"DiT-B": dict(hidden_size=768, depth=12, num_heads=12, checkpointing=False),
           "DiT-XL": dict(hidden_size=1152, depth=28, num_heads=16, checkpointing=True)}
 TEXT_DIM, TEXT_LEN = 4096, 120  # T5-XXL-sized captions
+GPU_TESTS = ["tests/gpu", "tests/models/test_dit.py"]  # every gpu-marked test; both need only torch and pytest
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -104,8 +106,8 @@ def case_tests(dev: Device, args) -> dict:
 
     with tempfile.TemporaryDirectory() as tmp:
         xml = Path(tmp) / "junit.xml"
-        cmd = [sys.executable, "-m", "pytest", "-m", "gpu", str(ROOT / "tests" / "gpu"), "-q", "-p", "no:cacheprovider",
-               f"--junitxml={xml}"]
+        cmd = [sys.executable, "-m", "pytest", "-m", "gpu", *(str(ROOT / t) for t in GPU_TESTS), "-q",
+               "-p", "no:cacheprovider", f"--junitxml={xml}"]
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
         if args.dry_run:
             env["CUDA_VISIBLE_DEVICES"] = ""  # the CPU: every gpu test skips, the collection is still checked
@@ -143,8 +145,8 @@ def case_train_step(dev: Device, args, name: str, layout: str, compiled: bool) -
     dry = args.dry_run
     dit, checkpointing = build_dit(dev, name, dry)
     clips, shape, budget = (4, (16, 3, 4, 4), 64) if dry else (28, (16, 9, 32, 32), 65536)
-    if compiled:
-        for block in dit.blocks:  # per block, from outside the model (the blocks are alike: one graph)
+    if compiled:  # per block, from outside the model, as videogen.modules.dit.compile_blocks (not imported:
+        for block in dit.blocks:  # it brings Lightning and the data stack); the blocks are alike: one graph
             block.compile(backend="eager" if dry else "inductor")
     opt = torch.optim.AdamW(dit.parameters(), lr=1e-4, fused=dev.cuda)
     g = torch.Generator(dev.type).manual_seed(0)

@@ -19,10 +19,14 @@ FRAGMENT = Path(__file__).parents[2] / "configs" / "trainer" / "fsdp_dit.yaml"
 
 
 def fsdp_strategy() -> dict:
-    """The shipped strategy settings, on the CPU variant of Lightning's FSDPStrategy (tests/distributed/cpu_fsdp.py)."""
+    """The shipped strategy settings, on the CPU variant of Lightning's FSDPStrategy (tests/distributed/cpu_fsdp.py),
+    in fp32: the fragment's bf16 ``mixed_precision`` cannot run on a CPU (see the module docstring; tests/test_configs.py
+    checks that it reaches the strategy)."""
     strategy = yaml.safe_load(FRAGMENT.read_text())["trainer"]["strategy"]
     assert strategy["class_path"] == "lightning.pytorch.strategies.FSDPStrategy"
-    return {"class_path": "cpu_fsdp.CPUFSDPStrategy", "init_args": strategy["init_args"]}
+    init_args = dict(strategy["init_args"])
+    assert init_args.pop("mixed_precision")["init_args"]["reduce_dtype"] == "torch.float32"
+    return {"class_path": "cpu_fsdp.CPUFSDPStrategy", "init_args": init_args}
 
 
 PROMPTS = ["a red circle moves left", "a blue square moves up", "a green triangle moves down"]

@@ -123,10 +123,14 @@ def test_packed_batch_loss_equals_each_clip_alone(trained):
                 pred = module.dit(module.process.add_noise(x, noise, want_t[i: i + 1]), want_t[i: i + 1], text[i: i + 1],
                                   mask[i: i + 1])
                 alone.append((pred - (noise - x)).pow(2).mean())
+        h.pad_packs_to = 400  # packs padded to a fixed token budget: ignored tokens, the same losses
+        with torch.no_grad():
+            padded, _ = module.diffusion_loss(module.dit, batch, torch.Generator().manual_seed(0), random.Random(0))
     finally:
-        h.cond_prob, h.caption_dropout = saved
+        h.cond_prob, h.caption_dropout, h.pad_packs_to = *saved, None
     torch.testing.assert_close(t, want_t)
     torch.testing.assert_close(per_clip, torch.stack(alone), atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(padded, per_clip, atol=1e-6, rtol=1e-5)
     assert per_clip.shape == (2,) and per_clip[0] != per_clip[1]
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "distributed"))
 from launch import VIDEOGEN, env  # noqa: E402
@@ -53,24 +54,62 @@ def _fit(cwd: Path, *extra: str) -> tuple[list[tuple[int, float]], dict, str]:
     return losses, {"val": val, "export": export}, proc.stdout + proc.stderr
 
 
-def test_sequence_parallel_fit_logs_the_one_process_losses(tmp_path):
-    made = subprocess.run([VIDEOGEN, "make-synthetic", "--out", str(tmp_path / "syn"), "--num-samples", "16",
+@pytest.fixture(scope="module")
+def one_process(tmp_path_factory):
+    """The shard set, the VAE export and the one-process run every sequence-parallel run is compared with."""
+    tmp = tmp_path_factory.mktemp("sp_fit")
+    made = subprocess.run([VIDEOGEN, "make-synthetic", "--out", str(tmp / "syn"), "--num-samples", "16",
                            "--val-fraction", "0.25", "--shard-size", "4", "--seed", "0", "--no-progress"],
                           env=env(), capture_output=True, text=True, timeout=120)
     assert made.returncode == 0, made.stderr
-    _vae_export(tmp_path / "vae")
-    one, one_end, _ = _fit(tmp_path / "one")
-    two, two_end, log = _fit(tmp_path / "two", "--config", str(REPO / "configs/trainer/sequence_parallel.yaml"),
-                             "--trainer.devices=2", "--trainer.accelerator=cpu")
+    _vae_export(tmp / "vae")
+    return tmp, _fit(tmp / "one")
+
+
+def _assert_same_run(one, two, log: str) -> None:
+    (one_losses, one_end, _), (two_losses, two_end) = one, two
     # both ranks ran the sequence-parallel DiT and its EMA copy, one data-parallel group
     for rank in (0, 1):
         assert f"global rank {rank} = data rank 0 of 1, sequence rank {rank} of 2 (2 DiTs)" in log
-    assert [s for s, _ in one] == [s for s, _ in two] == list(range(10))
-    for (_, a), (_, b) in zip(one, two):
-        assert abs(a - b) <= 1e-4 * abs(a), (one, two)
-    assert len(set(round(x, 4) for _, x in one)) > 5  # the loss moves: the weights are being trained
+    assert [s for s, _ in one_losses] == [s for s, _ in two_losses] == list(range(10))
+    for (_, a), (_, b) in zip(one_losses, two_losses):
+        assert abs(a - b) <= 1e-4 * abs(a), (one_losses, two_losses)
+    assert len(set(round(x, 4) for _, x in one_losses)) > 5  # the loss moves: the weights are being trained
     assert len(one_end["val"]) == len(two_end["val"]) == 1
     assert two_end["val"][0] == pytest.approx(one_end["val"][0], rel=1e-4)
     assert sorted(one_end["export"]) == sorted(two_end["export"])
     for k, w in one_end["export"].items():
         assert torch.allclose(w, two_end["export"][k], rtol=1e-4, atol=1e-6), k
+
+
+def test_sequence_parallel_fit_logs_the_one_process_losses(one_process):
+    tmp, one = one_process
+    losses, end, log = _fit(tmp / "ddp", "--config", str(REPO / "configs/trainer/sequence_parallel.yaml"),
+                            "--trainer.devices=2", "--trainer.accelerator=cpu")
+    _assert_same_run(one, (losses, end), log)
+
+
+def test_sequence_parallel_under_fsdp_logs_the_one_process_losses(one_process):
+    """SequenceParallelFSDPStrategy with fsdp_dit.yaml's wrapping (one unit per block and per DiT), fp32, on
+    the CPU variant of tests/distributed/cpu_sp_fsdp.py: the weights are sharded over both ranks."""
+    tmp, one = one_process
+    fragment = tmp / "sp_fsdp.yaml"
+    fragment.write_text(yaml.safe_dump({"trainer": {"strategy": {
+        "class_path": "cpu_sp_fsdp.CPUSequenceParallelFSDPStrategy",
+        "init_args": {"sequence_parallel_size": 2, "sharding_strategy": "FULL_SHARD", "state_dict_type": "full",
+                      "auto_wrap_policy": ["videogen.models.dit.blocks.DiTBlock", "videogen.models.dit.model.DiT"]}}}}))
+    losses, end, log = _fit(tmp / "fsdp", "--config", str(fragment), "--trainer.devices=2", "--trainer.accelerator=cpu")
+    _assert_same_run(one, (losses, end), log)
+
+
+PACKED = ["--data.init_args.packing=true", "--data.init_args.token_budget=600", "--data.init_args.token_shape=[4, 8, 8]",
+          "--data.init_args.max_area=6144", "--data.init_args.max_frames=9"]  # 288-token clips, 2 per pack
+
+
+def test_sequence_parallel_fit_with_packed_batches_logs_the_one_process_losses(one_process):
+    tmp, _ = one_process
+    one = _fit(tmp / "packed-one", *PACKED)
+    losses, end, log = _fit(tmp / "packed-ddp", "--config", str(REPO / "configs/trainer/sequence_parallel.yaml"),
+                            "--trainer.devices=2", "--trainer.accelerator=cpu", *PACKED)
+    assert "train/loss_bucket/packed" in (tmp / "packed-one/csv/lightning_logs/version_0/metrics.csv").read_text()
+    _assert_same_run(one, (losses, end), log)

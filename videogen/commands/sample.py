@@ -38,7 +38,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mode", choices=["extend", "extend-backward", "edit", "connect"], default="extend")
     parser.add_argument("--given", type=int, default=1, help="latent frames of --video kept when extending (default 1)")
     parser.add_argument("--strength", type=float, default=0.7, help="--mode edit: how much to change (0..1)")
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (with --devices N: ranks take cuda:0..N-1)")
+    parser.add_argument("--devices", type=int, default=1,
+                        help="processes sampling each clip together with sequence parallelism (its tokens split "
+                             "over them; gloo on cpu, NCCL on cuda); must divide the DiT's num_heads (default 1)")
     parser.add_argument("--upsample-prompt", action="store_true", help="rewrite each prompt as a long caption first")
     parser.add_argument("--upsampler", default="runs/captioner/quickstart/export",
                         help="--upsample-prompt: a captioner export/checkpoint or a local causal LM folder")
@@ -73,8 +76,9 @@ def _read_image(path: str):
     return np.asarray(Image.open(path).convert("RGB"))[None]
 
 
-def sample_videos(args: argparse.Namespace, prompts: list[str]):
-    """The generated videos, (B, 3, T, H, W) in [-1, 1], one per prompt."""
+def sample_videos(args: argparse.Namespace, prompts: list[str], shard=None):
+    """The generated videos, (B, 3, T, H, W) in [-1, 1], one per prompt; with ``shard`` (a
+    :class:`~videogen.parallel.sequence.UlyssesShard`) this rank holds its share of every clip's tokens."""
     import torch
 
     from videogen.encoding import load_vae, normalize_latents, encode_latents
@@ -91,6 +95,10 @@ def sample_videos(args: argparse.Namespace, prompts: list[str]):
                          "changed): restore it, or train the DiT again")
     device = torch.device(args.device)
     dit, vae = export.module.to(device), vae_export.module.to(device)
+    if shard is not None:
+        from videogen.parallel.sequence import apply_sequence_parallel
+
+        apply_sequence_parallel(dit, shard)
     text_encoder = FrozenTextEncoder(stats["text_encoder"], stats["text_max_length"]).to(device)
     text, mask = text_encoder(prompts)
     null_text, null_mask = text_encoder([NULL_CAPTION])
@@ -127,6 +135,51 @@ def sample_videos(args: argparse.Namespace, prompts: list[str]):
                     init=init, strength=args.strength if init is not None else 1.0)
 
 
+def _sample_rank(rank: int, args: argparse.Namespace, prompts: list[str], port: int, out: str) -> None:
+    """One of ``--devices`` processes: join the group, sample with this rank's token share; rank 0 saves."""
+    import os
+
+    import torch
+    import torch.distributed as dist
+
+    from videogen.parallel.sequence import UlyssesShard, sequence_groups
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    cuda = args.device.startswith("cuda")
+    if cuda:
+        torch.cuda.set_device(rank)
+        args.device = f"cuda:{rank}"
+    dist.init_process_group("nccl" if cuda else "gloo", rank=rank, world_size=args.devices)
+    try:
+        group, seq_rank, _ = sequence_groups(args.devices)
+        videos = sample_videos(args, prompts, UlyssesShard(group, seq_rank, args.devices))
+        if rank == 0:
+            torch.save(videos.cpu(), out)
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+
+
+def sample_parallel(args: argparse.Namespace, prompts: list[str]):
+    """:func:`sample_videos` in ``args.devices`` processes of one sequence group; rank 0's videos."""
+    import socket
+    import tempfile
+
+    import torch
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with tempfile.TemporaryDirectory() as tmp:
+        out = str(Path(tmp) / "videos.pt")
+        try:
+            mp.spawn(_sample_rank, args=(args, prompts, port, out), nprocs=args.devices, join=True)
+        except mp.ProcessRaisedException as e:  # a rank's ValueError etc.: its last line, as one message
+            raise ValueError(str(e).strip().splitlines()[-1]) from None
+        return torch.load(out, weights_only=True)
+
+
 def write_mp4(path: Path, video, fps: int) -> None:
     """(3, T, H, W) in [-1, 1] -> an H.264 mp4."""
     from data_recipes.synthetic import encode_mp4
@@ -150,7 +203,9 @@ def run(args: argparse.Namespace) -> int:
 
             prompts = upsample_with(args.upsampler, prompts, device=args.device)
             print("\n".join(f"upsampled prompt: {p}" for p in prompts))
-        videos = sample_videos(args, prompts)
+        if args.devices < 1:
+            raise ValueError(f"--devices {args.devices}: must be >= 1")
+        videos = sample_videos(args, prompts) if args.devices == 1 else sample_parallel(args, prompts)
     except (FileNotFoundError, ValueError, TypeError) as e:
         print(f"videogen sample: {e}")
         return 2

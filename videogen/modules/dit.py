@@ -43,6 +43,14 @@ COND_MODES = ("image", "extend", "extend-backward", "connect")
 T_RANGES = ((0.0, 0.25), (0.25, 0.5), (0.5, 0.75), (0.75, 1.0))
 
 
+def compile_blocks(dit: DiT) -> None:
+    """``torch.compile`` every DiT block in place (``nn.Module.compile``: the module keeps its parameters and
+    state-dict names), one graph per block as torchtitan does; the model itself knows nothing of it."""
+    for module in dit.modules():
+        if isinstance(module, dit.block_class):
+            module.compile()
+
+
 class DiTModule(LightningModule):
     def __init__(
         self,
@@ -69,6 +77,8 @@ class DiTModule(LightningModule):
         val_shape: tuple[int, int, int] = (9, 64, 96),
         val_steps: int = 20,
         val_cfg: float = 4.0,
+        compile_blocks: bool = False,
+        pad_packs_to: int | None = None,
     ):
         """
         Args:
@@ -95,6 +105,11 @@ class DiTModule(LightningModule):
                 ``sample_across_ranks``) and logged as videos.
             val_shape: (frames, height, width) of those samples.
             val_steps, val_cfg: sampler steps and guidance scale for them.
+            compile_blocks: ``torch.compile`` each block of the trained DiT in place (the unit
+                ``DiT.block_class`` names), applied from here in ``configure_model`` before the strategy
+                wraps it (FSDP, activation checkpointing); the EMA copy (validation, sampling) stays eager.
+            pad_packs_to: pad every packed batch's token row to this many tokens (the data's
+                ``token_budget``), so compiled kernels see one shape for every pack; None: no padding.
         """
         super().__init__()
         self.save_hyperparameters(ignore=["dit"])
@@ -178,6 +193,10 @@ class DiTModule(LightningModule):
             out.append(NULL_CAPTION if rng.random() < self.hparams.caption_dropout else text)
         return out
 
+    def configure_model(self) -> None:
+        if self.hparams.compile_blocks:
+            compile_blocks(self.dit)
+
     @property
     def data_rank_world(self) -> tuple[int, int]:
         """This rank's data-parallel rank and world (Lightning's sampler kwargs): under sequence
@@ -239,7 +258,7 @@ class DiTModule(LightningModule):
         xt = [self.process.add_noise(x, e, t[i]) for i, (x, e) in enumerate(zip(z, noise))]
         masks = [self._cond_mask(x[None], rng) for x in z]
         kw = {} if masks[0] is None else {"cond": z, "cond_mask": [m[0] for m in masks]}
-        preds = dit(xt, t, text, text_mask, **kw)  # the wrapped module's forward: FSDP gathers its weights
+        preds = dit(xt, t, text, text_mask, pad_to=self.hparams.pad_packs_to, **kw)  # the wrapped module's forward: FSDP gathers its weights
         per_clip = torch.cat([
             self._clip_errors(p[None], x[None], e[None], t[i: i + 1], None if m is None else m)
             for i, (p, x, e, m) in enumerate(zip(preds, z, noise, masks))
@@ -268,6 +287,18 @@ class DiTModule(LightningModule):
             if sel.any():
                 self.log(f"train/loss_t/{lo:.2f}-{hi:.2f}", per_clip[sel].mean(), batch_size=int(sel.sum()))
         return loss
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
+        """``trainer.gradient_clip_val`` under FSDP too: the gradients are sharded, so the norm is FSDP's
+        own over all shards (Lightning's FSDP precision refuses norm clipping and the run would stop)."""
+        from torch.distributed.fsdp import FullyShardedDataParallel
+
+        model = self.trainer.strategy.model
+        norm = gradient_clip_algorithm in (None, "norm")
+        if gradient_clip_val and norm and isinstance(model, FullyShardedDataParallel):
+            model.clip_grad_norm_(gradient_clip_val)
+            return
+        self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
     def optimizer_step(self, *args, **kwargs) -> None:
         """The step, then the EMA: both before any callback (a checkpoint) sees the batch's end."""

@@ -9,9 +9,8 @@ needs all tokens, so around it two all-to-alls swap the split from tokens to hea
     q, k, v (B, heads, N/P, d) --all-to-all--> (B, heads/P, N, d) --attention--> (B, heads/P, N, d)
                                 --all-to-all--> (B, heads, N/P, d)
 
-so any full-sequence attention kernel (SDPA, flash, FlexAttention with a block mask, per-clip or
-variable-length attention) runs unchanged on the whole clip for its heads, with the masks built
-for all N tokens. Joint attention's text keys (replicated, not split) are sliced to the local heads.
+so the model's attention kernel (SDPA/flash for a bucket, varlen or per-clip for a pack) runs
+unchanged on the whole clip for its heads, with the layout built for all N tokens. Joint attention's text keys (replicated, not split) are sliced to the local heads.
 The DiT's output is all-gathered before the loss, so the loss is exactly the one-process loss.
 
 Gradients: a replicated parameter's gradient on one rank covers only that rank's tokens (or
@@ -98,8 +97,8 @@ class UlyssesShard:
 
     def pad(self, x: Tensor, positions: Tensor, segment_ids: Tensor, block_diagonal: bool):
         """Pad the token axis to a multiple of the degree: padding tokens are clip -1 (seen by no real
-        token; their outputs are dropped), so a bucket batch whose N does not divide takes the masked
-        (block-diagonal) path, with the same result for its real tokens."""
+        token; their outputs are dropped), so a bucket batch whose N does not divide takes the packed
+        (per-clip layout) path, with the same result for its real tokens."""
         extra = -x.shape[1] % self.degree
         if not extra:
             return x, positions, segment_ids, block_diagonal

@@ -47,8 +47,10 @@ class Segments:
     Queries are the (B N) tokens flattened row after row; sequence r is queries
     ``cu_q[r]:cu_q[r + 1]`` (one clip, or a row's padding tokens). Its keys are the flattened
     (B K) keys gathered by ``key_index`` (None: the keys are the queries' own tokens), then
-    ``cu_k[r]:cu_k[r + 1]``. The lengths are also kept as Python ints (the per-clip loop and
-    varlen's max lengths need them; built once per forward, not per block).
+    ``cu_k[r]:cu_k[r + 1]``. The lengths are also kept as Python ints (the per-clip loop needs them;
+    built once per forward, not per block). ``max_q``/``max_k`` (varlen's launch bounds) are the longest
+    sequence rounded up to a power of two, at most the total: compiled blocks see few distinct values
+    (a recompile per pack otherwise), at no cost in results.
     """
 
     cu_q: Tensor  # (R + 1,) int32 query offsets
@@ -56,15 +58,9 @@ class Segments:
     key_index: Tensor | None  # (sum k_lens,) long index into the (B K) flattened keys
     q_lens: tuple[int, ...]
     k_lens: tuple[int, ...]
+    max_q: int
+    max_k: int
     backend: AttentionBackend = "auto"
-
-    @property
-    def max_q(self) -> int:
-        return max(self.q_lens)
-
-    @property
-    def max_k(self) -> int:
-        return max(self.k_lens)
 
 
 Layout = Union[Segments, Tensor, None]
@@ -105,11 +101,16 @@ def _offsets(lengths: list[int], device: torch.device) -> Tensor:
     return torch.tensor([0, *lengths], dtype=torch.int64).cumsum(0).to(device=device, dtype=torch.int32)
 
 
+def _bound(lengths: tuple[int, ...]) -> int:
+    """The longest length rounded up to a power of two, at most the sum."""
+    return min(1 << (max(lengths) - 1).bit_length(), sum(lengths))
+
+
 def self_segments(runs: Runs, device: torch.device, backend: AttentionBackend = "auto") -> Segments:
     """Block-diagonal self-attention: every run (a clip, or a row's padding) sees only itself."""
     lens = tuple(e - s for s, e in zip(runs.start, runs.end))
     cu = _offsets(list(lens), device)
-    return Segments(cu, cu, None, lens, lens, backend)
+    return Segments(cu, cu, None, lens, lens, _bound(lens), _bound(lens), backend)
 
 
 def text_segments(runs: Runs, text_mask: Tensor, device: torch.device, joint: bool,
@@ -134,9 +135,9 @@ def text_segments(runs: Runs, text_mask: Tensor, device: torch.device, joint: bo
             parts.append(torch.tensor([row * row_keys]))
         lens.append(sum(len(p) for p in parts))
         index.append(torch.cat(parts))
-    q_lens = tuple(e - s for s, e in zip(runs.start, runs.end))
-    return Segments(_offsets(q_lens, device), _offsets(lens, device), torch.cat(index).to(device), q_lens,
-                    tuple(lens), backend)
+    q_lens, k_lens = tuple(e - s for s, e in zip(runs.start, runs.end)), tuple(lens)
+    return Segments(_offsets(list(q_lens), device), _offsets(lens, device), torch.cat(index).to(device), q_lens,
+                    k_lens, _bound(q_lens), _bound(k_lens), backend)
 
 
 def use_varlen(q: Tensor, backend: AttentionBackend) -> bool:
@@ -172,7 +173,8 @@ def attend(q: Tensor, k: Tensor, v: Tensor, layout: Layout) -> Tensor:
     if layout.key_index is not None:
         kf, vf = kf[layout.key_index], vf[layout.key_index]  # (sum k_lens, heads, d): each sequence's keys in a run
     if use_varlen(q, layout.backend):
-        out = varlen_attn(qf, kf, vf, layout.cu_q, layout.cu_k, layout.max_q, layout.max_k)
+        out = varlen_attn(qf.contiguous(), kf.contiguous(), vf.contiguous(), layout.cu_q, layout.cu_k,
+                          layout.max_q, layout.max_k)
     else:
         out = per_clip_attention(qf, kf, vf, layout)
     return rearrange(out, "(b n) h d -> b h n d", b=batch)
