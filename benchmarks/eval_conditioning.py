@@ -65,6 +65,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--cfg", type=float, default=4.0, help="guidance of the conditioned modes and the text row")
     parser.add_argument("--cfgs", type=float, nargs="+", default=(1.0, 2.0, 4.0, 7.0), help="the guidance sweep")
     parser.add_argument("--strength", type=float, default=0.5, help="edit: SDEdit strength")
+    parser.add_argument("--null-branch", choices=["caption", "zeros"], default="caption",
+                        help="guidance's unconditional input: the encoded NULL_CAPTION caption dropout trains "
+                             "(default), or zero tokens with an all-False mask, the untrained input sampling used "
+                             "before issue 14's fix 1 (for the before row of the guidance sweep)")
     parser.add_argument("--batch", type=int, default=12)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", default="benchmarks/out/eval_conditioning.json")
@@ -134,6 +138,8 @@ class Bench:
         self.dit, self.vae = export.module.to(self.device).eval(), vae_export.module.to(self.device).eval()
         self.text_encoder = FrozenTextEncoder(self.stats["text_encoder"], self.stats["text_max_length"]).to(self.device)
         self.null = [x.to(self.device) for x in self.text_encoder([NULL_CAPTION])]
+        if args.null_branch == "zeros":
+            self.null = [torch.zeros_like(x) for x in self.null]
         self.args = args
         self.latent_frames = 1 + (args.shape[0] - 1) // self.stats["temporal_compression"]
 
@@ -238,12 +244,13 @@ def main(argv=None) -> dict:
         summary = summarise(records, args.cfg)
         result = {"summary": summary, "floors": {f"{m}/{k}": f"{op} {v:g}" for (m, k), (op, v) in FLOORS.items()},
                   "num_clips": len(samples), "seed": args.seed, "shape": list(args.shape), "steps": args.steps,
-                  "cfg": args.cfg, "cfgs": list(args.cfgs), "strength": args.strength,
+                  "cfg": args.cfg, "cfgs": list(args.cfgs), "strength": args.strength, "null_branch": args.null_branch,
                   "process": bench.stats.get("process"), "dit": args.dit, "vae": args.vae, "tiny": args.tiny,
                   "seconds": round(time.perf_counter() - began, 1), "records": records}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2))
     print(f"{len(samples)} held-out clips (seed {args.seed}), {args.steps} steps, cfg {args.cfg}, "
+          f"null branch {args.null_branch}, "
           f"{result['seconds']} s -> {args.out}")
     print(table(summary))
     return result
