@@ -16,7 +16,26 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import torch
+
+
+def held_out_samples(num: int, seed: int) -> list[dict]:
+    """The first ``num`` moving clips of the synthetic set made with ``seed`` (a still image has no direction)."""
+    from data_recipes.synthetic import generate_sample
+
+    samples, index = [], 0
+    while len(samples) < num:
+        s = generate_sample(index, seed)
+        index += 1
+        if s["json"]["attributes"]["direction"] != "none":
+            samples.append(s)
+    return samples
+
+
+def to_pixels(video: torch.Tensor) -> np.ndarray:
+    """(3, T, H, W) in [-1, 1] -> (T, H, W, 3) uint8, what the synthetic set's judge reads."""
+    return ((video.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 3, 0).cpu().numpy()
 
 
 def main() -> None:
@@ -32,36 +51,30 @@ def main() -> None:
     parser.add_argument("--out", default="benchmarks/out/eval_dit.json")
     args = parser.parse_args()
 
-    from data_recipes.synthetic import generate_sample, judge_clip
+    from data_recipes.synthetic import judge_clip
     from videogen.encoding import load_vae
     from videogen.models.dit import DiT
     from videogen.models.text import FrozenTextEncoder
     from videogen.pretrained import load_stage
-    from videogen.sampling import generate
+    from videogen.sampling import NULL_CAPTION, generate, sampling_kwargs
 
     torch.set_grad_enabled(False)
     export = load_stage(args.dit, expect=DiT)
     stats = export.stats
     vae = load_vae(stats["vae"]["source"]).module
     text_encoder = FrozenTextEncoder(stats["text_encoder"], stats["text_max_length"])
-    samples = []
-    index = 0
-    while len(samples) < args.num_prompts:  # moving clips only: a still image has no direction to follow
-        s = generate_sample(index, args.seed)
-        index += 1
-        if s["json"]["attributes"]["direction"] != "none":
-            samples.append(s)
+    null = text_encoder([NULL_CAPTION])
+    samples = held_out_samples(args.num_prompts, args.seed)
     frames, height, width = args.shape
     results, began = [], time.perf_counter()
     for i in range(0, len(samples), args.batch):
         chunk = samples[i: i + args.batch]
         prompts = [s["txt"] if args.caption == "txt" else s["json"]["captions"][args.caption] for s in chunk]
         text, mask = text_encoder(prompts)
-        videos = generate(export.module, vae, stats, text, mask, num_frames=frames, height=height, width=width,
-                          steps=args.steps, cfg=args.cfg, seed=1000 + i, shift_base_tokens=stats.get("shift_base_tokens"))
+        videos = generate(export.module, vae, stats, text, mask, *null, num_frames=frames, height=height, width=width,
+                          steps=args.steps, cfg=args.cfg, seed=1000 + i, **sampling_kwargs(stats))
         for s, prompt, video in zip(chunk, prompts, videos):
-            pixels = ((video + 1) * 127.5).round().byte().permute(1, 2, 3, 0).numpy()  # (T, H, W, 3)
-            judged = judge_clip(pixels)
+            judged = judge_clip(to_pixels(video))
             want = s["json"]["attributes"]
             results.append({"key": s["__key__"], "prompt": prompt, "want_colour": want["colour"],
                             "want_direction": want["direction"], "got_colour": judged.get("colour"),

@@ -1,11 +1,21 @@
 """Text -> video with a trained DiT: the one sampling path (validation samples and `videogen sample`).
 
-    prompts --text encoder--> tokens ──┐
-    noise (B, C, t, h, w) ──Euler/Heun over rectified-flow velocity, classifier-free guidance──▶ z
+    prompts --text encoder--> tokens ──┐        (the null branch: the encoded NULL_CAPTION)
+    noise (B, C, t, h, w) ──Euler/Heun over the process's ODE velocity, classifier-free guidance──▶ z
     z --denormalise (VAE stats)--> VAE decode --> videos (B, 3, T, H, W) in [-1, 1]
 
+The process (rectified flow or DDPM, ``process`` in the export) and the timestep shift
+(:func:`videogen.diffusion.timestep_shift` with the export's ``shift_base_tokens``/``shift_max``, or a
+fixed ``shift``) are the ones training used. Classifier-free guidance's unconditional branch is the
+encoded :data:`NULL_CAPTION`, exactly what caption dropout trains on.
+
 Per-frame conditioning (a DiT built with ``frame_conditioning=True``): clean latents of given frames
-and a mask; the given frames are put back exactly at the end. Modes build the mask:
+and a mask. Training noises the given frames like the rest, ``x_t = add_noise(cond, noise, t)``, and
+feeds the clean latents in the conditioning channels; at every sampler step the given frames of the
+state are set to that same point of their path (their velocity is the path's own), so the network sees
+what it saw in training, and they end exactly as given. Given frames are encoded in their place in a
+clip-length video (the causal VAE's latent of a frame depends on the frames before it), as training
+encodes the clip. Modes build the mask:
 
 * ``image``: frame 0 given (image-to-video),
 * ``extend``: the first ``k`` latent frames given (continue a clip forward),
@@ -22,11 +32,12 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
-from videogen.diffusion import euler, heun, sampling_timesteps, token_shift
+from videogen.diffusion import euler, heun, make_process, sampling_timesteps, timestep_shift
 from videogen.encoding import denormalize_latents, encode_latents, normalize_latents
 
 SAMPLERS = {"euler": euler, "heun": heun}
 MODES = ("text", "image", "extend", "extend-backward", "connect", "edit")
+NULL_CAPTION = ""  # "no caption": what caption dropout trains on and the guided sampler's null branch
 
 
 @dataclass
@@ -53,82 +64,126 @@ def frame_mask(mode: str, latent_frames: int, given: int = 1) -> Tensor:
     return m
 
 
+def clip_frames(stats: dict[str, Any], latent_frames: int) -> int:
+    """Pixel frames of a clip of ``latent_frames`` latent frames for this VAE."""
+    return 1 + (latent_frames - 1) * stats["temporal_compression"]
+
+
+def _encode_in_place(vae, stats: dict[str, Any], clip: Tensor, mode: str, latent_frames: int,
+                     given: int = 1) -> Conditioning:
+    """Encode a clip-length video (B, 3, T, H, W) whole, as training encodes a clip, and keep the mode's frames."""
+    z = normalize_latents(encode_latents(vae, clip), stats)  # (B, C, latent_frames, h, w)
+    if z.shape[2] != latent_frames:
+        raise ValueError(f"a {clip.shape[2]}-frame clip encodes to {z.shape[2]} latent frames, not {latent_frames}")
+    m = frame_mask(mode, latent_frames, given).to(z.device)
+    mask = m.view(1, 1, -1, 1, 1).expand(z.shape[0], 1, latent_frames, *z.shape[3:]).to(z.dtype)
+    return Conditioning(z * mask, mask)
+
+
+def _hold(frames: Tensor, length: int, at_end: bool) -> Tensor:
+    """``frames`` (B, 3, k, H, W) padded to ``length`` frames by repeating its first (at_end) or last frame."""
+    if frames.shape[2] >= length:
+        return frames[:, :, frames.shape[2] - length:] if at_end else frames[:, :, :length]
+    pad = (frames[:, :, :1] if at_end else frames[:, :, -1:]).expand(-1, -1, length - frames.shape[2], -1, -1)
+    return torch.cat([pad, frames] if at_end else [frames, pad], dim=2)
+
+
 def conditioning_from_video(vae, stats: dict[str, Any], video: Tensor, mode: str, latent_frames: int,
                             given: int = 1) -> Conditioning:
-    """Encode a clip (B, 3, T, H, W) in [-1, 1] and keep the frames the mode gives (fitting the target length).
-    ``connect`` joins the clip's first and last frames (see :func:`connect_frames`)."""
+    """The given latents of a clip (B, 3, T', H, W) in [-1, 1] for a mode, encoded in their place in a
+    clip of ``latent_frames``: ``image``/``extend`` take its first frames, ``extend-backward`` its last
+    (the clip-length stretch before them too: the causal latents depend on it), ``connect`` its first
+    frame and its last frames (:func:`connect_frames`). A clip of exactly the target length gives
+    bitwise the latents training gives it; a shorter one is held at its last (first) frame."""
+    length = clip_frames(stats, latent_frames)
     if mode == "connect":
-        return connect_frames(vae, stats, video[:, :, :1], video[:, :, -1:], latent_frames)
-    z = normalize_latents(encode_latents(vae, video), stats)  # (B, C, t', h, w)
-    out = torch.zeros((*z.shape[:2], latent_frames, *z.shape[3:]), dtype=z.dtype, device=z.device)
-    m = frame_mask(mode, latent_frames, given)
-    n = min(z.shape[2], int(m.sum()))
-    if mode in ("image", "extend"):
-        out[:, :, :n] = z[:, :, :n]
-    elif mode == "extend-backward":
-        out[:, :, latent_frames - n:] = z[:, :, z.shape[2] - n:]
-    mask = m.to(z.device).view(1, 1, -1, 1, 1).expand(z.shape[0], 1, latent_frames, *z.shape[3:])
-    return Conditioning(out, mask.to(z.dtype))
+        return connect_frames(vae, stats, video[:, :, :1], video[:, :, 1:] if video.shape[2] > 1 else video,
+                              latent_frames)
+    if mode == "image":
+        video = video[:, :, :1]
+    return _encode_in_place(vae, stats, _hold(video, length, at_end=mode == "extend-backward"), mode,
+                            latent_frames, given)
 
 
 def connect_frames(vae, stats: dict[str, Any], start: Tensor, end: Tensor, latent_frames: int) -> Conditioning:
-    """Given first and last latent frames from two single frames (B, 3, 1, H, W): each is encoded on
-    its own, as the image it is (an image is a 1-frame video), and the frames between are generated."""
-    z_start = normalize_latents(encode_latents(vae, start), stats)  # (B, C, 1, h, w)
-    z_end = normalize_latents(encode_latents(vae, end), stats)
-    out = torch.zeros((*z_start.shape[:2], latent_frames, *z_start.shape[3:]), dtype=z_start.dtype,
-                      device=z_start.device)
-    out[:, :, :1], out[:, :, -1:] = z_start, z_end
-    m = frame_mask("connect", latent_frames).to(out.device)
-    mask = m.view(1, 1, -1, 1, 1).expand(out.shape[0], 1, latent_frames, *out.shape[3:])
-    return Conditioning(out, mask.to(out.dtype))
+    """Given first and last latent frames: ``start`` (B, 3, 1, H, W) is frame 0, ``end`` (B, 3, k, H, W) the
+    clip's last frames (its last frame last; fewer than a clip's length are held at their first frame);
+    the clip-length video ``[start, end...]`` is encoded whole and its first and last latents kept."""
+    length = clip_frames(stats, latent_frames)
+    clip = torch.cat([start[:, :, :1], _hold(end, length - 1, at_end=True)], dim=2)
+    return _encode_in_place(vae, stats, clip, "connect", latent_frames)
+
+
+def sampling_kwargs(stats: dict[str, Any]) -> dict[str, Any]:
+    """The process and shift a DiT export records (older exports: rectified flow, uncapped shift)."""
+    return {"process": stats.get("process", "rectified_flow"), "shift_base_tokens": stats.get("shift_base_tokens"),
+            "shift_max": stats.get("shift_max")}
 
 
 @torch.no_grad()
-def generate(dit, vae, stats: dict[str, Any], text: Tensor, text_mask: Tensor, *, num_frames: int, height: int,
-             width: int, steps: int = 30, cfg: float = 4.0, seed: int | list[int] = 0, sampler: str = "euler",
-             shift_base_tokens: int | None = 256, cond: Conditioning | None = None, init: Tensor | None = None,
-             strength: float = 1.0, callback: Callable | None = None) -> Tensor:
+def generate(dit, vae, stats: dict[str, Any], text: Tensor, text_mask: Tensor, null_text: Tensor | None = None,
+             null_mask: Tensor | None = None, *, num_frames: int, height: int, width: int, steps: int = 30,
+             cfg: float = 4.0, seed: int | list[int] = 0, sampler: str = "euler", process: str = "rectified_flow",
+             shift_base_tokens: int | None = 256, shift_max: float | None = 5.0, shift: float | None = None,
+             cond: Conditioning | None = None, init: Tensor | None = None, strength: float = 1.0,
+             callback: Callable | None = None) -> Tensor:
     """Sample videos for encoded prompts ``text`` (B, L, D) / ``text_mask`` (B, L): (B, 3, T, H, W) in [-1, 1].
 
-    ``init`` (normalised latents) with ``strength`` < 1 starts from the noised clip (SDEdit).
+    ``null_text``/``null_mask`` (1 or B rows): the encoded :data:`NULL_CAPTION`, needed when ``cfg`` != 1.
     ``seed``: one seed for the batch's noise, or one per video (video i then gets the noise a batch
     of one with ``seed[i]`` gets, however the prompts are batched).
+    ``shift``: a fixed timestep shift instead of the trained one. ``init`` (normalised latents) with
+    ``strength`` < 1 starts from the noised clip (SDEdit).
     """
     tc, sc = stats["temporal_compression"], stats["spatial_compression"]
     if (num_frames - 1) % tc or height % sc or width % sc:
         raise ValueError(f"--num-frames must be 1 + k*{tc} and --height/--width multiples of {sc} for this VAE "
                          f"(got {num_frames} frames at {height}x{width})")
     pt, ph, pw = dit.patch_size
-    shape = (text.shape[0], stats["latent_channels"], 1 + (num_frames - 1) // tc, height // sc, width // sc)
+    b = text.shape[0]
+    shape = (b, stats["latent_channels"], 1 + (num_frames - 1) // tc, height // sc, width // sc)
     if shape[2] % pt or shape[3] % ph or shape[4] % pw:
         raise ValueError(f"latents {shape[2:]} are not divisible by the DiT's patch size {dit.patch_size}: choose "
                          f"--height/--width multiples of {sc * max(ph, pw)}")
+    if cfg != 1.0 and null_text is None:
+        raise ValueError("classifier-free guidance (cfg != 1) needs null_text/null_mask: the encoded NULL_CAPTION")
+    proc = make_process(process)
     device = text.device
     if isinstance(seed, int):
         noise = torch.randn(shape, generator=torch.Generator(device).manual_seed(seed), device=device)
     else:
         noise = torch.stack([torch.randn(shape[1:], generator=torch.Generator(device).manual_seed(s), device=device)
                              for s in seed])
-    tokens = shape[2] // pt * (shape[3] // ph) * (shape[4] // pw)
-    shift = token_shift(tokens, shift_base_tokens) if shift_base_tokens else 1.0
+    if shift is None:
+        shift = (timestep_shift(shape[2] // pt, shape[3] // ph * (shape[4] // pw), shift_base_tokens, shift_max)
+                 if shift_base_tokens else 1.0)
     start = strength if init is not None else 1.0
     timesteps = sampling_timesteps(steps, shift=shift, start=start, device=device)
-    x = noise if init is None else (1 - timesteps[0]) * init + timesteps[0] * noise
-    null_text, null_mask = torch.zeros_like(text), torch.zeros_like(text_mask)
-    kw = {} if cond is None else {"cond": torch.cat([cond.latents, cond.latents]),
-                                  "cond_mask": torch.cat([cond.mask, cond.mask])}
+    x = noise if init is None else proc.add_noise(init, noise, timesteps[0].expand(b))
+    if cfg != 1.0:
+        null_text, null_mask = null_text.expand(b, *text.shape[1:]), null_mask.expand(b, text_mask.shape[1])
+    given = None if cond is None else cond.mask.bool().expand(shape)
 
-    def velocity(xt: Tensor, t: Tensor) -> Tensor:
+    def network(xt: Tensor, t: Tensor) -> Tensor:
         if cfg == 1.0:
             half = {} if cond is None else {"cond": cond.latents, "cond_mask": cond.mask}
             return dit(xt, t, text, text_mask, **half)
+        kw = {} if cond is None else {"cond": torch.cat([cond.latents, cond.latents]),
+                                      "cond_mask": torch.cat([cond.mask, cond.mask])}
         out = dit(torch.cat([xt, xt]), torch.cat([t, t]), torch.cat([text, null_text]),
                   torch.cat([text_mask, null_mask]), **kw)
         c, u = out.chunk(2)
         return u + cfg * (c - u)
 
+    def velocity(xt: Tensor, t: Tensor) -> Tensor:
+        if given is None:
+            return proc.velocity(network(xt, t), xt, t)
+        on_path = proc.add_noise(cond.latents, noise, t)  # where training put the given frames at t
+        xt = torch.where(given, on_path, xt)
+        v = proc.velocity(network(xt, t), xt, t)
+        return torch.where(given, proc.velocity(proc.target(cond.latents, noise, t), on_path, t), v)
+
     z = SAMPLERS[sampler](velocity, x, timesteps, callback)
     if cond is not None:  # the given frames exactly as given
-        z = torch.where(cond.mask.bool().expand_as(z), cond.latents, z)
+        z = torch.where(given, cond.latents, z)
     return vae.decode(denormalize_latents(z, stats)).clamp(-1, 1)

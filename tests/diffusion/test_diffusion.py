@@ -15,10 +15,10 @@ from videogen.diffusion import (
     logit_normal,
     sampling_timesteps,
     shift_timesteps,
-    token_shift,
+    timestep_shift,
 )
 
-PROCESSES = [RectifiedFlow(), DDPM("eps"), DDPM("v")]
+PROCESSES = [RectifiedFlow(), DDPM("eps"), DDPM("v"), DDPM("v", zero_terminal_snr=True)]
 
 
 def test_rectified_flow_convention():
@@ -36,7 +36,7 @@ def test_rectified_flow_convention():
     assert torch.allclose(flow.add_noise(x0[0], noise[0], torch.tensor(0.2)), xt[0])
 
 
-@pytest.mark.parametrize("process", PROCESSES, ids=["flow", "ddpm-eps", "ddpm-v"])
+@pytest.mark.parametrize("process", PROCESSES, ids=["flow", "ddpm-eps", "ddpm-v", "ddpm-v-ztsnr"])
 def test_velocity_of_target_is_the_path_derivative(process):
     """velocity(target) must be d xt / dt along the noising path: this is what the samplers integrate."""
     g = torch.Generator().manual_seed(1)
@@ -85,15 +85,30 @@ def test_shift_is_monotonic_and_fixes_endpoints():
     assert shift_timesteps(torch.tensor(0.5), 3.0).item() == pytest.approx(0.75)
 
 
-def test_token_shift_grows_with_resolution_and_length():
-    assert token_shift(256) == 1.0
-    assert token_shift(1024) == 2.0  # 4x the tokens (2x the resolution or 4x the frames) -> s = 2
-    image, clip, long_clip = token_shift(32 * 32), token_shift(5 * 32 * 32), token_shift(13 * 32 * 32)
+def test_timestep_shift_grows_with_spatial_and_temporal_tokens_up_to_the_cap():
+    assert timestep_shift(1, 256) == 1.0
+    assert timestep_shift(4, 256) == 2.0 and timestep_shift(1, 1024) == 2.0  # 4x the frames or the area -> s = 2
+    image, clip, long_clip = timestep_shift(1, 32 * 32), timestep_shift(5, 32 * 32), timestep_shift(13, 32 * 32)
     assert image < clip < long_clip
-    per_clip = token_shift(torch.tensor([256, 1024, 4096]))
-    assert torch.allclose(per_clip, torch.tensor([1.0, 2.0, 4.0]))
+    # 720p x 33 frames (9 latent frames of 45 x 80 tokens): 11.25 uncapped, Wan's 5.0 with the cap
+    assert timestep_shift(9, 45 * 80, max_shift=None) == pytest.approx(11.25)
+    assert timestep_shift(9, 45 * 80) == 5.0
+    # the quickstart's 9 x 64 x 96 bucket (5 latent frames of 8 x 12 tokens) is far below the cap
+    assert timestep_shift(5, 8 * 12) == pytest.approx(math.sqrt(96 * 5 / 256))
+    per_clip = timestep_shift(torch.tensor([1, 4, 64]), torch.tensor([256, 256, 256 * 64]))
+    assert torch.allclose(per_clip, torch.tensor([1.0, 2.0, 5.0]))
     # per-clip shifts apply elementwise to per-clip timesteps
-    assert torch.allclose(shift_timesteps(torch.full((3,), 0.5), per_clip), torch.tensor([0.5, 2 / 3, 0.8]))
+    assert torch.allclose(shift_timesteps(torch.full((3,), 0.5), per_clip), torch.tensor([0.5, 2 / 3, 5 / 6]))
+
+
+def test_zero_terminal_snr_ddpm_is_pure_noise_at_t1():
+    ddpm = DDPM("v", zero_terminal_snr=True)
+    t = torch.linspace(0, 1, 11, dtype=torch.float64)
+    alpha, sigma = ddpm.alpha_sigma(t)
+    assert torch.allclose(alpha**2 + sigma**2, torch.ones(11, dtype=torch.float64))
+    assert alpha[0] == 1 and sigma[0] == 0 and alpha[-1].abs() < 1e-12 and torch.all(alpha[1:] < alpha[:-1])
+    with pytest.raises(ValueError, match="needs prediction='v'"):
+        DDPM("eps", zero_terminal_snr=True)
 
 
 def test_sampling_timesteps():

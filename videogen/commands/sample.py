@@ -1,7 +1,9 @@
 """``videogen sample``: prompts -> mp4 files with a trained DiT (its export folder or a checkpoint).
 
 The DiT's export names the VAE it was trained with (path and weights hash) and its text encoder;
-both are loaded from there, and a VAE whose weights changed since is refused.
+both are loaded from there, and a VAE whose weights changed since is refused. It also records the
+diffusion process and the timestep shift training used; sampling uses both (``--shift`` overrides the
+shift with a fixed value).
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--cfg", type=float, default=4.0, help="classifier-free guidance scale (1: off)")
     parser.add_argument("--sampler", choices=["euler", "heun"], default="euler")
+    parser.add_argument("--shift", type=float, help="a fixed timestep shift (default: the export's, from the "
+                                                    "clip's spatial and temporal tokens, capped)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--image", help="first frame (image-to-video)")
     parser.add_argument("--video", help="a clip to extend, edit or connect from")
@@ -81,7 +85,7 @@ def sample_videos(args: argparse.Namespace, prompts: list[str], shard=None):
     from videogen.models.dit import DiT
     from videogen.models.text import FrozenTextEncoder
     from videogen.pretrained import load_stage
-    from videogen.sampling import connect_frames, conditioning_from_video, generate
+    from videogen.sampling import NULL_CAPTION, conditioning_from_video, connect_frames, generate, sampling_kwargs
 
     export = load_stage(args.ckpt, expect=DiT)
     stats = export.stats
@@ -97,6 +101,7 @@ def sample_videos(args: argparse.Namespace, prompts: list[str], shard=None):
         apply_sequence_parallel(dit, shard)
     text_encoder = FrozenTextEncoder(stats["text_encoder"], stats["text_max_length"]).to(device)
     text, mask = text_encoder(prompts)
+    null_text, null_mask = text_encoder([NULL_CAPTION])
     tc = stats["temporal_compression"]
     latent_frames = 1 + (args.num_frames - 1) // tc
     cond, init = None, None
@@ -124,10 +129,10 @@ def sample_videos(args: argparse.Namespace, prompts: list[str], shard=None):
             cond = type(cond)(cond.latents.expand(n, *cond.latents.shape[1:]), cond.mask.expand(n, *cond.mask.shape[1:]))
         if init is not None:
             init = init.expand(n, *init.shape[1:])
-    return generate(dit, vae, stats, text.to(device), mask.to(device), num_frames=args.num_frames, height=args.height,
-                    width=args.width, steps=args.steps, cfg=args.cfg, seed=args.seed, sampler=args.sampler,
-                    shift_base_tokens=stats.get("shift_base_tokens"), cond=cond, init=init,
-                    strength=args.strength if init is not None else 1.0)
+    return generate(dit, vae, stats, text.to(device), mask.to(device), null_text.to(device), null_mask.to(device),
+                    num_frames=args.num_frames, height=args.height, width=args.width, steps=args.steps, cfg=args.cfg,
+                    seed=args.seed, sampler=args.sampler, **sampling_kwargs(stats), shift=args.shift, cond=cond,
+                    init=init, strength=args.strength if init is not None else 1.0)
 
 
 def _sample_rank(rank: int, args: argparse.Namespace, prompts: list[str], port: int, out: str) -> None:

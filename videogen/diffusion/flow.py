@@ -25,6 +25,8 @@ def expand_like(t: Tensor, x: Tensor) -> Tensor:
 class RectifiedFlow:
     """Straight paths between data and Gaussian noise; the network predicts the velocity."""
 
+    name = "rectified_flow"
+
     def add_noise(self, x0: Tensor, noise: Tensor, t: Tensor) -> Tensor:
         t = expand_like(t, x0)
         return (1 - t) * x0 + t * noise

@@ -5,13 +5,16 @@
 - Shift (SD3 §5.3.2): t' = s t / (1 + (s - 1) t) maps [0, 1] onto itself, increasing in
   t and in s; s > 1 moves timesteps towards noise. More tokens carry more redundant
   signal, so a given noise level destroys less of it: SD3 derives s = sqrt(m / n) to
-  give m tokens the uncertainty n tokens have at t. We count every latent token, over
-  height, width and frames, so longer and larger clips get more noise:
+  give m tokens the uncertainty n tokens have at t. We grow it with the spatial tokens
+  (latent h x w / patch) and the temporal tokens (latent frames / patch) and cap it:
 
-      s = sqrt(num_tokens / base_tokens)
+      s = min(max_shift, sqrt(spatial_tokens / base_tokens) * sqrt(temporal_tokens))
 
-  with base_tokens = 256 (a 256x256 image through an 8x VAE and 2x2 patches): a
-  17-frame 256x256 clip (5 latent frames, 1280 tokens) gets s ~ 2.24.
+  base_tokens = 256 (a 256x256 image through an 8x VAE and 2x2 patches) and
+  max_shift = 5.0, the shift Wan 2.1 samples 720p with. Without the cap 720p x 33 frames
+  would get 11.25 and fewer than 1% of the training timesteps would fall below 0.5; with
+  it t' < 0.5 iff t < 1 / (1 + s), so at least sigmoid-normal P(t < 1/6) ~ 5% of them do.
+  Training and sampling call this one function (docs/dit.md has the table per bucket).
 """
 
 from __future__ import annotations
@@ -35,11 +38,15 @@ def shift_timesteps(t: Tensor, shift: float | Tensor) -> Tensor:
     return shift * t / (1 + (shift - 1) * t)
 
 
-def token_shift(num_tokens: int | Tensor, base_tokens: int = 256) -> float | Tensor:
-    """Shift for a clip of num_tokens latent tokens: sqrt(num_tokens / base_tokens)."""
-    if isinstance(num_tokens, Tensor):
-        return torch.sqrt(num_tokens.float() / base_tokens)
-    return math.sqrt(num_tokens / base_tokens)
+def timestep_shift(temporal_tokens: int | Tensor, spatial_tokens: int | Tensor, base_tokens: int = 256,
+                   max_shift: float | None = 5.0) -> float | Tensor:
+    """The shift of a clip with ``temporal_tokens`` x ``spatial_tokens`` latent tokens (ints, or per-clip
+    tensors): min(max_shift, sqrt(spatial_tokens / base_tokens) * sqrt(temporal_tokens)); None: no cap."""
+    if isinstance(temporal_tokens, Tensor) or isinstance(spatial_tokens, Tensor):
+        s = torch.sqrt(torch.as_tensor(spatial_tokens).float() / base_tokens * torch.as_tensor(temporal_tokens).float())
+        return s if max_shift is None else s.clamp(max=max_shift)
+    s = math.sqrt(spatial_tokens / base_tokens * temporal_tokens)
+    return s if max_shift is None else min(max_shift, s)
 
 
 def sampling_timesteps(num_steps: int, shift: float = 1.0, start: float = 1.0, device=None) -> Tensor:

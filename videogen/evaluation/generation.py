@@ -47,17 +47,19 @@ def generate_videos(gen: Generator, prompts: Sequence[str], *, num_frames: int, 
     """One (3, T, H, W) video in [-1, 1] (on the CPU) per prompt."""
     from tqdm import tqdm
 
-    from videogen.sampling import generate
+    from videogen.sampling import NULL_CAPTION, generate, sampling_kwargs
 
+    null_text, null_mask = gen.text_encoder([NULL_CAPTION])  # the unconditional input caption dropout trained
     out: list[torch.Tensor] = []
     with tqdm(total=len(prompts), unit="video", desc="sampling", disable=not progress or None) as bar:
         for i in range(0, len(prompts), batch_size):
             chunk = list(prompts[i: i + batch_size])
             text, mask = gen.text_encoder(chunk)
             videos = generate(gen.dit, gen.vae, gen.stats, text.to(gen.device), mask.to(gen.device),
-                              num_frames=num_frames, height=height, width=width, steps=steps, cfg=cfg,
+                              null_text.to(gen.device), null_mask.to(gen.device), num_frames=num_frames,
+                              height=height, width=width, steps=steps, cfg=cfg,
                               seed=[seed + i + j for j in range(len(chunk))], sampler=sampler,
-                              shift_base_tokens=gen.stats.get("shift_base_tokens"))
+                              **sampling_kwargs(gen.stats))
             out.extend(videos.float().cpu())
             bar.update(len(chunk))
     return out

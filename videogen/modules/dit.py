@@ -3,11 +3,14 @@
 Pixels go through the frozen stage-1 VAE (its export folder, on the fly, through the one encode
 path), or come already encoded from a latent cache (`videogen encode`, checked to be this VAE's),
 and are normalised with the VAE's measured statistics; captions go through a frozen text
-encoder (cached). The loss is rectified flow (velocity target) at logit-normal timesteps shifted by
-the clip's token count; captions are dropped with ``caption_dropout`` for classifier-free guidance;
+encoder (cached). The loss is the ``process``'s (rectified flow's velocity, or DDPM's v with zero
+terminal SNR) at logit-normal timesteps shifted by the clip's spatial and temporal token counts
+(``timestep_shift``, capped); captions are dropped with ``caption_dropout`` for classifier-free
+guidance, replaced by the encoded ``NULL_CAPTION`` that the guided sampler's null branch uses too;
 with a DiT built with ``frame_conditioning`` a share ``cond_prob`` of clips is trained with some
-latent frames given (image-to-video, extension forward/backward, connecting two clips) and the loss
-covers only the frames to generate. EMA weights serve validation, sampling and export. The loss is
+latent frames given (image-to-video, extension forward/backward, connecting two clips): they are
+noised like the others in ``x_t`` and given clean in the conditioning channels, and the loss covers
+only the frames to generate. EMA weights serve validation, sampling and export. The loss is
 logged per bucket (resolution x duration) and per timestep range.
 """
 
@@ -24,7 +27,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from videogen.callbacks.config_check import ConfigError
 from videogen.callbacks.video_logging import log_videos
-from videogen.diffusion import RectifiedFlow, logit_normal, shift_timesteps, token_shift
+from videogen.diffusion import PROCESS_NAMES, logit_normal, make_process, shift_timesteps, timestep_shift
 from videogen.encoding import (
     check_cache_identity, encode_latents, latent_cache_folders, load_vae, normalize_latents, vae_identity,
 )
@@ -32,7 +35,7 @@ from videogen.models.dit import DiT
 from videogen.modules.lr_schedule import warmup_cosine
 from videogen.modules.randomness import step_generator
 from videogen.pretrained import to_config
-from videogen.sampling import frame_mask, generate
+from videogen.sampling import NULL_CAPTION, frame_mask, generate
 
 log = logging.getLogger("videogen.dit")
 
@@ -58,7 +61,9 @@ class DiTModule(LightningModule):
         captions: dict[str, float] | None = None,
         caption_dropout: float = 0.1,
         cond_prob: float = 0.0,
+        process: str = "rectified_flow",
         shift_base_tokens: int | None = 256,
+        shift_max: float | None = 5.0,
         timestep_mean: float = 0.0,
         timestep_std: float = 1.0,
         lr: float = 3e-4,
@@ -87,7 +92,12 @@ class DiTModule(LightningModule):
                 falls back to ``txt``. Default ``{"txt": 1.0}``.
             caption_dropout: share of captions replaced by the empty caption (for CFG).
             cond_prob: share of clips trained with given frames (needs ``dit.frame_conditioning``).
-            shift_base_tokens: timestep shift sqrt(tokens / base) (None: no shift).
+            process: the diffusion process, ``rectified_flow`` or ``ddpm`` (v-prediction, zero terminal
+                SNR); the export records it and ``videogen sample`` uses it.
+            shift_base_tokens, shift_max: the timestep shift
+                min(shift_max, sqrt(spatial_tokens / shift_base_tokens) * sqrt(temporal_tokens))
+                (``videogen.diffusion.timestep_shift``; shift_base_tokens None: no shift, shift_max None:
+                no cap); recorded in the export, used by sampling.
             timestep_mean, timestep_std: logit-normal training timesteps.
             lr, betas, weight_decay, warmup_steps, decay_steps, min_lr_ratio: AdamW, warm-up, cosine.
             ema_decay: EMA of the DiT (validation, sampling, export); None: off.
@@ -105,8 +115,10 @@ class DiTModule(LightningModule):
         self.save_hyperparameters(ignore=["dit"])
         if cond_prob > 0 and not dit.frame_conditioning:
             raise ValueError("model.init_args.cond_prob > 0 needs a DiT built with frame_conditioning: true")
+        if process not in PROCESS_NAMES:
+            raise ValueError(f"model.init_args.process={process!r}: use one of {', '.join(PROCESS_NAMES)}")
         self.dit = dit
-        self.flow = RectifiedFlow()
+        self.process = make_process(process)
         # frozen collaborators live outside the state dict: checkpoints hold only what trains
         self._frozen: dict[str, Any] = {}
         self.vae_export = load_vae(vae)
@@ -154,8 +166,23 @@ class DiTModule(LightningModule):
         self.vae.to(self.device)
 
     def encode_text(self, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, L, D), (B, L); a :data:`NULL_CAPTION` row is exactly :meth:`null_caption`'s."""
         tokens, mask = self.text_encoder(captions)
-        return tokens.to(self.device), mask.to(self.device)
+        tokens, mask = tokens.to(self.device), mask.to(self.device)
+        dropped = torch.tensor([c == NULL_CAPTION for c in captions], device=self.device)
+        if dropped.any():
+            null_tokens, null_mask = self.null_caption()
+            tokens = torch.where(dropped[:, None, None], null_tokens.to(tokens.dtype), tokens)
+            mask = torch.where(dropped[:, None], null_mask, mask)
+        return tokens, mask
+
+    def null_caption(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The encoded "no caption" (1, L, D), (1, L): caption dropout's input and the guided sampler's null branch."""
+        key = ("null", str(self.device))
+        if key not in self._frozen:
+            tokens, mask = self.text_encoder([NULL_CAPTION])
+            self._frozen[key] = (tokens.to(self.device), mask.to(self.device))
+        return self._frozen[key]
 
     def pick_captions(self, batch: dict[str, Any], rng: random.Random) -> list[str]:
         names, weights = list(self.captions), list(self.captions.values())
@@ -163,7 +190,7 @@ class DiTModule(LightningModule):
         for caption, meta in zip(batch["caption"], batch["meta"]):
             name = rng.choices(names, weights)[0]
             text = caption if name == "txt" else (meta.get("captions") or {}).get(name) or caption
-            out.append("" if rng.random() < self.hparams.caption_dropout else text)
+            out.append(NULL_CAPTION if rng.random() < self.hparams.caption_dropout else text)
         return out
 
     def configure_model(self) -> None:
@@ -216,17 +243,19 @@ class DiTModule(LightningModule):
         t = logit_normal(len(shapes), self.hparams.timestep_mean, self.hparams.timestep_std, generator, self.device)
         if self.hparams.shift_base_tokens:
             pt, ph, pw = dit.patch_size
-            tokens = torch.tensor([s[1] // pt * (s[2] // ph) * (s[3] // pw) for s in shapes], device=self.device)
-            t = shift_timesteps(t, token_shift(tokens, self.hparams.shift_base_tokens))
+            temporal = torch.tensor([s[1] // pt for s in shapes], device=self.device)
+            spatial = torch.tensor([s[2] // ph * (s[3] // pw) for s in shapes], device=self.device)
+            t = shift_timesteps(t, timestep_shift(temporal, spatial, self.hparams.shift_base_tokens,
+                                                  self.hparams.shift_max))
         if not packed:
             noise = torch.randn(z.shape, generator=generator, device=self.device)
             cond_mask = self._cond_mask(z, rng)
             kw = {} if cond_mask is None else {"cond": z, "cond_mask": cond_mask}
-            pred = dit(self.flow.add_noise(z, noise, t), t, text, text_mask, **kw)
+            pred = dit(self.process.add_noise(z, noise, t), t, text, text_mask, **kw)
             return self._clip_errors(pred, z, noise, t, cond_mask), t
         # packed: clips of different sizes in one token row, each with its own timestep and caption
         noise = [torch.randn(x.shape, generator=generator, device=self.device) for x in z]
-        xt = [self.flow.add_noise(x, e, t[i]) for i, (x, e) in enumerate(zip(z, noise))]
+        xt = [self.process.add_noise(x, e, t[i]) for i, (x, e) in enumerate(zip(z, noise))]
         masks = [self._cond_mask(x[None], rng) for x in z]
         kw = {} if masks[0] is None else {"cond": z, "cond_mask": [m[0] for m in masks]}
         preds = dit(xt, t, text, text_mask, pad_to=self.hparams.pad_packs_to, **kw)  # the wrapped module's forward: FSDP gathers its weights
@@ -238,7 +267,7 @@ class DiTModule(LightningModule):
 
     def _clip_errors(self, pred, z, noise, t, cond_mask) -> torch.Tensor:
         """(B,) mean squared velocity error per clip, over the frames to generate only."""
-        err = (pred.float() - self.flow.target(z, noise, t)).pow(2)  # (B, C, t, h, w)
+        err = (pred.float() - self.process.target(z, noise, t)).pow(2)  # (B, C, t, h, w)
         if cond_mask is None:
             return err.flatten(1).mean(1)
         keep = 1 - cond_mask
@@ -314,8 +343,10 @@ class DiTModule(LightningModule):
     def sample(self, prompts: list[str], num_frames: int, height: int, width: int, **kw) -> torch.Tensor:
         self.vae.to(self.device)
         text, mask = self.encode_text(prompts)
-        return generate(self.sample_dit, self.vae, self.vae_export.stats, text, mask, num_frames=num_frames,
-                        height=height, width=width, shift_base_tokens=self.hparams.shift_base_tokens, **kw)
+        h = self.hparams
+        return generate(self.sample_dit, self.vae, self.vae_export.stats, text, mask, *self.null_caption(),
+                        num_frames=num_frames, height=height, width=width, process=h.process,
+                        shift_base_tokens=h.shift_base_tokens, shift_max=h.shift_max, **kw)
 
     # ---- optimisation, export -------------------------------------------------------------------
 
@@ -332,7 +363,8 @@ class DiTModule(LightningModule):
                 "text_max_length": self.hparams.text_max_length, "latent_channels": s["latent_channels"],
                 "latent_mean": s["latent_mean"], "latent_std": s["latent_std"],
                 "temporal_compression": s["temporal_compression"], "spatial_compression": s["spatial_compression"],
-                "shift_base_tokens": self.hparams.shift_base_tokens, "process": "rectified_flow",
+                "shift_base_tokens": self.hparams.shift_base_tokens, "shift_max": self.hparams.shift_max,
+                "process": self.hparams.process,
                 "frame_conditioning": self.dit.frame_conditioning}
 
     def _text_encoder_path(self) -> str:
