@@ -1,7 +1,7 @@
 """Scene split: find hard cuts and cut the clip into its scenes.
 
 The content detector compares consecutive analysis frames by their colour histograms (4 bins per
-RGB channel, 64 joint bins): the score of a frame pair is half the L1 distance of the normalised
+RGB channel, 64 joint bins, soft-binned): the score of a frame pair is half the L1 distance of the normalised
 histograms, 0 for the same colours and 1 for no colour in common. A moving object barely changes
 its frame's colours; a cut to another shot changes many. A pair is a cut when its score is over
 ``threshold`` and over ``ratio`` times the median score of the clip (the clip's own level of
@@ -22,13 +22,22 @@ BINS = 4  # per channel
 
 
 def histograms(frames: np.ndarray) -> np.ndarray:
-    """(T, h, w, 3) uint8 -> (T, 64) colour histograms, each summing to 1."""
-    q = (frames // (256 // BINS)).astype(np.int64)  # (T, h, w, 3) bin per channel
-    joint = (q[..., 0] * BINS + q[..., 1]) * BINS + q[..., 2]  # (T, h, w)
+    """(T, h, w, 3) uint8 -> (T, 64) soft colour histograms, each summing to 1.
+
+    Each pixel's weight is split between the two nearest bin centres of every channel (trilinear,
+    over the 8 joint bins around it), so a colour near a bin edge (an orange of green 66, the edge at
+    64) moved by camera noise shifts the histogram a little, not a whole bin's worth."""
     t = len(frames)
+    pos = frames.reshape(t, -1, 3).astype(np.float32) / (256 // BINS) - 0.5  # (T, N, 3) in bin units
+    lo = np.clip(np.floor(pos), 0, BINS - 2).astype(np.int64)
+    frac = np.clip(pos - lo, 0.0, 1.0)  # (T, N, 3) weight of the upper bin
     counts = np.zeros((t, BINS**3), np.float64)
-    for i in range(t):
-        counts[i] = np.bincount(joint[i].ravel(), minlength=BINS**3)
+    for corner in range(8):
+        up = [(corner >> c) & 1 for c in range(3)]
+        idx = ((lo[..., 0] + up[0]) * BINS + lo[..., 1] + up[1]) * BINS + lo[..., 2] + up[2]  # (T, N)
+        w = np.prod([frac[..., c] if up[c] else 1.0 - frac[..., c] for c in range(3)], axis=0)  # (T, N)
+        offset = (np.arange(t) * BINS**3)[:, None]
+        counts += np.bincount((idx + offset).ravel(), weights=w.ravel(), minlength=t * BINS**3).reshape(t, -1)
     return counts / counts.sum(axis=1, keepdims=True)
 
 
