@@ -10,7 +10,7 @@ With ``keep_all`` nothing is dropped, and the flags say what would have been.
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any
+from typing import Any, Callable
 
 from data_recipes.curate import dedup
 from data_recipes.curate.options import CurateOptions
@@ -52,9 +52,17 @@ def rank(entry: dict) -> tuple:
     return (-w * h, -n, -s.get("bitrate_kbps", 0.0), -s.get("sharpness", 0.0), entry["order"])
 
 
-def decide(entries: list[dict], opts: CurateOptions) -> dict[str, Any]:
+def _all_pairs(hashes: list[str], colours: list[str], opts: CurateOptions):
+    return dedup.linked_pairs(hashes, opts.dedup_max_distance, colours, opts.dedup_max_colour)
+
+
+def decide(entries: list[dict], opts: CurateOptions, dedup_pairs: Callable | None = None) -> dict[str, Any]:
     """Judge ``entries`` (every piece of every shard, in order) in place: each gets ``kept`` and
-    ``reasons``; returns the per-step counts and the filter's known score names."""
+    ``reasons``; returns the per-step counts and the filter's known score names.
+
+    ``dedup_pairs(hashes, colours, opts)`` gives the linked pairs among the pieces that reach the
+    dedup step (default: :func:`dedup.linked_pairs` over all of them; ``run.py`` passes one that
+    reads an array's parts, or that computes and saves one part)."""
     for i, e in enumerate(entries):
         e["order"] = i
         e.setdefault("reasons", [])
@@ -80,9 +88,9 @@ def decide(entries: list[dict], opts: CurateOptions) -> dict[str, Any]:
         alive = [e for e in alive if not any(r.startswith(step + ":") for r in e["reasons"])]
         steps[step]["kept"] = len(alive)
     if "dedup" in opts.steps:
-        pairs = dedup.clusters([e["scores"]["phash"] for e in alive], opts.dedup_max_distance,
-                               [e["scores"]["colour_layout"] for e in alive], opts.dedup_max_colour)
-        dist = {(i, j): d for i, j, d in pairs}
+        hashes = [e["scores"]["phash"] for e in alive]
+        colours = [e["scores"]["colour_layout"] for e in alive]
+        pairs = (dedup_pairs or _all_pairs)(hashes, colours, opts)
         groups = dedup.groups(len(alive), pairs)
         for e in entries:
             if e["scored"]:
@@ -95,7 +103,7 @@ def decide(entries: list[dict], opts: CurateOptions) -> dict[str, Any]:
                     continue
                 e = alive[k]
                 e["scores"].update(duplicate=True, duplicate_of=alive[best]["key"],
-                                   duplicate_distance=dist.get((min(k, best), max(k, best))))
+                                   duplicate_distance=dedup.distance(hashes[k], hashes[best]))
                 e["reasons"].append("dedup:duplicate")
                 dropped += 1
         steps["dedup"] = {"in": len(alive), "groups": len(groups), "dropped": {"duplicate": dropped} if dropped else {},
