@@ -31,7 +31,7 @@ from data_recipes.curate.frames import luma
 FRAMES = (0.1, 0.37, 0.63, 0.9)
 _N = 32
 EXACT_MAX = 4096  # up to this many distinct signatures, every pair is compared (~0.8 s at 4096)
-BLOCK = 512
+BLOCK = 1024
 
 
 def _dct_matrix(n: int) -> np.ndarray:
@@ -95,15 +95,25 @@ def _verify(rows: np.ndarray, colours: np.ndarray | None, i: np.ndarray, j: np.n
     return np.stack([i[ok], j[ok], d[ok]], axis=1)
 
 
+def _hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(A, 32) x (B, 32) packed rows -> (A, B) Hamming distances."""
+    x = a.view(np.uint64)[:, None, :] ^ b.view(np.uint64)[None, :, :]  # (A, B, 4)
+    if hasattr(np, "bitwise_count"):  # numpy >= 2
+        return np.bitwise_count(x).sum(axis=-1, dtype=np.int64)
+    return _POPCOUNT[x.view(np.uint8)].sum(axis=-1, dtype=np.int64)
+
+
 def _exact(rows, colours, max_distance, max_colour, part, parts):
     """Every pair, in row blocks; block pair (s, t) belongs to part ``(s + t) % parts``."""
     out, blocks = [], range(0, len(rows), BLOCK)
+    rows = np.ascontiguousarray(rows)
     for si, s in enumerate(blocks):
         for ti, t in enumerate(blocks):
             if t < s or (si + ti) % parts != part:
                 continue
-            a, b = np.arange(s, min(s + BLOCK, len(rows))), np.arange(t, min(t + BLOCK, len(rows)))
-            i, j = np.meshgrid(a, b, indexing="ij")
+            d = _hamming(rows[s: s + BLOCK], rows[t: t + BLOCK])  # (A, B)
+            i, j = np.nonzero(d <= max_distance)
+            i, j = i + s, j + t
             keep = i < j
             out.append(_verify(rows, colours, i[keep], j[keep], max_distance, max_colour))
     return out
@@ -122,8 +132,13 @@ def linked_pairs(hashes: list[str], max_distance: int, colours: list[str] | None
     """(P, 3) int64 ``(i, j, distance)``, i < j, sorted: the linked pairs (pHashes within
     ``max_distance`` bits and, when ``colours`` are given, colour layouts within ``max_colour``)
     that part ``part`` of ``parts`` finds; the parts together find every one of them."""
-    rows = hash_rows(hashes)
     crow = colour_rows(colours) if colours is not None else None
+    return linked_rows(hash_rows(hashes), crow, max_distance, max_colour, part, parts, exact_max)
+
+
+def linked_rows(rows: np.ndarray, crow: np.ndarray | None, max_distance: int, max_colour: float = 255.0,
+                part: int = 0, parts: int = 1, exact_max: int = EXACT_MAX) -> np.ndarray:
+    """:func:`linked_pairs` of (n, 32) packed pHash rows and (n, 48) colour rows (or None)."""
     sig = rows if crow is None else np.concatenate([rows, crow], axis=1)  # (n, 32 or 80)
     _, first, inverse = np.unique(sig, axis=0, return_index=True, return_inverse=True)
     inverse = inverse.reshape(-1)
@@ -133,7 +148,7 @@ def linked_pairs(hashes: list[str], max_distance: int, colours: list[str] | None
         same = np.flatnonzero(rep != np.arange(len(sig)))
         out.append(np.stack([rep[same], same, np.zeros_like(same)], axis=1).astype(np.int64))
     order = np.sort(first)  # the distinct signatures, in clip order
-    u_rows = rows[order]
+    u_rows = np.ascontiguousarray(rows[order])
     u_col = crow[order] if crow is not None else None
     search = _exact if len(order) <= exact_max else _indexed
     for found in search(u_rows, u_col, max_distance, max_colour, part, parts):

@@ -7,6 +7,7 @@ Layout of ``OUT``::
     dataset.json          the manifest (created_by.curation lists the score names the filter may use)
     curation.json         the report: counts per step and reason, inputs skipped, every sample's decision
     histograms/NAME.png   one histogram per numeric score, its threshold drawn in
+    calibration/FLAG/     with --calibrate: example pieces each side of each threshold (calibrate.py)
     .curate/plan.json     the inputs and the scoring options (a rerun must match them)
     .curate/scored/       pass 1: every input shard's scored pieces and its .done.json
 
@@ -27,6 +28,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import sys
 import time
 from contextlib import contextmanager
@@ -36,6 +38,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from data_recipes.curate import calibrate as calibrate_mod
 from data_recipes.curate import dedup
 from data_recipes.curate import report as report_mod
 from data_recipes.curate.decide import decide
@@ -183,7 +186,7 @@ def _read_parts(out: Path, found: dict):
 def curate(data: str | list[str], out: str | os.PathLike, options: CurateOptions | None = None, *, workers: int = 1,
            shard_index: int | None = None, num_shard_groups: int | None = None, dedup_part: int | None = None,
            num_dedup_parts: int | None = None, scorers: list | None = None, decoder: str = "auto",
-           progress: bool = True, histograms: bool = True) -> dict[str, Any]:
+           progress: bool = True, histograms: bool = True, calibrate: bool = False) -> dict[str, Any]:
     """Curate the shards ``data`` into ``out``; returns the report (also saved as ``curation.json``).
     With a shard group only that group is scored and ``{"group_done": ...}`` is returned; with a
     dedup part only that part of the duplicate search runs, ``{"dedup_part_done": ...}``."""
@@ -274,10 +277,38 @@ def curate(data: str | list[str], out: str | os.PathLike, options: CurateOptions
                             "judge_seconds": judge_seconds, "dedup_parts_read": found.get("parts_read", 0)})
     if histograms:
         rep["histograms"] = report_mod.histograms(out / "histograms", entries, opts)
+    if calibrate:
+        rep["calibration"] = calibrate_mod.plan(entries, opts)
+        wanted = {ex["key"] for item in rep["calibration"].values() for side in item["examples"].values()
+                  for ex in side}
+        frames = analysis_frames(out, ordered, wanted, opts, decoder)
+        shutil.rmtree(out / "calibration", ignore_errors=True)
+        calibrate_mod.write(out, rep["calibration"], frames.get)
     _write_json(out / "curation.json", rep)
     if progress:
         print(report_mod.summary(rep))
     return rep
+
+
+def analysis_frames(out: Path, ordered: list[dict], keys: set[str], opts: CurateOptions, decoder: str) -> dict:
+    """key -> (T, h, w, 3) analysis frames of the scored pieces ``keys`` (read back from ``.curate/scored``)."""
+    from data_recipes.curate.frames import decode_clip
+    from videogen.data.decode import DecodeError, make_decoder
+
+    dec, found = make_decoder(decoder), {}
+    for record in ordered:
+        if not any(e["key"] in keys for e in record["entries"]):
+            continue
+        skips = stages.Skips(max_logged=0)
+        tar = str(out / WORK / "scored" / f"{record['name']}.tar")
+        for r in stages.parse(stages.group_samples(stages.read_tar([tar], skips, 2**31)), skips, dec,
+                              require_caption=False):
+            if r.key in keys:
+                try:
+                    found[r.key] = decode_clip(r, dec, opts.analysis_side, opts.max_frames).frames
+                except DecodeError as e:
+                    log.warning("curate: calibration example %s could not be decoded again (%s)", r.key, e)
+    return found
 
 
 def write_output(out: Path, ordered: list[dict], progress: bool = True) -> list[ShardStats]:

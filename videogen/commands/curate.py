@@ -43,6 +43,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-dedup-parts", type=int, default=None, metavar="N",
                         help="how many parts --dedup-part counts in ($SLURM_ARRAY_TASK_COUNT)")
     parser.add_argument("--decoder", default="auto", choices=["auto", "decord", "pyav"], help="video decoder")
+    parser.add_argument("--calibrate", action="store_true",
+                        help="add a calibration section to curation.json (per score: the threshold, quantiles, how "
+                             "many fail) and PNG strips of the pieces nearest each threshold on both sides "
+                             "(OUT/calibration/FLAG/); also on a rerun that only judges again")
     parser.add_argument("--no-histograms", action="store_true", help="do not draw the score histograms")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars and no summary")
     thresholds = parser.add_argument_group("thresholds and analysis (defaults in docs/curation.md)")
@@ -74,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
         curate(args.data, args.out, opts, workers=args.workers, shard_index=args.shard_index,
                num_shard_groups=args.num_shard_groups, dedup_part=args.dedup_part,
                num_dedup_parts=args.num_dedup_parts, decoder=args.decoder, progress=not args.no_progress,
-               histograms=not args.no_histograms)
+               histograms=not args.no_histograms, calibrate=args.calibrate)
     except (CurateError, FilterError, ValueError, FileNotFoundError) as e:
         print(f"videogen curate: error: {e}", file=sys.stderr)
         return 2
