@@ -3,22 +3,22 @@
 A pixel *changed* between two frames when
 
 * its 8-bit luma (BT.601, as decoded: no smoothing) moved by more than ``LUMA_CHANGED`` levels, or
-* its colour did, apart from brightness: the chroma and hue terms of the CIE94 colour difference
-  (Delta E 94, graphic-arts weights: Delta C* / (1 + 0.045 C*) and Delta H* / (1 + 0.015 C*)) in
-  CIELAB (OpenCV's D65 sRGB conversion) over ``CHROMA_CHANGED``, measured on the frames smoothed
-  by a 3x3 Gaussian (sigma 0.8): chroma is coded at a quarter of the resolution and noisier, most
-  of all on saturated colours, and the CIE94 weights and the smoothing keep that noise from
-  reading as change.
+* its colour did: the CIE94 colour difference (Delta E 94, graphic-arts weights: Delta L*, Delta
+  C* / (1 + 0.045 C*), Delta H* / (1 + 0.015 C*)) in CIELAB (OpenCV's D65 sRGB conversion) over
+  ``COLOUR_CHANGED``, measured on the frames smoothed by a 3x3 Gaussian (sigma 0.8): chroma is
+  coded at a quarter of the resolution and noisier, most of all on saturated colours, and the
+  CIE94 weights and the smoothing keep that noise from reading as change. (Delta L* counts too:
+  two colours of one BT.601 luma can differ by 7 in L*, a (16, 151, 218) disc on (80, 126, 176).)
 
 A pair of frames is *frozen* when under ``FROZEN_CHANGED`` of its pixels changed.
 
 The luma test alone (what curation used before; kept as it was) is blind to motion between
 colours of equal brightness: a blue (76, 105, 207) disc on an orange (213, 66, 27) background,
 BT.601 luma 108 and 106. Smoothing the luma as well made low-contrast edges invisible (a 14-level
-edge moving 1 px/frame), and the full CIE94 (lightness included) on smoothed frames took a still
-clip's I-to-P-frame edge flicker for change. Measured, the share of pixels changed per pair of
+edge moving 1 px/frame); CIE94 alone over 4 on smoothed frames took a still clip's I-to-P-frame
+edge flicker for change, and its chroma terms alone missed the disc above. Measured, the share of pixels changed per pair of
 frames: the synthetic set at crf 18 (16 still clips: at most 0.39%; 60 moving: median at least
-1.54%), isoluminant pairs at crf 23 with camera noise (sigma 2; 18 still: at most 0.37%; 18
+1.66%), isoluminant pairs at crf 23 with camera noise (sigma 2; 18 still: at most 0.37%; 18
 moving >= 1 px/frame: median at least 1.33%), low-contrast ones (16-24 luma levels, crf 18; 18
 moving: median at least 0.86%). Stronger camera noise (sigma 3 at crf 23 and up) moves more than
 0.5% of the luma of a still clip by over 6 levels: its still clips read as frozen, not still.
@@ -36,7 +36,7 @@ from typing import NamedTuple
 import numpy as np
 
 LUMA_CHANGED = 6.0  # 8-bit luma levels over which a pixel changed
-CHROMA_CHANGED = 5.0  # CIE94 chroma + hue difference over which a pixel changed
+COLOUR_CHANGED = 5.0  # CIE94 Delta E (smoothed frames) over which a pixel changed
 FROZEN_CHANGED = 0.005  # share of changed pixels under which a pair is frozen (a repeated frame: noise only)
 _LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 
@@ -60,19 +60,19 @@ def see(frame: np.ndarray) -> Seen:
     return Seen(frame.astype(np.float32) @ _LUMA, lab)
 
 
-def chroma_difference(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """(h, w, 3) L*a*b* x2 -> (h, w) the CIE94 difference of ``b`` from the reference ``a`` without
-    its lightness term."""
+def delta_e94(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(h, w, 3) L*a*b* x2 -> (h, w) the CIE94 colour difference of ``b`` from the reference ``a``."""
     da, db = b[..., 1] - a[..., 1], b[..., 2] - a[..., 2]
     c1 = np.hypot(a[..., 1], a[..., 2])  # chroma of the reference
     dc = np.hypot(b[..., 1], b[..., 2]) - c1
     dh2 = np.maximum(da * da + db * db - dc * dc, 0.0)  # squared hue difference
-    return np.sqrt((dc / (1 + 0.045 * c1)) ** 2 + dh2 / (1 + 0.015 * c1) ** 2)
+    dl = b[..., 0] - a[..., 0]
+    return np.sqrt(dl * dl + (dc / (1 + 0.045 * c1)) ** 2 + dh2 / (1 + 0.015 * c1) ** 2)
 
 
 def changed(a: Seen, b: Seen) -> np.ndarray:
     """(h, w) bool: the pixels that changed from ``a`` to ``b``."""
-    return (np.abs(b.luma - a.luma) > LUMA_CHANGED) | (chroma_difference(a.lab, b.lab) > CHROMA_CHANGED)
+    return (np.abs(b.luma - a.luma) > LUMA_CHANGED) | (delta_e94(a.lab, b.lab) > COLOUR_CHANGED)
 
 
 def changed_fractions(frames: np.ndarray) -> np.ndarray:
