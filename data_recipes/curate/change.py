@@ -42,48 +42,52 @@ _LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 
 
 class Seen(NamedTuple):
-    """One frame as the change measures look at it."""
+    """Frames as the change measures look at them (any leading shape: one frame or a stack)."""
 
-    luma: np.ndarray  # (h, w) float32, 0-255
-    lab: np.ndarray  # (h, w, 3) float32 L* (0-100), a*, b* of the smoothed frame
+    luma: np.ndarray  # (..., h, w) float32, 0-255
+    lab: np.ndarray  # (..., h, w, 3) float32 L* (0-100), a*, b* of the smoothed frames
+    chroma: np.ndarray  # (..., h, w) float32 C* of the smoothed frames
+
+    def __getitem__(self, i):  # frames i (an index or a slice) of a stack
+        return Seen(self.luma[i], self.lab[i], self.chroma[i])
 
 
-def see(frame: np.ndarray) -> Seen:
-    """(h, w, 3) uint8 RGB -> its luma and smoothed L*a*b*."""
+def see(frames: np.ndarray) -> Seen:
+    """(T, h, w, 3) uint8 RGB -> their luma and smoothed L*a*b* and C* (one colour conversion for the
+    whole stack: OpenCV's 8-bit Lab costs ~2 ms a call whatever its size)."""
     import cv2
 
-    smooth = cv2.GaussianBlur(frame, (3, 3), 0)
-    u8 = cv2.cvtColor(smooth, cv2.COLOR_RGB2Lab)  # L*255/100, a+128, b+128
+    t, h, w = frames.shape[:3]
+    smooth = np.empty_like(frames)
+    for i in range(t):
+        smooth[i] = cv2.GaussianBlur(frames[i], (3, 3), 0)
+    u8 = cv2.cvtColor(smooth.reshape(t * h, w, 3), cv2.COLOR_RGB2Lab).reshape(t, h, w, 3)  # L*255/100, a+128, b+128
     lab = u8.astype(np.float32)
     lab[..., 0] *= 100.0 / 255.0
     lab[..., 1:] -= 128.0
-    return Seen(frame.astype(np.float32) @ _LUMA, lab)
+    return Seen(frames.astype(np.float32) @ _LUMA, lab, np.hypot(lab[..., 1], lab[..., 2]))
 
 
-def delta_e94(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """(h, w, 3) L*a*b* x2 -> (h, w) the CIE94 colour difference of ``b`` from the reference ``a``."""
-    da, db = b[..., 1] - a[..., 1], b[..., 2] - a[..., 2]
-    c1 = np.hypot(a[..., 1], a[..., 2])  # chroma of the reference
-    dc = np.hypot(b[..., 1], b[..., 2]) - c1
-    dh2 = np.maximum(da * da + db * db - dc * dc, 0.0)  # squared hue difference
-    dl = b[..., 0] - a[..., 0]
-    return np.sqrt(dl * dl + (dc / (1 + 0.045 * c1)) ** 2 + dh2 / (1 + 0.015 * c1) ** 2)
+def delta_e94(a: Seen, b: Seen) -> np.ndarray:
+    """(..., h, w) the CIE94 colour difference of ``b`` from the reference ``a``."""
+    d = b.lab - a.lab  # (..., h, w, 3)
+    dc = b.chroma - a.chroma
+    dh2 = np.maximum(d[..., 1] ** 2 + d[..., 2] ** 2 - dc * dc, 0.0)  # squared hue difference
+    return np.sqrt(d[..., 0] ** 2 + (dc / (1 + 0.045 * a.chroma)) ** 2 + dh2 / (1 + 0.015 * a.chroma) ** 2)
 
 
 def changed(a: Seen, b: Seen) -> np.ndarray:
-    """(h, w) bool: the pixels that changed from ``a`` to ``b``."""
-    return (np.abs(b.luma - a.luma) > LUMA_CHANGED) | (delta_e94(a.lab, b.lab) > COLOUR_CHANGED)
+    """(..., h, w) bool: the pixels that changed from ``a`` to ``b``."""
+    return (np.abs(b.luma - a.luma) > LUMA_CHANGED) | (delta_e94(a, b) > COLOUR_CHANGED)
 
 
-def changed_fractions(frames: np.ndarray) -> np.ndarray:
+def changed_fractions(frames: np.ndarray, chunk: int = 32) -> np.ndarray:
     """(T, h, w, 3) uint8 -> (T-1,) share of pixels changed between each consecutive pair."""
-    out = np.zeros(max(0, len(frames) - 1))
-    prev = see(frames[0]) if len(frames) else None
-    for i in range(1, len(frames)):
-        cur = see(frames[i])
-        out[i - 1] = float(changed(prev, cur).mean())
-        prev = cur
-    return out
+    out = []
+    for s in range(0, len(frames) - 1, chunk):
+        seen = see(frames[s: s + chunk + 1])  # the chunk and the first frame of the next
+        out.append(changed(seen[:-1], seen[1:]).mean(axis=(-2, -1)))
+    return np.concatenate(out) if out else np.zeros(0)
 
 
 def contrast_channel(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -44,10 +44,13 @@ def motion_scores(frames: np.ndarray, indices: list[int], fps: float, pairs: int
     short = float(min(frames.shape[1:3]))
     window = cv2.createHanningWindow((frames.shape[2], frames.shape[1]), cv2.CV_32F)
     moved, shifts = [], []
+    used = sorted({i for a in starts for i in (a, a + 1)})
+    seen = see(frames[used])  # the frames of every pair, seen at once
+    where = {f: k for k, f in enumerate(used)}
     for a in starts:
         b = a + 1
         step = indices[b] - indices[a]  # native frames between the two
-        sa, sb = see(frames[a]), see(frames[b])
+        sa, sb = seen[where[a]], seen[where[b]]
         moving = changed(sa, sb)  # (h, w)
         if moving.mean() < FROZEN_CHANGED:  # a repeated frame: whatever flow finds is noise; nothing shifted
             moved.append(0.0)

@@ -21,24 +21,39 @@ import numpy as np
 BINS = 4  # per channel
 
 
+FINE = 16  # per channel: pixels are counted in 16^3 fine bins, then spread onto the coarse ones
+
+
+def _soft_weights() -> np.ndarray:
+    """(FINE^3, BINS^3): how each fine bin's count splits over the coarse bins (trilinear between
+    the coarse bin centres, at the fine bin's centre)."""
+    centre = (np.arange(FINE) + 0.5) * (256 / FINE)  # (FINE,) channel value
+    pos = centre / (256 // BINS) - 0.5  # in coarse bin units
+    lo = np.clip(np.floor(pos), 0, BINS - 2).astype(np.int64)
+    frac = np.clip(pos - lo, 0.0, 1.0)
+    one = np.zeros((FINE, BINS))  # (FINE, BINS) per channel
+    one[np.arange(FINE), lo] += 1 - frac
+    one[np.arange(FINE), lo + 1] += frac
+    return np.einsum("rR,gG,bB->rgbRGB", one, one, one).reshape(FINE**3, BINS**3)
+
+
+_SOFT = _soft_weights()
+
+
 def histograms(frames: np.ndarray) -> np.ndarray:
     """(T, h, w, 3) uint8 -> (T, 64) soft colour histograms, each summing to 1.
 
     Each pixel's weight is split between the two nearest bin centres of every channel (trilinear,
-    over the 8 joint bins around it), so a colour near a bin edge (an orange of green 66, the edge at
-    64) moved by camera noise shifts the histogram a little, not a whole bin's worth."""
+    over the 8 joint bins around it; computed from 16-level fine bins), so a colour near a bin edge
+    (an orange of green 66, the edge at 64) moved by camera noise shifts the histogram a little, not
+    a whole bin's worth."""
     t = len(frames)
-    pos = frames.reshape(t, -1, 3).astype(np.float32) / (256 // BINS) - 0.5  # (T, N, 3) in bin units
-    lo = np.clip(np.floor(pos), 0, BINS - 2).astype(np.int64)
-    frac = np.clip(pos - lo, 0.0, 1.0)  # (T, N, 3) weight of the upper bin
-    counts = np.zeros((t, BINS**3), np.float64)
-    for corner in range(8):
-        up = [(corner >> c) & 1 for c in range(3)]
-        idx = ((lo[..., 0] + up[0]) * BINS + lo[..., 1] + up[1]) * BINS + lo[..., 2] + up[2]  # (T, N)
-        w = np.prod([frac[..., c] if up[c] else 1.0 - frac[..., c] for c in range(3)], axis=0)  # (T, N)
-        offset = (np.arange(t) * BINS**3)[:, None]
-        counts += np.bincount((idx + offset).ravel(), weights=w.ravel(), minlength=t * BINS**3).reshape(t, -1)
-    return counts / counts.sum(axis=1, keepdims=True)
+    q = (frames // (256 // FINE)).astype(np.int64)  # (T, h, w, 3) fine bin per channel
+    joint = ((q[..., 0] * FINE + q[..., 1]) * FINE + q[..., 2]).reshape(t, -1)  # (T, N)
+    offset = (np.arange(t) * FINE**3)[:, None]
+    counts = np.bincount((joint + offset).ravel(), minlength=t * FINE**3).reshape(t, FINE**3)  # (T, 4096)
+    soft = counts @ _SOFT  # (T, 64)
+    return soft / soft.sum(axis=1, keepdims=True)
 
 
 def cut_scores(frames: np.ndarray) -> np.ndarray:
