@@ -12,7 +12,9 @@ colour axis the pair changes on, so an object as bright as its background still 
   It means the same at any resolution and frame rate: a still clip scores 0, the synthetic set's
   moving shapes (a tenth to a fifth of the frame, 0.5 to 10 pixels a frame) 1e-4 to 0.2;
 * ``jitter``: the spread (standard deviation, both axes) of the frame-to-frame global shift found
-  by phase correlation, as a fraction of the shorter side: a still camera or a steady pan scores
+  by phase correlation of the luma (not the colour-axis image: that shows the moving object more
+  than the scene, so its shift is the object's; steady clips' jitter rose 5x on it), as a
+  fraction of the shorter side: a still camera or a steady pan scores
   ~0 (the shift is the same every frame), a shaking camera high.
 
 Clips under ``static_motion`` are ``static``; clips over ``max_jitter`` are ``jittery``. Images are
@@ -60,7 +62,8 @@ def motion_scores(frames: np.ndarray, indices: list[int], fps: float, pairs: int
         flow = cv2.calcOpticalFlowFarneback(ga, gb, None, pyr_scale=0.5, levels=3, winsize=21, iterations=3,
                                             poly_n=5, poly_sigma=1.1, flags=0)  # (h, w, 2)
         moved.append(float((np.linalg.norm(flow, axis=-1) * moving).mean()) / step)
-        (dx, dy), _ = cv2.phaseCorrelate(ga.astype(np.float32), gb.astype(np.float32), window)
+        # the camera's shift, from the luma as before (copies: OpenCV 5 windows its inputs in place)
+        (dx, dy), _ = cv2.phaseCorrelate(sa.luma.copy(), sb.luma.copy(), window)
         shifts.append((dx / step, dy / step))
     per_second = fps if fps > 0 else 1.0
     jitter = 0.0
