@@ -81,7 +81,8 @@ def low_contrast_pair(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]
     return bg + rng.choice([-1.0, 1.0]) * rng.uniform(16, 24), bg
 
 
-def colour_frames(spec: ClipSpec, obj: np.ndarray, bg: np.ndarray, rng: np.random.Generator, noise: float) -> np.ndarray:
+def colour_frames(spec: ClipSpec, obj: np.ndarray, bg: np.ndarray, rng: np.random.Generator,
+                  noise: float) -> np.ndarray:
     """The spec's shape and motion drawn in the colours ``obj`` on a flat ``bg``, with Gaussian camera noise."""
     cover = shape_coverage(spec)[..., None]  # (T, H, W, 1)
     frames = bg + (obj - bg) * cover  # (T, H, W, 3)
