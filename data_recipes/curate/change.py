@@ -16,7 +16,7 @@ The luma test alone (what curation used before; kept as it was) is blind to moti
 colours of equal brightness: a blue (76, 105, 207) disc on an orange (213, 66, 27) background,
 BT.601 luma 108 and 106. Smoothing the luma as well made low-contrast edges invisible (a 14-level
 edge moving 1 px/frame); CIE94 alone over 4 on smoothed frames took a still clip's I-to-P-frame edge
-flicker for change, and its chroma terms alone missed the (16, 151, 218) disc below. Measured, the share of pixels
+flicker for change, and its chroma terms alone missed the (16, 151, 218) disc above. Measured, the share of pixels
 changed per pair of frames: the synthetic set at crf 18 (16 still clips: at most 0.39%; 60 moving:
 median at least 1.66%), isoluminant pairs at crf 23 with camera noise (sigma 2; 18 still: at most
 0.37%; 18 moving >= 1 px/frame: median at least 1.33%), low-contrast ones (16-24 luma levels, crf
