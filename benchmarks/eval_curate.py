@@ -1,12 +1,13 @@
 """Does `videogen curate` find what it should? Precision and recall per kind of clip on labelled
 synthetic sets (data_recipes/curate/testset.py: static, duplicate (exact and re-encoded at 3/4 size,
 crf 32), two-scene (cut within 2 frames), black, jittery and letterboxed clips among normal moving
-ones), curated with the default options, over several seeds.
+ones; and clips only colour tells apart, isoluminant or low-contrast, moving (to keep) or still (to
+drop as static)), curated with the default options, over several seeds.
 
     .venv/bin/python benchmarks/eval_curate.py [--clips 80] [--seeds 1 2 3] [--workers 2]
 
 Prints a table per seed and the totals, writes benchmarks/out/eval_curate.json. Acceptance: >= 95%
-precision and recall (over all seeds) for static, duplicate, two-scene and black clips.
+precision and recall (over all seeds) for static, duplicate, two-scene, black and both colour kinds.
 """
 
 from __future__ import annotations
@@ -20,13 +21,13 @@ from pathlib import Path
 from data_recipes.curate import CurateOptions, curate
 from data_recipes.curate.testset import KINDS, evaluate, write_curation_set
 
-ACCEPT = ("static", "duplicate", "two_scene", "black")
+ACCEPT = ("static", "duplicate", "two_scene", "black", "colour_static", "colour_motion")
 
 
 def table(result: dict) -> list[str]:
-    lines = [f"  {'kind':<10} {'clips':>5} {'found':>5} {'right':>5} {'precision':>9} {'recall':>7}  missed / wrong"]
+    lines = [f"  {'kind':<13} {'clips':>5} {'found':>5} {'right':>5} {'precision':>9} {'recall':>7}  missed / wrong"]
     for kind, r in result.items():
-        lines.append(f"  {kind:<10} {r['clips']:>5} {r['found']:>5} {r['true_positives']:>5} {r['precision']:>9.3f} "
+        lines.append(f"  {kind:<13} {r['clips']:>5} {r['found']:>5} {r['true_positives']:>5} {r['precision']:>9.3f} "
                      f"{r['recall']:>7.3f}  {r.get('missed') or '-'} / {r.get('wrong') or '-'}")
     return lines
 

@@ -174,8 +174,8 @@ def background_rows(spec: ClipSpec) -> np.ndarray:
     return np.clip(scale[:, None] * base[None, :], 0, 255)
 
 
-def render_frames(spec: ClipSpec) -> np.ndarray:
-    """The clip as (T, H, W, 3) uint8 RGB, the shape anti-aliased by its coverage of each pixel."""
+def shape_coverage(spec: ClipSpec) -> np.ndarray:
+    """(T, H, W) float in [0, 1]: how much of each pixel the moving shape covers in each frame."""
     t = np.linspace(0.0, 1.0, spec.num_frames) if spec.num_frames > 1 else np.zeros(1)
     cx = spec.start[0] + (spec.end[0] - spec.start[0]) * t  # (T,)
     cy = spec.start[1] + (spec.end[1] - spec.start[1]) * t
@@ -183,7 +183,12 @@ def render_frames(spec: ClipSpec) -> np.ndarray:
     ys = np.arange(spec.height) + 0.5
     px = xs[None, None, :] - cx[:, None, None]  # (T, 1, W)
     py = ys[None, :, None] - cy[:, None, None]  # (T, H, 1)
-    cover = np.clip(0.5 - _signed_distance(spec.shape, px, py, spec.extent / 2), 0.0, 1.0)  # (T, H, W)
+    return np.clip(0.5 - _signed_distance(spec.shape, px, py, spec.extent / 2), 0.0, 1.0)  # (T, H, W)
+
+
+def render_frames(spec: ClipSpec) -> np.ndarray:
+    """The clip as (T, H, W, 3) uint8 RGB, the shape anti-aliased by its coverage of each pixel."""
+    cover = shape_coverage(spec)  # (T, H, W)
     bg = background_rows(spec)[None, :, None, :]  # (1, H, 1, 3)
     obj = np.asarray(COLOURS[spec.colour], dtype=np.float64)
     frames = bg + (obj - bg) * cover[..., None]  # (T, H, W, 3)

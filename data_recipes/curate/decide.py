@@ -10,39 +10,66 @@ With ``keep_all`` nothing is dropped, and the flags say what would have been.
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Callable
 
 from data_recipes.curate import dedup
 from data_recipes.curate.options import CurateOptions
 from videogen.data.score_filter import MissingScore, ScoreFilter, known_names, sample_values, value_type
 
-# flag -> (step, test on the scores); a rule whose scores are absent (an image, a step not run) does not apply
-RULES: list[tuple[str, str, Any]] = [
-    ("quality", "low_resolution", lambda s, o: s["min_side"] < o.min_side),
-    ("quality", "low_bitrate", lambda s, o: 0 < s["bitrate_kbps"] < o.min_bitrate_kbps),
-    ("quality", "blurry", lambda s, o: s["sharpness"] < o.min_sharpness),
-    ("quality", "dark", lambda s, o: s["brightness"] < o.min_brightness),
-    ("quality", "bright", lambda s, o: s["brightness"] > o.max_brightness),
-    ("quality", "black", lambda s, o: s["black_fraction"] > o.max_black_fraction),
-    ("quality", "frozen", lambda s, o: not s["still"] and s["frozen_fraction"] > o.max_frozen_fraction),
-    ("motion", "static", lambda s, o: s["motion"] < o.static_motion),
-    ("motion", "jittery", lambda s, o: s["jitter"] > o.max_jitter),
+@dataclass(frozen=True)
+class Rule:
+    """A clip fails when ``score`` is below (``below``) or above the option ``option``'s value;
+    ``only_if`` names a bool score that must be false for the rule to apply (``still`` for frozen)."""
+
+    step: str
+    flag: str
+    score: str
+    below: bool
+    option: str
+    only_if_not: str | None = None
+    above_zero: bool = False  # the score must be > 0 to fail (a bitrate of 0 is unknown, not low)
+
+    def threshold(self, opts: CurateOptions) -> float:
+        return getattr(opts, self.option)
+
+    def fails(self, scores: dict, opts: CurateOptions) -> bool:
+        """(KeyError when the score is absent: an image has no motion.)"""
+        value, t = scores[self.score], self.threshold(opts)
+        if self.only_if_not and scores[self.only_if_not]:
+            return False
+        if self.above_zero and not value > 0:
+            return False
+        return value < t if self.below else value > t
+
+
+# in step order; a rule whose score is absent (an image, a step not run) does not apply
+RULES: list[Rule] = [
+    Rule("quality", "low_resolution", "min_side", True, "min_side"),
+    Rule("quality", "low_bitrate", "bitrate_kbps", True, "min_bitrate_kbps", above_zero=True),
+    Rule("quality", "blurry", "sharpness", True, "min_sharpness"),
+    Rule("quality", "dark", "brightness", True, "min_brightness"),
+    Rule("quality", "bright", "brightness", False, "max_brightness"),
+    Rule("quality", "black", "black_fraction", False, "max_black_fraction"),
+    Rule("quality", "frozen", "frozen_fraction", False, "max_frozen_fraction", only_if_not="still"),
+    Rule("motion", "static", "motion", True, "static_motion"),
+    Rule("motion", "jittery", "jitter", False, "max_jitter"),
 ]
 
 
 def flag(scores: dict, opts: CurateOptions) -> list[str]:
     """``step:flag`` for every rule the scores fail (sets the flags in ``scores``)."""
     reasons = []
-    for step, name, test in RULES:
-        if step not in opts.steps:
+    for rule in RULES:
+        if rule.step not in opts.steps:
             continue
         try:
-            failed = bool(test(scores, opts))
+            failed = bool(rule.fails(scores, opts))
         except KeyError:  # not scored (an image has no motion)
             continue
-        scores[name] = failed
+        scores[rule.flag] = failed
         if failed:
-            reasons.append(f"{step}:{name}")
+            reasons.append(f"{rule.step}:{rule.flag}")
     return reasons
 
 
@@ -52,9 +79,17 @@ def rank(entry: dict) -> tuple:
     return (-w * h, -n, -s.get("bitrate_kbps", 0.0), -s.get("sharpness", 0.0), entry["order"])
 
 
-def decide(entries: list[dict], opts: CurateOptions) -> dict[str, Any]:
+def _all_pairs(hashes: list[str], colours: list[str], opts: CurateOptions):
+    return dedup.linked_pairs(hashes, opts.dedup_max_distance, colours, opts.dedup_max_colour)
+
+
+def decide(entries: list[dict], opts: CurateOptions, dedup_pairs: Callable | None = None) -> dict[str, Any]:
     """Judge ``entries`` (every piece of every shard, in order) in place: each gets ``kept`` and
-    ``reasons``; returns the per-step counts and the filter's known score names."""
+    ``reasons``; returns the per-step counts and the filter's known score names.
+
+    ``dedup_pairs(hashes, colours, opts)`` gives the linked pairs among the pieces that reach the
+    dedup step (default: :func:`dedup.linked_pairs` over all of them; ``run.py`` passes one that
+    reads an array's parts, or that computes and saves one part)."""
     for i, e in enumerate(entries):
         e["order"] = i
         e.setdefault("reasons", [])
@@ -80,9 +115,9 @@ def decide(entries: list[dict], opts: CurateOptions) -> dict[str, Any]:
         alive = [e for e in alive if not any(r.startswith(step + ":") for r in e["reasons"])]
         steps[step]["kept"] = len(alive)
     if "dedup" in opts.steps:
-        pairs = dedup.clusters([e["scores"]["phash"] for e in alive], opts.dedup_max_distance,
-                               [e["scores"]["colour_layout"] for e in alive], opts.dedup_max_colour)
-        dist = {(i, j): d for i, j, d in pairs}
+        hashes = [e["scores"]["phash"] for e in alive]
+        colours = [e["scores"]["colour_layout"] for e in alive]
+        pairs = (dedup_pairs or _all_pairs)(hashes, colours, opts)
         groups = dedup.groups(len(alive), pairs)
         for e in entries:
             if e["scored"]:
@@ -95,7 +130,7 @@ def decide(entries: list[dict], opts: CurateOptions) -> dict[str, Any]:
                     continue
                 e = alive[k]
                 e["scores"].update(duplicate=True, duplicate_of=alive[best]["key"],
-                                   duplicate_distance=dist.get((min(k, best), max(k, best))))
+                                   duplicate_distance=dedup.distance(hashes[k], hashes[best]))
                 e["reasons"].append("dedup:duplicate")
                 dropped += 1
         steps["dedup"] = {"in": len(alive), "groups": len(groups), "dropped": {"duplicate": dropped} if dropped else {},

@@ -18,8 +18,6 @@ import numpy as np
 from videogen.data.decode import IMAGE_EXTENSIONS, Decoder, decoder_for
 from videogen.data.stages import Record
 
-CHANGED = 6.0  # luma levels (0-255): a smaller difference between two frames is encoder noise, not change
-
 
 @dataclass
 class Clip(Record):

@@ -8,7 +8,8 @@ All from the analysis frames (see ``frames.py``) and the media's size, per clip:
 * ``brightness``: mean luma in [0, 1];
 * ``black_fraction``: share of frames that are black (99th-percentile luma under ``BLACK_LUMA``);
 * ``frozen_fraction``: share of consecutive frame pairs that do not change (under ``FROZEN_CHANGED``
-  of the pixels differ by more than ``CHANGED`` luma levels: encoder noise only). ``still`` says
+  of the pixels changed in brightness or in colour, see ``change.py``: noise only; a change of
+  colour counts as much as a change of brightness). ``still`` says
   every pair is frozen: a clip that never changes is left to the motion step (``static``);
   ``frozen`` is for clips that move and then freeze or stutter;
 * ``letterbox``: black bars (rows/columns under ``BAR_LUMA`` in every frame, at least ``MIN_BAR``
@@ -20,11 +21,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from data_recipes.curate.frames import CHANGED, luma, spread
+from data_recipes.curate.change import FROZEN_CHANGED, changed_fractions
+from data_recipes.curate.frames import luma, spread
 
 BLACK_LUMA = 20.0  # 99th-percentile luma (0-255) under which a frame is black
-FROZEN_CHANGED = 0.005  # share of changed pixels under which a frame repeats the one before (measured:
-# a still clip's encoder noise changes up to 0.4% of the pixels, the slowest moving shape 0.8%)
 BAR_LUMA = 12.0  # a letterbox bar row/column: max luma over every frame and along it
 MIN_BAR = 0.03  # bars thinner than this fraction of the side are ignored (encoder edge noise)
 
@@ -69,8 +69,7 @@ def quality_scores(frames: np.ndarray, media_bytes: int, width: int, height: int
     """Every quality score of one clip (``frames``: (T, h, w, 3) analysis frames)."""
     gray = luma(frames)  # (T, h, w)
     dark = np.percentile(gray.reshape(len(gray), -1), 99, axis=1) < BLACK_LUMA  # (T,)
-    changed = (np.abs(np.diff(gray, axis=0)) > CHANGED).mean(axis=(1, 2)) if len(gray) > 1 else np.zeros(0)  # (T-1,)
-    frozen = changed < FROZEN_CHANGED
+    frozen = changed_fractions(frames) < FROZEN_CHANGED  # (T-1,)
     bars = letterbox(gray)
     return {
         "min_side": int(min(width, height)),

@@ -12,13 +12,10 @@ from typing import Any
 
 import numpy as np
 
+from data_recipes.curate.decide import RULES
 from data_recipes.curate.options import CurateOptions
 
 FORMAT = "videogen-curation/1"
-# scores with a threshold: score -> option holding it
-THRESHOLDS = {"motion": "static_motion", "jitter": "max_jitter", "sharpness": "min_sharpness",
-              "black_fraction": "max_black_fraction", "frozen_fraction": "max_frozen_fraction",
-              "min_side": "min_side", "bitrate_kbps": "min_bitrate_kbps"}
 NOT_PLOTTED = {"num_scenes", "duplicate_distance"}
 
 
@@ -79,9 +76,9 @@ def histograms(folder: Path, entries: list[dict], opts: CurateOptions, backend: 
     draw = _matplotlib if backend == "matplotlib" else _pil
     names = []
     for name, vals in sorted(values.items()):
-        threshold = getattr(opts, THRESHOLDS[name]) if name in THRESHOLDS else None
+        thresholds = [r.threshold(opts) for r in RULES if r.score == name and r.step in opts.steps]
         path = folder / f"{name}.png"
-        draw(path, name, np.asarray(vals), threshold)
+        draw(path, name, np.asarray(vals), thresholds)
         names.append(path.name)
     return names
 
@@ -93,7 +90,7 @@ def _bins(vals: np.ndarray, n: int = 30) -> tuple[np.ndarray, np.ndarray]:
     return np.histogram(vals, bins=n, range=(lo, hi))
 
 
-def _matplotlib(path: Path, name: str, vals: np.ndarray, threshold: float | None) -> None:
+def _matplotlib(path: Path, name: str, vals: np.ndarray, thresholds: list[float]) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -102,8 +99,9 @@ def _matplotlib(path: Path, name: str, vals: np.ndarray, threshold: float | None
     fig, ax = plt.subplots(figsize=(5, 3), dpi=100)
     counts, edges = _bins(vals)
     ax.stairs(counts, edges, fill=True, alpha=0.8)
-    if threshold is not None:
+    for threshold in thresholds:
         ax.axvline(threshold, color="red", linestyle="--", label=f"threshold {threshold:g}")
+    if thresholds:
         ax.legend(fontsize=8)
     ax.set_title(f"{name} ({len(vals)} clips)", fontsize=10)
     ax.set_xlabel(name)
@@ -113,7 +111,7 @@ def _matplotlib(path: Path, name: str, vals: np.ndarray, threshold: float | None
     plt.close(fig)
 
 
-def _pil(path: Path, name: str, vals: np.ndarray, threshold: float | None) -> None:
+def _pil(path: Path, name: str, vals: np.ndarray, thresholds: list[float]) -> None:
     from PIL import Image, ImageDraw
 
     w, h, margin = 500, 300, 40
@@ -129,7 +127,9 @@ def _pil(path: Path, name: str, vals: np.ndarray, threshold: float | None) -> No
     d.text((margin, 8), f"{name} ({len(vals)} clips, max bin {top})", fill="black")
     d.text((margin, h - margin + 6), f"{edges[0]:.4g}", fill="black")
     d.text((w - margin - 60, h - margin + 6), f"{edges[-1]:.4g}", fill="black")
-    if threshold is not None and edges[0] <= threshold <= edges[-1]:
+    for threshold in thresholds:
+        if not edges[0] <= threshold <= edges[-1]:
+            continue
         x = margin + (threshold - edges[0]) / (edges[-1] - edges[0]) * (w - 2 * margin)
         d.line([x, margin, x, h - margin], fill="red", width=2)
         d.text((x + 3, margin), f"threshold {threshold:g}", fill="red")

@@ -7,6 +7,7 @@ Layout of ``OUT``::
     dataset.json          the manifest (created_by.curation lists the score names the filter may use)
     curation.json         the report: counts per step and reason, inputs skipped, every sample's decision
     histograms/NAME.png   one histogram per numeric score, its threshold drawn in
+    calibration/FLAG/     with --calibrate: example pieces each side of each threshold (calibrate.py)
     .curate/plan.json     the inputs and the scoring options (a rerun must match them)
     .curate/scored/       pass 1: every input shard's scored pieces and its .done.json
 
@@ -14,12 +15,20 @@ A rerun skips every shard whose ``.done.json`` and scored tar are there, and jud
 thresholds, dedup distance, filter and keep_all may change between runs; the scoring options may not).
 ``shard_index``/``num_shard_groups`` score one group of shards (``i % N == I``) and stop: one SLURM
 array task each; a final run without them finds every shard scored and writes the output.
+``dedup_part``/``num_dedup_parts`` (once every shard is scored) search one part of the
+near-duplicate pairs (``dedup.linked_pairs``) and save it as ``.curate/dedup/part-I-of-N.npz``: one
+array task each; the final run reads every part of the last complete set whose fingerprint (the
+pieces that reach dedup, their signatures and the dedup options) matches, and searches itself
+otherwise.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import os
+import shutil
 import sys
 import time
 from contextlib import contextmanager
@@ -27,6 +36,10 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any, Iterator
 
+import numpy as np
+
+from data_recipes.curate import calibrate as calibrate_mod
+from data_recipes.curate import dedup
 from data_recipes.curate import report as report_mod
 from data_recipes.curate.decide import decide
 from data_recipes.curate.options import CurateOptions
@@ -40,6 +53,7 @@ from videogen.data.writer import TarShardWriter
 
 
 WORK = ".curate"
+log = logging.getLogger("videogen.curate")
 PLAN_FORMAT = "videogen-curate-plan/1"
 # options that change what pass 1 computes: a rerun into the same folder must keep them
 SCORING_OPTIONS = ("steps", "analysis_side", "max_frames", "cut_threshold", "cut_ratio", "min_scene_frames",
@@ -110,11 +124,73 @@ def _plan(out: Path, urls: list[str], opts: CurateOptions, extra_scorers: list) 
                           "(thresholds, dedup distance, filter and keep_all may change), or give a new --out folder")
 
 
+def _fingerprint(hashes: list[str], colours: list[str], opts: CurateOptions) -> str:
+    text = json.dumps([hashes, colours, opts.dedup_max_distance, opts.dedup_max_colour, dedup.EXACT_MAX])
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _part_path(out: Path, part: int, parts: int) -> Path:
+    return out / WORK / "dedup" / f"part-{part:04d}-of-{parts:04d}.npz"
+
+
+def _save_part(out: Path, part: int, parts: int, found: dict):
+    """A ``decide`` dedup_pairs that searches part ``part`` of ``parts`` and saves it."""
+    def compute(hashes: list[str], colours: list[str], opts: CurateOptions) -> np.ndarray:
+        pairs = dedup.linked_pairs(hashes, opts.dedup_max_distance, colours, opts.dedup_max_colour, part, parts)
+        path = _part_path(out, part, parts)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp.npz")
+        np.savez(tmp, pairs=pairs, fingerprint=np.frombuffer(_fingerprint(hashes, colours, opts).encode(), np.uint8))
+        os.replace(tmp, path)
+        found["pairs"] = len(pairs)
+        return pairs
+    return compute
+
+
+def _read_parts(out: Path, found: dict):
+    """A ``decide`` dedup_pairs that takes the union of a complete, matching set of saved parts, or
+    searches everything itself."""
+    def compute(hashes: list[str], colours: list[str], opts: CurateOptions) -> np.ndarray:
+        want = _fingerprint(hashes, colours, opts)
+        sets: dict[int, dict[int, Path]] = {}
+        for p in (out / WORK / "dedup").glob("part-*-of-*.npz"):
+            try:
+                part, parts = (int(x) for x in p.stem[len("part-"):].split("-of-"))
+            except ValueError:
+                continue
+            sets.setdefault(parts, {})[part] = p
+        for parts, paths in sorted(sets.items(), key=lambda kv: -max(q.stat().st_mtime for q in kv[1].values())):
+            if sorted(paths) != list(range(parts)):
+                continue
+            pieces = []
+            for path in paths.values():
+                try:
+                    with np.load(path, allow_pickle=False) as z:
+                        pairs, fp = z["pairs"], z["fingerprint"].tobytes().decode("ascii", "replace")
+                except (OSError, ValueError, KeyError) as e:
+                    log.warning("curate: %s unreadable (%s): searching duplicates here", path, e)
+                    break
+                if fp != want or pairs.ndim != 2 or pairs.shape[1] != 3 or pairs.dtype.kind != "i" \
+                        or (len(pairs) and (pairs[:, :2].min() < 0 or pairs[:, :2].max() >= len(hashes))):
+                    log.warning("curate: %s was searched for other pieces or options: searching duplicates here", path)
+                    break
+                pieces.append(pairs)
+            else:
+                found["parts_read"] = parts
+                pairs = np.concatenate(pieces) if pieces else np.zeros((0, 3), np.int64)
+                return pairs[np.lexsort((pairs[:, 1], pairs[:, 0]))]
+        found["parts_read"] = 0
+        return dedup.linked_pairs(hashes, opts.dedup_max_distance, colours, opts.dedup_max_colour)
+    return compute
+
+
 def curate(data: str | list[str], out: str | os.PathLike, options: CurateOptions | None = None, *, workers: int = 1,
-           shard_index: int | None = None, num_shard_groups: int | None = None, scorers: list | None = None,
-           decoder: str = "auto", progress: bool = True, histograms: bool = True) -> dict[str, Any]:
+           shard_index: int | None = None, num_shard_groups: int | None = None, dedup_part: int | None = None,
+           num_dedup_parts: int | None = None, scorers: list | None = None, decoder: str = "auto",
+           progress: bool = True, histograms: bool = True, calibrate: bool = False) -> dict[str, Any]:
     """Curate the shards ``data`` into ``out``; returns the report (also saved as ``curation.json``).
-    With a shard group only that group is scored and ``{"group_done": ...}`` is returned."""
+    With a shard group only that group is scored and ``{"group_done": ...}`` is returned; with a
+    dedup part only that part of the duplicate search runs, ``{"dedup_part_done": ...}``."""
     from tqdm import tqdm
 
     opts = options or CurateOptions()
@@ -125,6 +201,15 @@ def curate(data: str | list[str], out: str | os.PathLike, options: CurateOptions
         raise CurateError("give both --shard-index and --num-shard-groups, or neither")
     if num_shard_groups is not None and not 0 <= shard_index < num_shard_groups:
         raise CurateError(f"--shard-index {shard_index} is not in [0, --num-shard-groups {num_shard_groups})")
+    if (dedup_part is None) != (num_dedup_parts is None):
+        raise CurateError("give both --dedup-part and --num-dedup-parts, or neither")
+    if num_dedup_parts is not None:
+        if not 0 <= dedup_part < num_dedup_parts:
+            raise CurateError(f"--dedup-part {dedup_part} is not in [0, --num-dedup-parts {num_dedup_parts})")
+        if num_shard_groups is not None:
+            raise CurateError("--dedup-part runs after every shard group is scored: give it without --shard-index")
+        if "dedup" not in opts.steps:
+            raise CurateError("--dedup-part needs the dedup step in --steps")
     try:
         urls = expand_urls(data)
     except FileNotFoundError as e:
@@ -144,6 +229,9 @@ def curate(data: str | list[str], out: str | os.PathLike, options: CurateOptions
     mine = range(len(urls)) if num_shard_groups is None else range(shard_index, len(urls), num_shard_groups)
     records = {i: r for i in mine if (r := load_done(scored, i, urls[i])) is not None}
     todo = [(urls[i], i) for i in mine if i not in records]
+    if dedup_part is not None and todo:
+        raise CurateError(f"{len(todo)} of {len(urls)} input shards are not scored yet: score them first (the "
+                          "--shard-index array, or a run without --dedup-part), then search duplicates by part")
     began = time.perf_counter()
     job = {"scored": str(scored), "options": opts, "scorers": run_scorers, "decoder": decoder}
     with _pool(min(workers, max(1, len(todo))), job) as pool, \
@@ -164,7 +252,17 @@ def curate(data: str | list[str], out: str | os.PathLike, options: CurateOptions
 
     ordered = [records[i] for i in range(len(urls))]
     entries = [e for r in ordered for e in r["entries"]]
-    decision = decide(entries, opts)
+    found: dict[str, int] = {}
+    if dedup_part is not None:
+        began = time.perf_counter()
+        decide(entries, opts, _save_part(out, dedup_part, num_dedup_parts, found))
+        if progress:
+            print(f"curate: dedup part {dedup_part} of {num_dedup_parts}: {found['pairs']} linked pairs in "
+                  f"{time.perf_counter() - began:.1f}s -> {_part_path(out, dedup_part, num_dedup_parts)}")
+        return {"dedup_part_done": dedup_part, "pairs": found["pairs"]}
+    began = time.perf_counter()
+    decision = decide(entries, opts, _read_parts(out, found))
+    judge_seconds = round(time.perf_counter() - began, 3)
     written = write_output(out, ordered, progress)
     skipped = [{"file": f"{s['shard']}/{s['key']}" if s["key"] else s["shard"], "reason": s["reason"],
                 "detail": s["detail"]} for r in ordered for s in r["skipped"]]
@@ -175,13 +273,42 @@ def curate(data: str | list[str], out: str | os.PathLike, options: CurateOptions
     manifest = DatasetManifest(written, created_by, skipped)
     manifest.save(out)
     rep = report_mod.build(out, ordered, entries, decision, opts, created_by, skipped,
-                           {"score_seconds": score_seconds, "shards_scored_now": len(todo)})
+                           {"score_seconds": score_seconds, "shards_scored_now": len(todo),
+                            "judge_seconds": judge_seconds, "dedup_parts_read": found.get("parts_read", 0)})
     if histograms:
         rep["histograms"] = report_mod.histograms(out / "histograms", entries, opts)
+    if calibrate:
+        rep["calibration"] = calibrate_mod.plan(entries, opts)
+        wanted = {ex["key"] for item in rep["calibration"].values() for side in item["examples"].values()
+                  for ex in side}
+        frames = analysis_frames(out, ordered, wanted, opts, decoder)
+        shutil.rmtree(out / "calibration", ignore_errors=True)
+        calibrate_mod.write(out, rep["calibration"], frames.get)
     _write_json(out / "curation.json", rep)
     if progress:
         print(report_mod.summary(rep))
     return rep
+
+
+def analysis_frames(out: Path, ordered: list[dict], keys: set[str], opts: CurateOptions, decoder: str) -> dict:
+    """key -> (T, h, w, 3) analysis frames of the scored pieces ``keys`` (read back from ``.curate/scored``)."""
+    from data_recipes.curate.frames import decode_clip
+    from videogen.data.decode import DecodeError, make_decoder
+
+    dec, found = make_decoder(decoder), {}
+    for record in ordered:
+        if not any(e["key"] in keys for e in record["entries"]):
+            continue
+        skips = stages.Skips(max_logged=0)
+        tar = str(out / WORK / "scored" / f"{record['name']}.tar")
+        for r in stages.parse(stages.group_samples(stages.read_tar([tar], skips, 2**31)), skips, dec,
+                              require_caption=False):
+            if r.key in keys:
+                try:
+                    found[r.key] = decode_clip(r, dec, opts.analysis_side, opts.max_frames).frames
+                except DecodeError as e:
+                    log.warning("curate: calibration example %s could not be decoded again (%s)", r.key, e)
+    return found
 
 
 def write_output(out: Path, ordered: list[dict], progress: bool = True) -> list[ShardStats]:

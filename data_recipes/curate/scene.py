@@ -1,7 +1,7 @@
 """Scene split: find hard cuts and cut the clip into its scenes.
 
 The content detector compares consecutive analysis frames by their colour histograms (4 bins per
-RGB channel, 64 joint bins): the score of a frame pair is half the L1 distance of the normalised
+RGB channel, 64 joint bins, soft-binned): the score of a frame pair is half the L1 distance of the normalised
 histograms, 0 for the same colours and 1 for no colour in common. A moving object barely changes
 its frame's colours; a cut to another shot changes many. A pair is a cut when its score is over
 ``threshold`` and over ``ratio`` times the median score of the clip (the clip's own level of
@@ -21,15 +21,39 @@ import numpy as np
 BINS = 4  # per channel
 
 
+FINE = 16  # per channel: pixels are counted in 16^3 fine bins, then spread onto the coarse ones
+
+
+def _soft_weights() -> np.ndarray:
+    """(FINE^3, BINS^3): how each fine bin's count splits over the coarse bins (trilinear between
+    the coarse bin centres, at the fine bin's centre)."""
+    centre = (np.arange(FINE) + 0.5) * (256 / FINE)  # (FINE,) channel value
+    pos = centre / (256 // BINS) - 0.5  # in coarse bin units
+    lo = np.clip(np.floor(pos), 0, BINS - 2).astype(np.int64)
+    frac = np.clip(pos - lo, 0.0, 1.0)
+    one = np.zeros((FINE, BINS))  # (FINE, BINS) per channel
+    one[np.arange(FINE), lo] += 1 - frac
+    one[np.arange(FINE), lo + 1] += frac
+    return np.einsum("rR,gG,bB->rgbRGB", one, one, one).reshape(FINE**3, BINS**3)
+
+
+_SOFT = _soft_weights()
+
+
 def histograms(frames: np.ndarray) -> np.ndarray:
-    """(T, h, w, 3) uint8 -> (T, 64) colour histograms, each summing to 1."""
-    q = (frames // (256 // BINS)).astype(np.int64)  # (T, h, w, 3) bin per channel
-    joint = (q[..., 0] * BINS + q[..., 1]) * BINS + q[..., 2]  # (T, h, w)
+    """(T, h, w, 3) uint8 -> (T, 64) soft colour histograms, each summing to 1.
+
+    Each pixel's weight is split between the two nearest bin centres of every channel (trilinear,
+    over the 8 joint bins around it; computed from 16-level fine bins), so a colour near a bin edge
+    (an orange of green 66, the edge at 64) moved by camera noise shifts the histogram a little, not
+    a whole bin's worth."""
     t = len(frames)
-    counts = np.zeros((t, BINS**3), np.float64)
-    for i in range(t):
-        counts[i] = np.bincount(joint[i].ravel(), minlength=BINS**3)
-    return counts / counts.sum(axis=1, keepdims=True)
+    q = (frames // (256 // FINE)).astype(np.int64)  # (T, h, w, 3) fine bin per channel
+    joint = ((q[..., 0] * FINE + q[..., 1]) * FINE + q[..., 2]).reshape(t, -1)  # (T, N)
+    offset = (np.arange(t) * FINE**3)[:, None]
+    counts = np.bincount((joint + offset).ravel(), minlength=t * FINE**3).reshape(t, FINE**3)  # (T, 4096)
+    soft = counts @ _SOFT  # (T, 64)
+    return soft / soft.sum(axis=1, keepdims=True)
 
 
 def cut_scores(frames: np.ndarray) -> np.ndarray:

@@ -14,7 +14,12 @@
   earlier shard;
 * ``black``: every frame black;
 * ``jittery``: a moving shape filmed by a shaking camera (each frame shifted by up to 4 px);
-* ``letterbox``: a moving shape with black bars above and below (``bars``: top, bottom, left, right).
+* ``letterbox``: a moving shape with black bars above and below (``bars``: top, bottom, left, right);
+* ``colour_motion``: a shape moving at least 1 pixel a frame that only colour tells from its
+  background: ``isoluminant`` (the same BT.601 luma, another hue: filmed with camera noise, sigma
+  2, at crf 23, as the footage that showed grayscale measures blind to it) or ``low_contrast``
+  (16-24 levels lighter or darker, the same hue); must be kept;
+* ``colour_static``: the same kinds of scene with the shape standing still; must be dropped as static.
 
 Clips of every kind come from their own random streams, so no two clips are alike by chance.
 """
@@ -29,29 +34,76 @@ import numpy as np
 
 from data_recipes.curate.frames import encode_rgb
 from data_recipes.synthetic import BACKGROUNDS, ClipSpec, draw_spec, generate_sample, long_caption, render_frames, \
-    short_caption
+    shape_coverage, short_caption
 
 # share of each kind (the rest are normal clips)
-MIX = {"static": 0.1, "two_scene": 0.1, "duplicate": 0.12, "black": 0.06, "jittery": 0.08, "letterbox": 0.08}
+MIX = {"static": 0.1, "two_scene": 0.1, "duplicate": 0.12, "black": 0.06, "jittery": 0.08, "letterbox": 0.08,
+       "colour_motion": 0.08, "colour_static": 0.04}
 LABELS_NAME = "labels.json"
 MIN_SPEED = 0.5  # pixels a frame: a normal clip's shape moves at least this fast
 STREAM = 10**6  # random streams of the kinds start here: generate_sample(index, seed) uses [seed, index]
 
 
-def moving(spec: ClipSpec) -> bool:
-    """The shape travels at least ``MIN_SPEED`` pixels a frame (slower is near enough to static)."""
+def moving(spec: ClipSpec, min_speed: float = MIN_SPEED) -> bool:
+    """The shape travels at least ``min_speed`` pixels a frame (slower is near enough to static)."""
     travel = float(np.hypot(spec.end[0] - spec.start[0], spec.end[1] - spec.start[1]))
-    return spec.num_frames > 1 and travel / (spec.num_frames - 1) >= MIN_SPEED
+    return spec.num_frames > 1 and travel / (spec.num_frames - 1) >= min_speed
 
 
-def _spec(seed: int, stream: int, index: int) -> ClipSpec:
+def _spec(seed: int, stream: int, index: int, min_speed: float = MIN_SPEED) -> ClipSpec:
     """A clearly moving spec of at least 17 frames from its own random stream."""
     rng = np.random.default_rng([seed, STREAM + stream, index])
-    for _ in range(100):
+    for _ in range(1000):
         spec = draw_spec(rng)
-        if spec.num_frames >= 17 and moving(spec):
+        if spec.num_frames >= 17 and moving(spec, min_speed):
             return spec
-    raise RuntimeError("no spec drawn")  # pragma: no cover  (100 draws always find one)
+    raise RuntimeError("no spec drawn")  # pragma: no cover  (1000 draws always find one)
+
+
+LUMA = np.array([0.299, 0.587, 0.114])  # BT.601
+
+
+def isoluminant_pair(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(object, background) RGB of the same BT.601 luma and different hue, at least 80 apart in RGB."""
+    for _ in range(1000):
+        bg = rng.uniform(70, 190, 3)
+        d = np.cross(LUMA, rng.normal(size=3))  # a direction of no luma change
+        d /= np.linalg.norm(d)
+        room = min(((240 if v > 0 else 16) - b) / v for b, v in zip(bg, d) if abs(v) > 1e-6)  # to the gamut's edge
+        if room >= 80:
+            return bg + d * rng.uniform(80, room), bg
+    raise RuntimeError("no isoluminant pair drawn")  # pragma: no cover
+
+
+def low_contrast_pair(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(object, background) RGB of one hue, the object 16-24 luma levels lighter or darker."""
+    bg = rng.uniform(60, 190, 3)
+    return bg + rng.choice([-1.0, 1.0]) * rng.uniform(16, 24), bg
+
+
+def colour_frames(spec: ClipSpec, obj: np.ndarray, bg: np.ndarray, rng: np.random.Generator,
+                  noise: float) -> np.ndarray:
+    """The spec's shape and motion drawn in the colours ``obj`` on a flat ``bg``, with Gaussian camera noise."""
+    cover = shape_coverage(spec)[..., None]  # (T, H, W, 1)
+    frames = bg + (obj - bg) * cover  # (T, H, W, 3)
+    if noise > 0:
+        frames = frames + rng.normal(0.0, noise, frames.shape)
+    return np.clip(np.rint(frames), 0, 255).astype(np.uint8)
+
+
+def _colour_sample(kind: str, i: int, seed: int, rng: np.random.Generator) -> tuple[dict, dict]:
+    """Clip ``i`` of ``colour_motion`` or ``colour_static``: even ones isoluminant, odd ones low-contrast."""
+    spec = _spec(seed, 11 if kind == "colour_motion" else 12, i, min_speed=1.0)
+    if kind == "colour_static":
+        spec = dataclasses.replace(spec, end=spec.start)
+    own = np.random.default_rng([seed, STREAM + 13, i, kind == "colour_static"])
+    variant = "isoluminant" if i % 2 == 0 else "low_contrast"
+    obj, bg = isoluminant_pair(own) if variant == "isoluminant" else low_contrast_pair(own)
+    noise, crf = (2.0, 23) if variant == "isoluminant" else (0.0, 18)
+    key = f"{kind.replace('_', '')}-{i:04d}"
+    sample = _sample(key, colour_frames(spec, obj, bg, own, noise), spec.fps, spec, rng, crf)
+    return sample, {"kind": kind, "variant": variant, "object_rgb": [round(float(v)) for v in obj],
+                    "background_rgb": [round(float(v)) for v in bg]}
 
 
 def _sample(key: str, frames: np.ndarray, fps: int, spec: ClipSpec, rng: np.random.Generator, crf: int = 18) -> dict:
@@ -132,6 +184,11 @@ def make_samples(num_clips: int, seed: int = 0) -> tuple[list[dict], dict[str, d
         key = f"letterbox-{i:04d}"
         samples.append(_sample(key, frames, spec.fps, spec, rng))
         labels[key] = {"kind": "letterbox", "bars": [bar, bar, 0, 0], "content": [spec.width, spec.height]}
+    for kind in ("colour_motion", "colour_static"):
+        for i in range(counts[kind]):
+            sample, label = _colour_sample(kind, i, seed, rng)
+            samples.append(sample)
+            labels[sample["__key__"]] = label
     for i in range(counts["duplicate"]):
         original, spec = normals[i % len(normals)]
         key = f"zdup-{i:04d}"  # sorts after every original; placed in the last shards
@@ -175,7 +232,8 @@ def write_curation_set(out: str | Path, num_clips: int = 48, seed: int = 0, shar
 
 # --- scoring a curation run against the labels ----------------------------------------------------
 
-KINDS = ("static", "duplicate", "two_scene", "black", "jittery", "letterbox")
+KINDS = ("static", "duplicate", "two_scene", "black", "jittery", "letterbox", "colour_static", "colour_motion")
+COLOUR_KINDS = ("colour_static", "colour_motion")
 
 
 def evaluate(report: dict, labels: dict[str, dict], cut_tolerance: int = 2) -> dict[str, dict]:
@@ -184,7 +242,10 @@ def evaluate(report: dict, labels: dict[str, dict], cut_tolerance: int = 2) -> d
     A clip is *found* as: ``static`` when dropped by ``motion:static``; ``black`` by ``quality:black``;
     ``jittery`` by ``motion:jittery``; ``duplicate`` when dropped by ``dedup:duplicate`` in favour of
     its original; ``two_scene`` when split into exactly two pieces with the cut within
-    ``cut_tolerance`` frames of the true one; ``letterbox`` when cropped by exactly the bars added.
+    ``cut_tolerance`` frames of the true one; ``letterbox`` when cropped by exactly the bars added;
+    ``colour_static`` when dropped by ``motion:static``; ``colour_motion`` when kept. The two colour
+    kinds are judged among the colour clips, the others among the rest (so ``colour_motion``'s
+    precision is the share of kept colour clips that do move, and ``static`` keeps its meaning).
     Precision counts every clip found as that kind, recall every clip of that kind."""
     by_source: dict[str, list[dict]] = {}
     for s in report["samples"]:
@@ -207,12 +268,16 @@ def evaluate(report: dict, labels: dict[str, dict], cut_tolerance: int = 2) -> d
         if kind == "letterbox":
             bars = p["scores"].get("letterbox")
             return bool(p["scores"].get("cropped")) and (labels[key].get("bars") in (None, bars))
-        return first == {"static": "motion:static", "black": "quality:black", "jittery": "motion:jittery"}[kind]
+        if kind == "colour_motion":
+            return first is None
+        return first == {"static": "motion:static", "black": "quality:black", "jittery": "motion:jittery",
+                         "colour_static": "motion:static"}[kind]
 
     out = {}
     for kind in KINDS:
         truth = {k for k, v in labels.items() if v["kind"] == kind}
-        predicted = {k for k in labels if found(k, kind)}
+        family = {k for k, v in labels.items() if (v["kind"] in COLOUR_KINDS) == (kind in COLOUR_KINDS)}
+        predicted = {k for k in family if found(k, kind)}
         tp = len(truth & predicted)
         out[kind] = {"clips": len(truth), "found": len(predicted), "true_positives": tp,
                      "precision": round(tp / len(predicted), 4) if predicted else 1.0,

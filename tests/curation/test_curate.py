@@ -57,7 +57,8 @@ def test_each_kind_is_found_and_the_rest_kept(labelled, tmp_path):
         assert result[kind]["clips"] >= 1
         assert (result[kind]["precision"], result[kind]["recall"]) == (1.0, 1.0), (kind, result[kind])
     kept_sources = {s["source"].split("/")[1] for s in rep["samples"] if s["kept"]}
-    assert kept_sources == {k for k, v in labels.items() if v["kind"] in ("normal", "two_scene", "letterbox")}
+    kept_kinds = ("normal", "two_scene", "letterbox", "colour_motion")
+    assert kept_sources == {k for k, v in labels.items() if v["kind"] in kept_kinds}
     # the two-scene clips: two pieces each, re-encoded, caption and json carried over
     out = DatasetManifest.load(tmp_path / "out")
     assert out.num_samples == rep["output"]["samples"] == sum(s["kept"] for s in rep["samples"])
@@ -79,7 +80,8 @@ def test_each_kind_is_found_and_the_rest_kept(labelled, tmp_path):
     assert out.created_by["curation"]["scores"]["motion"] == "number"
     assert out.created_by["curation"]["scores"]["duplicate"] == "bool"
     count = {kind: sum(v["kind"] == kind for v in labels.values()) for kind in KINDS}
-    assert rep["steps"]["motion"]["dropped"] == {"static": count["static"], "jittery": count["jittery"]}
+    assert rep["steps"]["motion"]["dropped"] == {"static": count["static"] + count["colour_static"],
+                                                 "jittery": count["jittery"]}
     assert rep["steps"]["quality"]["dropped"] == {"black": count["black"]}  # black clips are static too: quality's
     assert rep["steps"]["dedup"]["dropped"] == {"duplicate": count["duplicate"]}
     assert rep["steps"]["scene-split"]["clips_split"] == count["two_scene"]

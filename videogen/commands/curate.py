@@ -37,7 +37,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="score only input shards i with i %% N == this (one SLURM array task: $SLURM_ARRAY_TASK_ID)")
     parser.add_argument("--num-shard-groups", type=int, default=None, metavar="N",
                         help="how many groups --shard-index counts in ($SLURM_ARRAY_TASK_COUNT)")
+    parser.add_argument("--dedup-part", type=int, default=None, metavar="I",
+                        help="once every shard is scored: search only part I of the near-duplicate pairs and save it "
+                             "(one SLURM array task: $SLURM_ARRAY_TASK_ID); a final run without it reads the parts")
+    parser.add_argument("--num-dedup-parts", type=int, default=None, metavar="N",
+                        help="how many parts --dedup-part counts in ($SLURM_ARRAY_TASK_COUNT)")
     parser.add_argument("--decoder", default="auto", choices=["auto", "decord", "pyav"], help="video decoder")
+    parser.add_argument("--calibrate", action="store_true",
+                        help="add a calibration section to curation.json (per score: the threshold, quantiles, how "
+                             "many fail) and PNG strips of the pieces nearest each threshold on both sides "
+                             "(OUT/calibration/FLAG/); also on a rerun that only judges again")
     parser.add_argument("--no-histograms", action="store_true", help="do not draw the score histograms")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars and no summary")
     thresholds = parser.add_argument_group("thresholds and analysis (defaults in docs/curation.md)")
@@ -67,8 +76,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         opts = options_from_args(args)
         curate(args.data, args.out, opts, workers=args.workers, shard_index=args.shard_index,
-               num_shard_groups=args.num_shard_groups, decoder=args.decoder, progress=not args.no_progress,
-               histograms=not args.no_histograms)
+               num_shard_groups=args.num_shard_groups, dedup_part=args.dedup_part,
+               num_dedup_parts=args.num_dedup_parts, decoder=args.decoder, progress=not args.no_progress,
+               histograms=not args.no_histograms, calibrate=args.calibrate)
     except (CurateError, FilterError, ValueError, FileNotFoundError) as e:
         print(f"videogen curate: error: {e}", file=sys.stderr)
         return 2
