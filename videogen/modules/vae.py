@@ -22,6 +22,7 @@ from lightning.pytorch import LightningModule
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from videogen.callbacks.video_logging import log_videos, side_by_side
+from videogen.encoding import decode_latents, encode_latents
 from videogen.losses.adversarial import adaptive_weight, hinge_d_loss, hinge_g_loss
 from videogen.models.vae import PatchDiscriminator3D, VideoAutoencoder
 from videogen.modules.guards import StepGuard, reliability_callbacks
@@ -231,7 +232,7 @@ class VAEModule(LightningModule):
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         x = batch["video"]
         vae = self.export_vae
-        rec = vae.decode(vae.encode(x).mode()).clamp(-1, 1)
+        rec = decode_latents(vae, encode_latents(vae, x))  # chunked and tiled from the memory budget
         bs = x.shape[0]
         self.log("val/psnr", psnr(x, rec).mean(), prog_bar=True, batch_size=bs, sync_dist=True)
         self.log("val/ssim", ssim(x, rec).mean(), batch_size=bs, sync_dist=True)
