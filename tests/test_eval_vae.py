@@ -154,3 +154,21 @@ def test_errors_name_the_input_and_exit_2(capsys, vae_export, shards, tmp_path):
     torch.save({"state_dict": {}}, not_vae)
     assert cli("--vae", str(not_vae), "--data", str(shards)) == 2
     assert "has no 'videogen' record" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_default_plan_from_a_small_memory_budget_is_exact(capsys, vae_export, tmp_path):
+    # a budget far below one pass: the plan chunks time and tiles space; both are exact at the default
+    # overlap (the receptive field), so the figures equal the one-pass run's
+    folder = tmp_path / "big"
+    folder.mkdir()
+    write_tar(folder / "shard-000000.tar", [clip_sample("big", 200, 160, 33, seed=5)])
+    one_pass = report_of(capsys, "--vae", str(vae_export), "--data", str(folder), "--memory-budget", "100")
+    planned = report_of(capsys, "--vae", str(vae_export), "--data", str(folder), "--memory-budget", "0.002")
+    assert one_pass["clips"][0]["chunk_frames"] is None and one_pass["clips"][0]["tile"] is None
+    clip = planned["clips"][0]
+    assert clip["chunk_frames"] == 16 and clip["tile"] is not None and clip["tile"] != [160, 200]
+    assert planned["psnr"] == pytest.approx(one_pass["psnr"], abs=1e-3)
+    assert planned["ssim"] == pytest.approx(one_pass["ssim"], abs=1e-4)
+    assert cli("--vae", str(vae_export), "--data", str(folder), "--memory-budget", "0") == 2
+    assert "--memory-budget 0.0: must be a positive number of GB" in capsys.readouterr().err

@@ -15,7 +15,9 @@ from typing import Any
 import torch
 
 from videogen.data.manifest import DatasetManifest
+from videogen.memory import bytes_per_element, inference_autocast, memory_budget
 from videogen.models.vae import VideoAutoencoder
+from videogen.models.vae.receptive import TilePlan, plan_tiles
 from videogen.pretrained import Export, load_stage
 
 
@@ -35,11 +37,52 @@ def vae_identity(export: Export) -> dict[str, Any]:
             "latent_mean": s["latent_mean"], "latent_std": s["latent_std"]}
 
 
+def plan_for(vae: VideoAutoencoder, shape: tuple[int, ...], device: torch.device | str,
+             memory_budget_gb: float | None = None) -> TilePlan:
+    """Chunks and tiles for a video batch of ``shape`` (B, C, T, H, W) pixels on ``device`` within its
+    memory budget (:func:`videogen.memory.memory_budget`)."""
+    b, _, t, h, w = shape
+    budget = memory_budget(device, memory_budget_gb) // max(1, b)
+    return plan_tiles(vae, t, h, w, budget, bytes_per_element(device))
+
+
 @torch.no_grad()
 def encode_latents(vae: VideoAutoencoder, video: torch.Tensor, chunk_frames: int | None = None,
-                   tile: tuple[int, int] | None = None) -> torch.Tensor:
-    """Videos ``(B, 3, T, H, W)`` in [-1, 1] -> raw latents ``(B, C, t, h, w)`` (posterior mean)."""
-    return vae.encode(video, chunk_frames=chunk_frames, tile=tile).mode()
+                   tile: tuple[int, int] | None = None, memory_budget_gb: float | None = None) -> torch.Tensor:
+    """Videos ``(B, 3, T, H, W)`` in [-1, 1] -> raw fp32 latents ``(B, C, t, h, w)`` (posterior mean).
+
+    Without ``chunk_frames`` and ``tile`` they are planned from the memory budget (exact: chunking is
+    exact and the default tile overlap covers the receptive field); bf16 autocast on CUDA.
+    """
+    overlap = None
+    if chunk_frames is None and tile is None:
+        plan = plan_for(vae, tuple(video.shape), video.device, memory_budget_gb)
+        chunk_frames, tile, overlap = plan.chunk_frames, plan.tile, plan.tile_overlap
+    with inference_autocast(video.device):
+        return vae.encode(video, chunk_frames=chunk_frames, tile=tile, tile_overlap=overlap).mode().float()
+
+
+def decode_plan(vae: VideoAutoencoder, z: torch.Tensor, memory_budget_gb: float | None = None) -> TilePlan:
+    """:func:`plan_for` the video that latents ``z`` (B, C, t, h, w) decode to."""
+    b, _, t, h, w = z.shape
+    sc = vae.spatial_compression
+    return plan_for(vae, (b, 3, vae.num_frames(t), h * sc, w * sc), z.device, memory_budget_gb)
+
+
+@torch.no_grad()
+def decode_latents(vae: VideoAutoencoder, z: torch.Tensor, memory_budget_gb: float | None = None) -> torch.Tensor:
+    """Raw latents ``(B, C, t, h, w)`` -> fp32 videos ``(B, 3, T, H, W)`` clamped to [-1, 1], chunked and
+    tiled from the memory budget, bf16 autocast on CUDA."""
+    plan = decode_plan(vae, z, memory_budget_gb)
+    with inference_autocast(z.device):
+        out, filled = None, 0
+        for chunk in vae.decode_chunks(z, plan.latent_chunk_frames(vae.temporal_compression), plan.tile,
+                                       plan.tile_overlap):
+            if out is None:
+                out = torch.empty((*chunk.shape[:2], vae.num_frames(z.shape[2]), *chunk.shape[3:]), device=z.device)
+            out[:, :, filled: filled + chunk.shape[2]] = chunk.clamp(-1, 1)
+            filled += chunk.shape[2]
+    return out
 
 
 def _moments(stats: dict[str, Any], z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

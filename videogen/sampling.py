@@ -33,7 +33,7 @@ import torch
 from torch import Tensor
 
 from videogen.diffusion import euler, heun, make_process, sampling_timesteps, timestep_shift
-from videogen.encoding import denormalize_latents, encode_latents, normalize_latents
+from videogen.encoding import decode_latents, denormalize_latents, encode_latents, normalize_latents
 
 SAMPLERS = {"euler": euler, "heun": heun}
 MODES = ("text", "image", "extend", "extend-backward", "connect", "edit")
@@ -186,4 +186,4 @@ def generate(dit, vae, stats: dict[str, Any], text: Tensor, text_mask: Tensor, n
     z = SAMPLERS[sampler](velocity, x, timesteps, callback)
     if cond is not None:  # the given frames exactly as given
         z = torch.where(given, cond.latents, z)
-    return vae.decode(denormalize_latents(z, stats)).clamp(-1, 1)
+    return decode_latents(vae, denormalize_latents(z, stats))

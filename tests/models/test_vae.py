@@ -183,9 +183,9 @@ def test_chunk_cache_memory_is_flat_in_clip_length():
 
 def test_tile_blending_is_exact_for_local_operations():
     x = torch.randn(1, 2, 3, 40, 52)  # 40 x 52: the last tiles are clamped, overlaps are uneven
-    torch.testing.assert_close(tiled_apply(lambda p: 2 * p, x, (16, 16), 8, Fraction(1)), 2 * x)
+    torch.testing.assert_close(tiled_apply(lambda p, i: 2 * p, x, (16, 16), 8, Fraction(1)), 2 * x)
     pool = torch.nn.AvgPool3d((1, 4, 4))
-    torch.testing.assert_close(tiled_apply(pool, x, (16, 16), 8, Fraction(1, 4)), pool(x))
+    torch.testing.assert_close(tiled_apply(lambda p, i: pool(p), x, (16, 16), 8, Fraction(1, 4)), pool(x))
     weights = blend_ramp(12, 8, ramp_in=True, ramp_out=True)
     torch.testing.assert_close(weights, torch.tensor([0, 0, 0.2, 0.4, 0.6, 0.8, 0.8, 0.6, 0.4, 0.2, 0, 0]))
 

@@ -1,6 +1,7 @@
 """VAEModule through a real Lightning Trainer on real shards: losses, NaN skips, GAN schedule,
 exact resume with both optimizers, export folders, video logging."""
 
+import itertools
 import json
 import math
 
@@ -150,3 +151,25 @@ def test_bf16_mixed_precision_trains(tmp_path, clip_shards):
     t.fit(module, datamodule=datamodule(clip_shards))
     assert torch.isfinite(t.logged_metrics["train/loss"]) and int(module.bad_steps) == 0
     assert all(p.dtype == torch.float32 for p in module.vae.parameters())  # master weights stay fp32
+
+
+def test_exported_latent_stats_are_a_fresh_measurement_with_the_exported_weights(tmp_path, clip_shards):
+    # no validation at the last step: StageExport measures at fit end with the EMA weights it exports
+    torch.manual_seed(0)
+    module = VAEModule(tiny_vae(), ema_decay=0.5, lr=3e-3, warmup_steps=1)
+    t = trainer(tmp_path, 6, callbacks=[StageExport(str(tmp_path / "export"), stats_batches=2)])
+    dm = datamodule(clip_shards)
+    t.fit(module, datamodule=dm)
+    stats = json.loads((tmp_path / "export" / "stats.json").read_text())
+    assert stats["measured_with"] == "export weights" and stats["measured_step"] == 6
+    exported = load_export(tmp_path / "export", expect=VideoAutoencoder).module.eval()
+    z = []
+    with torch.no_grad():
+        for batch in itertools.islice(iter(dm.val_dataloader()), 2):  # the same clips, measured afresh
+            z.append(exported.encode(batch["video"].float() / 127.5 - 1).mode().transpose(0, 1).flatten(1))
+    z = torch.cat(z, 1).double()  # c (clips t h w)
+    assert stats["measured_clips"] == 4
+    assert stats["latent_mean"] == pytest.approx(z.mean(1).tolist(), abs=1e-5)
+    assert stats["latent_std"] == pytest.approx(z.std(1, unbiased=False).tolist(), rel=1e-4)
+    running = module.latent_mean.tolist()  # the online encoder's running mean: another network
+    assert max(abs(a - b) for a, b in zip(running, stats["latent_mean"])) > 1e-3

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 from pathlib import Path
 
@@ -20,18 +21,30 @@ class StageExport(Callback):
     Every rank takes part in gathering the weights (under FSDP each rank holds a shard, so gathering
     is a collective); rank 0 writes the folder.
 
+    A module with ``measure_latent_stats`` (the VAE) whose export-weight statistics are older than
+    the final weights (no validation at the last step) has them measured again here, with the
+    exported weights on up to ``stats_batches`` validation batches, before the folder is written.
+
     Args:
         dirpath: the export folder; default ``<trainer.default_root_dir>/export``.
+        stats_batches: validation batches the fit-end measurement of latent statistics reads.
     """
 
-    def __init__(self, dirpath: str | None = None):
+    def __init__(self, dirpath: str | None = None, stats_batches: int = 16):
         self.dirpath = dirpath
+        self.stats_batches = stats_batches
 
     def on_fit_end(self, trainer, pl_module) -> None:
         state = trainer.strategy.lightning_module_state_dict()  # whole weights (on rank 0 under FSDP)
         if not trainer.is_global_zero:
             return
         folder = Path(self.dirpath or Path(trainer.default_root_dir) / "export")
+        if hasattr(pl_module, "measure_latent_stats") and not pl_module.stats_are_current:
+            loader = self._val_loader(trainer)
+            if loader is not None:
+                pl_module.measure_latent_stats(itertools.islice(iter(loader), self.stats_batches))
+                log.info("measured the latent statistics with the exported weights on %d clips",
+                         int(pl_module.export_clips))
         record: dict = {}
         pl_module.on_save_checkpoint(record)
         info = record["videogen"]
@@ -40,3 +53,14 @@ class StageExport(Callback):
         save_export(folder, module_from_state(info, state), info["stats"],
                     inputs={"stage": info["stage"], "global_step": trainer.global_step, "checkpoint": ckpt or None})
         log.info("exported the %s stage to %s", info["stage"], folder)
+
+    @staticmethod
+    def _val_loader(trainer):
+        dm = trainer.datamodule
+        if dm is None or not hasattr(dm, "val_dataloader"):
+            return None
+        try:
+            return dm.val_dataloader()
+        except Exception as e:  # a datamodule without validation data
+            log.info("StageExport: no validation data for the latent statistics (%s)", str(e).splitlines()[0][:200])
+            return None

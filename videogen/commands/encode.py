@@ -32,7 +32,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--buckets-from", default=None, metavar="CONFIG",
                         help="encode at the bucket table (and frame_stride / target_fps / span_clip) of this "
                              "training config's data section, e.g. configs/dit/quickstart.yaml")
-    parser.add_argument("--chunk-frames", type=int, default=None, help="encode long clips in chunks of this many frames")
+    parser.add_argument("--chunk-frames", type=int, default=None,
+                        help="encode long clips in chunks of this many frames (default: planned from --memory-budget)")
+    parser.add_argument("--memory-budget", type=float, default=None, metavar="GB",
+                        help="GB the VAE's activations may use; chunks and tiles are planned from it (default: "
+                             "half the free CUDA memory, or a tenth of the RAM on CPU)")
     parser.add_argument("--num-workers", type=int, default=1, help="dataloader workers per process (default 1)")
     parser.add_argument("--accelerator", default="auto")
     parser.add_argument("--devices", default="auto")
@@ -57,7 +61,7 @@ def buckets_from(config: str | Path) -> dict:
 
 def encode(vae: str, data: list[str] | str, out: str | Path, *, max_area: int = 256 * 256, max_frames: int = 33,
            size_multiple: int | None = None, frame_stride: int = 1, buckets: dict | None = None,
-           chunk_frames: int | None = None,
+           chunk_frames: int | None = None, memory_budget: float | None = None,
            num_workers: int = 1, accelerator: str = "auto", devices: str | int = "auto", num_nodes: int = 1,
            precision: str = "32-true", progress: bool = True) -> Path:
     from lightning.pytorch import Trainer
@@ -72,7 +76,7 @@ def encode(vae: str, data: list[str] | str, out: str | Path, *, max_area: int = 
     from videogen.encoding import vae_identity
     from videogen.modules.encode import EncodeModule
 
-    module = EncodeModule(vae, chunk_frames=chunk_frames)
+    module = EncodeModule(vae, chunk_frames=chunk_frames, memory_budget=memory_budget)
     check_out_apart(out, data)
     out = Path(out)
     identity = vae_identity(module.export)
@@ -130,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
         buckets = buckets_from(args.buckets_from) if args.buckets_from else None
         out = encode(args.vae, args.data, args.out, max_area=args.max_area, max_frames=args.max_frames,
                      size_multiple=args.size_multiple, frame_stride=args.frame_stride, buckets=buckets,
-                     chunk_frames=args.chunk_frames,
+                     chunk_frames=args.chunk_frames, memory_budget=args.memory_budget,
                      num_workers=args.num_workers, accelerator=args.accelerator, devices=args.devices,
                      num_nodes=args.num_nodes, precision=args.precision)
     except (FileNotFoundError, ValueError, TypeError) as e:

@@ -4,8 +4,11 @@ Every clip of the set is read once, in shard order, through the loader's own sta
 (``read_tar -> group_samples -> parse``) and decoded at its own resolution and length, trimmed to
 what the VAE accepts: the first ``1 + k*tc`` frames (the largest such count <= min(num_frames,
 --max-frames)) and a centred crop of H and W to multiples of sc. The clip is encoded, its
-posterior's mode decoded (with ``--chunk-frames`` / ``--tile`` as given) and compared with the
-input. Reported:
+posterior's mode decoded and compared with the input chunk by chunk (the reconstruction is never
+held whole in float). Chunks and tiles are planned from the memory budget (``--memory-budget``,
+default half the free CUDA memory or a tenth of the RAM; see ``videogen.memory``) unless
+``--chunk-frames`` / ``--tile`` are given; the tile overlap defaults to the one at which tiling is
+exact (``videogen.models.vae.receptive``); bf16 autocast on CUDA. Reported:
 
 * mean PSNR and SSIM over clips (``videogen.modules.vae.psnr`` / ``ssim``, the validation metrics;
   the reconstruction is clamped to [-1, 1] as in validation);
@@ -45,11 +48,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="use at most F frames of each clip (then trimmed to 1 + k*tc)")
     parser.add_argument("--chunk-frames", type=int, default=None, metavar="N",
                         help="encode N frames at a time (a multiple of the VAE's temporal compression tc) "
-                             "and decode N / tc latent frames at a time; default: one pass")
+                             "and decode N / tc latent frames at a time; default: planned from --memory-budget")
     parser.add_argument("--tile", type=int, nargs=2, default=None, metavar=("H", "W"),
-                        help="encode and decode in overlapping tiles of H x W pixels (multiples of sc)")
-    parser.add_argument("--tile-overlap", type=int, default=32, metavar="PX",
-                        help="overlap of neighbouring tiles in pixels (default 32; a multiple of sc)")
+                        help="encode and decode in overlapping tiles of H x W pixels (multiples of sc); "
+                             "default: planned from --memory-budget")
+    parser.add_argument("--tile-overlap", type=int, default=None, metavar="PX",
+                        help="overlap of neighbouring tiles in pixels (a multiple of sc; default: the VAE's "
+                             "receptive field, at which tiled equals untiled)")
+    parser.add_argument("--memory-budget", type=float, default=None, metavar="GB",
+                        help="GB the VAE's activations may use when chunks and tiles are planned (default: half "
+                             "the free CUDA memory, or a tenth of the RAM on CPU)")
     parser.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
     parser.add_argument("--decoder", default="auto", choices=["auto", "decord", "pyav"],
                         help="video decoder, as data.decoder (default auto: decord, PyAV fallback)")
@@ -81,10 +89,15 @@ def load_vae(path: str | Path):
     return export.module.eval(), export.stats
 
 
-def check_options(vae, chunk_frames: int | None, tile: tuple[int, int] | None, tile_overlap: int,
-                  max_frames: int | None, max_clips: int | None) -> None:
+def check_options(vae, chunk_frames: int | None, tile: tuple[int, int] | None, tile_overlap: int | None,
+                  max_frames: int | None, max_clips: int | None, memory_budget: float | None = None) -> None:
     """Raise :class:`EvalError` naming the option when the VAE cannot run with it."""
+    from videogen.models.vae.receptive import default_tile_overlap
+
     tc, sc = vae.temporal_compression, vae.spatial_compression
+    tile_overlap = default_tile_overlap(vae) if tile_overlap is None else tile_overlap
+    if memory_budget is not None and memory_budget <= 0:
+        raise EvalError(f"--memory-budget {memory_budget}: must be a positive number of GB, e.g. 4")
     if chunk_frames is not None and (chunk_frames <= 0 or chunk_frames % tc):
         raise EvalError(f"--chunk-frames {chunk_frames}: must be a positive multiple of the VAE's temporal "
                         f"compression {tc}, e.g. {4 * tc}")
@@ -92,7 +105,8 @@ def check_options(vae, chunk_frames: int | None, tile: tuple[int, int] | None, t
                              or tile_overlap >= min(tile)):
         raise EvalError(f"--tile {tile[0]} {tile[1]} --tile-overlap {tile_overlap}: tiles and overlap must be "
                         f"multiples of the VAE's spatial compression {sc} with 0 <= overlap < tile, "
-                        f"e.g. --tile {16 * sc} {16 * sc} --tile-overlap {4 * sc}")
+                        f"e.g. --tile {2 * tile_overlap + sc} {2 * tile_overlap + sc} (the default overlap is "
+                        f"{default_tile_overlap(vae)})")
     if max_frames is not None and max_frames < 1:
         raise EvalError(f"--max-frames {max_frames}: must be at least 1")
     if max_clips is not None and max_clips < 1:
@@ -127,6 +141,8 @@ class ClipResult:
     ssim: float
     encode_seconds: float
     decode_seconds: float
+    chunk_frames: int | None = None     # the plan the clip ran with (planned or given)
+    tile: list[int] | None = None
     colour: str | None = None           # the json's attributes.colour (synthetic clips only)
     colour_original: str | None = None  # what judge_clip says about the trimmed input
     colour_reconstruction: str | None = None  # ... and about the reconstruction
@@ -139,31 +155,73 @@ def _sync(device) -> None:
         torch.cuda.synchronize(device)
 
 
+@dataclass
+class Reconstruction:
+    psnr: float
+    ssim: float
+    encode_seconds: float
+    decode_seconds: float
+    chunk_frames: int | None
+    tile: tuple[int, int] | None
+    frames: Any = None  # (T, H, W, 3) uint8 of the reconstruction, when asked for
+
+
 def reconstruct(vae, video, chunk_frames: int | None = None, tile: tuple[int, int] | None = None,
-                tile_overlap: int = 32):
-    """``(reconstruction clamped to [-1, 1], encode seconds, decode seconds)`` of (B, C, T, H, W) in [-1, 1]."""
+                tile_overlap: int | None = None, memory_budget: float | None = None,
+                keep_frames: bool = False) -> Reconstruction:
+    """Encode and decode (1, C, T, H, W) in [-1, 1], comparing chunk by chunk as the decoder yields them.
+
+    PSNR is over the whole clip (summed squared error / all pixels), SSIM the mean over frames, both on
+    the reconstruction clamped to [-1, 1] (the validation metrics, ``videogen.modules.vae``). Chunks and
+    tiles come from the memory budget unless ``chunk_frames`` or ``tile`` is given.
+    """
     import torch
 
+    from videogen.encoding import plan_for
+    from videogen.memory import inference_autocast
+    from videogen.modules.vae import ssim
+
     tc = vae.temporal_compression
-    with torch.inference_mode():
+    if chunk_frames is None and tile is None:
+        plan = plan_for(vae, tuple(video.shape), video.device, memory_budget)
+        chunk_frames, tile, tile_overlap = plan.chunk_frames, plan.tile, plan.tile_overlap
+    squared, ssim_sum, filled, kept = 0.0, 0.0, 0, []
+    with torch.inference_mode(), inference_autocast(video.device):
         _sync(video.device)
         began = time.perf_counter()
         z = vae.encode(video, chunk_frames=chunk_frames, tile=tile, tile_overlap=tile_overlap).mode()
         _sync(video.device)
         encoded = time.perf_counter()
-        rec = vae.decode(z, chunk_frames=None if chunk_frames is None else chunk_frames // tc, tile=tile,
-                         tile_overlap=tile_overlap)
+        latent_chunk = None if chunk_frames is None else chunk_frames // tc
+        for chunk in vae.decode_chunks(z, latent_chunk, tile, tile_overlap):  # (1, C, frames, H, W)
+            rec = chunk.float().clamp_(-1, 1)
+            x = video[:, :, filled: filled + rec.shape[2]]
+            squared += ((x - rec) / 2).pow(2).sum(dtype=torch.float64).item()
+            for f in range(0, rec.shape[2], SSIM_FRAMES):  # the SSIM filter maps at a few frames' size
+                part = slice(f, f + SSIM_FRAMES)
+                ssim_sum += float(ssim(x[:, :, part], rec[:, :, part])[0]) * rec[:, :, part].shape[2]
+            if keep_frames:
+                kept.append(video_to_frames(rec))
+            filled += rec.shape[2]
+            del chunk, rec
         _sync(video.device)
         decoded = time.perf_counter()
-    return rec.clamp(-1, 1), encoded - began, decoded - encoded
+    import numpy as np
+
+    mse = max(squared / video.numel(), 1e-10)
+    return Reconstruction(float(-10 * np.log10(mse)), ssim_sum / filled, encoded - began, decoded - encoded,
+                          chunk_frames, tile, np.concatenate(kept) if keep_frames else None)
+
+
+SSIM_FRAMES = 4
 
 
 def frames_to_video(frames, device):
     """(T, H, W, 3) uint8 -> (1, 3, T, H, W) float in [-1, 1]."""
     import torch
 
-    x = torch.from_numpy(frames).to(device)
-    return (x.permute(3, 0, 1, 2).unsqueeze(0).float() / 127.5 - 1.0).contiguous()
+    x = torch.from_numpy(frames).to(device).permute(3, 0, 1, 2).contiguous()  # uint8, then one float copy
+    return x.unsqueeze(0).float().div_(127.5).sub_(1.0)
 
 
 def video_to_frames(video):
@@ -174,10 +232,9 @@ def video_to_frames(video):
 
 
 def evaluate_record(record, vae, decoder, device, max_frames=None, chunk_frames=None, tile=None,
-                    tile_overlap: int = 32) -> ClipResult | str:
+                    tile_overlap: int | None = None, memory_budget: float | None = None) -> ClipResult | str:
     """Evaluate one clip; a string is the reason it could not be used."""
     from videogen.data.decode import DecodeError, decoder_for
-    from videogen.modules.vae import psnr, ssim
 
     shape = trimmed_shape(record.num_frames, record.height, record.width, vae.temporal_compression,
                           vae.spatial_compression, max_frames)
@@ -193,17 +250,19 @@ def evaluate_record(record, vae, decoder, device, max_frames=None, chunk_frames=
         return (f"meta_mismatch: json says {record.width}x{record.height}, {record.num_frames} frames; decoded "
                 f"{tuple(frames.shape)}; fix the json (run `videogen inspect` on the set)")
     frames = frames[:, top: top + h, left: left + w]
-    x = frames_to_video(frames, device)
-    rec, enc_s, dec_s = reconstruct(vae, x, chunk_frames, tile, tile_overlap)
-    result = ClipResult(Path(record.url).name, record.key, t, h, w, float(psnr(x, rec)[0]), float(ssim(x, rec)[0]),
-                        enc_s, dec_s)
     attributes = record.meta.get("attributes")
-    if isinstance(attributes, dict) and isinstance(attributes.get("colour"), str):
+    judged = isinstance(attributes, dict) and isinstance(attributes.get("colour"), str)
+    x = frames_to_video(frames, device)
+    rec = reconstruct(vae, x, chunk_frames, tile, tile_overlap, memory_budget, keep_frames=judged)
+    del x
+    result = ClipResult(Path(record.url).name, record.key, t, h, w, rec.psnr, rec.ssim, rec.encode_seconds,
+                        rec.decode_seconds, rec.chunk_frames, list(rec.tile) if rec.tile else None)
+    if judged:
         from data_recipes.synthetic import judge_clip
 
         result.colour = attributes["colour"]
         result.colour_original = judge_clip(frames)["colour"]
-        result.colour_reconstruction = judge_clip(video_to_frames(rec))["colour"]
+        result.colour_reconstruction = judge_clip(rec.frames)["colour"]
     return result
 
 
@@ -239,7 +298,8 @@ def summarise(results: list[ClipResult]) -> dict[str, Any]:
 
 def evaluate(vae, urls: list[str], device, decoder_name: str = "auto", max_clips: int | None = None,
              max_frames: int | None = None, chunk_frames: int | None = None, tile: tuple[int, int] | None = None,
-             tile_overlap: int = 32, progress: bool = True, total: int | None = None) -> dict[str, Any]:
+             tile_overlap: int | None = None, progress: bool = True, total: int | None = None,
+             memory_budget: float | None = None) -> dict[str, Any]:
     """Evaluate the clips of ``urls`` in order: the summary plus ``clips`` and ``skipped`` lists."""
     from tqdm import tqdm
 
@@ -255,7 +315,8 @@ def evaluate(vae, urls: list[str], device, decoder_name: str = "auto", max_clips
         for record in iter_records(urls, decoder, skips):
             if max_clips is not None and len(results) >= max_clips:
                 break
-            outcome = evaluate_record(record, vae, decoder, device, max_frames, chunk_frames, tile, tile_overlap)
+            outcome = evaluate_record(record, vae, decoder, device, max_frames, chunk_frames, tile, tile_overlap,
+                                      memory_budget)
             if isinstance(outcome, str):
                 reason, _, detail = outcome.partition(": ")
                 skips.add(reason, record.url, record.key, detail)
@@ -303,7 +364,8 @@ def run(args: argparse.Namespace) -> int:
         return fail(f"--data {args.data}: {e}")
     try:
         vae, _ = load_vae(args.vae)
-        check_options(vae, args.chunk_frames, tile, args.tile_overlap, args.max_frames, args.max_clips)
+        check_options(vae, args.chunk_frames, tile, args.tile_overlap, args.max_frames, args.max_clips,
+                      args.memory_budget)
     except EvalError as e:
         return fail(str(e))
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -316,10 +378,11 @@ def run(args: argparse.Namespace) -> int:
               "num_parameters": sum(p.numel() for p in vae.parameters()),
               "temporal_compression": vae.temporal_compression, "spatial_compression": vae.spatial_compression,
               "max_frames": args.max_frames, "chunk_frames": args.chunk_frames,
-              "tile": list(tile) if tile else None, "tile_overlap": args.tile_overlap if tile else None}
+              "tile": list(tile) if tile else None, "tile_overlap": args.tile_overlap,
+              "memory_budget_gb": args.memory_budget}
     report.update(evaluate(vae, urls, device, args.decoder, args.max_clips, args.max_frames, args.chunk_frames,
                            tile, args.tile_overlap, progress=not args.no_progress,
-                           total=manifest.num_samples if manifest else None))
+                           total=manifest.num_samples if manifest else None, memory_budget=args.memory_budget))
     if report["num_clips"] == 0:
         reasons = sorted({s["reason"] for s in report["skipped"]})
         return fail(f"--data {args.data}: no clip could be evaluated ({len(urls)} shards, {report['num_skipped']} "

