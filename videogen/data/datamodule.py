@@ -73,28 +73,26 @@ def shard_shapes(urls: list[str], manifest: str | None = None, limits: TarLimits
     return shapes, count
 
 
-def _broadcast(obj: Any, trainer) -> Any:
-    if trainer is not None and trainer.world_size > 1:
-        return trainer.strategy.broadcast(obj, src=0)
-    box = [obj]
-    torch.distributed.broadcast_object_list(box, src=0)
-    return box[0]
-
-
-def decided_on_rank_zero(decide: Callable[[], T], trainer, rank: int, world_size: int) -> T:
-    """``decide()`` run on rank 0 only, its result sent to every rank (a collective: call it on all).
+def decided_on_rank_zero(decide: Callable[[], T]) -> T:
+    """``decide()`` run on global rank 0 only, its result sent to every process of the job (a
+    collective: call it on all; without a process group it is just ``decide()``).
 
     Rank 0's error is raised on every rank with the same words, so a shard set that cannot be sized
-    stops the whole job at setup instead of one rank while the others wait for it."""
-    if world_size <= 1:
+    stops the whole job at setup instead of one rank while the others wait for it. The ranks of a
+    sequence-parallel group share a data-parallel rank, so the decision cannot depend on it: it is
+    taken once for the whole job."""
+    dist = torch.distributed
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() <= 1:
         return decide()
     result, error = None, None
-    if rank == 0:
+    if dist.get_rank() == 0:
         try:
             result = decide()
         except Exception as e:  # noqa: BLE001 - sent to the other ranks, then raised here as it is
             error = e
-    result, failure = _broadcast((result, None if error is None else (type(error), str(error))), trainer)
+    box = [(result, None if error is None else (type(error), str(error)))]
+    dist.broadcast_object_list(box, src=0)
+    result, failure = box[0]
     if error is not None:
         raise error
     if failure is not None:
@@ -231,8 +229,7 @@ class VideoDataModule(LightningDataModule):
         rank, world = self._rank_world()
         # decided once, on rank 0, and sent to every rank: a shard that appears mid-glob or a read error on
         # one rank must not give the ranks different epoch lengths (they would hang in a collective)
-        urls, score_filter, n = decided_on_rank_zero(lambda: self._decide(shards, world, name, batches), self.trainer,
-                                                     rank, world)
+        urls, score_filter, n = decided_on_rank_zero(lambda: self._decide(shards, world, name, batches))
         if score_filter is not None:
             self.score_filter = score_filter
         stream = VideoStream(urls, self.bucketer, n, options=self.options, rank=rank, world_size=world,
