@@ -24,7 +24,9 @@ class _CPUFullyShardedDataParallel(fsdp.FullyShardedDataParallel):
         super().__init__(*args, device_id=torch.device("cpu"), **kwargs)
 
 
-class CPUFSDPStrategy(FSDPStrategy):
+class OnCPU:
+    """Mixed in before an FSDP strategy: its model is wrapped with FSDP on the CPU device."""
+
     def _setup_model(self, model):
         original = fsdp.FullyShardedDataParallel
         fsdp.FullyShardedDataParallel = _CPUFullyShardedDataParallel  # Lightning imports it inside the call
@@ -32,3 +34,7 @@ class CPUFSDPStrategy(FSDPStrategy):
             return super()._setup_model(model)
         finally:
             fsdp.FullyShardedDataParallel = original
+
+
+class CPUFSDPStrategy(OnCPU, FSDPStrategy):
+    pass

@@ -120,6 +120,22 @@ def wait_for(path: Path, proc: subprocess.Popen, log: Path, timeout: float = 240
         time.sleep(0.05)
 
 
+def kill_mid_save(tmp_path: Path, run: Path, shards: Path, max_steps: int) -> tuple[Path, Path]:
+    """Train the tiny VAE with a checkpoint every step and SIGKILL it half-way through writing the
+    second ``last.ckpt`` (step 1's is complete by then): ``(checkpoint folder, marker)``, the marker
+    holding the byte count the interrupted write was heading for."""
+    import signal
+
+    cfg = fit_config(tmp_path / "c.yaml", run, shards, tiny_vae_model(), max_steps, every=1)
+    marker = tmp_path / "saving"
+    proc = start_fit(["--config", str(cfg)], tmp_path / "log", VG_SLOW_SAVE=f"last.ckpt.:{marker}",
+                     VG_SLOW_SAVE_SKIP="1")
+    wait_for(marker, proc, tmp_path / "log")
+    os.kill(proc.pid, signal.SIGKILL)
+    assert proc.wait(30) == -signal.SIGKILL
+    return run / "ckpt", marker
+
+
 def read_record(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 

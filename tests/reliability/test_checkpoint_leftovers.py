@@ -2,7 +2,6 @@
 is refused at resume with one line naming the keys that do not fit."""
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -10,7 +9,7 @@ import time
 import pytest
 import torch
 
-from reliability_helpers import ROOT, child_env, fit_config, make_shards, run_fit, start_fit, tiny_vae_model, wait_for
+from reliability_helpers import ROOT, child_env, fit_config, kill_mid_save, make_shards, run_fit, tiny_vae_model
 from videogen.checkpoint_io import AtomicCheckpointIO
 
 
@@ -64,14 +63,7 @@ def test_partials_of_killed_saves_are_removed_at_the_next_save_and_live_ones_kep
 @pytest.mark.slow
 def test_a_run_killed_mid_save_leaves_no_partial_after_it_resumes(tmp_path, shards):
     run = tmp_path / "run"
-    cfg = fit_config(tmp_path / "c.yaml", run, shards, tiny_vae_model(), 2, every=1)
-    marker = tmp_path / "saving"
-    proc = start_fit(["--config", str(cfg)], tmp_path / "log", VG_SLOW_SAVE=f"last.ckpt.:{marker}",
-                     VG_SLOW_SAVE_SKIP="1")
-    wait_for(marker, proc, tmp_path / "log")
-    os.kill(proc.pid, signal.SIGKILL)
-    assert proc.wait(30) == -signal.SIGKILL
-    folder = run / "ckpt"
+    folder, _ = kill_mid_save(tmp_path, run, shards, 2)
     assert [p.name for p in folder.iterdir() if p.name.endswith(".partial")]  # what the kill left
     cfg = fit_config(tmp_path / "c2.yaml", run, shards, tiny_vae_model(), 3, every=1)
     assert run_fit(["--config", str(cfg), "--ckpt_path", str(folder / "last.ckpt")], tmp_path / "log2") == 0, \

@@ -1,9 +1,7 @@
 """Checkpoints survive a kill mid-save and a full disk, and are never a way to run code."""
 
 import ast
-import os
 import pickle
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from reliability_helpers import ROOT, child_env, fit_config, make_shards, start_fit, tiny_vae_model, wait_for
+from reliability_helpers import ROOT, child_env, fit_config, kill_mid_save, make_shards, tiny_vae_model
 from videogen.checkpoint_io import AtomicCheckpointIO
 
 
@@ -29,16 +27,8 @@ def test_every_videogen_fit_writes_checkpoints_atomically(tmp_path, shards):
 
 
 def test_sigkill_in_the_middle_of_a_save_keeps_the_previous_checkpoint(tmp_path, shards):
-    run = tmp_path / "run"
-    cfg = fit_config(tmp_path / "c.yaml", run, shards, tiny_vae_model(), 4, every=1)
-    marker = tmp_path / "saving"
     # the 2nd write of last.ckpt (step 2) stops half-way; step 1's last.ckpt is complete by then
-    proc = start_fit(["--config", str(cfg)], tmp_path / "log", VG_SLOW_SAVE=f"last.ckpt.:{marker}",
-                     VG_SLOW_SAVE_SKIP="1")
-    wait_for(marker, proc, tmp_path / "log")
-    os.kill(proc.pid, signal.SIGKILL)
-    assert proc.wait(30) == -signal.SIGKILL
-    folder = run / "ckpt"
+    folder, marker = kill_mid_save(tmp_path, tmp_path / "run", shards, 4)
     partial = [p for p in folder.iterdir() if p.name.endswith(".partial")]
     assert len(partial) == 1 and 0 < partial[0].stat().st_size < int(marker.read_text())  # killed mid-write
     last = torch.load(folder / "last.ckpt", weights_only=True)  # whole, and data only
