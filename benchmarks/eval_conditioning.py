@@ -123,20 +123,16 @@ class Bench:
     """The loaded exports and the one sampling call every mode goes through."""
 
     def __init__(self, args: argparse.Namespace):
-        from videogen.encoding import load_vae
-        from videogen.models.dit import DiT
-        from videogen.models.text import FrozenTextEncoder
-        from videogen.pretrained import load_stage
-        from videogen.sampling import NULL_CAPTION
+        from videogen.sampling import NULL_CAPTION, load_trained_dit
 
-        export = load_stage(args.dit, expect=DiT)
-        self.stats = export.stats
-        vae_export = load_vae(args.vae)
-        if vae_export.manifest["weights_sha256"] != self.stats["vae"]["weights_sha256"]:
-            raise SystemExit(f"eval_conditioning: the VAE at {args.vae} is not the one {args.dit} was trained with")
+        try:
+            trained = load_trained_dit(args.dit, vae=args.vae)
+        except ValueError as e:  # the VAE is not the DiT's
+            raise SystemExit(f"eval_conditioning: {e}") from None
+        self.stats = trained.stats
         self.device = torch.device(args.device)
-        self.dit, self.vae = export.module.to(self.device).eval(), vae_export.module.to(self.device).eval()
-        self.text_encoder = FrozenTextEncoder(self.stats["text_encoder"], self.stats["text_max_length"]).to(self.device)
+        self.dit, self.vae = trained.dit.to(self.device).eval(), trained.vae_export.module.to(self.device).eval()
+        self.text_encoder = trained.text_encoder.to(self.device)
         self.null = [x.to(self.device) for x in self.text_encoder([NULL_CAPTION])]
         if args.null_branch == "zeros":
             self.null = [torch.zeros_like(x) for x in self.null]

@@ -52,17 +52,11 @@ def main() -> None:
     args = parser.parse_args()
 
     from data_recipes.synthetic import judge_clip
-    from videogen.encoding import load_vae
-    from videogen.models.dit import DiT
-    from videogen.models.text import FrozenTextEncoder
-    from videogen.pretrained import load_stage
-    from videogen.sampling import NULL_CAPTION, generate, sampling_kwargs
+    from videogen.sampling import NULL_CAPTION, generate, load_trained_dit, sampling_kwargs
 
     torch.set_grad_enabled(False)
-    export = load_stage(args.dit, expect=DiT)
-    stats = export.stats
-    vae = load_vae(stats["vae"]["source"]).module
-    text_encoder = FrozenTextEncoder(stats["text_encoder"], stats["text_max_length"])
+    trained = load_trained_dit(args.dit)
+    stats, vae, text_encoder = trained.stats, trained.vae_export.module, trained.text_encoder
     null = text_encoder([NULL_CAPTION])
     samples = held_out_samples(args.num_prompts, args.seed)
     frames, height, width = args.shape
@@ -71,7 +65,7 @@ def main() -> None:
         chunk = samples[i: i + args.batch]
         prompts = [s["txt"] if args.caption == "txt" else s["json"]["captions"][args.caption] for s in chunk]
         text, mask = text_encoder(prompts)
-        videos = generate(export.module, vae, stats, text, mask, *null, num_frames=frames, height=height, width=width,
+        videos = generate(trained.dit, vae, stats, text, mask, *null, num_frames=frames, height=height, width=width,
                           steps=args.steps, cfg=args.cfg, seed=1000 + i, **sampling_kwargs(stats))
         for s, prompt, video in zip(chunk, prompts, videos):
             judged = judge_clip(to_pixels(video))

@@ -48,6 +48,37 @@ class Conditioning:
     mask: Tensor
 
 
+@dataclass
+class TrainedDiT:
+    """A DiT export with the VAE export it was trained on and its frozen text encoder (on the CPU)."""
+
+    dit: Any
+    vae_export: Any
+    stats: dict[str, Any]
+    text_encoder: Any
+    step: int | None  # the checkpoint's global step (None for an export folder)
+
+
+def load_trained_dit(path: str, vae: str | None = None) -> TrainedDiT:
+    """The DiT at ``path`` (export or checkpoint) with the VAE its export names (or ``vae``) and its text
+    encoder; a VAE whose weights are not the ones the DiT was trained with is refused."""
+    from videogen.encoding import load_vae
+    from videogen.models.dit import DiT
+    from videogen.models.text import FrozenTextEncoder
+    from videogen.pretrained import load_stage
+
+    export = load_stage(path, expect=DiT)
+    stats = export.stats
+    source = vae or stats["vae"]["source"]
+    vae_export = load_vae(source)
+    if vae_export.manifest["weights_sha256"] != stats["vae"]["weights_sha256"]:
+        raise ValueError(f"the VAE at {source} is not the one the DiT at {path} was trained with (weights "
+                         "changed): restore it, or train the DiT again")
+    text_encoder = FrozenTextEncoder(stats["text_encoder"], stats["text_max_length"])
+    return TrainedDiT(export.module, vae_export, stats, text_encoder,
+                      export.manifest.get("inputs", {}).get("global_step"))
+
+
 def frame_mask(mode: str, latent_frames: int, given: int = 1) -> Tensor:
     """(t,) float mask of the latent frames a mode gives."""
     m = torch.zeros(latent_frames)

@@ -81,25 +81,19 @@ def sample_videos(args: argparse.Namespace, prompts: list[str], shard=None):
     :class:`~videogen.parallel.sequence.UlyssesShard`) this rank holds its share of every clip's tokens."""
     import torch
 
-    from videogen.encoding import load_vae, normalize_latents, encode_latents
-    from videogen.models.dit import DiT
-    from videogen.models.text import FrozenTextEncoder
-    from videogen.pretrained import load_stage
-    from videogen.sampling import NULL_CAPTION, conditioning_from_video, connect_frames, generate, sampling_kwargs
+    from videogen.encoding import normalize_latents, encode_latents
+    from videogen.sampling import (NULL_CAPTION, conditioning_from_video, connect_frames, generate, load_trained_dit,
+                                   sampling_kwargs)
 
-    export = load_stage(args.ckpt, expect=DiT)
-    stats = export.stats
-    vae_export = load_vae(stats["vae"]["source"])
-    if vae_export.manifest["weights_sha256"] != stats["vae"]["weights_sha256"]:
-        raise ValueError(f"the VAE at {stats['vae']['source']} is not the one this DiT was trained with (weights "
-                         "changed): restore it, or train the DiT again")
+    trained = load_trained_dit(args.ckpt)
+    stats = trained.stats
     device = torch.device(args.device)
-    dit, vae = export.module.to(device), vae_export.module.to(device)
+    dit, vae = trained.dit.to(device), trained.vae_export.module.to(device)
     if shard is not None:
         from videogen.parallel.sequence import apply_sequence_parallel
 
         apply_sequence_parallel(dit, shard)
-    text_encoder = FrozenTextEncoder(stats["text_encoder"], stats["text_max_length"]).to(device)
+    text_encoder = trained.text_encoder.to(device)
     text, mask = text_encoder(prompts)
     null_text, null_mask = text_encoder([NULL_CAPTION])
     tc = stats["temporal_compression"]

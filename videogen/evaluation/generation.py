@@ -23,21 +23,12 @@ class Generator:
 
 def load_generator(path: str, device: str = "cpu") -> Generator:
     """The DiT at ``path`` with the VAE and text encoder its export names (a changed VAE is refused)."""
-    from videogen.encoding import load_vae
-    from videogen.models.dit import DiT
-    from videogen.models.text import FrozenTextEncoder
-    from videogen.pretrained import load_stage
+    from videogen.sampling import load_trained_dit
 
-    export = load_stage(path, expect=DiT)
-    stats = export.stats
-    vae_export = load_vae(stats["vae"]["source"])
-    if vae_export.manifest["weights_sha256"] != stats["vae"]["weights_sha256"]:
-        raise ValueError(f"the VAE at {stats['vae']['source']} is not the one the DiT at {path} was trained with "
-                         "(weights changed): restore it, or train the DiT again")
+    trained = load_trained_dit(path)
     dev = torch.device(device)
-    text = FrozenTextEncoder(stats["text_encoder"], stats["text_max_length"]).to(dev)
-    return Generator(export.module.to(dev).eval(), vae_export.module.to(dev).eval(), stats, text, dev,
-                     export.manifest.get("inputs", {}).get("global_step"), vae_export)
+    return Generator(trained.dit.to(dev).eval(), trained.vae_export.module.to(dev).eval(), trained.stats,
+                     trained.text_encoder.to(dev), dev, trained.step, trained.vae_export)
 
 
 @torch.no_grad()
