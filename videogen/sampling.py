@@ -33,6 +33,7 @@ import torch
 from torch import Tensor
 
 from videogen.diffusion import euler, heun, make_process, sampling_timesteps, timestep_shift
+from videogen.diffusion.timesteps import flow_match_timesteps
 from videogen.encoding import decode_latents, denormalize_latents, encode_latents, normalize_latents
 
 SAMPLERS = {"euler": euler, "heun": heun}
@@ -64,10 +65,11 @@ def load_trained_dit(path: str, vae: str | None = None) -> TrainedDiT:
     encoder; a VAE whose weights are not the ones the DiT was trained with is refused."""
     from videogen.encoding import load_vae
     from videogen.models.dit import DiT
+    from videogen.models.dit.diffusers_adapters import DiffusersTransformer
     from videogen.models.text import FrozenTextEncoder
     from videogen.pretrained import load_stage
 
-    export = load_stage(path, expect=DiT)
+    export = load_stage(path, expect=(DiT, DiffusersTransformer))
     stats = export.stats
     source = vae or stats["vae"]["source"]
     vae_export = load_vae(source)
@@ -146,9 +148,15 @@ def connect_frames(vae, stats: dict[str, Any], start: Tensor, end: Tensor, laten
 
 
 def sampling_kwargs(stats: dict[str, Any]) -> dict[str, Any]:
-    """The process and shift a DiT export records (older exports: rectified flow, uncapped shift)."""
-    return {"process": stats.get("process", "rectified_flow"), "shift_base_tokens": stats.get("shift_base_tokens"),
-            "shift_max": stats.get("shift_max")}
+    """The process, shift and timestep spacing a DiT export records (older exports: rectified flow,
+    uncapped token-count shift, linear spacing)."""
+    out = {"process": stats.get("process", "rectified_flow"), "shift_base_tokens": stats.get("shift_base_tokens"),
+           "shift_max": stats.get("shift_max")}
+    if stats.get("shift") is not None:
+        out["shift"] = stats["shift"]
+    if stats.get("timestep_spacing", "linear") != "linear":
+        out["spacing"] = stats["timestep_spacing"]
+    return out
 
 
 @torch.no_grad()
@@ -157,14 +165,37 @@ def generate(dit, vae, stats: dict[str, Any], text: Tensor, text_mask: Tensor, n
              cfg: float = 4.0, seed: int | list[int] = 0, sampler: str = "euler", process: str = "rectified_flow",
              shift_base_tokens: int | None = 256, shift_max: float | None = 5.0, shift: float | None = None,
              cond: Conditioning | None = None, init: Tensor | None = None, strength: float = 1.0,
-             callback: Callable | None = None) -> Tensor:
-    """Sample videos for encoded prompts ``text`` (B, L, D) / ``text_mask`` (B, L): (B, 3, T, H, W) in [-1, 1].
+             callback: Callable | None = None, spacing: str = "linear", noise: Tensor | None = None,
+             net_kwargs: dict[str, Any] | None = None) -> Tensor:
+    """Sample videos for encoded prompts ``text`` (B, L, D) / ``text_mask`` (B, L): (B, 3, T, H, W) in [-1, 1]:
+    :func:`generate_latents`, denormalised with the VAE's statistics and decoded."""
+    z = generate_latents(dit, stats, text, text_mask, null_text, null_mask, num_frames=num_frames, height=height,
+                         width=width, steps=steps, cfg=cfg, seed=seed, sampler=sampler, process=process,
+                         shift_base_tokens=shift_base_tokens, shift_max=shift_max, shift=shift, cond=cond, init=init,
+                         strength=strength, callback=callback, spacing=spacing, noise=noise, net_kwargs=net_kwargs)
+    return decode_latents(vae, denormalize_latents(z, stats))
+
+
+@torch.no_grad()
+def generate_latents(dit, stats: dict[str, Any], text: Tensor, text_mask: Tensor, null_text: Tensor | None = None,
+                     null_mask: Tensor | None = None, *, num_frames: int, height: int, width: int, steps: int = 30,
+                     cfg: float = 4.0, seed: int | list[int] = 0, sampler: str = "euler",
+                     process: str = "rectified_flow", shift_base_tokens: int | None = 256,
+                     shift_max: float | None = 5.0, shift: float | None = None, cond: Conditioning | None = None,
+                     init: Tensor | None = None, strength: float = 1.0, callback: Callable | None = None,
+                     spacing: str = "linear", noise: Tensor | None = None,
+                     net_kwargs: dict[str, Any] | None = None) -> Tensor:
+    """The sampled normalised latents (B, C, t, h, w) for encoded prompts (see :func:`generate`).
 
     ``null_text``/``null_mask`` (1 or B rows): the encoded :data:`NULL_CAPTION`, needed when ``cfg`` != 1.
     ``seed``: one seed for the batch's noise, or one per video (video i then gets the noise a batch
     of one with ``seed[i]`` gets, however the prompts are batched).
     ``shift``: a fixed timestep shift instead of the trained one. ``init`` (normalised latents) with
-    ``strength`` < 1 starts from the noised clip (SDEdit).
+    ``strength`` < 1 starts from the noised clip (SDEdit). ``spacing``: ``linear`` (the shifted linear
+    schedule) or ``flow_match`` (diffusers' ``FlowMatchEulerDiscreteScheduler`` sigmas, what Wan and LTX
+    are sampled with; text-to-video only). ``noise``: the initial noise instead of ``seed``'s.
+    ``net_kwargs``: extra conditioning the network takes per video (e.g. Wan i2v's ``image_embeds``),
+    doubled along with the batch under guidance.
     """
     tc, sc = stats["temporal_compression"], stats["spatial_compression"]
     if (num_frames - 1) % tc or height % sc or width % sc:
@@ -180,7 +211,11 @@ def generate(dit, vae, stats: dict[str, Any], text: Tensor, text_mask: Tensor, n
         raise ValueError("classifier-free guidance (cfg != 1) needs null_text/null_mask: the encoded NULL_CAPTION")
     proc = make_process(process)
     device = text.device
-    if isinstance(seed, int):
+    if noise is not None:
+        noise = noise.to(device=text.device, dtype=torch.float32)
+        if tuple(noise.shape) != shape:
+            raise ValueError(f"noise of shape {tuple(noise.shape)} given for latents of shape {shape}")
+    elif isinstance(seed, int):
         noise = torch.randn(shape, generator=torch.Generator(device).manual_seed(seed), device=device)
     else:
         noise = torch.stack([torch.randn(shape[1:], generator=torch.Generator(device).manual_seed(s), device=device)
@@ -189,18 +224,27 @@ def generate(dit, vae, stats: dict[str, Any], text: Tensor, text_mask: Tensor, n
         shift = (timestep_shift(shape[2] // pt, shape[3] // ph * (shape[4] // pw), shift_base_tokens, shift_max)
                  if shift_base_tokens else 1.0)
     start = strength if init is not None else 1.0
-    timesteps = sampling_timesteps(steps, shift=shift, start=start, device=device)
+    if spacing == "flow_match":
+        if start != 1.0:
+            raise ValueError("spacing 'flow_match' samples from pure noise only (no --mode edit)")
+        timesteps = flow_match_timesteps(steps, shift=shift, device=device)
+    elif spacing == "linear":
+        timesteps = sampling_timesteps(steps, shift=shift, start=start, device=device)
+    else:
+        raise ValueError(f"unknown timestep spacing {spacing!r}: use linear or flow_match")
     x = noise if init is None else proc.add_noise(init, noise, timesteps[0].expand(b))
     if cfg != 1.0:
         null_text, null_mask = null_text.expand(b, *text.shape[1:]), null_mask.expand(b, text_mask.shape[1])
     given = None if cond is None else cond.mask.bool().expand(shape)
+    extra = net_kwargs or {}
 
     def network(xt: Tensor, t: Tensor) -> Tensor:
         if cfg == 1.0:
             half = {} if cond is None else {"cond": cond.latents, "cond_mask": cond.mask}
-            return dit(xt, t, text, text_mask, **half)
+            return dit(xt, t, text, text_mask, **half, **extra)
         kw = {} if cond is None else {"cond": torch.cat([cond.latents, cond.latents]),
                                       "cond_mask": torch.cat([cond.mask, cond.mask])}
+        kw.update({k: torch.cat([v, v]) for k, v in extra.items()})
         out = dit(torch.cat([xt, xt]), torch.cat([t, t]), torch.cat([text, null_text]),
                   torch.cat([text_mask, null_mask]), **kw)
         c, u = out.chunk(2)
@@ -217,4 +261,4 @@ def generate(dit, vae, stats: dict[str, Any], text: Tensor, text_mask: Tensor, n
     z = SAMPLERS[sampler](velocity, x, timesteps, callback)
     if cond is not None:  # the given frames exactly as given
         z = torch.where(given, cond.latents, z)
-    return decode_latents(vae, denormalize_latents(z, stats))
+    return z

@@ -53,3 +53,23 @@ def sampling_timesteps(num_steps: int, shift: float = 1.0, start: float = 1.0, d
     """(num_steps + 1,) decreasing from shift(start) to 0 for the samplers; start < 1 begins partway (SDEdit)."""
     t = torch.linspace(start, 0.0, num_steps + 1, device=device, dtype=torch.float64)
     return shift_timesteps(t, shift).float()
+
+
+SPACINGS = ("linear", "flow_match")
+
+
+def flow_match_timesteps(num_steps: int, shift: float = 1.0, num_train_timesteps: int = 1000,
+                         device=None) -> Tensor:
+    """(num_steps + 1,) the sigmas of diffusers' ``FlowMatchEulerDiscreteScheduler(shift=shift)`` after
+    ``set_timesteps(num_steps)`` (the spacing Wan's and LTX's pipelines sample with): ``num_steps`` values
+    linear from 1 to the shifted smallest training sigma, shifted, then 0. Computed as the scheduler does
+    (float32 training sigmas, float64 spacing and shift, float32 result), so the same steps give the same
+    timesteps bit for bit."""
+    import numpy as np
+
+    train = torch.linspace(1, num_train_timesteps, num_train_timesteps, dtype=torch.float32).flip(0) / num_train_timesteps
+    sigma_min = (shift * train / (1 + (shift - 1) * train))[-1].item()
+    sigmas = np.linspace(1.0 * num_train_timesteps, sigma_min * num_train_timesteps, num_steps) / num_train_timesteps
+    sigmas = shift * sigmas / (1 + (shift - 1) * sigmas)
+    out = torch.from_numpy(sigmas).to(torch.float32)
+    return torch.cat([out, torch.zeros(1)]).to(device)

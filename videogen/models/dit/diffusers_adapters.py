@@ -1,0 +1,271 @@
+"""Pretrained diffusers video transformers as the stage-3 network, behind the call signature of our DiT.
+
+    net(x (B, C, T, H, W) normalised latents x_t, t (B,) in [0, 1], text (B, L, D), text_mask (B, L),
+        cond=None, cond_mask=None) -> (B, C, T, H, W) the model's own prediction
+
+One adapter per family, each loading exactly one diffusers class from a local folder (a model folder
+with ``config.json`` and ``diffusion_pytorch_model*.safetensors``, or a downloaded pipeline folder,
+whose ``transformer/`` is then used):
+
+* :class:`WanTransformer` -- ``WanTransformer3DModel`` (Wan 2.1 text-to-video, and image-to-video when
+  its config has ``image_dim``): flow matching, timestep ``1000 t`` (diffusers' ``sigma * 1000``), the
+  caption's UMT5 tokens zero-padded without a mask (as ``WanPipeline`` gives them);
+* :class:`CogVideoXTransformer` -- ``CogVideoXTransformer3DModel``: v-prediction DDPM, integer-spaced
+  timestep ``999 t`` (see :class:`videogen.diffusion.DiscreteDDPM`), the T5 tokens zero-padded;
+* :class:`LTXVideoTransformer` -- ``LTXVideoTransformer3DModel``: flow matching, timestep ``1000 t``,
+  the T5 tokens with their attention mask, latents packed to tokens as ``LTXPipeline`` packs them.
+
+Nothing from the folder picks code: the class is the adapter's own (``config.json``'s
+``_class_name`` must name it), the weights load only from safetensors (a folder with only pickled
+``.bin``/``.pt`` weights is refused), ``config.json`` is bounded in size.
+
+LoRA (``lora_rank``): peft adapters are added to ``lora_target_modules`` of the frozen base; only
+they train, and the module's ``state_dict`` holds only them (checkpoints and exports are the adapter
+weights; the base is read from ``path`` again). :meth:`DiffusersTransformer.diffusers_lora` gives them
+in the format diffusers' ``pipe.load_lora_weights`` loads (``videogen.pretrained.save_export`` writes
+``pytorch_lora_weights.safetensors`` with the pipeline class's own ``save_lora_weights``);
+:meth:`DiffusersTransformer.merge_lora` folds them into the base weights. Without ``lora_rank``
+every weight trains (a full finetune) and is exported.
+
+Packing several clips into one token row is refused: these models attend over all tokens of a row.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from videogen.pretrained import Configurable
+
+MAX_CONFIG_BYTES = 1 << 20  # a model's config.json is a few KB
+WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def _model_folder(path: str, class_name: str) -> tuple[Path, dict[str, Any]]:
+    """The folder holding the transformer's config.json and safetensors weights, and that config, checked:
+    its ``_class_name`` is ``class_name`` and its weights are safetensors."""
+    folder = Path(path).expanduser()
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: no such folder (init arg path: a local diffusers {class_name} folder, "
+                                "or a downloaded pipeline folder with a transformer/ subfolder)")
+    if not (folder / "config.json").is_file() and (folder / "transformer" / "config.json").is_file():
+        folder = folder / "transformer"
+    config_file = folder / "config.json"
+    if not config_file.is_file():
+        raise FileNotFoundError(f"{folder}: has no config.json: point init arg path at a diffusers {class_name} "
+                                "folder (config.json + diffusion_pytorch_model.safetensors)")
+    if config_file.stat().st_size > MAX_CONFIG_BYTES:
+        raise ValueError(f"{config_file}: {config_file.stat().st_size} bytes, more than a model config holds; refused")
+    try:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise ValueError(f"{config_file}: not readable JSON ({str(e).splitlines()[0][:200]})") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"{config_file}: not a JSON object")
+    if config.get("_class_name") != class_name:
+        raise ValueError(f"{config_file}: _class_name {config.get('_class_name')!r} is not {class_name}, the only "
+                         "class this adapter loads: use the adapter of that model's family, or the right folder")
+    if not ((folder / WEIGHTS_NAME).is_file() or (folder / f"{WEIGHTS_NAME}.index.json").is_file()):
+        pickled = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)
+        if pickled:
+            raise ValueError(f"{folder}: has only pickled weights ({', '.join(pickled[:3])}), which videogen never "
+                             "loads: convert them to safetensors (diffusers' save_pretrained(safe_serialization=True))")
+        raise FileNotFoundError(f"{folder}: no {WEIGHTS_NAME} (or its .index.json): download the model's weights")
+    return folder, config
+
+
+class DiffusersTransformer(nn.Module):
+    """What every family shares: loading, LoRA, gradient checkpointing, the wrap unit. Subclasses set
+    ``diffusers_class``, ``pipeline_class`` and ``block_name``, and define ``forward``."""
+
+    diffusers_class = ""  # the one diffusers model class the adapter loads (config.json's _class_name)
+    pipeline_class = ""  # the diffusers pipeline whose save_lora_weights writes the LoRA file
+    block_name = ""  # the transformer block class: FSDP / activation-checkpointing / compile unit
+    timestep_scale = 1000.0  # the network's timestep = timestep_scale * t
+    sequence_parallel = None  # our Ulysses hook does not reach into diffusers' attention
+
+    def _setup(self, path: str, lora_rank: int | None, lora_alpha: float | None,
+               lora_target_modules: list[str] | None, gradient_checkpointing: bool, dtype: str) -> None:
+        import diffusers
+
+        if dtype not in DTYPES:
+            raise ValueError(f"{type(self).__name__} init arg dtype={dtype!r}: use {', '.join(DTYPES)}")
+        if lora_rank is not None and lora_rank < 1:
+            raise ValueError(f"{type(self).__name__} init arg lora_rank={lora_rank}: a positive rank, or null for a "
+                             "full finetune")
+        folder, config = _model_folder(path, self.diffusers_class)
+        cls = getattr(diffusers, self.diffusers_class)  # the adapter's own class, never one a file names
+        if torch.get_default_device().type == "meta":  # a shape check (videogen.pretrained): structure only
+            self.transformer = cls.from_config(config)
+        else:
+            self.transformer = cls.from_pretrained(str(folder), use_safetensors=True, local_files_only=True,
+                                                   torch_dtype=DTYPES[dtype])
+        self.transformer.train()  # from_pretrained leaves it in eval mode; the enclosing module decides
+        self.config = dict(self.transformer.config)
+        self.lora_rank = lora_rank
+        self._frozen_names: frozenset[str] = frozenset()
+        if lora_rank is not None:
+            from peft import LoraConfig
+
+            self.transformer.requires_grad_(False)
+            targets = list(lora_target_modules or self.default_lora_targets)
+            try:
+                self.transformer.add_adapter(LoraConfig(r=lora_rank, lora_alpha=lora_alpha or lora_rank,
+                                                        target_modules=targets, init_lora_weights=True))
+            except ValueError as e:  # peft: target modules not found
+                raise ValueError(f"{type(self).__name__} init arg lora_target_modules={targets} matched no layer of "
+                                 f"{self.diffusers_class} ({str(e).splitlines()[0][:120]}): name its Linear layers "
+                                 f"(e.g. {list(self.default_lora_targets)})") from None
+            self._frozen_names = frozenset(f"transformer.{n}" for n, p in self.transformer.named_parameters()
+                                           if not p.requires_grad)
+            self.register_state_dict_post_hook(self._drop_frozen)
+            self.register_load_state_dict_post_hook(self._ignore_missing_frozen)
+        self.gradient_checkpointing = gradient_checkpointing
+        if gradient_checkpointing:
+            self.transformer.enable_gradient_checkpointing()
+
+    default_lora_targets: tuple[str, ...] = ("to_q", "to_k", "to_v", "to_out.0")
+
+    # ---- LoRA: only the adapters are state ----------------------------------------------------
+
+    @staticmethod
+    def _drop_frozen(module: "DiffusersTransformer", state: dict[str, Any], prefix: str, local_metadata) -> None:
+        for name in module._frozen_names:
+            state.pop(prefix + name, None)
+
+    @staticmethod
+    def _ignore_missing_frozen(module: "DiffusersTransformer", incompatible) -> None:
+        frozen = module._frozen_names
+        incompatible.missing_keys[:] = [k for k in incompatible.missing_keys
+                                        if not any(k == n or k.endswith("." + n) for n in frozen)]
+
+    def diffusers_lora(self) -> tuple[Any, dict[str, Tensor], dict[str, Any]] | None:
+        """``(pipeline class, LoRA layers, adapter metadata)`` for ``pipeline_class.save_lora_weights``
+        (peft's key names, which diffusers prefixes with ``transformer.``); None without LoRA."""
+        if self.lora_rank is None:
+            return None
+        import diffusers
+        from peft.utils import get_peft_model_state_dict
+
+        layers = {k: v.detach().cpu().contiguous() for k, v in get_peft_model_state_dict(self.transformer).items()}
+        return getattr(diffusers, self.pipeline_class), layers, self.transformer.peft_config["default"].to_dict()
+
+    def merge_lora(self) -> "DiffusersTransformer":
+        """Fold the LoRA adapters into the base weights in place: afterwards this is a plain finetuned model
+        (every weight is state, ``lora_rank`` None in its config)."""
+        if self.lora_rank is None:
+            return self
+        self.transformer.fuse_lora()
+        self.transformer.unload_lora()
+        self._frozen_names = frozenset()
+        self.lora_rank = None
+        self.__dict__["_init_args"] = {**self._init_args, "lora_rank": None, "lora_alpha": None,
+                                       "lora_target_modules": None}
+        return self
+
+    # ---- what DiTModule, sampling and the strategies read -------------------------------------
+
+    @property
+    def in_channels(self) -> int:
+        """Latent channels (the VAE's); the network's own input may be wider (Wan i2v's conditioning)."""
+        return int(self.config["out_channels"] or self.config["in_channels"])
+
+    @property
+    def block_class(self) -> type:
+        import diffusers.models.transformers as transformers
+
+        for module in self.transformer.modules():
+            if type(module).__name__ == self.block_name:
+                return type(module)
+        return getattr(transformers, self.block_name)
+
+    @property
+    def _no_split_modules(self) -> tuple[str, ...]:
+        return (self.block_name,)
+
+    def _refuse_pack(self, x) -> None:
+        if isinstance(x, (list, tuple)):
+            raise ValueError(f"{self.diffusers_class} cannot train on packed rows (its attention spans every token "
+                             "of a row): give the data buckets (data.init_args.buckets), not a token_budget")
+
+    def _net_dtype(self) -> torch.dtype:
+        return next(self.transformer.parameters()).dtype
+
+
+class WanTransformer(Configurable, DiffusersTransformer):
+    """Wan 2.1's ``WanTransformer3DModel`` (text-to-video; image-to-video when its config has ``image_dim``).
+
+    Args:
+        path: the local transformer folder (or the downloaded pipeline folder, e.g. Wan-AI/Wan2.1-T2V-1.3B-Diffusers).
+        lora_rank: LoRA rank; None: full finetune (every weight trains).
+        lora_alpha: LoRA scale numerator (the update is alpha / rank * B A); default: the rank.
+        lora_target_modules: module names (peft's ``target_modules``) that get adapters; default the
+            attention projections ``to_q``, ``to_k``, ``to_v``, ``to_out.0`` of self- and cross-attention.
+        gradient_checkpointing: recompute each block in backward (diffusers' own checkpointing).
+        dtype: the weights' dtype as loaded (float32 for mixed precision training).
+    """
+
+    diffusers_class = "WanTransformer3DModel"
+    pipeline_class = "WanPipeline"
+    block_name = "WanTransformerBlock"
+
+    def __init__(self, path: str, lora_rank: int | None = None, lora_alpha: float | None = None,
+                 lora_target_modules: list[str] | None = None, gradient_checkpointing: bool = False,
+                 dtype: str = "float32") -> None:
+        super().__init__()
+        self._setup(path, lora_rank, lora_alpha, lora_target_modules, gradient_checkpointing, dtype)
+        self.image_to_video = self.config.get("image_dim") is not None
+        if self.image_to_video:
+            self.pipeline_class = "WanImageToVideoPipeline"
+        self.frame_conditioning = self.image_to_video
+
+    @property
+    def patch_size(self) -> tuple[int, int, int]:
+        return tuple(self.config["patch_size"])
+
+    def forward(
+        self,
+        x: Tensor,  # (B, C, T, H, W) noisy latents
+        t: Tensor,  # (B,) in [0, 1]
+        text: Tensor,  # (B, L, D) UMT5 tokens, zero at padding (Wan takes no text mask)
+        text_mask: Tensor,  # (B, L) unused: the zero padding is what WanPipeline gives the model
+        cond: Tensor | None = None,  # i2v: (B, C, T, H, W) clean latents of the given frames
+        cond_mask: Tensor | None = None,  # i2v: (B, 1, T, H, W) 1 where given
+        pad_to: int | None = None,
+        image_embeds: Tensor | None = None,  # i2v: (B, 257, 1280) CLIP image tokens
+    ) -> Tensor:
+        self._refuse_pack(x)
+        dtype = self._net_dtype()
+        hidden = x
+        if self.image_to_video:
+            hidden = torch.cat([x, wan_i2v_condition(cond, cond_mask, x, self.temporal_compression)], dim=1)
+            if image_embeds is None:
+                raise ValueError("WanTransformer (image-to-video) needs image_embeds: the CLIP image tokens")
+            image_embeds = image_embeds.to(dtype)
+        elif cond is not None or image_embeds is not None:
+            raise ValueError("cond / image_embeds given to a text-to-video WanTransformer3DModel (no image_dim)")
+        return self.transformer(hidden_states=hidden.to(dtype), timestep=t * self.timestep_scale,
+                                encoder_hidden_states=text.to(dtype), encoder_hidden_states_image=image_embeds,
+                                return_dict=False)[0]
+
+    temporal_compression = 4  # Wan's VAE: the i2v mask channels are the pixel-frame mask folded by it
+
+
+def wan_i2v_condition(cond: Tensor | None, cond_mask: Tensor | None, x: Tensor, temporal_compression: int) -> Tensor:
+    """Wan i2v's extra input channels, as ``WanImageToVideoPipeline.prepare_latents`` builds them:
+    ``cat([mask (tc channels), latents of the given frames (C)])`` (B, tc + C, T, H, W). The pixel-frame
+    mask (first pixel frame given, repeated tc times so it folds into latent frame 0) is folded per
+    latent frame into tc channels; ``cond`` is the normalised latent of the given frame followed by the
+    latents of zero frames, as the pipeline encodes ``[image, zeros...]``; without cond: all zeros."""
+    b, c, t, h, w = x.shape
+    if cond is None:
+        return x.new_zeros(b, temporal_compression + c, t, h, w)
+    given = cond_mask[:, :, :, :1, :1].to(x.dtype).expand(b, temporal_compression, t, h, w) if cond_mask is not None \
+        else x.new_zeros(b, temporal_compression, t, h, w)
+    return torch.cat([given.expand(b, temporal_compression, t, h, w), cond.to(x.dtype)], dim=1)
