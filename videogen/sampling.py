@@ -33,10 +33,12 @@ import torch
 from torch import Tensor
 
 from videogen.diffusion import euler, heun, make_process, sampling_timesteps, timestep_shift
+from videogen.diffusion.discrete import DiscreteDDPM, trailing_timesteps
+from videogen.diffusion.samplers import ddim
 from videogen.diffusion.timesteps import flow_match_timesteps
 from videogen.encoding import decode_latents, denormalize_latents, encode_latents, normalize_latents
 
-SAMPLERS = {"euler": euler, "heun": heun}
+SAMPLERS = {"euler": euler, "heun": heun}  # and "ddim" for the discrete DDPM (CogVideoX)
 MODES = ("text", "image", "extend", "extend-backward", "connect", "edit")
 NULL_CAPTION = ""  # "no caption": what caption dropout trains on and the guided sampler's null branch
 
@@ -76,7 +78,8 @@ def load_trained_dit(path: str, vae: str | None = None) -> TrainedDiT:
     if vae_export.manifest["weights_sha256"] != stats["vae"]["weights_sha256"]:
         raise ValueError(f"the VAE at {source} is not the one the DiT at {path} was trained with (weights "
                          "changed): restore it, or train the DiT again")
-    text_encoder = FrozenTextEncoder(stats["text_encoder"], stats["text_max_length"])
+    text_encoder = FrozenTextEncoder(stats["text_encoder"], stats["text_max_length"],
+                                     attend_padding=getattr(export.module, "text_attends_padding", False))
     return TrainedDiT(export.module, vae_export, stats, text_encoder,
                       export.manifest.get("inputs", {}).get("global_step"))
 
@@ -156,35 +159,38 @@ def sampling_kwargs(stats: dict[str, Any]) -> dict[str, Any]:
         out["shift"] = stats["shift"]
     if stats.get("timestep_spacing", "linear") != "linear":
         out["spacing"] = stats["timestep_spacing"]
+    if stats.get("snr_shift_scale") is not None:
+        out["snr_shift_scale"] = stats["snr_shift_scale"]
     return out
 
 
 @torch.no_grad()
 def generate(dit, vae, stats: dict[str, Any], text: Tensor, text_mask: Tensor, null_text: Tensor | None = None,
              null_mask: Tensor | None = None, *, num_frames: int, height: int, width: int, steps: int = 30,
-             cfg: float = 4.0, seed: int | list[int] = 0, sampler: str = "euler", process: str = "rectified_flow",
+             cfg: float = 4.0, seed: int | list[int] = 0, sampler: str | None = None, process: str = "rectified_flow",
              shift_base_tokens: int | None = 256, shift_max: float | None = 5.0, shift: float | None = None,
              cond: Conditioning | None = None, init: Tensor | None = None, strength: float = 1.0,
              callback: Callable | None = None, spacing: str = "linear", noise: Tensor | None = None,
-             net_kwargs: dict[str, Any] | None = None) -> Tensor:
+             net_kwargs: dict[str, Any] | None = None, snr_shift_scale: float = 3.0) -> Tensor:
     """Sample videos for encoded prompts ``text`` (B, L, D) / ``text_mask`` (B, L): (B, 3, T, H, W) in [-1, 1]:
     :func:`generate_latents`, denormalised with the VAE's statistics and decoded."""
     z = generate_latents(dit, stats, text, text_mask, null_text, null_mask, num_frames=num_frames, height=height,
                          width=width, steps=steps, cfg=cfg, seed=seed, sampler=sampler, process=process,
                          shift_base_tokens=shift_base_tokens, shift_max=shift_max, shift=shift, cond=cond, init=init,
-                         strength=strength, callback=callback, spacing=spacing, noise=noise, net_kwargs=net_kwargs)
+                         strength=strength, callback=callback, spacing=spacing, noise=noise, net_kwargs=net_kwargs,
+                         snr_shift_scale=snr_shift_scale)
     return decode_latents(vae, denormalize_latents(z, stats))
 
 
 @torch.no_grad()
 def generate_latents(dit, stats: dict[str, Any], text: Tensor, text_mask: Tensor, null_text: Tensor | None = None,
                      null_mask: Tensor | None = None, *, num_frames: int, height: int, width: int, steps: int = 30,
-                     cfg: float = 4.0, seed: int | list[int] = 0, sampler: str = "euler",
+                     cfg: float = 4.0, seed: int | list[int] = 0, sampler: str | None = None,
                      process: str = "rectified_flow", shift_base_tokens: int | None = 256,
                      shift_max: float | None = 5.0, shift: float | None = None, cond: Conditioning | None = None,
                      init: Tensor | None = None, strength: float = 1.0, callback: Callable | None = None,
                      spacing: str = "linear", noise: Tensor | None = None,
-                     net_kwargs: dict[str, Any] | None = None) -> Tensor:
+                     net_kwargs: dict[str, Any] | None = None, snr_shift_scale: float = 3.0) -> Tensor:
     """The sampled normalised latents (B, C, t, h, w) for encoded prompts (see :func:`generate`).
 
     ``null_text``/``null_mask`` (1 or B rows): the encoded :data:`NULL_CAPTION`, needed when ``cfg`` != 1.
@@ -193,7 +199,9 @@ def generate_latents(dit, stats: dict[str, Any], text: Tensor, text_mask: Tensor
     ``shift``: a fixed timestep shift instead of the trained one. ``init`` (normalised latents) with
     ``strength`` < 1 starts from the noised clip (SDEdit). ``spacing``: ``linear`` (the shifted linear
     schedule) or ``flow_match`` (diffusers' ``FlowMatchEulerDiscreteScheduler`` sigmas, what Wan and LTX
-    are sampled with; text-to-video only). ``noise``: the initial noise instead of ``seed``'s.
+    are sampled with; text-to-video only) or ``trailing`` (diffusers' trailing DDIM timesteps, CogVideoX's).
+    ``sampler``: euler, heun, or ddim (the discrete DDPM's); None: ddim for the discrete DDPM, else euler.
+    ``noise``: the initial noise instead of ``seed``'s.
     ``net_kwargs``: extra conditioning the network takes per video (e.g. Wan i2v's ``image_embeds``),
     doubled along with the batch under guidance.
     """
@@ -209,7 +217,14 @@ def generate_latents(dit, stats: dict[str, Any], text: Tensor, text_mask: Tensor
                          f"--height/--width multiples of {sc * max(ph, pw)}")
     if cfg != 1.0 and null_text is None:
         raise ValueError("classifier-free guidance (cfg != 1) needs null_text/null_mask: the encoded NULL_CAPTION")
-    proc = make_process(process)
+    proc = make_process(process, snr_shift_scale)
+    discrete = isinstance(proc, DiscreteDDPM)
+    sampler = sampler or ("ddim" if discrete else "euler")
+    if discrete != (sampler == "ddim"):
+        raise ValueError(f"--sampler {sampler} does not sample the {process} process: use "
+                         f"{'ddim' if discrete else 'euler or heun'}")
+    if discrete and (cond is not None or init is not None):
+        raise ValueError("the discrete DDPM (CogVideoX) samples text-to-video only here (no --image, --video)")
     device = text.device
     if noise is not None:
         noise = noise.to(device=text.device, dtype=torch.float32)
@@ -228,10 +243,12 @@ def generate_latents(dit, stats: dict[str, Any], text: Tensor, text_mask: Tensor
         if start != 1.0:
             raise ValueError("spacing 'flow_match' samples from pure noise only (no --mode edit)")
         timesteps = flow_match_timesteps(steps, shift=shift, device=device)
+    elif spacing == "trailing":
+        timesteps = trailing_timesteps(steps, proc.num_train_timesteps if discrete else 1000, device=device)
     elif spacing == "linear":
         timesteps = sampling_timesteps(steps, shift=shift, start=start, device=device)
     else:
-        raise ValueError(f"unknown timestep spacing {spacing!r}: use linear or flow_match")
+        raise ValueError(f"unknown timestep spacing {spacing!r}: use linear, flow_match or trailing")
     x = noise if init is None else proc.add_noise(init, noise, timesteps[0].expand(b))
     if cfg != 1.0:
         null_text, null_mask = null_text.expand(b, *text.shape[1:]), null_mask.expand(b, text_mask.shape[1])
@@ -258,7 +275,10 @@ def generate_latents(dit, stats: dict[str, Any], text: Tensor, text_mask: Tensor
         v = proc.velocity(network(xt, t), xt, t)
         return torch.where(given, proc.velocity(proc.target(cond.latents, noise, t), on_path, t), v)
 
-    z = SAMPLERS[sampler](velocity, x, timesteps, callback)
+    if discrete:
+        z = ddim(proc)(network, x, timesteps, callback)
+    else:
+        z = SAMPLERS[sampler](velocity, x, timesteps, callback)
     if cond is not None:  # the given frames exactly as given
         z = torch.where(given, cond.latents, z)
     return z

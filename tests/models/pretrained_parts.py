@@ -53,3 +53,26 @@ def tiny_wan_vae(z_dim=4):
     return AutoencoderKLWan(base_dim=3, z_dim=z_dim, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
                             temperal_downsample=[False, True, True], latents_mean=[0.0] * z_dim,
                             latents_std=[1.0] * z_dim).eval()
+
+
+def tiny_cogvideox(folder, rotary=True, seed=0):
+    """A 1-block CogVideoXTransformer3DModel on 4-channel latents, 32-wide text of 8 tokens; rotary: the 5b kind
+    (3D RoPE), else the 2b kind (sincos positional embeddings over text + video)."""
+    from diffusers import CogVideoXTransformer3DModel
+
+    torch.manual_seed(seed)
+    CogVideoXTransformer3DModel(num_attention_heads=2, attention_head_dim=16, in_channels=4, out_channels=4,
+                                time_embed_dim=8, text_embed_dim=32, num_layers=1, sample_width=12, sample_height=8,
+                                sample_frames=9, patch_size=2, temporal_compression_ratio=4, max_text_seq_length=8,
+                                use_rotary_positional_embeddings=rotary).save_pretrained(folder)
+    return folder
+
+
+def tiny_cogvideox_vae():
+    from diffusers import AutoencoderKLCogVideoX
+
+    torch.manual_seed(0)
+    return AutoencoderKLCogVideoX(in_channels=3, out_channels=3, down_block_types=("CogVideoXDownBlock3D",) * 4,
+                                  up_block_types=("CogVideoXUpBlock3D",) * 4, block_out_channels=(8, 8, 8, 8),
+                                  latent_channels=4, layers_per_block=1, norm_num_groups=2,
+                                  temporal_compression_ratio=4).eval()

@@ -27,7 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fps", type=int, default=8)
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--cfg", type=float, default=4.0, help="classifier-free guidance scale (1: off)")
-    parser.add_argument("--sampler", choices=["euler", "heun"], default="euler")
+    parser.add_argument("--sampler", choices=["euler", "heun", "ddim"],
+                        help="default: ddim for a DiT trained with the discrete DDPM (CogVideoX), else euler")
     parser.add_argument("--shift", type=float, help="a fixed timestep shift (default: the export's, from the "
                                                     "clip's spatial and temporal tokens, capped)")
     parser.add_argument("--seed", type=int, default=0)

@@ -55,7 +55,7 @@ def sampling_timesteps(num_steps: int, shift: float = 1.0, start: float = 1.0, d
     return shift_timesteps(t, shift).float()
 
 
-SPACINGS = ("linear", "flow_match")
+SPACINGS = ("linear", "flow_match", "trailing")
 
 
 def flow_match_timesteps(num_steps: int, shift: float = 1.0, num_train_timesteps: int = 1000,

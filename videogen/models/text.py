@@ -93,10 +93,13 @@ class FrozenTextEncoder(nn.Module):
         cache_size: keep the embeddings of this many most recent distinct texts, on the CPU (0 = no cache).
         dtype: weights' dtype: "auto" (bf16 when CUDA is available, else fp32), "float32", "bfloat16" or
             "float16". An encoder run on the CPU in half precision is cast to fp32 there.
+        attend_padding: run the encoder without an attention mask over the padded caption and keep the
+            padding positions' outputs (what CogVideoX's pipeline gives its transformer); the mask returned
+            still marks the real tokens.
     """
 
     def __init__(self, path_or_name: str | None = None, max_length: int = 77, cache_size: int = 0,
-                 dtype: str = "auto") -> None:
+                 dtype: str = "auto", attend_padding: bool = False) -> None:
         super().__init__()
         from transformers import AutoTokenizer
 
@@ -132,6 +135,7 @@ class FrozenTextEncoder(nn.Module):
         self.path_or_name = path_or_name
         self.max_length = max_length
         self.cache_size = cache_size
+        self.attend_padding = attend_padding
         self._cache: OrderedDict[str, tuple[Tensor, Tensor]] = OrderedDict()
         self.train(False)
 
@@ -154,8 +158,10 @@ class FrozenTextEncoder(nn.Module):
         batch = self.tokenizer(
             list(texts), padding="max_length", truncation=True, max_length=self.max_length, return_tensors="pt"
         ).to(weight.device)
-        hidden = self.encoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
         mask = batch["attention_mask"].bool()  # (B, L)
+        if self.attend_padding:
+            return self.encoder(input_ids=batch["input_ids"]).last_hidden_state.float(), mask
+        hidden = self.encoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
         return hidden.float() * mask[..., None], mask
 
     def forward(self, texts: list[str]) -> tuple[Tensor, Tensor]:
@@ -170,7 +176,7 @@ class FrozenTextEncoder(nn.Module):
             tokens, mask = self.encode(missing)
             for text, tok, m in zip(missing, tokens, mask):
                 fresh[text] = (tok, m)
-                self._cache[text] = (tok[m].cpu(), m.cpu())  # the valid tokens only, on the CPU
+                self._cache[text] = (tok.cpu() if self.attend_padding else tok[m].cpu(), m.cpu())  # the valid tokens only
         out_tok, out_mask = [], []
         for text in texts:
             if text in fresh:
@@ -178,8 +184,11 @@ class FrozenTextEncoder(nn.Module):
             else:
                 valid, m = self._cache[text]
                 m = m.to(device)
-                tok = valid.new_zeros((self.max_length, valid.shape[-1])).to(device)
-                tok[m] = valid.to(device)
+                if self.attend_padding:  # every position kept
+                    tok = valid.to(device)
+                else:
+                    tok = valid.new_zeros((self.max_length, valid.shape[-1])).to(device)
+                    tok[m] = valid.to(device)
             self._cache.move_to_end(text)
             out_tok.append(tok)
             out_mask.append(m)

@@ -68,6 +68,7 @@ class DiTModule(LightningModule):
         shift_max: float | None = 5.0,
         shift: float | None = None,
         timestep_spacing: str = "linear",
+        snr_shift_scale: float = 3.0,
         timestep_mean: float = 0.0,
         timestep_std: float = 1.0,
         lr: float = 3e-4,
@@ -97,8 +98,9 @@ class DiTModule(LightningModule):
                 falls back to ``txt``. Default ``{"txt": 1.0}``.
             caption_dropout: share of captions replaced by the empty caption (for CFG).
             cond_prob: share of clips trained with given frames (needs ``dit.frame_conditioning``).
-            process: the diffusion process, ``rectified_flow`` or ``ddpm`` (v-prediction, zero terminal
-                SNR); the export records it and ``videogen sample`` uses it.
+            process: the diffusion process, ``rectified_flow``, ``ddpm`` (v-prediction, zero terminal
+                SNR) or ``ddpm_discrete`` (CogVideoX's own 1000-step v-prediction table, zero terminal SNR);
+                the export records it and ``videogen sample`` uses it.
             shift_base_tokens, shift_max: the timestep shift
                 min(shift_max, sqrt(spatial_tokens / shift_base_tokens) * sqrt(temporal_tokens))
                 (``videogen.diffusion.timestep_shift``; shift_base_tokens None: no shift, shift_max None:
@@ -106,7 +108,10 @@ class DiTModule(LightningModule):
             shift: a fixed timestep shift for training and sampling instead of the token-count one (a
                 pretrained model's own: Wan's ``flow_shift``, 3.0 at 480p, 5.0 at 720p).
             timestep_spacing: the sampling schedule recorded in the export: ``linear`` (ours) or
-                ``flow_match`` (diffusers' FlowMatchEulerDiscreteScheduler spacing, Wan's and LTX's).
+                ``flow_match`` (diffusers' FlowMatchEulerDiscreteScheduler spacing, Wan's and LTX's) or
+                ``trailing`` (the integer timesteps of diffusers' trailing DDIM, CogVideoX's).
+            snr_shift_scale: ``process: ddpm_discrete`` only: CogVideoX's SNR shift of its alphas (3.0 for
+                CogVideoX-2b, 1.0 for 5b).
             timestep_mean, timestep_std: logit-normal training timesteps.
             lr, betas, weight_decay, warmup_steps, decay_steps, min_lr_ratio: AdamW, warm-up, cosine.
             ema_decay: EMA of the DiT (validation, sampling, export); None: off.
@@ -129,7 +134,7 @@ class DiTModule(LightningModule):
         if timestep_spacing not in SPACINGS:
             raise ValueError(f"model.init_args.timestep_spacing={timestep_spacing!r}: use one of {', '.join(SPACINGS)}")
         self.dit = dit
-        self.process = make_process(process)
+        self.process = make_process(process, snr_shift_scale)
         # frozen collaborators live outside the state dict: checkpoints hold only what trains
         self._frozen: dict[str, Any] = {}
         self.vae_export = load_vae(vae)
@@ -154,8 +159,9 @@ class DiTModule(LightningModule):
         if "text" not in self._frozen:
             from videogen.models.text import FrozenTextEncoder
 
-            self._frozen["text"] = FrozenTextEncoder(self.hparams.text_encoder, self.hparams.text_max_length,
-                                                     cache_size=4096)
+            self._frozen["text"] = FrozenTextEncoder(  # a pretrained family's own text path (CogVideoX: unmasked)
+                self.hparams.text_encoder, self.hparams.text_max_length, cache_size=4096,
+                attend_padding=getattr(self.dit, "text_attends_padding", False))
         enc = self._frozen["text"]
         return enc.to(self.device)
 
@@ -381,6 +387,7 @@ class DiTModule(LightningModule):
                 "process": self.hparams.process,
                 "frame_conditioning": self.dit.frame_conditioning,
                 **({"shift": self.hparams.shift} if self.hparams.shift is not None else {}),
+                **({"snr_shift_scale": self.hparams.snr_shift_scale} if self.hparams.process == "ddpm_discrete" else {}),
                 **({"timestep_spacing": self.hparams.timestep_spacing}
                    if self.hparams.timestep_spacing != "linear" else {})}
 

@@ -269,3 +269,92 @@ def wan_i2v_condition(cond: Tensor | None, cond_mask: Tensor | None, x: Tensor, 
     given = cond_mask[:, :, :, :1, :1].to(x.dtype).expand(b, temporal_compression, t, h, w) if cond_mask is not None \
         else x.new_zeros(b, temporal_compression, t, h, w)
     return torch.cat([given.expand(b, temporal_compression, t, h, w), cond.to(x.dtype)], dim=1)
+
+
+class CogVideoXTransformer(Configurable, DiffusersTransformer):
+    """CogVideoX's ``CogVideoXTransformer3DModel`` (text-to-video, 1.0 and 1.5), trained with
+    ``process: ddpm_discrete`` (v-prediction on its integer timesteps). Its text is T5 run over the padded
+    caption without a mask (``text_attends_padding``: the text encoder keeps the padding's outputs, as
+    ``CogVideoXPipeline`` does) at exactly ``max_text_seq_length`` tokens (226) when the model adds
+    positional embeddings; its latents are (B, T, C, H, W) inside and RoPE (5b, 1.5) is built from the
+    latent grid as the pipeline builds it.
+
+    Args: as :class:`WanTransformer` (``path`` e.g. THUDM/CogVideoX-2b's folder).
+    """
+
+    diffusers_class = "CogVideoXTransformer3DModel"
+    pipeline_class = "CogVideoXPipeline"
+    block_name = "CogVideoXBlock"
+    text_attends_padding = True
+    frame_conditioning = False
+    default_lora_targets = ("to_q", "to_k", "to_v", "to_out.0")
+
+    def __init__(self, path: str, lora_rank: int | None = None, lora_alpha: float | None = None,
+                 lora_target_modules: list[str] | None = None, gradient_checkpointing: bool = False,
+                 dtype: str = "float32") -> None:
+        super().__init__()
+        self._setup(path, lora_rank, lora_alpha, lora_target_modules, gradient_checkpointing, dtype)
+        if self.config.get("ofs_embed_dim") or self.config["in_channels"] != self.config["out_channels"]:
+            raise ValueError(f"{path}: a CogVideoX image-to-video transformer (in_channels {self.config['in_channels']}"
+                             f", out_channels {self.config['out_channels']}); only text-to-video CogVideoX trains here")
+
+    @property
+    def patch_size(self) -> tuple[int, int, int]:
+        p = int(self.config["patch_size"])
+        return int(self.config.get("patch_size_t") or 1), p, p
+
+    def _rotary(self, t: int, h: int, w: int, device) -> tuple[Tensor, Tensor] | None:
+        """CogVideoXPipeline._prepare_rotary_positional_embeddings for a latent grid (t, h, w)."""
+        if not self.config["use_rotary_positional_embeddings"]:
+            return None
+        from diffusers.models.embeddings import get_3d_rotary_pos_embed
+
+        c = self.config
+        p, p_t = c["patch_size"], c.get("patch_size_t")
+        grid_h, grid_w = h // p, w // p
+        base_w, base_h = c["sample_width"] // p, c["sample_height"] // p
+        if p_t is None:
+            return get_3d_rotary_pos_embed(embed_dim=c["attention_head_dim"],
+                                           crops_coords=_crop_region((grid_h, grid_w), base_w, base_h),
+                                           grid_size=(grid_h, grid_w), temporal_size=t, device=device)
+        return get_3d_rotary_pos_embed(embed_dim=c["attention_head_dim"], crops_coords=None, grid_size=(grid_h, grid_w),
+                                       temporal_size=(t + p_t - 1) // p_t, grid_type="slice",
+                                       max_size=(base_h, base_w), device=device)
+
+    def forward(
+        self,
+        x: Tensor,  # (B, C, T, H, W) noisy latents
+        t: Tensor,  # (B,) in [0, 1]: the integer timestep round(1000 t) - 1 (videogen.diffusion.DiscreteDDPM)
+        text: Tensor,  # (B, L, D) T5 outputs over the padded caption (padding kept)
+        text_mask: Tensor,  # (B, L) unused: CogVideoX attends to every text position
+        cond: Tensor | None = None,
+        cond_mask: Tensor | None = None,
+        pad_to: int | None = None,
+    ) -> Tensor:
+        self._refuse_pack(x)
+        if cond is not None:
+            raise ValueError("cond given to a text-to-video CogVideoXTransformer3DModel")
+        c = self.config
+        positional = c["use_learned_positional_embeddings"] or not c["use_rotary_positional_embeddings"]
+        if positional and text.shape[1] != c["max_text_seq_length"]:
+            raise ValueError(f"CogVideoX takes exactly max_text_seq_length={c['max_text_seq_length']} text tokens "
+                             f"(got {text.shape[1]}): set model.init_args.text_max_length: {c['max_text_seq_length']}")
+        dtype = self._net_dtype()
+        timestep = torch.round(t.double() * self.timestep_scale).long() - 1
+        rotary = self._rotary(*x.shape[2:], x.device)
+        out = self.transformer(hidden_states=x.transpose(1, 2).to(dtype),  # b c t h w -> b t c h w
+                               encoder_hidden_states=text.to(dtype), timestep=timestep,
+                               image_rotary_emb=rotary, return_dict=False)[0]
+        return out.transpose(1, 2)  # b t c h w -> b c t h w
+
+
+def _crop_region(src: tuple[int, int], tgt_width: int, tgt_height: int):
+    """diffusers' get_resize_crop_region_for_grid (CogVideoX 1.0's RoPE crop of the base grid)."""
+    th, tw = tgt_height, tgt_width
+    h, w = src
+    if h / w > th / tw:
+        resize_height, resize_width = th, int(round(th / h * w))
+    else:
+        resize_width, resize_height = tw, int(round(tw / w * h))
+    top, left = int(round((th - resize_height) / 2.0)), int(round((tw - resize_width) / 2.0))
+    return (top, left), (top + resize_height, left + resize_width)

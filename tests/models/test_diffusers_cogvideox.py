@@ -1,0 +1,121 @@
+"""CogVideoX's CogVideoXTransformer3DModel as the stage-3 network, trained with its own objective (v-prediction
+on its 1000 integer timesteps, SNR shift, zero terminal SNR) from tiny random parts: LoRA trains only the adapters
+and lowers the loss, a full finetune updates the base, the LoRA export loads into diffusers' CogVideoXPipeline,
+whose DDIM (trailing) samples match ours from the same weights, prompt, noise and steps."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from models.pretrained_parts import tiny_cogvideox, tiny_cogvideox_vae, tiny_t5_encoder
+from models.test_diffusers_wan import PROMPT, fixed_loss, latent_batch, train_steps
+from test_encode import tiny_export
+from videogen.models.dit.diffusers_adapters import CogVideoXTransformer
+from videogen.modules.dit import DiTModule
+
+
+@pytest.fixture(scope="module")
+def parts(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cogvideox")
+    return {"rotary": str(tiny_cogvideox(root / "rotary")), "sincos": str(tiny_cogvideox(root / "sincos", rotary=False)),
+            "t5": str(tiny_t5_encoder(root / "t5")), "vae": str(tiny_export(root / "vae"))}
+
+
+def cog_module(parts, kind="rotary", **net) -> DiTModule:
+    torch.manual_seed(0)
+    return DiTModule(CogVideoXTransformer(parts[kind], **net), vae=parts["vae"], text_encoder=parts["t5"],
+                     text_max_length=8, caption_dropout=0.0, process="ddpm_discrete", snr_shift_scale=3.0,
+                     shift_base_tokens=None, timestep_spacing="trailing", ema_decay=None, lr=1e-2, warmup_steps=0)
+
+
+def test_lora_steps_change_only_adapters_and_lower_the_loss(parts):
+    module = cog_module(parts, lora_rank=4)
+    module.hparams.lr = 5e-2
+    base = {k: v.clone() for k, v in module.dit.transformer.named_parameters() if "lora_" not in k}
+    batch = latent_batch()
+    before = fixed_loss(module, batch).item()
+    losses = train_steps(module, batch, 5)
+    after = fixed_loss(module, batch).item()
+    assert all(b < a for a, b in zip(losses, losses[1:] + [after])) and after < before * 0.98, (losses, after)
+    assert all(torch.equal(v, base[k]) for k, v in module.dit.transformer.named_parameters() if "lora_" not in k)
+    assert all("lora_" in k for k in module.dit.state_dict())
+
+
+def test_full_finetune_step_updates_the_base_weights(parts):
+    module = cog_module(parts, kind="sincos")
+    base = {k: v.clone() for k, v in module.dit.transformer.named_parameters()}
+    train_steps(module, latent_batch(), 1)
+    assert sum(not torch.equal(v, base[k]) for k, v in module.dit.transformer.named_parameters()) > len(base) // 2
+
+
+def test_training_target_is_cogvideox_v_on_integer_timesteps(parts):
+    """x_t and v from the scheduler's own alphas_cumprod at the integer timestep the network is given."""
+    from diffusers import CogVideoXDDIMScheduler
+
+    module = cog_module(parts, lora_rank=2)
+    seen = {}
+    module.dit.transformer.register_forward_pre_hook(
+        lambda mod, args, kw: seen.update(t=kw["timestep"].clone(), x=kw["hidden_states"].clone()), with_kwargs=True)
+    fixed_loss(module, latent_batch())
+    u = torch.sigmoid(torch.randn(2, generator=torch.Generator().manual_seed(0)))
+    k = torch.round(u.double() * 1000).long() - 1
+    assert torch.equal(seen["t"], k) and seen["t"].dtype == torch.long
+    abar = CogVideoXDDIMScheduler(snr_shift_scale=3.0, rescale_betas_zero_snr=True).alphas_cumprod[k].float()
+    g = torch.Generator().manual_seed(0)
+    torch.randn(2, generator=g)  # the timesteps' draw
+    noise = torch.randn(2, 4, 3, 8, 12, generator=g)
+    from videogen.encoding import normalize_latents
+
+    z = normalize_latents(latent_batch()["latent"], module.vae_export.stats)
+    expect = abar.sqrt().view(-1, 1, 1, 1, 1) * z + (1 - abar).sqrt().view(-1, 1, 1, 1, 1) * noise
+    assert torch.allclose(seen["x"].transpose(1, 2), expect, atol=1e-5)
+
+
+def test_text_length_must_be_the_models_and_the_sampler_must_be_ddim(parts):
+    net = CogVideoXTransformer(parts["sincos"])
+    with pytest.raises(ValueError, match="exactly max_text_seq_length=8 text tokens.*text_max_length: 8"):
+        net(torch.randn(1, 4, 3, 8, 12), torch.rand(1), torch.randn(1, 5, 32), torch.ones(1, 5, dtype=torch.bool))
+    from videogen.sampling import generate_latents
+
+    stats = {"temporal_compression": 4, "spatial_compression": 4, "latent_channels": 4}
+    with pytest.raises(ValueError, match="--sampler euler does not sample the ddpm_discrete process: use ddim"):
+        generate_latents(net, stats, torch.randn(1, 8, 32), torch.ones(1, 8, dtype=torch.bool), num_frames=9,
+                         height=32, width=48, steps=2, cfg=1.0, process="ddpm_discrete", sampler="euler")
+
+
+def test_lora_export_loads_into_cogvideox_pipeline_and_matches_our_ddim(parts, tmp_path):
+    from diffusers import CogVideoXDDIMScheduler, CogVideoXPipeline, CogVideoXTransformer3DModel
+    from transformers import AutoTokenizer, T5EncoderModel
+
+    from videogen.models.text import FrozenTextEncoder
+    from videogen.pretrained import save_export
+    from videogen.sampling import NULL_CAPTION, generate_latents, load_trained_dit, sampling_kwargs
+
+    module = cog_module(parts, lora_rank=4, lora_alpha=8)
+    module.hparams.lr = 5e-2
+    train_steps(module, latent_batch(), 3)
+    export = save_export(tmp_path / "export", module.dit, module.export_stats())
+    assert (export / "pytorch_lora_weights.safetensors").is_file()
+
+    pipe = CogVideoXPipeline(tokenizer=AutoTokenizer.from_pretrained(parts["t5"]),
+                             text_encoder=T5EncoderModel.from_pretrained(parts["t5"]), vae=tiny_cogvideox_vae(),
+                             transformer=CogVideoXTransformer3DModel.from_pretrained(parts["rotary"]),
+                             scheduler=CogVideoXDDIMScheduler(prediction_type="v_prediction", rescale_betas_zero_snr=True,
+                                                              timestep_spacing="trailing", snr_shift_scale=3.0,
+                                                              clip_sample=False))
+    noise = torch.randn(1, 4, 3, 8, 12, generator=torch.Generator().manual_seed(7))
+    kw = dict(prompt=PROMPT, negative_prompt=NULL_CAPTION, height=64, width=96, num_frames=9, num_inference_steps=4,
+              guidance_scale=5.0, max_sequence_length=8, output_type="latent")
+    plain = pipe(latents=noise.transpose(1, 2).clone(), **kw).frames.transpose(1, 2)
+    pipe.load_lora_weights(str(export))
+    theirs = pipe(latents=noise.transpose(1, 2).clone(), **kw).frames.transpose(1, 2)
+
+    trained = load_trained_dit(str(export))
+    assert trained.text_encoder.attend_padding
+    enc = FrozenTextEncoder(parts["t5"], 8, attend_padding=True)
+    (text, mask), (null, null_mask) = enc([PROMPT]), enc([NULL_CAPTION])
+    ours = generate_latents(trained.dit, trained.stats, text, mask, null, null_mask, num_frames=9, height=32, width=48,
+                            steps=4, cfg=5.0, noise=noise, **sampling_kwargs(trained.stats))
+    assert (theirs - plain).abs().max() > 1e-3
+    assert torch.allclose(ours, theirs, atol=1e-4, rtol=1e-4), (ours - theirs).abs().max()
