@@ -119,3 +119,28 @@ def test_lora_export_loads_into_cogvideox_pipeline_and_matches_our_ddim(parts, t
                             steps=4, cfg=5.0, noise=noise, **sampling_kwargs(trained.stats))
     assert (theirs - plain).abs().max() > 1e-3
     assert torch.allclose(ours, theirs, atol=1e-4, rtol=1e-4), (ours - theirs).abs().max()
+
+
+def test_text_encoder_attending_padding_keeps_it_through_the_cache_and_reads_a_sibling_tokenizer(parts, tmp_path):
+    """CogVideoX's text path: T5 over the padded caption without a mask, padding outputs kept (cached or not); a
+    downloaded pipeline's text_encoder/ finds its tokenizer in the sibling tokenizer/."""
+    import shutil
+
+    from transformers import AutoTokenizer, T5EncoderModel
+
+    from videogen.models.text import FrozenTextEncoder
+
+    enc = FrozenTextEncoder(parts["t5"], 8, cache_size=4, attend_padding=True)
+    first, mask = enc([PROMPT, "a blue circle"])
+    again, _ = enc(["a blue circle", PROMPT])  # from the cache
+    assert torch.equal(first[0], again[1]) and torch.equal(first[1], again[0])
+    tok = AutoTokenizer.from_pretrained(parts["t5"])
+    ids = tok([PROMPT], padding="max_length", max_length=8, truncation=True, return_tensors="pt").input_ids
+    expect = T5EncoderModel.from_pretrained(parts["t5"])(ids)[0]  # what CogVideoXPipeline computes
+    assert torch.allclose(first[:1], expect, atol=1e-6) and first[0, ~mask[0]].abs().min() > 0
+    pipeline = tmp_path / "download"
+    shutil.copytree(parts["t5"], pipeline / "text_encoder", ignore=shutil.ignore_patterns("tokenizer*", "special*"))
+    tok.save_pretrained(pipeline / "tokenizer")
+    assert not (pipeline / "text_encoder" / "tokenizer.json").exists()
+    sibling = FrozenTextEncoder(str(pipeline / "text_encoder"), 8, attend_padding=True)
+    assert torch.equal(sibling([PROMPT])[0], first[:1])
