@@ -35,6 +35,7 @@ from torch import Tensor
 from videogen.diffusion import euler, heun, make_process, sampling_timesteps, timestep_shift
 from videogen.diffusion.discrete import DiscreteDDPM, trailing_timesteps
 from videogen.diffusion.samplers import ddim
+from videogen.diffusion.timesteps import dynamic_shift as dynamic_shift_of
 from videogen.diffusion.timesteps import flow_match_timesteps
 from videogen.encoding import decode_latents, denormalize_latents, encode_latents, normalize_latents
 
@@ -172,6 +173,8 @@ def sampling_kwargs(stats: dict[str, Any]) -> dict[str, Any]:
         out["shift"] = stats["shift"]
     if stats.get("timestep_spacing", "linear") != "linear":
         out["spacing"] = stats["timestep_spacing"]
+    if stats.get("dynamic_shift"):
+        out["dynamic_shift"] = tuple(stats["dynamic_shift"])
     if stats.get("snr_shift_scale") is not None:
         out["snr_shift_scale"] = stats["snr_shift_scale"]
     return out
@@ -185,14 +188,14 @@ def generate(dit, vae, stats: dict[str, Any], text: Tensor, text_mask: Tensor, n
              cond: Conditioning | None = None, init: Tensor | None = None, strength: float = 1.0,
              callback: Callable | None = None, spacing: str = "linear", noise: Tensor | None = None,
              net_kwargs: dict[str, Any] | None = None, snr_shift_scale: float = 3.0,
-             keep: Conditioning | None = None) -> Tensor:
+             keep: Conditioning | None = None, dynamic_shift: tuple[float, ...] | None = None) -> Tensor:
     """Sample videos for encoded prompts ``text`` (B, L, D) / ``text_mask`` (B, L): (B, 3, T, H, W) in [-1, 1]:
     :func:`generate_latents`, denormalised with the VAE's statistics and decoded."""
     z = generate_latents(dit, stats, text, text_mask, null_text, null_mask, num_frames=num_frames, height=height,
                          width=width, steps=steps, cfg=cfg, seed=seed, sampler=sampler, process=process,
                          shift_base_tokens=shift_base_tokens, shift_max=shift_max, shift=shift, cond=cond, init=init,
                          strength=strength, callback=callback, spacing=spacing, noise=noise, net_kwargs=net_kwargs,
-                         snr_shift_scale=snr_shift_scale, keep=keep)
+                         snr_shift_scale=snr_shift_scale, keep=keep, dynamic_shift=dynamic_shift)
     return decode_latents(vae, denormalize_latents(z, stats))
 
 
@@ -205,7 +208,7 @@ def generate_latents(dit, stats: dict[str, Any], text: Tensor, text_mask: Tensor
                      init: Tensor | None = None, strength: float = 1.0, callback: Callable | None = None,
                      spacing: str = "linear", noise: Tensor | None = None,
                      net_kwargs: dict[str, Any] | None = None, snr_shift_scale: float = 3.0,
-                     keep: Conditioning | None = None) -> Tensor:
+                     keep: Conditioning | None = None, dynamic_shift: tuple[float, ...] | None = None) -> Tensor:
     """The sampled normalised latents (B, C, t, h, w) for encoded prompts (see :func:`generate`).
 
     ``null_text``/``null_mask`` (1 or B rows): the encoded :data:`NULL_CAPTION`, needed when ``cfg`` != 1.
@@ -216,7 +219,8 @@ def generate_latents(dit, stats: dict[str, Any], text: Tensor, text_mask: Tensor
     schedule) or ``flow_match`` (diffusers' ``FlowMatchEulerDiscreteScheduler`` sigmas, what Wan and LTX
     are sampled with; text-to-video only) or ``trailing`` (diffusers' trailing DDIM timesteps, CogVideoX's).
     ``sampler``: euler, heun, or ddim (the discrete DDPM's); None: ddim for the discrete DDPM, else euler.
-    ``noise``: the initial noise instead of ``seed``'s.
+    ``noise``: the initial noise instead of ``seed``'s. ``dynamic_shift``: (base_tokens, max_tokens, base_shift,
+    max_shift), the shift exp(mu) of LTX-Video (:func:`videogen.diffusion.timesteps.dynamic_shift`).
     ``net_kwargs``: extra conditioning the network takes per video (e.g. Wan i2v's ``image_embeds``),
     doubled along with the batch under guidance. ``keep``: latents put in place of the sampled ones where
     its mask is 1, at the end only (Wan i2v: the network generates frame 0 from its conditioning channels
@@ -252,6 +256,8 @@ def generate_latents(dit, stats: dict[str, Any], text: Tensor, text_mask: Tensor
     else:
         noise = torch.stack([torch.randn(shape[1:], generator=torch.Generator(device).manual_seed(s), device=device)
                              for s in seed])
+    if shift is None and dynamic_shift:
+        shift = dynamic_shift_of(shape[2] // pt * (shape[3] // ph) * (shape[4] // pw), *dynamic_shift)
     if shift is None:
         shift = (timestep_shift(shape[2] // pt, shape[3] // ph * (shape[4] // pw), shift_base_tokens, shift_max)
                  if shift_base_tokens else 1.0)

@@ -104,3 +104,29 @@ def tiny_stand_ins(dit_class_path: str, root, image_to_video: bool = False) -> d
         return {"dit.init_args.path": str(tiny_cogvideox(root / "cogvideox")),
                 "text_encoder": str(tiny_t5_encoder(root / "t5"))}
     raise ValueError(f"no tiny stand-in for {dit_class_path}")
+
+
+def tiny_ltx(folder, seed=0):
+    """A 1-block LTXVideoTransformer3DModel on 4-channel latents (patch 1), 32-wide text."""
+    from diffusers import LTXVideoTransformer3DModel
+
+    torch.manual_seed(seed)
+    LTXVideoTransformer3DModel(in_channels=4, out_channels=4, patch_size=1, patch_size_t=1, num_attention_heads=2,
+                               attention_head_dim=8, cross_attention_dim=16, num_layers=1,
+                               caption_channels=32).save_pretrained(folder)
+    return folder
+
+
+def tiny_ltx_vae():
+    """4x4x4 compression (the tiny VAE export's too), 4 latent channels."""
+    from diffusers import AutoencoderKLLTXVideo
+
+    torch.manual_seed(0)
+    return AutoencoderKLLTXVideo(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8, 8, 8, 8),
+                                 decoder_block_out_channels=(8, 8, 8, 8), layers_per_block=(1, 1, 1, 1, 1),
+                                 decoder_layers_per_block=(1, 1, 1, 1, 1),
+                                 spatio_temporal_scaling=(True, True, False, False),
+                                 decoder_spatio_temporal_scaling=(True, True, False, False),
+                                 decoder_inject_noise=(False,) * 5, upsample_residual=(False,) * 4,
+                                 upsample_factor=(1,) * 4, timestep_conditioning=False, patch_size=1, patch_size_t=1,
+                                 encoder_causal=True, decoder_causal=False).eval()

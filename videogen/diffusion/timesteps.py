@@ -73,3 +73,14 @@ def flow_match_timesteps(num_steps: int, shift: float = 1.0, num_train_timesteps
     sigmas = shift * sigmas / (1 + (shift - 1) * sigmas)
     out = torch.from_numpy(sigmas).to(torch.float32)
     return torch.cat([out, torch.zeros(1)]).to(device)
+
+
+def dynamic_shift(tokens: int | Tensor, base_tokens: float = 1024, max_tokens: float = 4096, base_shift: float = 0.95,
+                  max_shift: float = 2.05) -> float | Tensor:
+    """FLUX's and LTX-Video's resolution-dependent shift ``exp(mu)``, mu linear in the clip's latent tokens
+    through (base_tokens, base_shift) and (max_tokens, max_shift) (diffusers' ``calculate_shift`` and the
+    scheduler's exponential ``time_shift``, which is :func:`shift_timesteps` with s = exp(mu)); defaults:
+    LTX-Video's scheduler config."""
+    m = (max_shift - base_shift) / (max_tokens - base_tokens)
+    mu = tokens * m + (base_shift - m * base_tokens)
+    return torch.exp(torch.as_tensor(mu).float()) if isinstance(mu, Tensor) else math.exp(mu)

@@ -28,7 +28,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from videogen.callbacks.config_check import ConfigError
 from videogen.callbacks.video_logging import log_videos
 from videogen.diffusion import PROCESS_NAMES, logit_normal, make_process, shift_timesteps, timestep_shift
-from videogen.diffusion.timesteps import SPACINGS
+from videogen.diffusion.timesteps import SPACINGS, dynamic_shift
 from videogen.encoding import (
     check_cache_identity, encode_latents, latent_cache_folders, load_vae, normalize_latents, vae_identity,
 )
@@ -68,6 +68,7 @@ class DiTModule(LightningModule):
         shift_base_tokens: int | None = 256,
         shift_max: float | None = 5.0,
         shift: float | None = None,
+        dynamic_shift: tuple[float, float, float, float] | None = None,
         timestep_spacing: str = "linear",
         snr_shift_scale: float = 3.0,
         timestep_mean: float = 0.0,
@@ -112,6 +113,9 @@ class DiTModule(LightningModule):
                 no cap); recorded in the export, used by sampling.
             shift: a fixed timestep shift for training and sampling instead of the token-count one (a
                 pretrained model's own: Wan's ``flow_shift``, 3.0 at 480p, 5.0 at 720p).
+            dynamic_shift: (base_tokens, max_tokens, base_shift, max_shift): the shift exp(mu), mu linear in the
+                clip's latent tokens (LTX-Video's: 1024, 4096, 0.95, 2.05; ``videogen.diffusion.timesteps.
+                dynamic_shift``), for training and sampling, instead of the token-count one.
             timestep_spacing: the sampling schedule recorded in the export: ``linear`` (ours) or
                 ``flow_match`` (diffusers' FlowMatchEulerDiscreteScheduler spacing, Wan's and LTX's) or
                 ``trailing`` (the integer timesteps of diffusers' trailing DDIM, CogVideoX's).
@@ -290,6 +294,10 @@ class DiTModule(LightningModule):
         t = logit_normal(len(shapes), self.hparams.timestep_mean, self.hparams.timestep_std, generator, self.device)
         if self.hparams.shift is not None:
             t = shift_timesteps(t, self.hparams.shift)
+        elif self.hparams.dynamic_shift:
+            pt, ph, pw = dit.patch_size
+            tokens = torch.tensor([s[1] // pt * (s[2] // ph) * (s[3] // pw) for s in shapes], device=self.device)
+            t = shift_timesteps(t, dynamic_shift(tokens, *self.hparams.dynamic_shift))
         elif self.hparams.shift_base_tokens:
             pt, ph, pw = dit.patch_size
             temporal = torch.tensor([s[1] // pt for s in shapes], device=self.device)
@@ -423,6 +431,7 @@ class DiTModule(LightningModule):
                 "frame_conditioning": self.dit.frame_conditioning,
                 **({"image_encoder": self.hparams.image_encoder} if getattr(self.dit, "image_to_video", False) else {}),
                 **({"shift": self.hparams.shift} if self.hparams.shift is not None else {}),
+                **({"dynamic_shift": list(self.hparams.dynamic_shift)} if self.hparams.dynamic_shift else {}),
                 **({"snr_shift_scale": self.hparams.snr_shift_scale} if self.hparams.process == "ddpm_discrete" else {}),
                 **({"timestep_spacing": self.hparams.timestep_spacing}
                    if self.hparams.timestep_spacing != "linear" else {})}

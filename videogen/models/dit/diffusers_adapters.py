@@ -347,6 +347,66 @@ class CogVideoXTransformer(Configurable, DiffusersTransformer):
         return out.transpose(1, 2)  # b t c h w -> b c t h w
 
 
+class LTXVideoTransformer(Configurable, DiffusersTransformer):
+    """LTX-Video's ``LTXVideoTransformer3DModel`` (text-to-video), trained with flow matching (timestep
+    ``1000 t``) and its resolution-dependent shift (``DiTModule(dynamic_shift=[1024, 4096, 0.95, 2.05])``,
+    linear spacing: ``LTXPipeline``'s sigmas). Its latents enter as tokens packed as ``LTXPipeline._pack_latents``
+    packs them, its T5 runs over the padded caption without a mask (``text_attends_padding``) and the mask goes
+    to the transformer; RoPE is scaled by (VAE temporal compression / frame rate, VAE spatial compression x 2),
+    as the pipeline scales it.
+
+    Args: as :class:`WanTransformer` (``path`` e.g. Lightricks/LTX-Video's folder), and
+        frame_rate: the frame rate the RoPE scale assumes (LTXPipeline's ``frame_rate``, 25).
+        vae_temporal_compression, vae_spatial_compression: LTX-Video's VAE's (8 and 32): the RoPE scale.
+    """
+
+    diffusers_class = "LTXVideoTransformer3DModel"
+    pipeline_class = "LTXPipeline"
+    block_name = "LTXVideoTransformerBlock"
+    text_attends_padding = True
+    frame_conditioning = False
+
+    def __init__(self, path: str, lora_rank: int | None = None, lora_alpha: float | None = None,
+                 lora_target_modules: list[str] | None = None, gradient_checkpointing: bool = False,
+                 dtype: str = "float32", frame_rate: float = 25.0, vae_temporal_compression: int = 8,
+                 vae_spatial_compression: int = 32) -> None:
+        super().__init__()
+        self._setup(path, lora_rank, lora_alpha, lora_target_modules, gradient_checkpointing, dtype)
+        self.rope_scale = (vae_temporal_compression / frame_rate, vae_spatial_compression, vae_spatial_compression)
+
+    @property
+    def patch_size(self) -> tuple[int, int, int]:
+        p = int(self.config["patch_size"])
+        return int(self.config["patch_size_t"]), p, p
+
+    def forward(
+        self,
+        x: Tensor,  # (B, C, T, H, W) noisy latents
+        t: Tensor,  # (B,) in [0, 1]
+        text: Tensor,  # (B, L, D) T5 outputs over the padded caption (padding kept)
+        text_mask: Tensor,  # (B, L) True on the caption's tokens: the transformer's encoder_attention_mask
+        cond: Tensor | None = None,
+        cond_mask: Tensor | None = None,
+        pad_to: int | None = None,
+    ) -> Tensor:
+        self._refuse_pack(x)
+        if cond is not None:
+            raise ValueError("cond given to a text-to-video LTXVideoTransformer3DModel")
+        b, c, frames, h, w = x.shape
+        pt, ph, pw = self.patch_size
+        # b c (t pt) (h ph) (w pw) -> b (t h w) (c pt ph pw), LTXPipeline._pack_latents
+        tokens = x.reshape(b, c, frames // pt, pt, h // ph, ph, w // pw, pw).permute(0, 2, 4, 6, 1, 3, 5, 7)
+        tokens = tokens.flatten(4, 7).flatten(1, 3)
+        dtype = self._net_dtype()
+        out = self.transformer(hidden_states=tokens.to(dtype), encoder_hidden_states=text.to(dtype),
+                               timestep=t * self.timestep_scale, encoder_attention_mask=text_mask,
+                               num_frames=frames // pt, height=h // ph, width=w // pw,
+                               rope_interpolation_scale=self.rope_scale, return_dict=False)[0]
+        # b (t h w) (c pt ph pw) -> b c (t pt) (h ph) (w pw), LTXPipeline._unpack_latents
+        out = out.reshape(b, frames // pt, h // ph, w // pw, -1, pt, ph, pw)
+        return out.permute(0, 4, 1, 5, 2, 6, 3, 7).flatten(6, 7).flatten(4, 5).flatten(2, 3)
+
+
 def _crop_region(src: tuple[int, int], tgt_width: int, tgt_height: int):
     """diffusers' get_resize_crop_region_for_grid (CogVideoX 1.0's RoPE crop of the base grid)."""
     th, tw = tgt_height, tgt_width
