@@ -36,7 +36,7 @@ from videogen.diffusion import euler, heun, make_process, sampling_timesteps, ti
 from videogen.diffusion.discrete import DiscreteDDPM, trailing_timesteps
 from videogen.diffusion.samplers import ddim
 from videogen.diffusion.timesteps import dynamic_shift as dynamic_shift_of
-from videogen.diffusion.timesteps import flow_match_timesteps
+from videogen.diffusion.timesteps import flow_match_timesteps, stretch_to_terminal
 from videogen.encoding import decode_latents, denormalize_latents, encode_latents, normalize_latents
 
 SAMPLERS = {"euler": euler, "heun": heun}  # and "ddim" for the discrete DDPM (CogVideoX)
@@ -175,6 +175,8 @@ def sampling_kwargs(stats: dict[str, Any]) -> dict[str, Any]:
         out["spacing"] = stats["timestep_spacing"]
     if stats.get("dynamic_shift"):
         out["dynamic_shift"] = tuple(stats["dynamic_shift"])
+    if stats.get("shift_terminal") is not None:
+        out["shift_terminal"] = stats["shift_terminal"]
     if stats.get("snr_shift_scale") is not None:
         out["snr_shift_scale"] = stats["snr_shift_scale"]
     return out
@@ -188,14 +190,16 @@ def generate(dit, vae, stats: dict[str, Any], text: Tensor, text_mask: Tensor, n
              cond: Conditioning | None = None, init: Tensor | None = None, strength: float = 1.0,
              callback: Callable | None = None, spacing: str = "linear", noise: Tensor | None = None,
              net_kwargs: dict[str, Any] | None = None, snr_shift_scale: float = 3.0,
-             keep: Conditioning | None = None, dynamic_shift: tuple[float, ...] | None = None) -> Tensor:
+             keep: Conditioning | None = None, dynamic_shift: tuple[float, ...] | None = None,
+             shift_terminal: float | None = None) -> Tensor:
     """Sample videos for encoded prompts ``text`` (B, L, D) / ``text_mask`` (B, L): (B, 3, T, H, W) in [-1, 1]:
     :func:`generate_latents`, denormalised with the VAE's statistics and decoded."""
     z = generate_latents(dit, stats, text, text_mask, null_text, null_mask, num_frames=num_frames, height=height,
                          width=width, steps=steps, cfg=cfg, seed=seed, sampler=sampler, process=process,
                          shift_base_tokens=shift_base_tokens, shift_max=shift_max, shift=shift, cond=cond, init=init,
                          strength=strength, callback=callback, spacing=spacing, noise=noise, net_kwargs=net_kwargs,
-                         snr_shift_scale=snr_shift_scale, keep=keep, dynamic_shift=dynamic_shift)
+                         snr_shift_scale=snr_shift_scale, keep=keep, dynamic_shift=dynamic_shift,
+                         shift_terminal=shift_terminal)
     return decode_latents(vae, denormalize_latents(z, stats))
 
 
@@ -208,7 +212,8 @@ def generate_latents(dit, stats: dict[str, Any], text: Tensor, text_mask: Tensor
                      init: Tensor | None = None, strength: float = 1.0, callback: Callable | None = None,
                      spacing: str = "linear", noise: Tensor | None = None,
                      net_kwargs: dict[str, Any] | None = None, snr_shift_scale: float = 3.0,
-                     keep: Conditioning | None = None, dynamic_shift: tuple[float, ...] | None = None) -> Tensor:
+                     keep: Conditioning | None = None, dynamic_shift: tuple[float, ...] | None = None,
+                     shift_terminal: float | None = None) -> Tensor:
     """The sampled normalised latents (B, C, t, h, w) for encoded prompts (see :func:`generate`).
 
     ``null_text``/``null_mask`` (1 or B rows): the encoded :data:`NULL_CAPTION`, needed when ``cfg`` != 1.
@@ -220,7 +225,9 @@ def generate_latents(dit, stats: dict[str, Any], text: Tensor, text_mask: Tensor
     are sampled with; text-to-video only) or ``trailing`` (diffusers' trailing DDIM timesteps, CogVideoX's).
     ``sampler``: euler, heun, or ddim (the discrete DDPM's); None: ddim for the discrete DDPM, else euler.
     ``noise``: the initial noise instead of ``seed``'s. ``dynamic_shift``: (base_tokens, max_tokens, base_shift,
-    max_shift), the shift exp(mu) of LTX-Video (:func:`videogen.diffusion.timesteps.dynamic_shift`).
+    max_shift), the shift exp(mu) of LTX-Video (:func:`videogen.diffusion.timesteps.dynamic_shift`);
+    ``shift_terminal``: the last nonzero timestep stretched to it (:func:`~videogen.diffusion.timesteps.
+    stretch_to_terminal`, a scheduler config's ``shift_terminal``).
     ``net_kwargs``: extra conditioning the network takes per video (e.g. Wan i2v's ``image_embeds``),
     doubled along with the batch under guidance. ``keep``: latents put in place of the sampled ones where
     its mask is 1, at the end only (Wan i2v: the network generates frame 0 from its conditioning channels
@@ -272,6 +279,8 @@ def generate_latents(dit, stats: dict[str, Any], text: Tensor, text_mask: Tensor
         timesteps = sampling_timesteps(steps, shift=shift, start=start, device=device)
     else:
         raise ValueError(f"unknown timestep spacing {spacing!r}: use linear, flow_match or trailing")
+    if shift_terminal is not None:
+        timesteps = stretch_to_terminal(timesteps, shift_terminal)
     x = noise if init is None else proc.add_noise(init, noise, timesteps[0].expand(b))
     if cfg != 1.0:
         null_text, null_mask = null_text.expand(b, *text.shape[1:]), null_mask.expand(b, text_mask.shape[1])

@@ -50,3 +50,23 @@ def test_trailing_steps_must_divide_the_grid():
         trailing_timesteps(3)
     with pytest.raises(ValueError, match="no ODE velocity.*ddim"):
         make_process("ddpm_discrete").velocity(torch.zeros(1), torch.zeros(1), torch.ones(1))
+
+
+@pytest.mark.parametrize("tokens", [288, 4096])
+def test_ltx_dynamic_shift_and_terminal_are_the_pipelines(tokens):
+    """LTXPipeline's sigmas: linspace(1, 1/N, N) through exp(mu) (mu from calculate_shift) and shift_terminal."""
+    import numpy as np
+    from diffusers import FlowMatchEulerDiscreteScheduler
+    from diffusers.pipelines.ltx.pipeline_ltx import calculate_shift
+
+    from videogen.diffusion import sampling_timesteps
+    from videogen.diffusion.timesteps import dynamic_shift, stretch_to_terminal
+
+    for terminal in (None, 0.1):
+        scheduler = FlowMatchEulerDiscreteScheduler(use_dynamic_shifting=True, base_shift=0.95, max_shift=2.05,
+                                                    base_image_seq_len=1024, max_image_seq_len=4096,
+                                                    shift_terminal=terminal)
+        scheduler.set_timesteps(sigmas=np.linspace(1.0, 1 / 8, 8), mu=calculate_shift(tokens, 1024, 4096, 0.95, 2.05))
+        ours = sampling_timesteps(8, shift=dynamic_shift(tokens, 1024, 4096, 0.95, 2.05))
+        ours = ours if terminal is None else stretch_to_terminal(ours, terminal)
+        assert torch.allclose(ours, scheduler.sigmas, atol=1e-6), (ours, scheduler.sigmas)

@@ -28,7 +28,7 @@ def ltx_module(parts, **net) -> DiTModule:
     torch.manual_seed(0)
     return DiTModule(LTXVideoTransformer(parts["ltx"], vae_temporal_compression=4, vae_spatial_compression=4, **net),
                      vae=parts["vae"], text_encoder=parts["t5"], text_max_length=8, caption_dropout=0.0,
-                     dynamic_shift=LTX_SHIFT, ema_decay=None, lr=5e-2, warmup_steps=0)
+                     dynamic_shift=LTX_SHIFT, shift_terminal=0.1, ema_decay=None, lr=5e-2, warmup_steps=0)
 
 
 def test_lora_steps_change_only_adapters_and_lower_the_loss(parts):
@@ -73,7 +73,7 @@ def test_lora_export_loads_into_ltx_pipeline_and_matches_our_sampler(parts, tmp_
                        transformer=LTXVideoTransformer3DModel.from_pretrained(parts["ltx"]),
                        scheduler=FlowMatchEulerDiscreteScheduler(use_dynamic_shifting=True, base_shift=0.95,
                                                                  max_shift=2.05, base_image_seq_len=1024,
-                                                                 max_image_seq_len=4096))
+                                                                 max_image_seq_len=4096, shift_terminal=0.1))
     noise = torch.randn(1, 4, 3, 8, 8, generator=torch.Generator().manual_seed(7))
     packed = noise.permute(0, 2, 3, 4, 1).flatten(1, 3)  # b c t h w -> b (t h w) c (patch 1)
     kw = dict(prompt=PROMPT, negative_prompt=NULL_CAPTION, height=32, width=32, num_frames=9, num_inference_steps=4,

@@ -84,3 +84,11 @@ def dynamic_shift(tokens: int | Tensor, base_tokens: float = 1024, max_tokens: f
     m = (max_shift - base_shift) / (max_tokens - base_tokens)
     mu = tokens * m + (base_shift - m * base_tokens)
     return torch.exp(torch.as_tensor(mu).float()) if isinstance(mu, Tensor) else math.exp(mu)
+
+
+def stretch_to_terminal(timesteps: Tensor, terminal: float) -> Tensor:
+    """(N + 1,) timesteps ending at 0 -> the first N stretched so the last is ``terminal`` (diffusers'
+    ``FlowMatchEulerDiscreteScheduler(shift_terminal=...)``: 1 - t scaled, LTX-Video's config), then 0."""
+    one_minus = 1 - timesteps[:-1].double()
+    stretched = 1 - one_minus / (one_minus[-1] / (1 - terminal))
+    return torch.cat([stretched.to(timesteps.dtype), timesteps[-1:]])

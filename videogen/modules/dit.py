@@ -69,6 +69,7 @@ class DiTModule(LightningModule):
         shift_max: float | None = 5.0,
         shift: float | None = None,
         dynamic_shift: tuple[float, float, float, float] | None = None,
+        shift_terminal: float | None = None,
         timestep_spacing: str = "linear",
         snr_shift_scale: float = 3.0,
         timestep_mean: float = 0.0,
@@ -116,6 +117,8 @@ class DiTModule(LightningModule):
             dynamic_shift: (base_tokens, max_tokens, base_shift, max_shift): the shift exp(mu), mu linear in the
                 clip's latent tokens (LTX-Video's: 1024, 4096, 0.95, 2.05; ``videogen.diffusion.timesteps.
                 dynamic_shift``), for training and sampling, instead of the token-count one.
+            shift_terminal: sampling only: the last nonzero timestep stretched to this value (a diffusers
+                scheduler config's ``shift_terminal``, e.g. LTX-Video's); recorded in the export.
             timestep_spacing: the sampling schedule recorded in the export: ``linear`` (ours) or
                 ``flow_match`` (diffusers' FlowMatchEulerDiscreteScheduler spacing, Wan's and LTX's) or
                 ``trailing`` (the integer timesteps of diffusers' trailing DDIM, CogVideoX's).
@@ -432,6 +435,7 @@ class DiTModule(LightningModule):
                 **({"image_encoder": self.hparams.image_encoder} if getattr(self.dit, "image_to_video", False) else {}),
                 **({"shift": self.hparams.shift} if self.hparams.shift is not None else {}),
                 **({"dynamic_shift": list(self.hparams.dynamic_shift)} if self.hparams.dynamic_shift else {}),
+                **({"shift_terminal": self.hparams.shift_terminal} if self.hparams.shift_terminal is not None else {}),
                 **({"snr_shift_scale": self.hparams.snr_shift_scale} if self.hparams.process == "ddpm_discrete" else {}),
                 **({"timestep_spacing": self.hparams.timestep_spacing}
                    if self.hparams.timestep_spacing != "linear" else {})}
