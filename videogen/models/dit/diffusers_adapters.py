@@ -10,10 +10,12 @@ whose ``transformer/`` is then used):
 * :class:`WanTransformer` -- ``WanTransformer3DModel`` (Wan 2.1 text-to-video, and image-to-video when
   its config has ``image_dim``): flow matching, timestep ``1000 t`` (diffusers' ``sigma * 1000``), the
   caption's UMT5 tokens zero-padded without a mask (as ``WanPipeline`` gives them);
-* :class:`CogVideoXTransformer` -- ``CogVideoXTransformer3DModel``: v-prediction DDPM, integer-spaced
-  timestep ``999 t`` (see :class:`videogen.diffusion.DiscreteDDPM`), the T5 tokens zero-padded;
+* :class:`CogVideoXTransformer` -- ``CogVideoXTransformer3DModel``: v-prediction DDPM on its integer
+  timestep ``round(1000 t) - 1`` (:class:`videogen.diffusion.DiscreteDDPM`), T5 run unmasked over the
+  padded caption (``text_attends_padding``), latents (B, T, C, H, W) inside;
 * :class:`LTXVideoTransformer` -- ``LTXVideoTransformer3DModel``: flow matching, timestep ``1000 t``,
-  the T5 tokens with their attention mask, latents packed to tokens as ``LTXPipeline`` packs them.
+  T5 run unmasked with the caption mask given to the transformer, latents packed to tokens as
+  ``LTXPipeline`` packs them.
 
 Nothing from the folder picks code: the class is the adapter's own (``config.json``'s
 ``_class_name`` must name it), the weights load only from safetensors (a folder with only pickled
