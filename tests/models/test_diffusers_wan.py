@@ -213,3 +213,33 @@ def test_merged_export_samples_like_the_lora_and_videogen_sample_writes_a_video(
                  "--height", "32", "--width", "48", "--steps", "2"]) == 0
     info = PyAVDecoder().probe(out.read_bytes())
     assert (info.width, info.height, info.num_frames) == (48, 32, 9)
+
+
+def test_gradient_checkpointing_gives_the_same_gradients_and_names_the_wrap_unit(parts):
+    from diffusers.models.transformers.transformer_wan import WanTransformerBlock
+
+    grads = []
+    for checkpointing in (False, True):
+        module = wan_module(parts, lora_rank=4, gradient_checkpointing=checkpointing)
+        with torch.no_grad():  # nonzero B so the adapters' A get gradients too
+            for k, p in module.dit.transformer.named_parameters():
+                if "lora_B" in k:
+                    p.fill_(0.01)
+        fixed_loss(module, latent_batch()).backward()
+        grads.append({k: p.grad.clone() for k, p in module.dit.named_parameters() if p.requires_grad})
+        assert module.dit.transformer.is_gradient_checkpointing == checkpointing
+    assert grads[0].keys() == grads[1].keys()
+    assert all(torch.allclose(grads[0][k], grads[1][k], atol=1e-6) for k in grads[0])
+    assert module.dit.block_class is WanTransformerBlock and module.dit._no_split_modules == ("WanTransformerBlock",)
+
+
+def test_a_lora_checkpoint_resumes_into_a_fresh_module(parts, lora_export):
+    """The Lightning checkpoint holds the adapters only; a fresh LoRA module loads it strictly and has them."""
+    ckpt = next(lora_export.parent.rglob("*.ckpt"))
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
+    assert state and all("lora_" in k for k in state)
+    fresh = wan_module(parts, lora_rank=4, lora_alpha=8)
+    assert fresh.load_state_dict(state, strict=True) is not None
+    assert all(torch.equal(fresh.state_dict()[k], v) for k, v in state.items())
+    with pytest.raises(RuntimeError, match="Missing key"):  # a missing adapter is still an error
+        wan_module(parts, lora_rank=4, lora_alpha=8).load_state_dict(dict(list(state.items())[1:]), strict=True)
