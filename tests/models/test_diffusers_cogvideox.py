@@ -144,3 +144,13 @@ def test_text_encoder_attending_padding_keeps_it_through_the_cache_and_reads_a_s
     assert not (pipeline / "text_encoder" / "tokenizer.json").exists()
     sibling = FrozenTextEncoder(str(pipeline / "text_encoder"), 8, attend_padding=True)
     assert torch.equal(sibling([PROMPT])[0], first[:1])
+
+
+def test_image_to_video_cogvideox_refused(tmp_path):
+    from diffusers import CogVideoXTransformer3DModel
+
+    CogVideoXTransformer3DModel(num_attention_heads=2, attention_head_dim=16, in_channels=8, out_channels=4,
+                                time_embed_dim=8, text_embed_dim=32, num_layers=1, sample_width=12, sample_height=8,
+                                sample_frames=9, patch_size=2, max_text_seq_length=8).save_pretrained(tmp_path / "i2v")
+    with pytest.raises(ValueError, match="image-to-video.*only text-to-video CogVideoX trains here"):
+        CogVideoXTransformer(str(tmp_path / "i2v"))

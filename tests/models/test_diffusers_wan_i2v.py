@@ -147,3 +147,24 @@ def test_videogen_sample_image_keeps_the_first_frame_latent(parts, tmp_path, mon
     info = PyAVDecoder().probe(out.read_bytes())
     assert (info.width, info.height, info.num_frames) == (48, 32, 9)
     assert main(["sample", "--ckpt", str(export), "--prompt", PROMPT, "--out", str(out)]) == 2  # no --image
+
+
+def test_image_encoder_folder_refused_clearly(tmp_path, parts):
+    import json
+    import shutil
+
+    from videogen.models.dit.image_encoder import FrozenImageEncoder
+
+    wrong = tmp_path / "wrong" / "image_encoder"
+    shutil.copytree(parts["clip"], wrong)
+    shutil.copytree(parts["clip"].replace("image_encoder", "image_processor"), wrong.parent / "image_processor")
+    config = json.loads((wrong / "config.json").read_text())
+    (wrong / "config.json").write_text(json.dumps({**config, "model_type": "bert"}))
+    with pytest.raises(ValueError, match="model_type 'bert' is not a CLIP vision model"):
+        FrozenImageEncoder(str(wrong))
+    (wrong / "config.json").write_text(json.dumps(config))
+    for f in wrong.glob("*.safetensors"):
+        f.unlink()
+    torch.save({}, wrong / "pytorch_model.bin")
+    with pytest.raises(ValueError, match="no safetensors weights"):
+        FrozenImageEncoder(str(wrong))
