@@ -41,9 +41,11 @@ STATS_FORMAT = "videogen.vae_stats/1"
 
 
 def is_diffusers_folder(path: str | os.PathLike) -> bool:
-    """A folder with a diffusers ``config.json`` and no videogen ``config.yaml``."""
+    """A folder with a diffusers ``config.json`` or ``diffusion_pytorch_model.*`` weights, and no videogen
+    ``config.yaml`` (what it lacks is then told by :func:`load_diffusers_vae`)."""
     path = Path(path)
-    return path.is_dir() and (path / CONFIG_JSON).is_file() and not (path / "config.yaml").exists()
+    return path.is_dir() and not (path / "config.yaml").exists() and (
+        (path / CONFIG_JSON).is_file() or any(path.glob("diffusion_pytorch_model*")))
 
 
 def is_measured_stats(path: str | os.PathLike) -> bool:
