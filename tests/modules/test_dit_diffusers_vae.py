@@ -123,6 +123,20 @@ def test_our_dit_trains_on_a_diffusers_vae_from_the_cache_and_from_pixels(wan_ca
     t.fit(module, datamodule=datamodule(wan_cache["pixels"]))
     assert t.global_step == 2 and torch.isfinite(t.logged_metrics["train/loss"])
     assert module.hparams.vae == str(tmp_path / "cog")
+    # videogen sample decodes through the VAE the DiT export records (the diffusers folder)
+    import av
+
+    from videogen.cli import main
+    from videogen.pretrained import save_export
+
+    dit_export = save_export(tmp_path / "dit_export", module.dit, module.export_stats())
+    assert json.loads((dit_export / "stats.json").read_text())["vae"]["source"] == str((tmp_path / "cog").resolve())
+    out = tmp_path / "sample.mp4"
+    assert main(["sample", "--ckpt", str(dit_export), "--prompt", "a red ball", "--out", str(out), "--num-frames", "9",
+                 "--height", "32", "--width", "48", "--steps", "2"]) == 0
+    with av.open(str(out)) as f:
+        frames = [(fr.height, fr.width) for fr in f.decode(video=0)]
+    assert frames == [(32, 48)] * 9
     with pytest.raises(ValueError, match="in_channels=8 but the VAE at .* has 4 latent channels"):
         DiTModule(tiny_dit(in_channels=8), vae=str(tmp_path / "cog"), text_max_length=16)
 
