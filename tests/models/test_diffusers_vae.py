@@ -183,3 +183,20 @@ def test_the_cli_shows_a_refusal_as_one_line(folders, tmp_path, capsys):
     assert main(["encode", "--vae", str(bad), "--data", str(tmp_path), "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err.strip()
     assert "only pickle weights" in err and len(err.splitlines()) == 1
+
+
+def test_sharded_weights_load_and_a_hostile_index_is_refused(folders, tmp_path):
+    torch.manual_seed(0)
+    diffusers.AutoencoderKLWan(**WAN).save_pretrained(tmp_path / "sharded", max_shard_size="40KB")
+    folder = tmp_path / "sharded"
+    index = json.loads((folder / "diffusion_pytorch_model.safetensors.index.json").read_text())
+    assert len(set(index["weight_map"].values())) > 1
+    export = load_vae(folder)
+    single = load_vae(folders["wan"])
+    x = torch.rand(1, 3, 5, 16, 16) * 2 - 1
+    torch.testing.assert_close(encode_latents(export.module, x), encode_latents(single.module, x), rtol=0, atol=0)
+    assert export.manifest["weights_sha256"] != single.manifest["weights_sha256"]  # the files differ
+    index["weight_map"][next(iter(index["weight_map"]))] = "../escape.safetensors"
+    (folder / "diffusion_pytorch_model.safetensors.index.json").write_text(json.dumps(index))
+    with pytest.raises(RefusedFile, match=r"names \['../escape.safetensors'\]"):
+        load_vae(folder)

@@ -175,3 +175,15 @@ def test_vae_stats_measures_and_load_vae_uses_them(tmp_path, shards, capsys):
     assert main(["vae-stats", "--vae", str(vae_dir), "--data", str(shards), "--out",
                  str(vae_dir / "stats.json")]) == 2
     assert "inside the VAE's weights folder" in capsys.readouterr().err
+
+
+def test_eval_vae_reconstructs_with_a_diffusers_vae(tmp_path, shards, capsys):
+    from videogen.cli import main
+
+    cog = save_vae(tmp_path / "cog", "AutoencoderKLCogVideoX", COG)
+    assert main(["eval-vae", "--vae", str(cog), "--data", str(shards), "--json", "--max-clips", "2",
+                 "--no-progress"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["num_clips"] == 2 and report["temporal_compression"] == 4 and report["spatial_compression"] == 8
+    assert [c["frames"] for c in report["clips"]] == [9, 9]  # 9 and 10 frames trimmed to 1 + k*8
+    assert all(5 < c["psnr"] < 60 for c in report["clips"])
