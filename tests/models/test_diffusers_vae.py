@@ -174,6 +174,13 @@ def test_weights_unlike_the_config_are_refused_before_building(folders, tmp_path
         load_vae(bad)
 
 
+def test_a_json_that_is_not_a_stats_file_is_refused(tmp_path):
+    path = tmp_path / "x.json"
+    path.write_text(json.dumps({"vae": str(tmp_path)}))
+    with pytest.raises(RefusedFile, match="not a statistics file written by `videogen vae-stats`"):
+        load_vae(path)
+
+
 def test_the_cli_shows_a_refusal_as_one_line(folders, tmp_path, capsys):
     from videogen.cli import main
 
