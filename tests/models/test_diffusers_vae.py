@@ -207,3 +207,25 @@ def test_sharded_weights_load_and_a_hostile_index_is_refused(folders, tmp_path):
     (folder / "diffusion_pytorch_model.safetensors.index.json").write_text(json.dumps(index))
     with pytest.raises(RefusedFile, match=r"names \['../escape.safetensors'\]"):
         load_vae(folder)
+
+
+@pytest.mark.parametrize("name, frames, size", [("ltx", 33, 32), ("hunyuan", 25, 16)])
+def test_frame_wise_chunks_keep_the_shapes_and_stay_close(folders, name, frames, size):
+    """LTX and Hunyuan run chunk_frames-long overlapping chunks, blended (approximate, documented)."""
+    vae = load_vae(folders[name]).module
+    tc = vae.temporal_compression
+    torch.manual_seed(0)
+    x = torch.rand(1, 3, frames, size, size) * 2 - 1
+    with torch.no_grad():
+        whole = vae.encode(x).mode()
+        chunked = vae.encode(x, chunk_frames=2 * tc).mode()
+        assert chunked.shape == whole.shape and whole.shape[2] == 1 + (frames - 1) // tc
+        assert vae.model.use_framewise_encoding
+        assert (chunked - whole).abs().mean() < whole.abs().mean()  # close, not equal
+        video = vae.decode(whole, chunk_frames=2)
+        assert video.shape == x.shape and vae.model.use_framewise_decoding
+        vae.encode(x)
+        assert not vae.model.use_framewise_encoding  # off again when no chunk is asked for
+    with pytest.raises(ValueError, match=f"chunk_frames={tc} must be a multiple of the temporal compression {tc} and "
+                                         f"at least {2 * tc}"):
+        vae.encode(x, chunk_frames=tc)
