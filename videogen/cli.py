@@ -29,6 +29,7 @@ EXTRA_COMMANDS = {
     "export": "export",
     "encode": "encode",
     "eval-vae": "eval_vae",
+    "vae-stats": "vae_stats",
     "sample": "sample",
     "evaluate": "evaluate",
     "tune-buckets": "tune_buckets",

@@ -21,7 +21,8 @@ HELP = "encode shards with a trained VAE into a latent cache (resumable, one sha
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--vae", required=True, help="the VAE export folder (or a VAE checkpoint)")
+    parser.add_argument("--vae", required=True, help="the VAE export folder (or a VAE checkpoint), or a diffusers "
+                        "video-VAE folder (Wan, CogVideoX, LTX-Video, HunyuanVideo) or a `videogen vae-stats` file")
     parser.add_argument("--data", required=True, nargs="+", help="input shards: folder, glob, brace pattern or URLs")
     parser.add_argument("--out", required=True, help="output folder for the latent shards")
     parser.add_argument("--max-area", type=int, default=256 * 256, help="pixels per frame at most (default 65536)")
@@ -91,23 +92,23 @@ def encode(vae: str, data: list[str] | str, out: str | Path, *, max_area: int = 
     done = finished_shards(out)
     todo = [u for u in urls if Path(u).name not in done]
     vae_module = module.vae
-    tc, sc = vae_module.temporal_compression, vae_module.spatial_compression
+    tc, sc, fm = vae_module.temporal_compression, vae_module.spatial_compression, vae_module.frame_multiple
     size_multiple = size_multiple or 2 * sc
     if size_multiple % sc:
         raise ValueError(f"--size-multiple {size_multiple} must be a multiple of the VAE's spatial compression {sc}")
     if buckets:  # the training buckets: batches of one bucket, centre crops
         table = [b if isinstance(b, Bucket) else Bucket(**b) for b in buckets["buckets"]]
-        bad = [b.name for b in table if b.height % sc or b.width % sc or (b.num_frames - 1) % tc]
+        bad = [b.name for b in table if b.height % sc or b.width % sc or (b.num_frames - 1) % fm]
         if bad:
             raise ValueError(f"buckets {bad} do not fit the VAE's compression ({tc}x{sc}x{sc}): frames must be "
-                             f"1 + k*{tc}, sides multiples of {sc}")
+                             f"1 + k*{fm}, sides multiples of {sc}")
         bucketer = Bucketer(table, batch_size=4)
         options = StreamOptions(frame_stride=buckets.get("frame_stride", 1), target_fps=buckets.get("target_fps"),
                                 span_clip=buckets.get("span_clip", False), require_caption=False)
         settings = {"buckets": [b.name for b in table], **{k: v for k, v in buckets.items() if k != "buckets"}}
     else:
         bucketer = Bucketer(packing=True, token_budget=10**12, token_shape=(tc, sc, sc), max_area=max_area,
-                            max_frames=max_frames, size_multiple=size_multiple, frame_multiple=tc)
+                            max_frames=max_frames, size_multiple=size_multiple, frame_multiple=fm)
         options = StreamOptions(frame_stride=frame_stride, require_caption=False)
         settings = {"max_area": max_area, "max_frames": max_frames, "size_multiple": size_multiple,
                     "frame_stride": frame_stride}

@@ -20,7 +20,8 @@ class EncodeModule(LightningModule):
                  memory_budget: float | None = None):
         """
         Args:
-            vae: the stage-1 export folder (or checkpoint).
+            vae: the stage-1 export folder (or checkpoint), a diffusers video-VAE folder or a
+                ``videogen vae-stats`` file (``videogen.encoding.load_vae``).
             chunk_frames, tile: chunked / tiled encoding for long or large clips (see VideoAutoencoder.encode);
                 both None: planned per clip from ``memory_budget`` (``videogen.encoding.encode_latents``).
             memory_budget: GB the VAE's activations may use (None: from the device, ``videogen.memory``).
