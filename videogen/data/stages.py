@@ -152,7 +152,8 @@ class Record:
     height: int
     num_frames: int
     fps: float
-    text: dict[str, np.ndarray] | None = None  # a latent cache's caption embeddings (data/text_embeddings.py)
+    # a latent cache's caption embeddings (data/text_embeddings.py); keyword-only, so subclasses may add fields
+    text: dict[str, np.ndarray] | None = field(default=None, kw_only=True)
 
 
 def _meta_shape(meta: dict[str, Any], ext: str) -> tuple[int, int, int, float] | None:
@@ -244,7 +245,7 @@ def parse(samples: Iterable[RawSample], skips: Skips, video_decoder: Decoder,
                 skips.add(reason, s.url, s.key, detail)
                 continue
         w, h, n, fps = shape
-        yield Record(s.key, s.url, ext, media, caption or "", meta, w, h, n, fps, text)
+        yield Record(s.key, s.url, ext, media, caption or "", meta, w, h, n, fps, text=text)
 
 
 def shuffle(items: Iterable[Any], bufsize: int, rng: random.Random) -> Iterator[Any]:
