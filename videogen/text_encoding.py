@@ -71,13 +71,18 @@ def encode_captions(encoder, texts: list[str], batch_size: int = 64) -> list[np.
 
 
 def cache_record(encoder, identity: dict[str, Any]) -> dict[str, Any]:
-    """``created_by.text_encoder`` of a cache: the identity, the width, the class and the encoded
-    ``NULL_CAPTION`` (float16 values as JSON numbers, exact)."""
+    """``created_by.text_encoder`` of a cache, without its ``null_caption`` yet (:func:`null_record`, run
+    where the captions are encoded): the identity, the width and the class."""
+    return {**identity, "width": int(encoder.dim), "class": type(encoder.encoder).__name__}
+
+
+def null_record(encoder) -> dict[str, Any]:
+    """``created_by.text_encoder.null_caption``: the encoded ``NULL_CAPTION`` (float16 values as JSON
+    numbers, exact)."""
     from videogen.sampling import NULL_CAPTION
 
     null = encode_captions(encoder, [NULL_CAPTION])[0]
-    return {**identity, "width": int(encoder.dim), "class": type(encoder.encoder).__name__,
-            "null_caption": {"text": NULL_CAPTION, "tokens": [[float(v) for v in row] for row in null]}}
+    return {"text": NULL_CAPTION, "tokens": [[float(v) for v in row] for row in null]}
 
 
 def check_cache_record(record: Any, where: str, mine: dict[str, Any], text_dim: int) -> None:

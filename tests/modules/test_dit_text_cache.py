@@ -290,6 +290,9 @@ def test_encode_refuses_to_mix_encoders_and_hub_names(world, tmp_path, capsys):
     out = encode_cache(world, "t5", "cache-t5")
     args = ["encode", "--vae", str(world["vae"]), "--data", str(world["shards"]), "--out", str(out),
             "--num-workers", "0", "--accelerator", "cpu", "--devices", "1"]
+    record = json.loads((out / "dataset.json").read_text())["created_by"]["text_encoder"]
+    assert main(args + ["--text-encoder", str(world["t5"]), "--text-max-length", "8"]) == 0  # all done: kept
+    assert json.loads((out / "dataset.json").read_text())["created_by"]["text_encoder"] == record
     assert main(args + ["--text-encoder", str(world["clip"]), "--text-max-length", "8"]) == 2
     assert "holds a cache with caption embeddings of" in capsys.readouterr().out
     assert main(args) == 2  # latents only, into a cache with embeddings

@@ -147,13 +147,18 @@ def encode(vae: str, data: list[str] | str, out: str | Path, *, max_area: int = 
         settings = {"max_area": max_area, "max_frames": max_frames, "size_multiple": size_multiple,
                     "frame_stride": frame_stride}
     created_by = {**provenance("encode", {"vae": vae, "data": data, **settings}), "vae": identity}
-    if text is not None:
+    if text is not None:  # its null caption is encoded on the predict device (EncodeModule.on_predict_start)
         from videogen.text_encoding import cache_record
 
-        created_by["text_encoder"] = cache_record(module.text_encoder, text)
+        created_by["text_encoder"] = module.text_record = cache_record(module.text_encoder, text)
     out.mkdir(parents=True, exist_ok=True)
     if not todo:
         print(f"{out}: all {len(urls)} shards already encoded")
+        if text is not None:  # as recorded (same encoder, checked above), else encoded here
+            from videogen.text_encoding import null_record
+
+            before = (previous.created_by.get("text_encoder") or {}) if previous is not None else {}
+            created_by["text_encoder"]["null_caption"] = before.get("null_caption") or null_record(module.text_encoder)
         write_cache_manifest(out, created_by)
         return out
     print(f"encoding {len(todo)} of {len(urls)} shards ({len(urls) - len(todo)} already done) -> {out}")

@@ -36,10 +36,18 @@ class EncodeModule(LightningModule):
         self.chunk_frames, self.tile = chunk_frames, tuple(tile) if tile else None
         self.memory_budget = memory_budget
         self.text_encoder = None
+        self.text_record: dict[str, Any] | None = None  # the cache's created_by.text_encoder, given its null here
         if text_encoder is not None:
             from videogen.models.text import FrozenTextEncoder, resolve_text_encoder
 
             self.text_encoder = FrozenTextEncoder(resolve_text_encoder(text_encoder), text_max_length)
+
+    def on_predict_start(self) -> None:
+        """The encoded NULL_CAPTION, on the device and in the dtype that encode the captions."""
+        if self.text_encoder is not None and self.text_record is not None:
+            from videogen.text_encoding import null_record
+
+            self.text_record["null_caption"] = null_record(self.text_encoder)
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
         if "shard_done" in batch:
