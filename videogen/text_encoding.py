@@ -6,13 +6,15 @@ to the ``n`` valid tokens (:func:`encode_captions`). The cache's ``dataset.json`
 under ``created_by.text_encoder`` (:func:`cache_record`): its folder, the sha256 of its weights,
 config and tokenizer files, its width and max length, and the encoded ``NULL_CAPTION`` (caption
 dropout's and guidance's "no caption"), so a DiT trained on the cache needs no encoder at all
-(:func:`check_cache_record` refuses a cache of another encoder; :func:`null_from_record`,
-:func:`pad_embeddings` rebuild exactly what the live encoder gives, rounded to float16).
+(:func:`text_cache_for` decides it at setup; :func:`check_cache_record` refuses a cache of another
+encoder; :func:`null_from_record`, :func:`pad_embeddings` rebuild exactly what the live encoder
+gives, rounded to float16).
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 from pathlib import Path
 from typing import Any
@@ -20,9 +22,12 @@ from typing import Any
 import numpy as np
 import torch
 
+log = logging.getLogger("videogen.text")
+
 # the files that decide what an encoder outputs (weights, config, tokenizer); other formats of the
 # same weights that hub folders also carry (pytorch_model.bin, tf_model.h5, ...) are left out
 IDENTITY_SUFFIXES = (".safetensors", ".json", ".model", ".txt")
+FLOAT16_MAX = 65504.0
 
 
 def text_encoder_identity(path_or_name: str | None, max_length: int) -> dict[str, Any]:
@@ -98,7 +103,8 @@ def check_cache_record(record: Any, where: str, mine: dict[str, Any], text_dim: 
             f"`videogen encode --text-encoder {mine['source']}`, or set text_embeddings: encoder to ignore them.")
     if record.get("max_length") != mine["max_length"]:
         raise ValueError(f"{where}: its caption embeddings were written with --text-max-length "
-                         f"{record.get('max_length')}, this DiT has text_max_length={mine['max_length']}: make them equal")
+                         f"{record.get('max_length')}, this DiT has text_max_length={mine['max_length']}: make them "
+                         "equal")
     if record.get("width") != text_dim:
         raise ValueError(f"{where}: its caption embeddings are created_by.text_encoder.width={record.get('width')!r} "
                          f"wide, the DiT's text_dim is {text_dim}: make them equal")
@@ -111,7 +117,8 @@ def null_from_record(record: dict[str, Any], where: str) -> np.ndarray:
     width, max_length = record.get("width"), record.get("max_length")
     ok = (isinstance(rows, list) and isinstance(max_length, int) and 1 <= len(rows) <= max_length
           and all(isinstance(r, list) and len(r) == width for r in rows)
-          and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and abs(v) <= 65504 for r in rows for v in r))
+          and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                  and abs(v) <= FLOAT16_MAX for r in rows for v in r))
     if not ok:
         raise ValueError(f"{where}: created_by.text_encoder.null_caption.tokens is not a list of 1 to {max_length} "
                          f"rows of {width} float16 numbers; re-run `videogen encode --text-encoder ...`")
@@ -128,3 +135,51 @@ def pad_embeddings(embeddings: list[torch.Tensor], max_length: int, device) -> t
         tokens[i, : e.shape[0]] = e.to(device=device, dtype=torch.float32)
     mask = torch.arange(max_length, device=device)[None] < lengths[:, None]
     return tokens, mask
+
+
+def text_cache_for(mode: str, shards: list, text_encoder: str | None, max_length: int, text_dim: int,
+                   val_prompts: list[str] | None) -> dict[str, Any] | None:
+    """What a DiT with ``text_embeddings: mode`` takes its captions from, given its train/val ``shards``:
+    None (the live encoder) or ``{"source", "null" (n, D) float16 tensor, "prompts" {prompt: (tokens, mask)}}``.
+
+    ``cache`` (and ``auto`` when every shard's folder is a local latent cache with caption embeddings)
+    checks each cache's record against ``text_encoder`` (hashed, not loaded), ``max_length`` and
+    ``text_dim``; ``val_prompts`` are then encoded here, once, on the CPU, and the encoder let go.
+    Raises ValueError for a cache that does not fit (``cache`` also for shards without embeddings)."""
+    from videogen.data.manifest import DatasetManifest
+    from videogen.data.shards import expand_urls
+    from videogen.encoding import latent_cache_folders
+
+    if mode == "encoder":
+        return None
+    folders = {f for s in shards for f in latent_cache_folders(s)}
+    records = {f: DatasetManifest.find(f).created_by.get("text_encoder") for f in folders}
+    urls = [u for s in shards for u in expand_urls(s)]
+    with_text = {f.resolve() for f, r in records.items() if r is not None}
+    if not (urls and all("://" not in u and Path(u).resolve().parent in with_text for u in urls)):
+        if mode == "cache":
+            raise ValueError("model.init_args.text_embeddings=cache: the train/val shards must all be local latent "
+                             "caches written with `videogen encode --text-encoder` (their dataset.json records the "
+                             "text encoder); re-encode them, or set text_embeddings: encoder")
+        if with_text:
+            log.warning("some shard folders carry caption embeddings (%s) but not all train/val shards do: captions "
+                        "go through the live text encoder", ", ".join(map(str, sorted(with_text))))
+        return None
+    mine = text_encoder_identity(text_encoder, max_length)
+    for folder, record in sorted(records.items()):
+        if record is not None:
+            check_cache_record(record, str(folder / "dataset.json"), mine, text_dim)
+    folder, record = next((f, r) for f, r in sorted(records.items()) if r is not None)
+    null = null_from_record(record, str(folder / "dataset.json"))
+    prompts = {}
+    if val_prompts:  # the only time training loads the encoder: once, on the CPU, then let go
+        from videogen.models.text import FrozenTextEncoder
+
+        encoder = FrozenTextEncoder(mine["source"], max_length, dtype="float32")
+        unique = list(dict.fromkeys(val_prompts))
+        tokens, mask = encoder(unique)
+        prompts = {p: (tokens[i: i + 1], mask[i: i + 1]) for i, p in enumerate(unique)}
+        del encoder
+    log.info("captions come from the caption embeddings of %s (text encoder %s); no text encoder is loaded for "
+             "training", ", ".join(str(f) for f in sorted(folders)), mine["source"])
+    return {"source": mine["source"], "null": torch.from_numpy(null), "prompts": prompts}

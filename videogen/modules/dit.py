@@ -4,7 +4,8 @@ Pixels go through the frozen stage-1 VAE (its export folder, on the fly, through
 path), or come already encoded from a latent cache (`videogen encode`, checked to be this VAE's),
 and are normalised with the VAE's measured statistics; captions go through a frozen text
 encoder (cached), or come already encoded from a latent cache written with ``--text-encoder``
-(``text_embeddings``: then no text encoder is loaded in training). The loss is the ``process``'s (rectified flow's velocity, or DDPM's v with zero
+(``text_embeddings``: then no text encoder is loaded in training). The loss is the ``process``'s
+(rectified flow's velocity, or DDPM's v with zero
 terminal SNR) at logit-normal timesteps shifted by the clip's spatial and temporal token counts
 (``timestep_shift``, capped); captions are dropped with ``caption_dropout`` for classifier-free
 guidance, replaced by the encoded ``NULL_CAPTION`` that the guided sampler's null branch uses too;
@@ -20,7 +21,6 @@ from __future__ import annotations
 import functools
 import logging
 import random
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -129,7 +129,8 @@ class DiTModule(LightningModule):
         if cond_prob > 0 and not dit.frame_conditioning:
             raise ValueError("model.init_args.cond_prob > 0 needs a DiT built with frame_conditioning: true")
         if text_embeddings not in TEXT_EMBEDDINGS:
-            raise ValueError(f"model.init_args.text_embeddings={text_embeddings!r}: use one of {', '.join(TEXT_EMBEDDINGS)}")
+            raise ValueError(f"model.init_args.text_embeddings={text_embeddings!r}: use one of "
+                             f"{', '.join(TEXT_EMBEDDINGS)}")
         bad = [n for n in captions or {} if n != "txt" and not CAPTION_NAME.fullmatch(n)]
         if bad:
             raise ValueError(f"model.init_args.captions: names {bad} are not 'txt' or a caption name of lower-case "
@@ -185,48 +186,17 @@ class DiTModule(LightningModule):
         self._text_cache = decided_on_rank_zero(lambda: self._decide_text_cache(dm))
 
     def _decide_text_cache(self, dm) -> dict[str, Any] | None:
-        """Whether captions come from the shards' caption embeddings (``text_embeddings``), checked against
-        this DiT's encoder (by hash, without loading it); then the validation prompts' tokens."""
-        from videogen.data.manifest import DatasetManifest
-        from videogen.data.shards import expand_urls
-        from videogen.text_encoding import check_cache_record, null_from_record, text_encoder_identity
+        """Captions from the shards' caption embeddings or not (``text_embeddings``), checked against this
+        DiT's encoder (``videogen.text_encoding.text_cache_for``); a bad cache is a :class:`ConfigError`."""
+        from videogen.text_encoding import text_cache_for
 
-        mode = self.hparams.text_embeddings
-        if mode == "encoder":
-            return None
+        h = self.hparams
         shards = [s for s in (getattr(dm, "train_shards", None), getattr(dm, "val_shards", None)) if s]
-        folders = {f for s in shards for f in latent_cache_folders(s)}
-        records = {f: DatasetManifest.find(f).created_by.get("text_encoder") for f in folders}
-        urls = [u for s in shards for u in expand_urls(s)]
-        covered = bool(urls) and all("://" not in u and Path(u).resolve().parent in {f.resolve() for f in folders
-                                     if records[f] is not None} for u in urls)
-        if not covered:
-            if mode == "cache":
-                raise ConfigError("model.init_args.text_embeddings=cache: the train/val shards must all be local "
-                                  "latent caches written with `videogen encode --text-encoder` (their dataset.json "
-                                  "records the text encoder); re-encode them, or set text_embeddings: encoder")
-            return None
-        mine = text_encoder_identity(self.hparams.text_encoder, self.hparams.text_max_length)
         try:
-            for folder, record in records.items():
-                if record is not None:
-                    check_cache_record(record, str(folder / "dataset.json"), mine, self.dit.text_dim)
-            folder, record = next((f, r) for f, r in sorted(records.items()) if r is not None)
-            null = null_from_record(record, str(folder / "dataset.json"))
+            return text_cache_for(h.text_embeddings, shards, h.text_encoder, h.text_max_length, self.dit.text_dim,
+                                  h.val_prompts)
         except ValueError as e:
             raise ConfigError(str(e)) from None
-        prompts = {}
-        if self.hparams.val_prompts:  # once, on the CPU, and let go (the only time training loads the encoder)
-            from videogen.models.text import FrozenTextEncoder
-
-            encoder = FrozenTextEncoder(mine["source"], self.hparams.text_max_length, dtype="float32")
-            unique = list(dict.fromkeys(self.hparams.val_prompts))
-            tokens, mask = encoder(unique)
-            prompts = {p: (tokens[i: i + 1], mask[i: i + 1]) for i, p in enumerate(unique)}
-            del encoder
-        log.info("captions come from the caption embeddings of %s (text encoder %s); no text encoder is loaded "
-                 "for training", ", ".join(str(f) for f in sorted(folders)), mine["source"])
-        return {"source": mine["source"], "null": torch.from_numpy(null), "prompts": prompts}
 
     def on_fit_start(self) -> None:
         self.vae.to(self.device)
