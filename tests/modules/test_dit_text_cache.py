@@ -246,6 +246,10 @@ def test_another_encoders_cache_is_refused_before_any_step(world, tmp_path, cons
     with pytest.raises(ConfigError, match="text_embeddings=cache"):
         tiny_module(world, "clip", text_embeddings="cache")._decide_text_cache(datamodule(world["shards"]))
     assert tiny_module(world, "clip")._decide_text_cache(datamodule(world["shards"])) is None
+    hub = tiny_module(world, "clip")
+    hub.hparams.text_encoder = "someone/clip-on-the-hub"
+    with pytest.raises(ConfigError, match="need a local model folder"):
+        hub._decide_text_cache(datamodule(out))
     assert constructions == []
 
 

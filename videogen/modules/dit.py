@@ -195,7 +195,7 @@ class DiTModule(LightningModule):
         try:
             return text_cache_for(h.text_embeddings, shards, h.text_encoder, h.text_max_length, self.dit.text_dim,
                                   h.val_prompts)
-        except ValueError as e:
+        except (ValueError, OSError) as e:  # OSError: the configured encoder's folder cannot be hashed
             raise ConfigError(str(e)) from None
 
     def on_fit_start(self) -> None:
