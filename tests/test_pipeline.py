@@ -98,6 +98,8 @@ def test_fit_step_resumes_from_its_checkpoint(tmp_path):
     ("steps:\n  - {name: a, run: x, outputs: [o], bogus: 1}", "unknown keys"),
     ("steps:\n  - {name: a, run: x, outputs: [o]}\n  - {name: a, run: y, outputs: [p]}", "used twice"),
     ("stepz: []", "unknown top-level keys"),
+    ("state: s\nsteps:\n  - {name: card, run: x, outputs: [s/card.json]}",  # the stamp would overwrite it
+     r"step card's output s/card.json is the stamp file of step card \(s/STEP.json\); rename that step or the output"),
 ])
 def test_bad_pipeline_configs_name_the_problem(tmp_path, text, message):
     path = tmp_path / "p.yaml"

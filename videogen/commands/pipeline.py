@@ -75,7 +75,14 @@ def load_steps(config: str | Path) -> tuple[list[Step], Path, list[str]]:
                           [str(p) for p in entry.get("inputs") or []]))
     if not steps:
         raise ValueError(f"{config}: no steps")
-    return steps, Path(raw.get("state") or "runs/pipeline"), [str(p) for p in raw.get("report") or []]
+    state = Path(raw.get("state") or "runs/pipeline")
+    stamps = {_stamp(state, s): s.name for s in steps}
+    for s in steps:  # a stamp written over a step's output would hide the output and fake the stamp
+        for o in s.outputs:
+            if Path(o) in stamps:
+                raise ValueError(f"{config}: step {s.name}'s output {o} is the stamp file of step "
+                                 f"{stamps[Path(o)]} ({state}/STEP.json); rename that step or the output")
+    return steps, state, [str(p) for p in raw.get("report") or []]
 
 
 def _file_digest(path: Path, h) -> None:
