@@ -124,8 +124,11 @@ def test_the_quickstart_pipeline_config_is_valid():
     assert names.index("vae") < names.index("encode-train") < names.index("dit") < names.index("samples")
     assert names.index("captioner") < names.index("recaption-train") < names.index("encode-train")
     assert names.index("captioner-data") < names.index("captioner")  # its own clips, not the set it relabels
-    assert report == ["runs/pipeline/quickstart/samples"]
+    assert report == ["runs/pipeline/quickstart/samples", "runs/pipeline/quickstart/scorecard.json"]
     assert all(s.resume for s in steps if s.run[0] == "fit")
+    last = steps[-1]  # the scorecard ends the chain, on issue 15's settings, and fails make quickstart below target
+    assert last.run[0] == "scorecard" and last.outputs == ["runs/pipeline/quickstart/scorecard.json"]
+    assert "--no-fail" not in last.run and "--num-prompts 60 --steps 30 --cfg 4 --shape 9 64 96" in " ".join(last.run)
 
 
 @pytest.mark.slow
@@ -146,7 +149,8 @@ def test_the_quickstart_chain_runs_end_to_end_in_miniature(tmp_path):
     cfg = yaml.safe_load((repo / "configs/pipeline/quickstart.yaml").read_text())
     short = {"fit": ["--trainer.max_steps=2", "--trainer.val_check_interval=2", "--trainer.limit_val_batches=1",
                      "--trainer.logger=false", "--trainer.enable_progress_bar=false"],
-             "make-synthetic": [], "sample": ["--steps", "2"]}
+             "make-synthetic": [], "sample": ["--steps", "2"],
+             "scorecard": ["--steps", "2", "--no-fail"]}  # a 2-step model is far below target: report only
     for step in cfg["steps"]:
         run = shlex.split(step["run"])
         if run[0] == "make-synthetic":
@@ -161,6 +165,8 @@ def test_the_quickstart_chain_runs_end_to_end_in_miniature(tmp_path):
     assert "[pipeline] output: runs/pipeline/quickstart/samples" in done.stdout
     samples = sorted((tmp_path / "runs/pipeline/quickstart/samples").glob("*.mp4"))
     assert len(samples) == 4
+    card = json.loads((tmp_path / "runs/pipeline/quickstart/scorecard.json").read_text())
+    assert card["passed"] is False and card["settings"]["num_prompts"] == 60 and card["details"]["t2v"]["n"] == 4
     from videogen.data.decode import PyAVDecoder
 
     info = PyAVDecoder().probe(samples[0].read_bytes())
