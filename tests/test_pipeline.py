@@ -89,6 +89,62 @@ def test_fit_step_resumes_from_its_checkpoint(tmp_path):
     assert not any(a.startswith("--ckpt_path") for a in command_line(step))
     ckpt.write_bytes(b"x")
     assert command_line(step)[-1] == f"--ckpt_path={ckpt}"
+    assert not any(a.startswith("--ckpt_path") for a in command_line(step, resume=False))
+
+
+def test_only_the_interrupted_run_of_the_same_inputs_is_resumable(tmp_path):
+    import os
+    import time
+
+    from videogen.commands.pipeline import resumable
+
+    state, ckpt = tmp_path / "state", tmp_path / "last.ckpt"
+    state.mkdir()
+    step = Step("vae", ["fit", "--config", "c.yaml"], ["x"], resume=str(ckpt))
+    started = time.time() - 60
+    (state / ".vae.running.json").write_text(json.dumps({"hash": "h", "started": started}))
+    assert not resumable(state, step, "h")  # no checkpoint yet
+    ckpt.write_bytes(b"x")
+    assert resumable(state, step, "h")
+    assert not resumable(state, step, "other")  # the config or an upstream step changed since
+    os.utime(ckpt, (started - 10, started - 10))
+    assert not resumable(state, step, "h")  # older than the run: an earlier run's checkpoint
+    os.utime(ckpt, None)
+    (state / ".vae.running.json").write_text("{not json")
+    assert not resumable(state, step, "h")
+    assert not resumable(state, Step("e", ["encode"], ["x"], resume=str(ckpt)), "h")  # only fit steps resume
+
+
+def test_a_rerun_resumes_an_interrupted_fit_and_restarts_a_changed_one(tmp_path, monkeypatch, capsys):
+    """The pipeline's own bookkeeping, with the fit process faked: it saves a checkpoint, then fails or
+    writes its output."""
+    from videogen.commands import pipeline
+
+    cfg, out, ckpt = tmp_path / "stage.yaml", tmp_path / "export.json", tmp_path / "last.ckpt"
+    cfg.write_text("max_steps: 10\n")
+    config = tmp_path / "p.yaml"
+    config.write_text(f"state: {tmp_path}/state\nsteps:\n  - {{name: vae, run: fit --config {cfg}, "
+                      f"outputs: [{out}], resume: {ckpt}}}\n")
+    calls, codes = [], [1, 0, 0]
+
+    def fake_fit(argv, env):
+        calls.append([a for a in argv[3:] if a.startswith("--ckpt_path")])
+        ckpt.write_bytes(b"saved")
+        code = codes.pop(0)
+        if code == 0:
+            out.write_text("{}")
+        return code
+
+    monkeypatch.setattr(pipeline.subprocess, "call", fake_fit)
+    assert run_pipeline(config) == 1 and calls == [[]]  # a fresh run, interrupted after a save
+    assert run_pipeline(config) == 0 and calls[-1] == [f"--ckpt_path={ckpt}"]  # the same inputs: resumed
+    assert not (tmp_path / "state" / ".vae.running.json").exists()  # finished: nothing left to resume
+    assert run_pipeline(config) == 0 and len(calls) == 2  # done: skipped
+    cfg.write_text("max_steps: 20\n")  # a changed budget: a run of other inputs, from the start
+    capsys.readouterr()
+    assert run_pipeline(config) == 0 and calls[-1] == []
+    assert f"[pipeline] vae: {ckpt} is not from an interrupted run of these inputs: training from the start" \
+        in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("text, message", [

@@ -66,7 +66,7 @@ def test_a_stage_cut_short_by_its_clock_is_told_to_raise_max_time():
     card = build_card({**GOOD, "recaption_shape": 0.333}, stages)
     assert card["misses"] == ["recaption shape 33.3% < 95.0%: the captioner trained only 655 of its 3000 steps "
                               "(trainer.max_time stopped it): raise trainer.max_time in "
-                              "configs/captioner/quickstart.yaml and rerun (the fit resumes from its last checkpoint)"]
+                              "configs/captioner/quickstart.yaml (or give the run the machine to itself) and rerun"]
 
 
 def test_a_dit_miss_after_a_recaption_miss_points_at_the_captioner():

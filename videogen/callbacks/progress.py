@@ -146,4 +146,4 @@ class Progress(Callback):
             why = ": trainer.max_time ran out" if cap is not None and cap <= 0 else ""
             self._say(trainer, pl_module, f"[progress] WARNING {self.name}: stopped at step {step} of its budget of "
                                           f"{budget}{why}; a run cut short learns less than its config promises "
-                                          "(raise trainer.max_time and rerun: a fit resumes from its last checkpoint)")
+                                          "(raise trainer.max_time, or give the run the machine to itself)")

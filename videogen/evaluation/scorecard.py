@@ -94,7 +94,7 @@ def advice(row: dict[str, Any], stage: dict[str, Any], upstream_missed: bool = F
                 "first (see its line), then rerun")
     if isinstance(steps, int) and isinstance(budget, int) and 0 < steps < budget:
         return (f"{what}: the {name} trained only {steps} of its {budget} steps (trainer.max_time stopped it): "
-                f"raise trainer.max_time{where} and rerun (the fit resumes from its last checkpoint)")
+                f"raise trainer.max_time{where} (or give the run the machine to itself) and rerun")
     base = budget if isinstance(budget, int) and budget > 0 else steps if isinstance(steps, int) and steps > 0 else None
     if base is None:
         return f"{what}: train the {name} longer (raise trainer.max_steps and model.init_args.decay_steps{where})"
