@@ -3,6 +3,7 @@ a miss, one advice line per miss naming the stage's step budget (or its time cap
 it short), recaptions scored against ground truth, and the command's input errors."""
 
 import math
+import re
 
 import pytest
 
@@ -116,3 +117,40 @@ def test_a_missing_export_is_named(tmp_path, capsys):
                str(tmp_path / "d"), "--data", str(tmp_path / "heldout"), "--out", str(tmp_path / "card.json")])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and f"--vae {tmp_path / 'v'}: " in err and "no such export folder" in err, err
+
+
+def test_a_stage_config_is_read_for_its_budget_and_a_bad_one_is_named(tmp_path):
+    from videogen.commands.scorecard import MAX_CONFIG_BYTES, ScorecardError, read_stage_config
+
+    good = tmp_path / "vae.yaml"
+    good.write_text("trainer:\n  max_steps: 3000\n  max_time: '00:00:45:00'\nmodel: {}\n")
+    assert read_stage_config(str(good), "--vae-config") == {"config": str(good), "max_steps": 3000,
+                                                            "max_time": "00:00:45:00"}
+    assert read_stage_config(None, "--vae-config") == {}
+    cases = {"missing.yaml": None, "bad.yaml": "trainer: [unclosed\n", "list.yaml": "- a\n",
+             "big.yaml": "#" * (MAX_CONFIG_BYTES + 1)}
+    messages = {"missing.yaml": "no such file", "bad.yaml": "not YAML", "list.yaml": "no trainer section",
+                "big.yaml": "not a fit config"}
+    for name, text in cases.items():
+        if text is not None:
+            (tmp_path / name).write_text(text)
+        with pytest.raises(ScorecardError, match=f"^--dit-config {re.escape(str(tmp_path / name))}: .*{messages[name]}"):
+            read_stage_config(str(tmp_path / name), "--dit-config")
+
+
+def test_a_previous_card_is_reused_only_for_the_same_inputs(tmp_path):
+    import json
+
+    from videogen.commands.scorecard import previous_card
+
+    inputs = {"weights_sha256": {"vae": "a", "captioner": "b", "dit": "c"}, "data": "d",
+              "settings": {"steps": 30, "cfg": 4.0, "shape": [9, 64, 96]}}
+    card = build_card(GOOD, STAGES, inputs=inputs)
+    out = tmp_path / "card.json"
+    out.write_text(json.dumps(card))
+    assert previous_card(out, json.loads(json.dumps(inputs)))["figures"] == card["figures"]
+    assert previous_card(out, {**inputs, "data": "other"}) is None  # another held-out set: measured anew
+    for text in ("{not json", "[1, 2]", json.dumps({**card, "figures": [1, 2]}), "\xff"):
+        out.write_text(text, errors="surrogateescape") if text != "\xff" else out.write_bytes(b"\xff\xfe")
+        assert previous_card(out, inputs) is None
+    assert previous_card(tmp_path / "none.json", inputs) is None
