@@ -1,4 +1,4 @@
-# The README commands: `make quickstart` (main job), `make smoke` (its plumbing in ~2 min) and
+# The README commands: `make quickstart` (main job), `make smoke` (its plumbing in minutes) and
 # `make test`. Each installs what it needs into .venv first (once; again when pyproject.toml or
 # constraints.txt changes).
 VENV ?= .venv
@@ -26,7 +26,7 @@ quickstart: $(STAMP)
 	$(BIN)/videogen pipeline --config configs/pipeline/quickstart.yaml
 	@echo "samples: runs/pipeline/quickstart/samples (TensorBoard: $(BIN)/tensorboard --logdir runs)"
 
-# The same chain at a tiny size (configs/pipeline/smoke.yaml, ~2 min): proves the plumbing, not the learning
+# The same chain at a tiny size (configs/pipeline/smoke.yaml, a few minutes): proves the plumbing, not the learning
 smoke: $(STAMP)
 	$(BIN)/videogen pipeline --config configs/pipeline/smoke.yaml
 
