@@ -104,14 +104,15 @@ def read_stage_config(path: str | None, option: str) -> dict[str, Any]:
 
 
 def load_exports(args: argparse.Namespace):
-    """(vae Export, captioner Export, DiT Generator, stages) or a ScorecardError naming the option."""
+    """(the VAE's Export, the DiT's Generator, what is known of each stage, the device), or a
+    ScorecardError naming the option. The captioner is loaded here only to refuse a bad one early."""
+    import torch
+
     from videogen.captioning import load_captioner
     from videogen.evaluation.generation import load_generator
     from videogen.models.dit import DiT
     from videogen.models.vae import VideoAutoencoder
     from videogen.pretrained import RefusedFile, load_stage
-
-    import torch
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     loaded = {}
