@@ -34,6 +34,7 @@ EXTRA_COMMANDS = {
     "evaluate": "evaluate",
     "tune-buckets": "tune_buckets",
     "pipeline": "pipeline",
+    "scorecard": "scorecard",
     "recaption": "recaption",
 }
 
