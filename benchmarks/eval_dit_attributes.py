@@ -2,7 +2,9 @@
 
 Prompts are the long captions of a held-out synthetic set (another seed than training); each
 generated video is judged with the synthetic generator's own attribute definitions
-(`data_recipes.synthetic.judge_clip`) and compared with the attributes the caption describes.
+(`data_recipes.synthetic.judge_clip`) and compared with the attributes the caption describes. The
+sampling and judging are `videogen.evaluation.scorecard.t2v_accuracy`, the scorecard's own
+(`videogen scorecard`): prompt i is sampled with seed `--sample-seed + i` whatever the batch size.
 
     .venv/bin/python benchmarks/eval_dit_attributes.py --dit runs/dit/quickstart/export \
         --num-prompts 60 --seed 1 --out benchmarks/out/eval_dit.json
@@ -13,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -48,41 +49,30 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--cfg", type=float, default=4.0)
     parser.add_argument("--batch", type=int, default=12)
+    parser.add_argument("--sample-seed", type=int, default=0, help="prompt i is sampled with seed SAMPLE_SEED + i")
     parser.add_argument("--out", default="benchmarks/out/eval_dit.json")
     args = parser.parse_args()
 
-    from data_recipes.synthetic import judge_clip
-    from videogen.sampling import NULL_CAPTION, generate, load_trained_dit, sampling_kwargs
+    from videogen.evaluation.generation import load_generator
+    from videogen.evaluation.scorecard import t2v_accuracy
 
     torch.set_grad_enabled(False)
-    trained = load_trained_dit(args.dit)
-    stats, vae, text_encoder = trained.stats, trained.vae_export.module, trained.text_encoder
-    null = text_encoder([NULL_CAPTION])
+    generator = load_generator(args.dit)
     samples = held_out_samples(args.num_prompts, args.seed)
     frames, height, width = args.shape
-    results, began = [], time.perf_counter()
-    for i in range(0, len(samples), args.batch):
-        chunk = samples[i: i + args.batch]
-        prompts = [s["txt"] if args.caption == "txt" else s["json"]["captions"][args.caption] for s in chunk]
-        text, mask = text_encoder(prompts)
-        videos = generate(trained.dit, vae, stats, text, mask, *null, num_frames=frames, height=height, width=width,
-                          steps=args.steps, cfg=args.cfg, seed=1000 + i, **sampling_kwargs(stats))
-        for s, prompt, video in zip(chunk, prompts, videos):
-            judged = judge_clip(to_pixels(video))
-            want = s["json"]["attributes"]
-            results.append({"key": s["__key__"], "prompt": prompt, "want_colour": want["colour"],
-                            "want_direction": want["direction"], "got_colour": judged.get("colour"),
-                            "got_direction": judged.get("direction")})
-    n = len(results)
-    colour = sum(r["got_colour"] == r["want_colour"] for r in results) / n
-    direction = sum(r["got_direction"] == r["want_direction"] for r in results) / n
+    prompts = [s["txt"] if args.caption == "txt" else s["json"]["captions"][args.caption] for s in samples]
+    began = time.perf_counter()
+    judged = t2v_accuracy(generator, prompts, [s["json"]["attributes"] for s in samples], num_frames=frames,
+                          height=height, width=width, steps=args.steps, cfg=args.cfg, seed=args.sample_seed,
+                          batch_size=args.batch)
+    results = [{"key": s["__key__"], **r} for s, r in zip(samples, judged["results"])]
+    n, colour, direction = judged["n"], judged["colour"], judged["direction"]
     summary = {"num_prompts": n, "colour_accuracy": colour, "direction_accuracy": direction,
-               "colour_confusions": Counter(f"{r['want_colour']}->{r['got_colour']}" for r in results
-                                            if r["got_colour"] != r["want_colour"]),
-               "direction_confusions": Counter(f"{r['want_direction']}->{r['got_direction']}" for r in results
-                                               if r["got_direction"] != r["want_direction"]),
+               "colour_confusions": judged["confusions"]["colour"],
+               "direction_confusions": judged["confusions"]["direction"],
                "shape": args.shape, "steps": args.steps, "cfg": args.cfg, "caption": args.caption,
-               "seconds": round(time.perf_counter() - began, 1), "dit": str(args.dit), "results": results}
+               "sample_seed": args.sample_seed, "seconds": round(time.perf_counter() - began, 1), "dit": str(args.dit),
+               "results": results}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(summary, indent=2))
     print(f"{n} held-out prompts (seed {args.seed}, {args.caption} captions), {args.steps} steps, cfg {args.cfg}:")

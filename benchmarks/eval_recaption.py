@@ -4,7 +4,8 @@ Runs ``videogen recaption`` over a held-out synthetic set (another seed than tra
 each new caption against the clip's ground-truth ``json.attributes``: an attribute counts as right
 when the caption names the true value and no other value of it. Also checks the recaptioned set:
 `videogen inspect` passes with the same sample count, and every original member is unchanged
-(only ``json`` differs, by ``captions[NAME]``). Prints a table and writes JSON.
+(only ``json`` differs, by ``captions[NAME]``). Prints a table and writes JSON. The accuracy is
+``videogen.evaluation.scorecard.attribute_accuracy``, the scorecard's own (``videogen scorecard``).
 
     .venv/bin/videogen make-synthetic --out data/synthetic-heldout --num-samples 60 --seed 1 --val-fraction 0
     .venv/bin/python benchmarks/eval_recaption.py --ckpt runs/captioner/quickstart/export
@@ -63,6 +64,7 @@ def main() -> None:
     from videogen.cli import main as videogen
     from videogen.commands.recaption import recaption
     from videogen.data.manifest import DatasetManifest
+    from videogen.evaluation.scorecard import attribute_accuracy
     from videogen.modules.caption_metrics import attribute_hits, bleu4
 
     src, work = Path(args.data), Path(args.work)
@@ -73,11 +75,7 @@ def main() -> None:
     seconds = time.perf_counter() - began
     rows, problems = compare(src, work, args.name)
     hits = [attribute_hits(caption, meta.get("attributes") or {}) for meta, caption in rows]
-    accuracy = {}
-    for attr in ("colour", "shape", "direction"):
-        judged = [h[attr] for h in hits if attr in h]
-        accuracy[attr] = {"correct": sum(judged), "n": len(judged),
-                          "accuracy": round(sum(judged) / len(judged), 4) if judged else None}
+    accuracy = attribute_accuracy([(meta.get("attributes") or {}, caption) for meta, caption in rows])  # the scorecard's
     refs = [(meta.get("captions") or {}).get("long", "") for meta, _ in rows]
     bleu = bleu4([c for _, c in rows], refs) if rows else 0.0
     inspect_rc = videogen(["inspect", str(work)])

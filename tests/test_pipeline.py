@@ -89,6 +89,62 @@ def test_fit_step_resumes_from_its_checkpoint(tmp_path):
     assert not any(a.startswith("--ckpt_path") for a in command_line(step))
     ckpt.write_bytes(b"x")
     assert command_line(step)[-1] == f"--ckpt_path={ckpt}"
+    assert not any(a.startswith("--ckpt_path") for a in command_line(step, resume=False))
+
+
+def test_only_the_interrupted_run_of_the_same_inputs_is_resumable(tmp_path):
+    import os
+    import time
+
+    from videogen.commands.pipeline import resumable
+
+    state, ckpt = tmp_path / "state", tmp_path / "last.ckpt"
+    state.mkdir()
+    step = Step("vae", ["fit", "--config", "c.yaml"], ["x"], resume=str(ckpt))
+    started = time.time() - 60
+    (state / ".vae.running.json").write_text(json.dumps({"hash": "h", "started": started}))
+    assert not resumable(state, step, "h")  # no checkpoint yet
+    ckpt.write_bytes(b"x")
+    assert resumable(state, step, "h")
+    assert not resumable(state, step, "other")  # the config or an upstream step changed since
+    os.utime(ckpt, (started - 10, started - 10))
+    assert not resumable(state, step, "h")  # older than the run: an earlier run's checkpoint
+    os.utime(ckpt, None)
+    (state / ".vae.running.json").write_text("{not json")
+    assert not resumable(state, step, "h")
+    assert not resumable(state, Step("e", ["encode"], ["x"], resume=str(ckpt)), "h")  # only fit steps resume
+
+
+def test_a_rerun_resumes_an_interrupted_fit_and_restarts_a_changed_one(tmp_path, monkeypatch, capsys):
+    """The pipeline's own bookkeeping, with the fit process faked: it saves a checkpoint, then fails or
+    writes its output."""
+    from videogen.commands import pipeline
+
+    cfg, out, ckpt = tmp_path / "stage.yaml", tmp_path / "export.json", tmp_path / "last.ckpt"
+    cfg.write_text("max_steps: 10\n")
+    config = tmp_path / "p.yaml"
+    config.write_text(f"state: {tmp_path}/state\nsteps:\n  - {{name: vae, run: fit --config {cfg}, "
+                      f"outputs: [{out}], resume: {ckpt}}}\n")
+    calls, codes = [], [1, 0, 0]
+
+    def fake_fit(argv, env):
+        calls.append([a for a in argv[3:] if a.startswith("--ckpt_path")])
+        ckpt.write_bytes(b"saved")
+        code = codes.pop(0)
+        if code == 0:
+            out.write_text("{}")
+        return code
+
+    monkeypatch.setattr(pipeline.subprocess, "call", fake_fit)
+    assert run_pipeline(config) == 1 and calls == [[]]  # a fresh run, interrupted after a save
+    assert run_pipeline(config) == 0 and calls[-1] == [f"--ckpt_path={ckpt}"]  # the same inputs: resumed
+    assert not (tmp_path / "state" / ".vae.running.json").exists()  # finished: nothing left to resume
+    assert run_pipeline(config) == 0 and len(calls) == 2  # done: skipped
+    cfg.write_text("max_steps: 20\n")  # a changed budget: a run of other inputs, from the start
+    capsys.readouterr()
+    assert run_pipeline(config) == 0 and calls[-1] == []
+    assert f"[pipeline] vae: {ckpt} is not from an interrupted run of these inputs: training from the start" \
+        in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("text, message", [
@@ -98,6 +154,8 @@ def test_fit_step_resumes_from_its_checkpoint(tmp_path):
     ("steps:\n  - {name: a, run: x, outputs: [o], bogus: 1}", "unknown keys"),
     ("steps:\n  - {name: a, run: x, outputs: [o]}\n  - {name: a, run: y, outputs: [p]}", "used twice"),
     ("stepz: []", "unknown top-level keys"),
+    ("state: s\nsteps:\n  - {name: card, run: x, outputs: [s/card.json]}",  # the stamp would overwrite it
+     r"step card's output s/card.json is the stamp file of step card \(s/STEP.json\); rename that step or the output"),
 ])
 def test_bad_pipeline_configs_name_the_problem(tmp_path, text, message):
     path = tmp_path / "p.yaml"
@@ -122,8 +180,11 @@ def test_the_quickstart_pipeline_config_is_valid():
     assert names.index("vae") < names.index("encode-train") < names.index("dit") < names.index("samples")
     assert names.index("captioner") < names.index("recaption-train") < names.index("encode-train")
     assert names.index("captioner-data") < names.index("captioner")  # its own clips, not the set it relabels
-    assert report == ["runs/pipeline/quickstart/samples"]
+    assert report == ["runs/pipeline/quickstart/samples", "runs/pipeline/quickstart/scorecard.json"]
     assert all(s.resume for s in steps if s.run[0] == "fit")
+    last = steps[-1]  # the scorecard ends the chain, on issue 15's settings, and fails make quickstart below target
+    assert last.run[0] == "scorecard" and last.outputs == ["runs/pipeline/quickstart/scorecard.json"]
+    assert "--no-fail" not in last.run and "--num-prompts 60 --steps 30 --cfg 4 --shape 9 64 96" in " ".join(last.run)
 
 
 @pytest.mark.slow
@@ -144,7 +205,8 @@ def test_the_quickstart_chain_runs_end_to_end_in_miniature(tmp_path):
     cfg = yaml.safe_load((repo / "configs/pipeline/quickstart.yaml").read_text())
     short = {"fit": ["--trainer.max_steps=2", "--trainer.val_check_interval=2", "--trainer.limit_val_batches=1",
                      "--trainer.logger=false", "--trainer.enable_progress_bar=false"],
-             "make-synthetic": [], "sample": ["--steps", "2"]}
+             "make-synthetic": [], "sample": ["--steps", "2"],
+             "scorecard": ["--steps", "2", "--no-fail"]}  # a 2-step model is far below target: report only
     for step in cfg["steps"]:
         run = shlex.split(step["run"])
         if run[0] == "make-synthetic":
@@ -159,6 +221,8 @@ def test_the_quickstart_chain_runs_end_to_end_in_miniature(tmp_path):
     assert "[pipeline] output: runs/pipeline/quickstart/samples" in done.stdout
     samples = sorted((tmp_path / "runs/pipeline/quickstart/samples").glob("*.mp4"))
     assert len(samples) == 4
+    card = json.loads((tmp_path / "runs/pipeline/quickstart/scorecard.json").read_text())
+    assert card["passed"] is False and card["settings"]["num_prompts"] == 60 and card["details"]["t2v"]["n"] == 4
     from videogen.data.decode import PyAVDecoder
 
     info = PyAVDecoder().probe(samples[0].read_bytes())

@@ -29,10 +29,12 @@ EXTRA_COMMANDS = {
     "export": "export",
     "encode": "encode",
     "eval-vae": "eval_vae",
+    "vae-stats": "vae_stats",
     "sample": "sample",
     "evaluate": "evaluate",
     "tune-buckets": "tune_buckets",
     "pipeline": "pipeline",
+    "scorecard": "scorecard",
     "recaption": "recaption",
 }
 

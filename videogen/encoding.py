@@ -2,7 +2,8 @@
 training alike, so the two cannot drift apart.
 
 Latents are stored and passed raw (the posterior mean, ``(C, t, h, w)``); the DiT normalises them
-per channel with the VAE export's ``stats.json`` (:func:`normalize_latents`). A latent cache
+per channel with the VAE export's ``stats.json`` (:func:`normalize_latents`). The VAE is ours or a
+pretrained diffusers one (``videogen.pretrained_diffusers``) behind the same interface. A latent cache
 records the identity of the VAE that wrote it (:func:`vae_identity`); :func:`check_cache_identity`
 refuses a cache written by another VAE.
 """
@@ -17,15 +18,33 @@ import torch
 from videogen.data.manifest import DatasetManifest
 from videogen.memory import bytes_per_element, inference_autocast, memory_budget
 from videogen.models.vae import VideoAutoencoder
-from videogen.models.vae.receptive import TilePlan, plan_tiles
+from videogen.models.vae.diffusers_vae import DiffusersVideoVAE
+from videogen.models.vae.receptive import TilePlan, default_tile_overlap, plan_tiles
 from videogen.pretrained import Export, load_stage
 
 
 def load_vae(path: str | Path) -> Export:
-    """A frozen VAE from an export folder or a VAE checkpoint (``--vae EXPORT_OR_CKPT``)."""
-    export = load_stage(path, expect=VideoAutoencoder)
+    """A frozen VAE for ``--vae``: an export folder or a VAE checkpoint of ours, a diffusers video-VAE
+    folder (config.json + safetensors: Wan, CogVideoX, LTX-Video, HunyuanVideo), or a statistics file
+    that ``videogen vae-stats`` measured for one (its measured statistics replace the config's)."""
+    from videogen import pretrained_diffusers as hf
+
+    if hf.is_diffusers_folder(path):
+        export = hf.load_diffusers_vae(path)
+    elif hf.is_measured_stats(path):
+        export = hf.load_measured_stats(path)
+    else:
+        export = load_stage(path, expect=VideoAutoencoder)
     export.module.requires_grad_(False).eval()
     return export
+
+
+def default_overlap(vae: torch.nn.Module) -> int:
+    """The tile overlap (pixels) a VAE tiles with when none is given: for ours the exact one
+    (:func:`~videogen.models.vae.receptive.default_tile_overlap`), for a diffusers VAE its blend width."""
+    if isinstance(vae, DiffusersVideoVAE):
+        return vae.default_tile_overlap
+    return default_tile_overlap(vae)
 
 
 def vae_identity(export: Export) -> dict[str, Any]:
@@ -43,6 +62,8 @@ def plan_for(vae: VideoAutoencoder, shape: tuple[int, ...], device: torch.device
     memory budget (:func:`videogen.memory.memory_budget`)."""
     b, _, t, h, w = shape
     budget = memory_budget(device, memory_budget_gb) // max(1, b)
+    if isinstance(vae, DiffusersVideoVAE):
+        return vae.plan(t, h, w, budget, bytes_per_element(device))
     return plan_tiles(vae, t, h, w, budget, bytes_per_element(device))
 
 

@@ -78,3 +78,36 @@ def test_captioner_ddp_two_ranks_sync_weights(tmp_path):
     assert not set(k0) & set(k1)
     assert r0["weights_at_end"] == r1["weights_at_end"] != r0["weights_at_start"]
     assert r0["losses"] != r1["losses"]
+
+
+def test_dit_ddp_trains_from_caption_embeddings_with_no_encoder_on_any_rank(tmp_path):
+    """A latent cache with caption embeddings (tiny T5): no rank builds a text encoder for training; rank 0
+    alone builds one at setup for the validation prompts and every rank gets the same tokens."""
+    import json
+
+    sys.path.insert(0, str(Path(__file__).parents[1]))
+    from models.test_text_encoders import tiny_t5
+    from test_encode import tiny_export
+    from videogen.commands.encode import encode
+
+    write_shards(tmp_path / "shards", [2, 2])
+    vae, t5 = tiny_export(tmp_path / "vae"), tiny_t5(tmp_path / "t5")
+    cache = encode(str(vae), str(tmp_path / "shards"), tmp_path / "cache", max_area=32 * 32, max_frames=9,
+                   text_encoder=str(t5), text_max_length=8, num_workers=0, accelerator="cpu", devices=1,
+                   progress=False)
+    model = tiny_dit_model(str(vae), ema_decay=None, text_encoder=str(t5), text_max_length=8,
+                           text_embeddings="cache", val_prompts=["a red square", "a blue circle", "a red circle"],
+                           val_steps=1, val_shape=[9, 32, 32])
+    model["init_args"]["dit"]["init_args"]["text_dim"] = 32
+    cfg = fit_config(tmp_path / "dit.yaml", model, data_section(cache, val_shards=str(cache), val_batches=1),
+                     tmp_path, max_steps=2, val_check_interval=2, check_val_every_n_epoch=None, limit_val_batches=1,
+                     num_sanity_val_steps=0,
+                     callbacks=[{"class_path": "text_counter.TextEncoderCounter",
+                                 "init_args": {"out": str(tmp_path / "records")}}])
+    run_fit(cfg)
+    r0, r1 = records(tmp_path)
+    assert r0["end_step"] == r1["end_step"] == 2 and r0["gathered"] == r1["gathered"] and len(r0["gathered"][0]) == 3
+    t0, t1 = (json.loads((tmp_path / "records" / f"text-rank{r}.json").read_text()) for r in (0, 1))
+    assert (t0["built"], t1["built"]) == (1, 0)  # the validation prompts, on rank 0, once
+    assert t0["from_cache"] and t1["from_cache"] and not t0["holds_encoder"] and not t1["holds_encoder"]
+    assert t0["prompts"] == t1["prompts"] and len(t0["prompts"]) == 3

@@ -154,3 +154,13 @@ def test_image_to_video_cogvideox_refused(tmp_path):
                                 sample_frames=9, patch_size=2, max_text_seq_length=8).save_pretrained(tmp_path / "i2v")
     with pytest.raises(ValueError, match="image-to-video.*only text-to-video CogVideoX trains here"):
         CogVideoXTransformer(str(tmp_path / "i2v"))
+
+
+def test_cached_caption_embeddings_refused_for_a_text_path_that_reads_the_padding(parts):
+    from videogen.callbacks.config_check import ConfigError
+
+    module = cog_module(parts, lora_rank=2)
+    assert module._decide_text_cache(None) is None  # auto: the live encoder
+    module.hparams.text_embeddings = "cache"
+    with pytest.raises(ConfigError, match="runs over the padded caption.*set text_embeddings: encoder"):
+        module._decide_text_cache(None)

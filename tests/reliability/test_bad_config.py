@@ -95,3 +95,26 @@ def test_latent_cache_written_by_another_vae(tmp_path, capsys, shards, vae_expor
                    accelerator="cpu", devices=1, progress=False)
     err = fit_error(tmp_path, capsys, tiny_dit_model(vae_export), cache)
     line_with(err, "videogen: error:", "latents were written by the VAE at", "other-vae", "Re-run `videogen encode")
+
+
+def test_a_vae_that_needs_longer_frame_steps_refuses_buckets_between_them():
+    """CogVideoX's decoder takes 1 + 8k frames (an odd latent count) although it compresses time 4x: its
+    stats' frame_multiple, not the compression, decides which bucket lengths pass the setup check."""
+    from types import SimpleNamespace
+
+    import pytest
+
+    from videogen.callbacks.config_check import ConfigError, bucket_problem, check_shapes
+    from videogen.data.buckets import Bucket
+
+    assert bucket_problem(13, 64, 64, tc=4, sc=8, patch=(1, 2, 2)) is None
+    assert bucket_problem(13, 64, 64, tc=4, sc=8, patch=(1, 2, 2), frame_multiple=8) == \
+        "num_frames=13 is not 1 + k*8 (use 9 or 17)"
+    export = SimpleNamespace(folder="cogvideox-vae", stats={"temporal_compression": 4, "spatial_compression": 8,
+                                                            "frame_multiple": 8})
+    module = SimpleNamespace(dit=SimpleNamespace(patch_size=(1, 2, 2)), vae_export=export)
+    ok = SimpleNamespace(bucketer=SimpleNamespace(buckets=[Bucket(17, 64, 64)]))
+    check_shapes(module, ok)
+    bad = SimpleNamespace(bucketer=SimpleNamespace(buckets=[Bucket(17, 64, 64), Bucket(13, 64, 64)]))
+    with pytest.raises(ConfigError, match=r"buckets\[1\] .*num_frames=13 is not 1 \+ k\*8 \(use 9 or 17\)"):
+        check_shapes(module, bad)

@@ -16,6 +16,7 @@ as it is: ``module.vae`` (a ``VideoAutoencoder``: the VAE stage) or ``module.vae
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from lightning.pytorch import Callback
@@ -25,27 +26,33 @@ class ConfigError(ValueError):
     """A configuration the run cannot use (found before any compute)."""
 
 
-def _requirements(module: Any) -> tuple[int, int, tuple[int, int, int], str] | None:
-    """(temporal, spatial compression, DiT patch (pt, ph, pw), what) of the stage, or None."""
+def _requirements(module: Any) -> tuple[int, int, tuple[int, int, int], str, int] | None:
+    """(temporal, spatial compression, DiT patch (pt, ph, pw), what, frame multiple) of the stage, or None.
+
+    The frame multiple is the step between clip lengths the VAE takes (``1 + k * frame_multiple``): its
+    temporal compression, or more where the VAE needs it (CogVideoX's decoder: an odd latent count)."""
     dit, export = getattr(module, "dit", None), getattr(module, "vae_export", None)
     if dit is not None and export is not None and hasattr(dit, "patch_size"):
         s = export.stats
-        return int(s["temporal_compression"]), int(s["spatial_compression"]), tuple(dit.patch_size), \
-            f"the VAE at {export.folder} x DiT patch_size={tuple(dit.patch_size)}"
+        tc = int(s["temporal_compression"])
+        return tc, int(s["spatial_compression"]), tuple(dit.patch_size), \
+            f"the VAE at {export.folder} x DiT patch_size={tuple(dit.patch_size)}", int(s.get("frame_multiple", tc))
     vae = getattr(module, "vae", None)
     if vae is not None and hasattr(vae, "temporal_compression") and hasattr(vae, "spatial_compression"):
         return int(vae.temporal_compression), int(vae.spatial_compression), (1, 1, 1), \
             f"VideoAutoencoder(temporal_compression={vae.temporal_compression}, " \
-            f"spatial_compression={vae.spatial_compression})"
+            f"spatial_compression={vae.spatial_compression})", int(vae.temporal_compression)
     return None
 
 
-def bucket_problem(frames: int, height: int, width: int, tc: int, sc: int, patch: tuple[int, int, int]) -> str | None:
+def bucket_problem(frames: int, height: int, width: int, tc: int, sc: int, patch: tuple[int, int, int],
+                   frame_multiple: int | None = None) -> str | None:
     """Why a (frames, height, width) clip cannot pass through the stage, or None."""
     pt, ph, pw = patch
-    if (frames - 1) % tc:
-        lo = frames - (frames - 1) % tc
-        return f"num_frames={frames} is not 1 + k*{tc} (use {lo} or {lo + tc})"
+    fm = frame_multiple or tc
+    if (frames - 1) % fm:
+        lo = frames - (frames - 1) % fm
+        return f"num_frames={frames} is not 1 + k*{fm} (use {lo} or {lo + fm})"
     latent_t = 1 + (frames - 1) // tc
     if latent_t % pt:
         return f"num_frames={frames} gives {latent_t} latent frames, not a multiple of the patch's {pt}"
@@ -62,17 +69,17 @@ def check_shapes(module: Any, datamodule: Any) -> None:
     bucketer = getattr(datamodule, "bucketer", None)
     if need is None or bucketer is None:
         return
-    tc, sc, patch, what = need
+    tc, sc, patch, what, vae_fm = need
     if getattr(bucketer, "packing", False):
         fm, sm = bucketer.frame_multiple, bucketer.size_multiple
-        problem = bucket_problem(1 + fm, sm, sm, tc, sc, patch)
+        problem = bucket_problem(1 + fm, sm, sm, tc, sc, patch, vae_fm)
         if problem:
             raise ConfigError(f"data.init_args.frame_multiple={fm} / size_multiple={sm} (packing): {problem} for "
-                              f"{what}; make frame_multiple a multiple of {tc * patch[0]} and size_multiple a "
+                              f"{what}; make frame_multiple a multiple of {math.lcm(vae_fm, tc * patch[0])} and size_multiple a "
                               f"multiple of {sc * max(patch[1:])}")
         return
     for i, b in enumerate(bucketer.buckets):
-        problem = bucket_problem(b.num_frames, b.height, b.width, tc, sc, patch)
+        problem = bucket_problem(b.num_frames, b.height, b.width, tc, sc, patch, vae_fm)
         if problem:
             raise ConfigError(f"data.init_args.buckets[{i}] ({b.name}): {problem}, as {what} needs")
 

@@ -61,6 +61,8 @@ class LatentShardWriter(BasePredictionWriter):
             sample = {"__key__": key, "latent.npy": npy_bytes(prediction["latents"][i]), "json": meta}
             if prediction["caption"][i]:
                 sample["txt"] = prediction["caption"][i]
+            for ext, array in (prediction["text"][i] if "text" in prediction else {}).items():
+                sample[ext] = npy_bytes(array)  # caption embeddings (videogen encode --text-encoder)
             writer.write(sample)
 
     def _finish(self, url: str, skipped: dict[str, int]) -> None:

@@ -10,6 +10,12 @@ output's ``dataset.json`` records the VAE's identity: a DiT given another VAE re
 ``--buckets-from CONFIG`` encodes each clip at its training bucket instead (the bucket table,
 ``frame_stride``, ``target_fps`` and ``span_clip`` of the config's ``data``, centre crops), so a DiT
 config with that bucket table trains from the cache as it would from the pixels.
+
+``--text-encoder DIR`` (``default``: the quickstart's all-MiniLM-L6-v2) also stores each sample's caption
+embeddings (``text.txt.npy`` and ``text.<name>.npy`` for the json's named captions, float16 trimmed to
+the valid tokens) and records the encoder (folder, sha256, width, ``--text-max-length``) and the encoded
+``NULL_CAPTION`` in ``dataset.json``: a DiT trained on the cache loads no text encoder
+(``videogen/data/text_embeddings.py``, ``videogen/text_encoding.py``).
 """
 
 from __future__ import annotations
@@ -21,7 +27,8 @@ HELP = "encode shards with a trained VAE into a latent cache (resumable, one sha
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--vae", required=True, help="the VAE export folder (or a VAE checkpoint)")
+    parser.add_argument("--vae", required=True, help="the VAE export folder (or a VAE checkpoint), or a diffusers "
+                        "video-VAE folder (Wan, CogVideoX, LTX-Video, HunyuanVideo) or a `videogen vae-stats` file")
     parser.add_argument("--data", required=True, nargs="+", help="input shards: folder, glob, brace pattern or URLs")
     parser.add_argument("--out", required=True, help="output folder for the latent shards")
     parser.add_argument("--max-area", type=int, default=256 * 256, help="pixels per frame at most (default 65536)")
@@ -37,6 +44,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--memory-budget", type=float, default=None, metavar="GB",
                         help="GB the VAE's activations may use; chunks and tiles are planned from it (default: "
                              "half the free CUDA memory, or a tenth of the RAM on CPU)")
+    parser.add_argument("--text-encoder", default=None, metavar="DIR_OR_DEFAULT",
+                        help="also store caption embeddings made by this local text-encoder folder ('default': "
+                             "the quickstart's all-MiniLM-L6-v2), so the DiT trains without the encoder")
+    parser.add_argument("--text-max-length", type=int, default=64,
+                        help="tokens per caption with --text-encoder (the DiT's text_max_length; default 64)")
     parser.add_argument("--num-workers", type=int, default=1, help="dataloader workers per process (default 1)")
     parser.add_argument("--accelerator", default="auto")
     parser.add_argument("--devices", default="auto")
@@ -59,11 +71,24 @@ def buckets_from(config: str | Path) -> dict:
             "target_fps": data.get("target_fps"), "span_clip": bool(data.get("span_clip", False))}
 
 
+def check_same_text_encoder(out: Path, before: dict | None, now: dict | None) -> None:
+    """A rerun into a cache folder keeps its caption embeddings' encoder and max length (or their absence)."""
+    same = (before is None) == (now is None) and (now is None or (
+        isinstance(before, dict) and before.get("sha256") == now["sha256"]
+        and before.get("max_length") == now["max_length"]))
+    if not same:
+        had = (f"caption embeddings of {before.get('source')} (--text-max-length {before.get('max_length')})"
+               if isinstance(before, dict) else "no caption embeddings")
+        raise ValueError(f"{out}: holds a cache with {had}; encode with the same --text-encoder and "
+                         "--text-max-length, or write this cache to a new folder")
+
+
 def encode(vae: str, data: list[str] | str, out: str | Path, *, max_area: int = 256 * 256, max_frames: int = 33,
            size_multiple: int | None = None, frame_stride: int = 1, buckets: dict | None = None,
            chunk_frames: int | None = None, memory_budget: float | None = None,
-           num_workers: int = 1, accelerator: str = "auto", devices: str | int = "auto", num_nodes: int = 1,
-           precision: str = "32-true", progress: bool = True) -> Path:
+           text_encoder: str | None = None, text_max_length: int = 64, num_workers: int = 1,
+           accelerator: str = "auto", devices: str | int = "auto", num_nodes: int = 1, precision: str = "32-true",
+           progress: bool = True) -> Path:
     from lightning.pytorch import Trainer
     from torch.utils.data import DataLoader
 
@@ -76,7 +101,15 @@ def encode(vae: str, data: list[str] | str, out: str | Path, *, max_area: int = 
     from videogen.encoding import vae_identity
     from videogen.modules.encode import EncodeModule
 
-    module = EncodeModule(vae, chunk_frames=chunk_frames, memory_budget=memory_budget)
+    text = None
+    if text_encoder is not None:  # hashed before anything loads: a rerun must use the same encoder
+        from videogen.text_encoding import text_encoder_identity
+
+        if text_max_length < 1:
+            raise ValueError(f"--text-max-length {text_max_length}: must be >= 1")
+        text = text_encoder_identity(text_encoder, text_max_length)
+    module = EncodeModule(vae, chunk_frames=chunk_frames, memory_budget=memory_budget,
+                          text_encoder=None if text is None else text["source"], text_max_length=text_max_length)
     check_out_apart(out, data)
     out = Path(out)
     identity = vae_identity(module.export)
@@ -84,6 +117,8 @@ def encode(vae: str, data: list[str] | str, out: str | Path, *, max_area: int = 
     if previous is not None and previous.created_by.get("vae", {}).get("weights_sha256") != identity["weights_sha256"]:
         raise ValueError(f"{out}: holds latents of another VAE ({previous.created_by.get('vae', {}).get('source')}); "
                          "write this cache to a new folder")
+    if previous is not None:
+        check_same_text_encoder(out, previous.created_by.get("text_encoder"), text)
     urls = expand_urls(data)
     names = [Path(u).name for u in urls]
     if len(set(names)) != len(names):
@@ -91,30 +126,39 @@ def encode(vae: str, data: list[str] | str, out: str | Path, *, max_area: int = 
     done = finished_shards(out)
     todo = [u for u in urls if Path(u).name not in done]
     vae_module = module.vae
-    tc, sc = vae_module.temporal_compression, vae_module.spatial_compression
+    tc, sc, fm = vae_module.temporal_compression, vae_module.spatial_compression, vae_module.frame_multiple
     size_multiple = size_multiple or 2 * sc
     if size_multiple % sc:
         raise ValueError(f"--size-multiple {size_multiple} must be a multiple of the VAE's spatial compression {sc}")
     if buckets:  # the training buckets: batches of one bucket, centre crops
         table = [b if isinstance(b, Bucket) else Bucket(**b) for b in buckets["buckets"]]
-        bad = [b.name for b in table if b.height % sc or b.width % sc or (b.num_frames - 1) % tc]
+        bad = [b.name for b in table if b.height % sc or b.width % sc or (b.num_frames - 1) % fm]
         if bad:
             raise ValueError(f"buckets {bad} do not fit the VAE's compression ({tc}x{sc}x{sc}): frames must be "
-                             f"1 + k*{tc}, sides multiples of {sc}")
+                             f"1 + k*{fm}, sides multiples of {sc}")
         bucketer = Bucketer(table, batch_size=4)
         options = StreamOptions(frame_stride=buckets.get("frame_stride", 1), target_fps=buckets.get("target_fps"),
                                 span_clip=buckets.get("span_clip", False), require_caption=False)
         settings = {"buckets": [b.name for b in table], **{k: v for k, v in buckets.items() if k != "buckets"}}
     else:
         bucketer = Bucketer(packing=True, token_budget=10**12, token_shape=(tc, sc, sc), max_area=max_area,
-                            max_frames=max_frames, size_multiple=size_multiple, frame_multiple=tc)
+                            max_frames=max_frames, size_multiple=size_multiple, frame_multiple=fm)
         options = StreamOptions(frame_stride=frame_stride, require_caption=False)
         settings = {"max_area": max_area, "max_frames": max_frames, "size_multiple": size_multiple,
                     "frame_stride": frame_stride}
     created_by = {**provenance("encode", {"vae": vae, "data": data, **settings}), "vae": identity}
+    if text is not None:  # its null caption is encoded on the predict device (EncodeModule.on_predict_start)
+        from videogen.text_encoding import cache_record
+
+        created_by["text_encoder"] = module.text_record = cache_record(module.text_encoder, text)
     out.mkdir(parents=True, exist_ok=True)
     if not todo:
         print(f"{out}: all {len(urls)} shards already encoded")
+        if text is not None:  # as recorded (same encoder, checked above), else encoded here
+            from videogen.text_encoding import null_record
+
+            before = (previous.created_by.get("text_encoder") or {}) if previous is not None else {}
+            created_by["text_encoder"]["null_caption"] = before.get("null_caption") or null_record(module.text_encoder)
         write_cache_manifest(out, created_by)
         return out
     print(f"encoding {len(todo)} of {len(urls)} shards ({len(urls) - len(todo)} already done) -> {out}")
@@ -135,9 +179,10 @@ def run(args: argparse.Namespace) -> int:
         out = encode(args.vae, args.data, args.out, max_area=args.max_area, max_frames=args.max_frames,
                      size_multiple=args.size_multiple, frame_stride=args.frame_stride, buckets=buckets,
                      chunk_frames=args.chunk_frames, memory_budget=args.memory_budget,
+                     text_encoder=args.text_encoder, text_max_length=args.text_max_length,
                      num_workers=args.num_workers, accelerator=args.accelerator, devices=args.devices,
                      num_nodes=args.num_nodes, precision=args.precision)
-    except (FileNotFoundError, ValueError, TypeError) as e:
+    except (FileNotFoundError, ValueError, TypeError, OSError) as e:
         print(f"videogen encode: {e}")
         return 2
     from videogen.data.manifest import DatasetManifest

@@ -19,7 +19,8 @@ exact (``videogen.models.vae.receptive``); bf16 autocast on CUDA. Reported:
 * clips that could not be used (undecodable, smaller than one latent pixel), with shard and key.
 
 ``--vae`` is an export folder or a Lightning checkpoint written by ``videogen fit`` (read with
-``weights_only=True`` by ``videogen.pretrained.load_stage``).
+``weights_only=True`` by ``videogen.pretrained.load_stage``), or a pretrained diffusers video-VAE
+folder (``videogen.pretrained_diffusers``; its spatial tiles are the model's own, blended, not exact).
 Exit code 0 when it ran, 2 when the VAE, the data or the options cannot be used or no clip could be
 evaluated.
 """
@@ -39,7 +40,8 @@ HELP = "reconstruct every clip of a shard set with a VAE: PSNR, SSIM, seconds pe
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--vae", required=True, metavar="VAE_EXPORT_OR_CKPT",
-                        help="a VAE export folder, or a checkpoint written by `videogen fit` on the VAE stage")
+                        help="a VAE export folder, a checkpoint written by `videogen fit` on the VAE stage, or a "
+                             "diffusers video-VAE folder (Wan, CogVideoX, LTX-Video, HunyuanVideo)")
     parser.add_argument("--data", required=True, metavar="SHARDS",
                         help="folder of *.tar shards (a glob, brace pattern or single shard also works)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the summary")
@@ -73,17 +75,17 @@ class EvalError(ValueError):
 
 
 def load_vae(path: str | Path):
-    """``(VideoAutoencoder in eval mode, stats dict)`` from an export folder or a VAE checkpoint
-    (``videogen.pretrained.load_stage``: the checkpoint is read with ``weights_only=True``)."""
-    from videogen.models.vae import VideoAutoencoder
-    from videogen.pretrained import load_stage
+    """``(VAE in eval mode, stats dict)`` from what ``--vae`` takes (``videogen.encoding.load_vae``): an
+    export folder, a VAE checkpoint (read with ``weights_only=True``), a diffusers VAE folder or a
+    ``videogen vae-stats`` file."""
+    from videogen.encoding import load_vae as load_any_vae
 
     path = Path(path)
     if not path.exists():
         raise EvalError(f"{path}: no such VAE export folder or checkpoint; give the folder written by "
-                        "`videogen export` (or `videogen fit`), or a VAE checkpoint (.ckpt)")
+                        "`videogen export` (or `videogen fit`), a VAE checkpoint (.ckpt) or a diffusers VAE folder")
     try:
-        export = load_stage(path, expect=VideoAutoencoder)
+        export = load_any_vae(path)
     except (FileNotFoundError, ValueError, TypeError) as e:
         raise EvalError(f"--vae {e}") from e
     return export.module.eval(), export.stats
@@ -92,7 +94,7 @@ def load_vae(path: str | Path):
 def check_options(vae, chunk_frames: int | None, tile: tuple[int, int] | None, tile_overlap: int | None,
                   max_frames: int | None, max_clips: int | None, memory_budget: float | None = None) -> None:
     """Raise :class:`EvalError` naming the option when the VAE cannot run with it."""
-    from videogen.models.vae.receptive import default_tile_overlap
+    from videogen.encoding import default_overlap as default_tile_overlap
 
     tc, sc = vae.temporal_compression, vae.spatial_compression
     tile_overlap = default_tile_overlap(vae) if tile_overlap is None else tile_overlap
@@ -236,7 +238,7 @@ def evaluate_record(record, vae, decoder, device, max_frames=None, chunk_frames=
     """Evaluate one clip; a string is the reason it could not be used."""
     from videogen.data.decode import DecodeError, decoder_for
 
-    shape = trimmed_shape(record.num_frames, record.height, record.width, vae.temporal_compression,
+    shape = trimmed_shape(record.num_frames, record.height, record.width, vae.frame_multiple,
                           vae.spatial_compression, max_frames)
     if shape is None:
         return (f"too_small: {record.width}x{record.height}, {record.num_frames} frames is under one latent "

@@ -10,7 +10,11 @@ steps wrote, and names the ``outputs`` that prove it finished. Each step runs in
   matches and whose outputs exist; a changed config, argument or upstream step makes it (and
   everything after it) run again.
 - **Restart where it stopped.** A step that was interrupted has no stamp, so it runs again; a
-  ``fit`` step with a ``resume`` checkpoint that exists continues from it (``--ckpt_path``).
+  ``fit`` step continues from its ``resume`` checkpoint (``--ckpt_path``) when that checkpoint was
+  written by the interrupted run of the same inputs (``<state>/.<step>.running.json`` holds the
+  hash and start time of a step while it runs). A fit step that runs again because its config or
+  an upstream step changed (or ``--from``) trains from the start: a checkpoint of other inputs is
+  not resumed.
 - ``--from STEP`` reruns that step and the ones after it; ``--only STEP`` runs one step;
   ``--dry-run`` prints what would run and why.
 """
@@ -75,7 +79,14 @@ def load_steps(config: str | Path) -> tuple[list[Step], Path, list[str]]:
                           [str(p) for p in entry.get("inputs") or []]))
     if not steps:
         raise ValueError(f"{config}: no steps")
-    return steps, Path(raw.get("state") or "runs/pipeline"), [str(p) for p in raw.get("report") or []]
+    state = Path(raw.get("state") or "runs/pipeline")
+    stamps = {_stamp(state, s): s.name for s in steps}
+    for s in steps:  # a stamp written over a step's output would hide the output and fake the stamp
+        for o in s.outputs:
+            if Path(o) in stamps:
+                raise ValueError(f"{config}: step {s.name}'s output {o} is the stamp file of step "
+                                 f"{stamps[Path(o)]} ({state}/STEP.json); rename that step or the output")
+    return steps, state, [str(p) for p in raw.get("report") or []]
 
 
 def _file_digest(path: Path, h) -> None:
@@ -122,9 +133,25 @@ def is_done(state: Path, step: Step, digest: str) -> bool:
     return recorded.get("hash") == digest and all(Path(o).exists() for o in step.outputs)
 
 
-def command_line(step: Step) -> list[str]:
+def _running(state: Path, step: Step) -> Path:
+    return state / f".{step.name}.running.json"  # a dot: never a step's stamp (step names start with a letter)
+
+
+def resumable(state: Path, step: Step, digest: str) -> bool:
+    """Whether the step's ``resume`` checkpoint was written by an interrupted run of these same inputs:
+    the running record has this hash and the checkpoint is newer than that run's start."""
+    if not step.resume or step.run[:1] != ["fit"] or not Path(step.resume).is_file():
+        return False
+    try:
+        record = json.loads(_running(state, step).read_text())
+        return record.get("hash") == digest and Path(step.resume).stat().st_mtime >= float(record["started"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return False
+
+
+def command_line(step: Step, resume: bool = True) -> list[str]:
     argv = [sys.executable, "-m", "videogen.cli", *step.run]
-    if step.resume and step.run[:1] == ["fit"] and Path(step.resume).is_file():
+    if resume and step.resume and step.run[:1] == ["fit"] and Path(step.resume).is_file():
         argv += [f"--ckpt_path={step.resume}"]
     return argv
 
@@ -150,14 +177,19 @@ def run_pipeline(config: str | Path, only: str | None = None, start: str | None 
             print(f"[pipeline] {step.name}: done (same config and inputs), skipped", flush=True)
             upstream = step_hash(step, upstream, with_outputs=True)
             continue
-        argv = command_line(step)
-        resuming = "--ckpt_path" in " ".join(argv)
+        resuming = not forced and resumable(state, step, digest)
+        argv = command_line(step, resume=resuming)
+        if step.resume and step.run[:1] == ["fit"] and Path(step.resume).is_file() and not resuming:
+            print(f"[pipeline] {step.name}: {step.resume} is not from an interrupted run of these inputs: "
+                  "training from the start", flush=True)
         print(f"[pipeline] {step.name}: {'resuming: ' if resuming else ''}videogen {shlex.join(argv[3:])}", flush=True)
         if dry_run:
             upstream = digest
             continue
         stamp = _stamp(state, step)
         stamp.unlink(missing_ok=True)  # a step that runs again is not done until it finishes
+        if not resuming:  # the checkpoints this run writes are the ones a rerun of it may resume
+            _running(state, step).write_text(json.dumps({"hash": digest, "started": time.time()}))
         t0 = time.perf_counter()
         code = subprocess.call(argv, env={**os.environ, "PYTHONUNBUFFERED": "1"})
         if code != 0:
@@ -169,6 +201,7 @@ def run_pipeline(config: str | Path, only: str | None = None, start: str | None 
             return 1
         stamp.write_text(json.dumps({"hash": digest, "seconds": round(time.perf_counter() - t0, 1),
                                      "command": step.run, "outputs": step.outputs}, indent=2))
+        _running(state, step).unlink(missing_ok=True)
         print(f"[pipeline] {step.name}: finished in {time.perf_counter() - t0:.0f} s", flush=True)
         upstream = step_hash(step, upstream, with_outputs=True)
     if not dry_run:

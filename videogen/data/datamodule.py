@@ -16,14 +16,16 @@ Configured in YAML under ``data:`` (see ``configs/data/quickstart.yaml`` and REA
 
 Batches are dicts: ``video`` float in [-1, 1], ``(B, 3, T, H, W)`` (a list of ``(3, T, H, W)`` in
 packing mode), ``caption`` (list of str), ``key``, ``meta`` (each sample's json), ``fps`` and
-``bucket``. Videos travel from workers as uint8 and become float on the device.
+``bucket``. Videos travel from workers as uint8 and become float on the device. From a latent cache
+(`videogen encode`) ``latent`` replaces ``video``, and a cache written with ``--text-encoder`` adds
+``text``: per sample, ``{caption name: float16 (n, D)}`` (see ``videogen/data/text_embeddings.py``).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from collections import Counter
 from pathlib import Path
 from typing import Any, Callable, TypeVar
@@ -38,6 +40,7 @@ from videogen.data.score_filter import ScoreFilter, check_names, filtered_shard_
 from videogen.data.shards import expand_urls, is_remote, shard_name
 from videogen.data.stages import to_float
 from videogen.data.tar_reader import TarLimits
+from videogen.data.text_embeddings import text_spec
 
 log = logging.getLogger("videogen.data")
 T = TypeVar("T")
@@ -218,21 +221,32 @@ class VideoDataModule(LightningDataModule):
         return n
 
     def _decide(self, shards: str | list[str], world: int, name: str, batches: int | None):
-        """The shard list, the filter checked against it, and the batches per rank: rank 0's work."""
+        """The shard list, the filter checked against it, the batches per rank and the caption embeddings'
+        spec of a latent cache that has them (its dataset.json): rank 0's work."""
         urls = expand_urls(shards)
         score_filter = check_names(self.score_filter, urls, self.manifest) if self.score_filter is not None else None
         if score_filter is not None:
             self.score_filter = score_filter  # batches_per_rank filters with it
-        return urls, score_filter, batches or self.batches_per_rank(urls, world, name)
+        n = batches or self.batches_per_rank(urls, world, name)
+        try:
+            manifests = list({id(m): m for m in manifests_of(urls, self.manifest).values()}.values())
+        except ManifestError:  # no manifest to read (pipe: shards sized by val_batches): no embeddings either
+            manifests = []
+        try:
+            spec = text_spec(manifests)
+        except ValueError as e:
+            raise ValueError(f"{name} shards: {e}") from None
+        return urls, score_filter, n, spec
 
     def _make(self, name: str, shards: str | list[str], train: bool, batches: int | None = None) -> StatefulLoader:
         rank, world = self._rank_world()
         # decided once, on rank 0, and sent to every rank: a shard that appears mid-glob or a read error on
         # one rank must not give the ranks different epoch lengths (they would hang in a collective)
-        urls, score_filter, n = decided_on_rank_zero(lambda: self._decide(shards, world, name, batches))
+        urls, score_filter, n, spec = decided_on_rank_zero(lambda: self._decide(shards, world, name, batches))
         if score_filter is not None:
             self.score_filter = score_filter
-        stream = VideoStream(urls, self.bucketer, n, options=self.options, rank=rank, world_size=world,
+        options = replace(self.options, text_spec=spec)  # a cache's caption embeddings come with its batches
+        stream = VideoStream(urls, self.bucketer, n, options=options, rank=rank, world_size=world,
                              seed=self.seed, shuffle_buffer=self.shuffle_buffer if train else 0, train=train)
         workers = min(self.num_workers, n) if not train else self.num_workers
         loader = StatefulLoader(stream, num_workers=workers, resumable=train, pin_memory=self.pin_memory,

@@ -29,6 +29,7 @@ from videogen.data.buckets import Bucketer
 from videogen.data.decode import make_decoder, pixel_limit
 from videogen.data.shards import split_shards, take_share
 from videogen.data.tar_reader import TarLimits
+from videogen.data.text_embeddings import TextSpec
 
 log = logging.getLogger("videogen.data")
 
@@ -51,6 +52,7 @@ class StreamOptions:
     decode_timeout: float | None = 30.0
     decoder: str = "auto"
     filter: str | None = None  # a score filter expression (videogen/data/score_filter.py)
+    text_spec: TextSpec | None = None  # a latent cache's caption embeddings: read and checked
 
     @property
     def tar_limits(self) -> TarLimits:
@@ -97,7 +99,7 @@ class VideoStream(IterableDataset):
             members = stages.read_tar(pass_urls, skips, self.options.tar_limits)
             samples = take_share(stages.group_samples(members), split)
             records = stages.parse(samples, skips, decoder, self.options.require_caption,
-                                   self.options.image_pixels(self.bucketer))
+                                   self.options.image_pixels(self.bucketer), self.options.text_spec)
             records = score_filter.select(records, self.options.filter, skips)
             if self.train:  # shuffled within a pass, so a wrap-around never overtakes the pass before it
                 records = stages.shuffle(records, self.shuffle_buffer, rng)

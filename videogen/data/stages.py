@@ -34,6 +34,7 @@ from videogen.data.tar_reader import ShardRefused, TarLimits, read_members
 from videogen.data.decode import (DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, MEDIA_EXTENSIONS, DecodeError, Decoder,
                                   decoder_for)
 from videogen.data.manifest import meta_problem
+from videogen.data.text_embeddings import TextSpec, read_embeddings
 
 log = logging.getLogger("videogen.data")
 
@@ -151,6 +152,8 @@ class Record:
     height: int
     num_frames: int
     fps: float
+    # a latent cache's caption embeddings (data/text_embeddings.py); keyword-only, so subclasses may add fields
+    text: dict[str, np.ndarray] | None = field(default=None, kw_only=True)
 
 
 def _meta_shape(meta: dict[str, Any], ext: str) -> tuple[int, int, int, float] | None:
@@ -168,10 +171,13 @@ def _meta_shape(meta: dict[str, Any], ext: str) -> tuple[int, int, int, float] |
 
 
 def parse(samples: Iterable[RawSample], skips: Skips, video_decoder: Decoder,
-          require_caption: bool = True, max_pixels: int = DEFAULT_MAX_PIXELS) -> Iterator[Record]:
+          require_caption: bool = True, max_pixels: int = DEFAULT_MAX_PIXELS,
+          text_spec: TextSpec | None = None) -> Iterator[Record]:
     """Check a raw sample against the shard contract and read its caption, metadata and shape.
     Shape fields in the json must be finite and in range (:func:`~videogen.data.manifest.meta_problem`),
-    else the sample is skipped as ``bad_meta``; an image over ``max_pixels`` is refused unread."""
+    else the sample is skipped as ``bad_meta``; an image over ``max_pixels`` is refused unread.
+    With ``text_spec`` (a latent cache with caption embeddings) a latent sample's embeddings are read
+    and checked (``missing_text_embedding``, ``bad_text_embedding``)."""
     for s in samples:
         unsafe = sorted(UNSAFE_EXTENSIONS.intersection(s.members))
         if unsafe:
@@ -232,8 +238,14 @@ def parse(samples: Iterable[RawSample], skips: Skips, video_decoder: Decoder,
             if problem:
                 skips.add("bad_meta", s.url, s.key, problem.replace("json", "the media says"))
                 continue
+        text = None
+        if text_spec is not None and ext == LATENT_EXTENSION:
+            text, reason, detail = read_embeddings(s.members, caption or "", meta, text_spec)
+            if text is None:
+                skips.add(reason, s.url, s.key, detail)
+                continue
         w, h, n, fps = shape
-        yield Record(s.key, s.url, ext, media, caption or "", meta, w, h, n, fps)
+        yield Record(s.key, s.url, ext, media, caption or "", meta, w, h, n, fps, text=text)
 
 
 def shuffle(items: Iterable[Any], bufsize: int, rng: random.Random) -> Iterator[Any]:
@@ -471,6 +483,8 @@ def collate(items: list[tuple[Planned, np.ndarray]], packing: bool) -> dict[str,
         "meta": [p.record.meta for p, _ in items],
         "fps": torch.tensor([p.record.fps / p.stride for p, _ in items], dtype=torch.float32),
     }
+    if all(p.record.text is not None for p, _ in items):  # float16 (n, D) per caption name
+        out["text"] = [{k: torch.from_numpy(v) for k, v in p.record.text.items()} for p, _ in items]
     if not packing:
         out["bucket"] = items[0][0].target.key
     return out

@@ -42,6 +42,15 @@ def default_text_encoder_path() -> str:
     return str(folder)
 
 
+def resolve_text_encoder(path_or_name: str | None) -> str:
+    """The folder (or hub name) a text-encoder setting means: None or ``default`` is
+    :func:`default_text_encoder_path`; a local folder is made absolute."""
+    if path_or_name in (None, "", "default"):
+        return default_text_encoder_path()
+    folder = Path(path_or_name).expanduser()
+    return str(folder.resolve()) if folder.is_dir() else path_or_name
+
+
 ENCODER_ONLY = {"t5": "T5EncoderModel", "mt5": "MT5EncoderModel", "umt5": "UMT5EncoderModel",
                 "clip": "CLIPTextModel", "clip_text_model": "CLIPTextModel"}
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}

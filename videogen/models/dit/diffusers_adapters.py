@@ -94,6 +94,7 @@ class DiffusersTransformer(nn.Module):
     pipeline_class = ""  # the diffusers pipeline whose save_lora_weights writes the LoRA file
     block_name = ""  # the transformer block class: FSDP / activation-checkpointing / compile unit
     timestep_scale = 1000.0  # the network's timestep = timestep_scale * t
+    text_dim_key = "text_dim"  # the config key of the text tokens' width
     sequence_parallel = None  # our Ulysses hook does not reach into diffusers' attention
 
     def _setup(self, path: str, lora_rank: int | None, lora_alpha: float | None,
@@ -181,6 +182,11 @@ class DiffusersTransformer(nn.Module):
     def in_channels(self) -> int:
         """Latent channels (the VAE's); the network's own input may be wider (Wan i2v's conditioning)."""
         return int(self.config["out_channels"] or self.config["in_channels"])
+
+    @property
+    def text_dim(self) -> int:
+        """Width of the text tokens the transformer takes (the text encoder's)."""
+        return int(self.config[self.text_dim_key])
 
     @property
     def block_class(self) -> type:
@@ -286,6 +292,7 @@ class CogVideoXTransformer(Configurable, DiffusersTransformer):
     diffusers_class = "CogVideoXTransformer3DModel"
     pipeline_class = "CogVideoXPipeline"
     block_name = "CogVideoXBlock"
+    text_dim_key = "text_embed_dim"
     text_attends_padding = True
     frame_conditioning = False
     default_lora_targets = ("to_q", "to_k", "to_v", "to_out.0")
@@ -365,6 +372,7 @@ class LTXVideoTransformer(Configurable, DiffusersTransformer):
     diffusers_class = "LTXVideoTransformer3DModel"
     pipeline_class = "LTXPipeline"
     block_name = "LTXVideoTransformerBlock"
+    text_dim_key = "caption_channels"
     text_attends_padding = True
     frame_conditioning = False
 

@@ -120,6 +120,11 @@ class VideoAutoencoder(Configurable, nn.Module):
     def num_frames(self, num_latent_frames: int) -> int:
         return 1 + (num_latent_frames - 1) * self.temporal_compression
 
+    @property
+    def frame_multiple(self) -> int:
+        """Clips are ``1 + k * frame_multiple`` frames long (here: the temporal compression)."""
+        return self.temporal_compression
+
     def _check_video(self, x: torch.Tensor) -> None:
         tc, sc = self.temporal_compression, self.spatial_compression
         if x.ndim != 5 or x.shape[1] != self.in_channels:
