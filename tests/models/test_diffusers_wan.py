@@ -243,3 +243,38 @@ def test_a_lora_checkpoint_resumes_into_a_fresh_module(parts, lora_export):
     assert all(torch.equal(fresh.state_dict()[k], v) for k, v in state.items())
     with pytest.raises(RuntimeError, match="Missing key"):  # a missing adapter is still an error
         wan_module(parts, lora_rank=4, lora_alpha=8).load_state_dict(dict(list(state.items())[1:]), strict=True)
+
+
+def test_videos_equal_wan_pipelines_through_its_diffusers_vae(parts, tmp_path):
+    """The whole path in pixels: a LoRA trained on a diffusers Wan VAE folder's latents (its latents_mean/std
+    normalisation), exported; our generate() decodes through that VAE to the video WanPipeline decodes."""
+    from videogen.models.text import FrozenTextEncoder
+    from videogen.pretrained import save_export
+    from videogen.sampling import NULL_CAPTION, generate, load_trained_dit, sampling_kwargs
+
+    vae = tiny_wan_vae(4)
+    vae.register_to_config(latents_mean=[0.1, -0.2, 0.0, 0.3], latents_std=[1.0, 2.0, 0.5, 1.5])
+    vae.save_pretrained(tmp_path / "wan_vae")
+    torch.manual_seed(0)
+    module = DiTModule(WanTransformer(parts["wan"], lora_rank=4, lora_alpha=8), vae=str(tmp_path / "wan_vae"),
+                       text_encoder=parts["umt5"], text_max_length=8, caption_dropout=0.0, shift=3.0,
+                       timestep_spacing="flow_match", ema_decay=None, lr=5e-2, warmup_steps=0)
+    assert module.vae_export.stats["latent_std"] == [1.0, 2.0, 0.5, 1.5]
+    train_steps(module, latent_batch(), 2)
+    export = save_export(tmp_path / "export", module.dit, module.export_stats())
+
+    trained = load_trained_dit(str(export))
+    enc = FrozenTextEncoder(parts["umt5"], 8)
+    (text, mask), (null, null_mask) = enc([PROMPT]), enc([NULL_CAPTION])
+    noise = torch.randn(1, 4, 3, 8, 12, generator=torch.Generator().manual_seed(7))
+    ours = generate(trained.dit, trained.vae_export.module, trained.stats, text, mask, null, null_mask, num_frames=9,
+                    height=64, width=96, steps=3, cfg=4.0, noise=noise, **sampling_kwargs(trained.stats))
+    pipe = wan_pipeline(parts)
+    pipe.vae = type(vae).from_pretrained(tmp_path / "wan_vae")
+    pipe.load_lora_weights(str(export))
+    theirs = pipe(prompt=PROMPT, negative_prompt=NULL_CAPTION, height=64, width=96, num_frames=9,
+                  num_inference_steps=3, guidance_scale=4.0, max_sequence_length=8, latents=noise.clone(),
+                  output_type="pt").frames  # (B, T, 3, H, W) in [0, 1]
+    assert ours.shape == (1, 3, 9, 64, 96)
+    assert torch.allclose((ours + 1) / 2, theirs.permute(0, 2, 1, 3, 4), atol=1e-4), \
+        ((ours + 1) / 2 - theirs.permute(0, 2, 1, 3, 4)).abs().max()
