@@ -119,6 +119,12 @@ def test_lora_export_loads_into_cogvideox_pipeline_and_matches_our_ddim(parts, t
                             steps=4, cfg=5.0, noise=noise, **sampling_kwargs(trained.stats))
     assert (theirs - plain).abs().max() > 1e-3
     assert torch.allclose(ours, theirs, atol=1e-4, rtol=1e-4), (ours - theirs).abs().max()
+    from videogen.cli import main  # the export samples from the command line, DDIM chosen from it
+
+    assert main(["sample", "--ckpt", str(export), "--prompt", PROMPT, "--out", str(tmp_path / "out.mp4"),
+                 "--num-frames", "9", "--height", "32", "--width", "48", "--steps", "4"]) == 0
+    assert main(["sample", "--ckpt", str(export), "--prompt", PROMPT, "--out", str(tmp_path / "out.mp4"),
+                 "--num-frames", "9", "--height", "32", "--width", "48", "--steps", "4", "--sampler", "euler"]) == 2
 
 
 def test_text_encoder_attending_padding_keeps_it_through_the_cache_and_reads_a_sibling_tokenizer(parts, tmp_path):
