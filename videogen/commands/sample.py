@@ -130,8 +130,8 @@ def sample_videos(args: argparse.Namespace, prompts: list[str], shard=None):
     return generate(dit, vae, stats, text.to(device), mask.to(device), null_text.to(device), null_mask.to(device),
                     num_frames=args.num_frames, height=args.height, width=args.width, steps=args.steps, cfg=args.cfg,
                     seed=args.seed, sampler=args.sampler,
-                    **{**sampling_kwargs(stats), **({"shift": args.shift} if args.shift is not None else {})}, cond=cond,
-                    init=init, strength=args.strength if init is not None else 1.0)
+                    **{**sampling_kwargs(stats), **({"shift": args.shift} if args.shift is not None else {})},
+                    cond=cond, init=init, strength=args.strength if init is not None else 1.0)
 
 
 def _sample_wan_i2v(args: argparse.Namespace, trained, dit, vae, text, mask, null_text, null_mask, latent_frames: int):

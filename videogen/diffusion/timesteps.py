@@ -67,7 +67,8 @@ def flow_match_timesteps(num_steps: int, shift: float = 1.0, num_train_timesteps
     timesteps bit for bit."""
     import numpy as np
 
-    train = torch.linspace(1, num_train_timesteps, num_train_timesteps, dtype=torch.float32).flip(0) / num_train_timesteps
+    train = torch.linspace(1, num_train_timesteps, num_train_timesteps, dtype=torch.float32).flip(0)
+    train = train / num_train_timesteps
     sigma_min = (shift * train / (1 + (shift - 1) * train))[-1].item()
     sigmas = np.linspace(1.0 * num_train_timesteps, sigma_min * num_train_timesteps, num_steps) / num_train_timesteps
     sigmas = shift * sigmas / (1 + (shift - 1) * sigmas)

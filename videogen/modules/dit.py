@@ -160,7 +160,8 @@ class DiTModule(LightningModule):
                                  "folder (the download's image_encoder/)")
             if cond_prob > 0 or val_prompts:
                 raise ValueError("an image-to-video Wan is always conditioned on the first frame: leave "
-                                 "model.init_args.cond_prob at 0 and val_prompts empty (sample with videogen sample --image)")
+                                 "model.init_args.cond_prob at 0 and val_prompts empty (sample with videogen sample "
+                                 "--image)")
         if text_embeddings not in TEXT_EMBEDDINGS:
             raise ValueError(f"model.init_args.text_embeddings={text_embeddings!r}: use one of "
                              f"{', '.join(TEXT_EMBEDDINGS)}")
@@ -516,7 +517,8 @@ class DiTModule(LightningModule):
                 **({"shift": self.hparams.shift} if self.hparams.shift is not None else {}),
                 **({"dynamic_shift": list(self.hparams.dynamic_shift)} if self.hparams.dynamic_shift else {}),
                 **({"shift_terminal": self.hparams.shift_terminal} if self.hparams.shift_terminal is not None else {}),
-                **({"snr_shift_scale": self.hparams.snr_shift_scale} if self.hparams.process == "ddpm_discrete" else {}),
+                **({"snr_shift_scale": self.hparams.snr_shift_scale}
+                   if self.hparams.process == "ddpm_discrete" else {}),
                 **({"timestep_spacing": self.hparams.timestep_spacing}
                    if self.hparams.timestep_spacing != "linear" else {})}
 

@@ -44,7 +44,8 @@ class FrozenImageEncoder(nn.Module):
             raise ValueError(f"{config_file}: model_type {model_type!r} is not a CLIP vision model")
         if not any(folder.glob("*.safetensors")):
             raise ValueError(f"{folder}: no safetensors weights (pickled weights are never loaded): convert them")
-        processor_folder = folder if (folder / "preprocessor_config.json").is_file() else folder.parent / "image_processor"
+        processor_folder = folder if (folder / "preprocessor_config.json").is_file() \
+            else folder.parent / "image_processor"
         if not (processor_folder / "preprocessor_config.json").is_file():
             raise FileNotFoundError(f"{folder}: no preprocessor_config.json here or in {processor_folder}")
         self.processor = CLIPImageProcessor.from_pretrained(str(processor_folder), local_files_only=True)
@@ -61,5 +62,6 @@ class FrozenImageEncoder(nn.Module):
         pixels = ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu()  # b c h w
         inputs = self.processor(images=list(pixels), return_tensors="pt")
         weight = next(self.encoder.parameters())
-        out = self.encoder(pixel_values=inputs["pixel_values"].to(weight.device, weight.dtype), output_hidden_states=True)
+        pixel_values = inputs["pixel_values"].to(weight.device, weight.dtype)
+        out = self.encoder(pixel_values=pixel_values, output_hidden_states=True)
         return out.hidden_states[-2].float().to(images.device)
