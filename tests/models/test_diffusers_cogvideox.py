@@ -170,3 +170,45 @@ def test_cached_caption_embeddings_refused_for_a_text_path_that_reads_the_paddin
     module.hparams.text_embeddings = "cache"
     with pytest.raises(ConfigError, match="runs over the padded caption.*set text_embeddings: encoder"):
         module._decide_text_cache(None)
+
+
+def test_videos_equal_cogvideox_pipelines_through_its_diffusers_vae(parts, tmp_path):
+    """In pixels: a LoRA trained on a diffusers CogVideoX VAE folder's latents (its scaling_factor), exported;
+    our generate() decodes through that VAE to the video CogVideoXPipeline (DDIM, trailing) decodes."""
+    from diffusers import CogVideoXDDIMScheduler, CogVideoXPipeline, CogVideoXTransformer3DModel
+    from transformers import AutoTokenizer, T5EncoderModel
+
+    from videogen.models.text import FrozenTextEncoder
+    from videogen.pretrained import save_export
+    from videogen.sampling import NULL_CAPTION, generate, load_trained_dit, sampling_kwargs
+
+    vae = tiny_cogvideox_vae()
+    vae.register_to_config(scaling_factor=0.7)
+    vae.save_pretrained(tmp_path / "cog_vae")
+    torch.manual_seed(0)
+    module = DiTModule(CogVideoXTransformer(parts["rotary"], lora_rank=4, lora_alpha=8), vae=str(tmp_path / "cog_vae"),
+                       text_encoder=parts["t5"], text_max_length=8, caption_dropout=0.0, process="ddpm_discrete",
+                       snr_shift_scale=3.0, shift_base_tokens=None, timestep_spacing="trailing", ema_decay=None,
+                       lr=5e-2, warmup_steps=0)
+    train_steps(module, latent_batch(), 2)
+    export = save_export(tmp_path / "export", module.dit, module.export_stats())
+    trained = load_trained_dit(str(export))
+    enc = FrozenTextEncoder(parts["t5"], 8, attend_padding=True)
+    (text, mask), (null, null_mask) = enc([PROMPT]), enc([NULL_CAPTION])
+    noise = torch.randn(1, 4, 3, 8, 12, generator=torch.Generator().manual_seed(7))
+    ours = generate(trained.dit, trained.vae_export.module, trained.stats, text, mask, null, null_mask, num_frames=9,
+                    height=64, width=96, steps=4, cfg=5.0, noise=noise, **sampling_kwargs(trained.stats))
+    pipe = CogVideoXPipeline(tokenizer=AutoTokenizer.from_pretrained(parts["t5"]),
+                             text_encoder=T5EncoderModel.from_pretrained(parts["t5"]),
+                             vae=type(vae).from_pretrained(tmp_path / "cog_vae"),
+                             transformer=CogVideoXTransformer3DModel.from_pretrained(parts["rotary"]),
+                             scheduler=CogVideoXDDIMScheduler(prediction_type="v_prediction", rescale_betas_zero_snr=True,
+                                                              timestep_spacing="trailing", snr_shift_scale=3.0,
+                                                              clip_sample=False))
+    pipe.load_lora_weights(str(export))
+    theirs = pipe(prompt=PROMPT, negative_prompt=NULL_CAPTION, height=64, width=96, num_frames=9, num_inference_steps=4,
+                  guidance_scale=5.0, max_sequence_length=8, latents=noise.transpose(1, 2).clone(),
+                  output_type="pt").frames  # (B, T, 3, H, W) in [0, 1]
+    assert ours.shape == (1, 3, 9, 64, 96)
+    assert torch.allclose((ours + 1) / 2, theirs.permute(0, 2, 1, 3, 4), atol=1e-4), \
+        ((ours + 1) / 2 - theirs.permute(0, 2, 1, 3, 4)).abs().max()
