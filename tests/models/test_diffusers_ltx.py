@@ -90,3 +90,41 @@ def test_lora_export_loads_into_ltx_pipeline_and_matches_our_sampler(parts, tmp_
                             steps=4, cfg=3.0, noise=noise, **sampling_kwargs(trained.stats))
     assert (theirs - plain.reshape(1, 3, 8, 8, 4).permute(0, 4, 1, 2, 3)).abs().max() > 1e-3
     assert torch.allclose(ours, theirs, atol=1e-4, rtol=1e-4), (ours - theirs).abs().max()
+
+
+def test_videos_equal_ltx_pipelines_through_its_diffusers_vae(parts, tmp_path):
+    """In pixels, through a diffusers LTX VAE folder (its latents_mean/std and scaling_factor)."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, LTXPipeline, LTXVideoTransformer3DModel
+    from transformers import AutoTokenizer, T5EncoderModel
+
+    from videogen.models.text import FrozenTextEncoder
+    from videogen.pretrained import save_export
+    from videogen.sampling import NULL_CAPTION, generate, load_trained_dit, sampling_kwargs
+
+    vae = tiny_ltx_vae()
+    vae.register_buffer("latents_mean", torch.tensor([0.1, -0.2, 0.0, 0.3]), persistent=True)
+    vae.register_buffer("latents_std", torch.tensor([1.0, 2.0, 0.5, 1.5]), persistent=True)
+    vae.save_pretrained(tmp_path / "ltx_vae")
+    module = ltx_module({**parts, "vae": str(tmp_path / "ltx_vae")}, lora_rank=4, lora_alpha=8)
+    train_steps(module, latent_batch(), 2)
+    export = save_export(tmp_path / "export", module.dit, module.export_stats())
+    trained = load_trained_dit(str(export))
+    enc = FrozenTextEncoder(parts["t5"], 8, attend_padding=True)
+    (text, mask), (null, null_mask) = enc([PROMPT]), enc([NULL_CAPTION])
+    noise = torch.randn(1, 4, 3, 8, 8, generator=torch.Generator().manual_seed(7))
+    ours = generate(trained.dit, trained.vae_export.module, trained.stats, text, mask, null, null_mask, num_frames=9,
+                    height=32, width=32, steps=4, cfg=3.0, noise=noise, **sampling_kwargs(trained.stats))
+    pipe = LTXPipeline(tokenizer=AutoTokenizer.from_pretrained(parts["t5"]),
+                       text_encoder=T5EncoderModel.from_pretrained(parts["t5"]),
+                       vae=type(vae).from_pretrained(tmp_path / "ltx_vae"),
+                       transformer=LTXVideoTransformer3DModel.from_pretrained(parts["ltx"]),
+                       scheduler=FlowMatchEulerDiscreteScheduler(use_dynamic_shifting=True, base_shift=0.95,
+                                                                 max_shift=2.05, base_image_seq_len=1024,
+                                                                 max_image_seq_len=4096, shift_terminal=0.1))
+    pipe.load_lora_weights(str(export))
+    theirs = pipe(prompt=PROMPT, negative_prompt=NULL_CAPTION, height=32, width=32, num_frames=9, num_inference_steps=4,
+                  guidance_scale=3.0, max_sequence_length=8, latents=noise.permute(0, 2, 3, 4, 1).flatten(1, 3).clone(),
+                  output_type="pt").frames
+    assert ours.shape == (1, 3, 9, 32, 32)
+    assert torch.allclose((ours + 1) / 2, theirs.permute(0, 2, 1, 3, 4), atol=1e-4), \
+        ((ours + 1) / 2 - theirs.permute(0, 2, 1, 3, 4)).abs().max()
