@@ -34,8 +34,15 @@ def test_config_parses_and_instantiates(path, tmp_path):
         cpu = ["--trainer.logger=false", "--trainer.accelerator=cpu", "--trainer.devices=1",
                "--trainer.strategy=auto", "--trainer.precision=32", "--trainer.num_nodes=1"]
         init = cfg["model"].get("init_args", {})
+        dit_args = (init.get("dit") or {}).get("init_args", {})
+        if "path" in dit_args:  # a pretrained diffusers transformer: tiny local stand-ins for the downloaded parts
+            from models.pretrained_parts import tiny_stand_ins
+
+            parts = tiny_stand_ins(init["dit"]["class_path"], tmp_path / "pretrained", bool(init.get("image_encoder")))
+            cpu += [f"--model.init_args.{k}={v}" for k, v in parts.items() if k.startswith("dit.") or k in init]
+            dit_args = {"in_channels": 4}  # the stand-ins' latent channels
         if "vae" in init and isinstance(init["vae"], str):  # a stage given the VAE export: a tiny one of the same width
-            vae = make_vae_export(tmp_path / "vae", init["dit"]["init_args"]["in_channels"])
+            vae = make_vae_export(tmp_path / "vae", dit_args["in_channels"])
             cpu.append(f"--model.init_args.vae={vae}")
         if "path" in (init.get("captioner") or {}).get("init_args", {}):  # a pretrained HF captioner: a tiny one
             from tests.captioner.vlm import make_tiny_vlm

@@ -38,6 +38,7 @@ import torch
 import yaml
 
 CONFIG, WEIGHTS, STATS, MANIFEST = "config.yaml", "model.safetensors", "stats.json", "manifest.json"
+LORA_WEIGHTS = "pytorch_lora_weights.safetensors"  # a LoRA export's adapters as diffusers' load_lora_weights reads them
 
 
 class Configurable:
@@ -251,7 +252,8 @@ def git_commit() -> str | None:
         return None
 
 
-EXPORT_FILES = frozenset({CONFIG, WEIGHTS, STATS, MANIFEST})
+EXPORT_FILES = frozenset({CONFIG, WEIGHTS, STATS, MANIFEST, LORA_WEIGHTS})
+REQUIRED_FILES = (CONFIG, WEIGHTS, STATS, MANIFEST)
 
 
 def _aside(folder: Path) -> Path:
@@ -313,9 +315,9 @@ def _recover(folder: Path) -> None:
 
 
 def is_export(folder: str | os.PathLike) -> bool:
-    """A complete export folder: the four files and nothing else."""
+    """A complete export folder: the four files (and a LoRA export's diffusers file) and nothing else."""
     folder = Path(folder)
-    return _only_export_files(folder) and all((folder / n).is_file() for n in EXPORT_FILES)
+    return _only_export_files(folder) and all((folder / n).is_file() for n in REQUIRED_FILES)
 
 
 def save_export(folder: str | os.PathLike, module: torch.nn.Module, stats: dict[str, Any],
@@ -326,7 +328,12 @@ def save_export(folder: str | os.PathLike, module: torch.nn.Module, stats: dict[
     ``.<name>.old``, the new one renamed into place, the old one removed (a kill between the two
     renames leaves the old export at ``.<name>.old``: :func:`load_export` reads it there and the next
     save puts it back first). ``folder`` must be absent, empty or an export: any other folder (a run
-    with its checkpoints, a shard set) is refused with :class:`RefusedFile` and left untouched."""
+    with its checkpoints, a shard set) is refused with :class:`RefusedFile` and left untouched.
+
+    A module with LoRA adapters (``module.diffusers_lora()`` giving the diffusers pipeline class, the
+    layers and the adapter config) also gets ``pytorch_lora_weights.safetensors``, written by that
+    pipeline class's own ``save_lora_weights`` (what ``pipe.load_lora_weights(folder)`` loads); its
+    sha256 is in the manifest as ``lora_weights_sha256``."""
     from safetensors.torch import save_file
 
     import videogen
@@ -345,7 +352,14 @@ def save_export(folder: str | os.PathLike, module: torch.nn.Module, stats: dict[
     save_file(state, str(tmp / WEIGHTS), metadata={"class_path": config["class_path"]})
     with open(tmp / WEIGHTS, "rb+") as f:
         os.fsync(f.fileno())
-    manifest = {"class_path": config["class_path"], "weights_sha256": sha256_file(tmp / WEIGHTS),
+    lora = module.diffusers_lora() if hasattr(module, "diffusers_lora") else None
+    extra = {}
+    if lora is not None:
+        pipeline_class, layers, adapter_config = lora
+        pipeline_class.save_lora_weights(str(tmp), transformer_lora_layers=layers, weight_name=LORA_WEIGHTS,
+                                         transformer_lora_adapter_metadata=adapter_config, safe_serialization=True)
+        extra["lora_weights_sha256"] = sha256_file(tmp / LORA_WEIGHTS)
+    manifest = {"class_path": config["class_path"], "weights_sha256": sha256_file(tmp / WEIGHTS), **extra,
                 "num_parameters": sum(p.numel() for p in module.parameters()), "inputs": inputs or {},
                 "videogen_version": videogen.__version__, "git_commit": git_commit(),
                 "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
@@ -391,7 +405,7 @@ def load_export(folder: str | os.PathLike, expect: type | tuple[type, ...] | Non
     folder = Path(folder)
     if not folder.exists() and is_export(_aside(folder)):  # a replace killed between its two renames
         folder = _aside(folder)
-    missing = [n for n in (CONFIG, WEIGHTS, STATS, MANIFEST) if not (folder / n).is_file()]
+    missing = [n for n in REQUIRED_FILES if not (folder / n).is_file()]
     if missing:
         raise FileNotFoundError(f"{folder}: not an export folder (missing {', '.join(missing)}); make one with "
                                 "`videogen export --ckpt CKPT --out DIR` or at the end of `videogen fit`")

@@ -33,9 +33,13 @@ import torch
 from torch import Tensor
 
 from videogen.diffusion import euler, heun, make_process, sampling_timesteps, timestep_shift
+from videogen.diffusion.discrete import DiscreteDDPM, trailing_timesteps
+from videogen.diffusion.samplers import ddim
+from videogen.diffusion.timesteps import dynamic_shift as dynamic_shift_of
+from videogen.diffusion.timesteps import flow_match_timesteps, stretch_to_terminal
 from videogen.encoding import decode_latents, denormalize_latents, encode_latents, normalize_latents
 
-SAMPLERS = {"euler": euler, "heun": heun}
+SAMPLERS = {"euler": euler, "heun": heun}  # and "ddim" for the discrete DDPM (CogVideoX)
 MODES = ("text", "image", "extend", "extend-backward", "connect", "edit")
 NULL_CAPTION = ""  # "no caption": what caption dropout trains on and the guided sampler's null branch
 
@@ -64,17 +68,19 @@ def load_trained_dit(path: str, vae: str | None = None) -> TrainedDiT:
     encoder; a VAE whose weights are not the ones the DiT was trained with is refused."""
     from videogen.encoding import load_vae
     from videogen.models.dit import DiT
+    from videogen.models.dit.diffusers_adapters import DiffusersTransformer
     from videogen.models.text import FrozenTextEncoder
     from videogen.pretrained import load_stage
 
-    export = load_stage(path, expect=DiT)
+    export = load_stage(path, expect=(DiT, DiffusersTransformer))
     stats = export.stats
     source = vae or stats["vae"]["source"]
     vae_export = load_vae(source)
     if vae_export.manifest["weights_sha256"] != stats["vae"]["weights_sha256"]:
         raise ValueError(f"the VAE at {source} is not the one the DiT at {path} was trained with (weights "
                          "changed): restore it, or train the DiT again")
-    text_encoder = FrozenTextEncoder(stats["text_encoder"], stats["text_max_length"])
+    text_encoder = FrozenTextEncoder(stats["text_encoder"], stats["text_max_length"],
+                                     attend_padding=getattr(export.module, "text_attends_padding", False))
     return TrainedDiT(export.module, vae_export, stats, text_encoder,
                       export.manifest.get("inputs", {}).get("global_step"))
 
@@ -145,26 +151,87 @@ def connect_frames(vae, stats: dict[str, Any], start: Tensor, end: Tensor, laten
     return _encode_in_place(vae, stats, clip, "connect", latent_frames)
 
 
+def wan_image_condition(vae, stats: dict[str, Any], image: Tensor, latent_frames: int) -> Conditioning:
+    """Wan 2.1 image-to-video's conditioning of ``image`` (B, 3, H, W) in [-1, 1], as
+    ``WanImageToVideoPipeline.prepare_latents`` builds it: the clip ``[image, zero frames...]`` of
+    ``latent_frames`` latent frames encoded whole and normalised (all its latents, not only frame 0's), and a
+    mask of latent frame 0 (the transformer widens it to its mask channels)."""
+    frames = clip_frames(stats, latent_frames)
+    clip = torch.cat([image[:, :, None], image.new_zeros(image.shape[0], 3, frames - 1, *image.shape[2:])], dim=2)
+    z = normalize_latents(encode_latents(vae, clip), stats)  # (B, C, latent_frames, h, w)
+    mask = torch.zeros(z.shape[0], 1, latent_frames, *z.shape[3:], device=z.device, dtype=z.dtype)
+    mask[:, :, 0] = 1
+    return Conditioning(z, mask)
+
+
 def sampling_kwargs(stats: dict[str, Any]) -> dict[str, Any]:
-    """The process and shift a DiT export records (older exports: rectified flow, uncapped shift)."""
-    return {"process": stats.get("process", "rectified_flow"), "shift_base_tokens": stats.get("shift_base_tokens"),
-            "shift_max": stats.get("shift_max")}
+    """The process, shift and timestep spacing a DiT export records (older exports: rectified flow,
+    uncapped token-count shift, linear spacing)."""
+    out = {"process": stats.get("process", "rectified_flow"), "shift_base_tokens": stats.get("shift_base_tokens"),
+           "shift_max": stats.get("shift_max")}
+    if stats.get("shift") is not None:
+        out["shift"] = stats["shift"]
+    if stats.get("timestep_spacing", "linear") != "linear":
+        out["spacing"] = stats["timestep_spacing"]
+    if stats.get("dynamic_shift"):
+        out["dynamic_shift"] = tuple(stats["dynamic_shift"])
+    if stats.get("shift_terminal") is not None:
+        out["shift_terminal"] = stats["shift_terminal"]
+    if stats.get("snr_shift_scale") is not None:
+        out["snr_shift_scale"] = stats["snr_shift_scale"]
+    return out
 
 
 @torch.no_grad()
 def generate(dit, vae, stats: dict[str, Any], text: Tensor, text_mask: Tensor, null_text: Tensor | None = None,
              null_mask: Tensor | None = None, *, num_frames: int, height: int, width: int, steps: int = 30,
-             cfg: float = 4.0, seed: int | list[int] = 0, sampler: str = "euler", process: str = "rectified_flow",
+             cfg: float = 4.0, seed: int | list[int] = 0, sampler: str | None = None, process: str = "rectified_flow",
              shift_base_tokens: int | None = 256, shift_max: float | None = 5.0, shift: float | None = None,
              cond: Conditioning | None = None, init: Tensor | None = None, strength: float = 1.0,
-             callback: Callable | None = None) -> Tensor:
-    """Sample videos for encoded prompts ``text`` (B, L, D) / ``text_mask`` (B, L): (B, 3, T, H, W) in [-1, 1].
+             callback: Callable | None = None, spacing: str = "linear", noise: Tensor | None = None,
+             net_kwargs: dict[str, Any] | None = None, snr_shift_scale: float = 3.0,
+             keep: Conditioning | None = None, dynamic_shift: tuple[float, ...] | None = None,
+             shift_terminal: float | None = None) -> Tensor:
+    """Sample videos for encoded prompts ``text`` (B, L, D) / ``text_mask`` (B, L): (B, 3, T, H, W) in [-1, 1]:
+    :func:`generate_latents`, denormalised with the VAE's statistics and decoded."""
+    z = generate_latents(dit, stats, text, text_mask, null_text, null_mask, num_frames=num_frames, height=height,
+                         width=width, steps=steps, cfg=cfg, seed=seed, sampler=sampler, process=process,
+                         shift_base_tokens=shift_base_tokens, shift_max=shift_max, shift=shift, cond=cond, init=init,
+                         strength=strength, callback=callback, spacing=spacing, noise=noise, net_kwargs=net_kwargs,
+                         snr_shift_scale=snr_shift_scale, keep=keep, dynamic_shift=dynamic_shift,
+                         shift_terminal=shift_terminal)
+    return decode_latents(vae, denormalize_latents(z, stats))
+
+
+@torch.no_grad()
+def generate_latents(dit, stats: dict[str, Any], text: Tensor, text_mask: Tensor, null_text: Tensor | None = None,
+                     null_mask: Tensor | None = None, *, num_frames: int, height: int, width: int, steps: int = 30,
+                     cfg: float = 4.0, seed: int | list[int] = 0, sampler: str | None = None,
+                     process: str = "rectified_flow", shift_base_tokens: int | None = 256,
+                     shift_max: float | None = 5.0, shift: float | None = None, cond: Conditioning | None = None,
+                     init: Tensor | None = None, strength: float = 1.0, callback: Callable | None = None,
+                     spacing: str = "linear", noise: Tensor | None = None,
+                     net_kwargs: dict[str, Any] | None = None, snr_shift_scale: float = 3.0,
+                     keep: Conditioning | None = None, dynamic_shift: tuple[float, ...] | None = None,
+                     shift_terminal: float | None = None) -> Tensor:
+    """The sampled normalised latents (B, C, t, h, w) for encoded prompts (see :func:`generate`).
 
     ``null_text``/``null_mask`` (1 or B rows): the encoded :data:`NULL_CAPTION`, needed when ``cfg`` != 1.
     ``seed``: one seed for the batch's noise, or one per video (video i then gets the noise a batch
     of one with ``seed[i]`` gets, however the prompts are batched).
     ``shift``: a fixed timestep shift instead of the trained one. ``init`` (normalised latents) with
-    ``strength`` < 1 starts from the noised clip (SDEdit).
+    ``strength`` < 1 starts from the noised clip (SDEdit). ``spacing``: ``linear`` (the shifted linear
+    schedule) or ``flow_match`` (diffusers' ``FlowMatchEulerDiscreteScheduler`` sigmas, what Wan and LTX
+    are sampled with; text-to-video only) or ``trailing`` (diffusers' trailing DDIM timesteps, CogVideoX's).
+    ``sampler``: euler, heun, or ddim (the discrete DDPM's); None: ddim for the discrete DDPM, else euler.
+    ``noise``: the initial noise instead of ``seed``'s. ``dynamic_shift``: (base_tokens, max_tokens, base_shift,
+    max_shift), the shift exp(mu) of LTX-Video (:func:`videogen.diffusion.timesteps.dynamic_shift`);
+    ``shift_terminal``: the last nonzero timestep stretched to it (:func:`~videogen.diffusion.timesteps.
+    stretch_to_terminal`, a scheduler config's ``shift_terminal``).
+    ``net_kwargs``: extra conditioning the network takes per video (e.g. Wan i2v's ``image_embeds``),
+    doubled along with the batch under guidance. ``keep``: latents put in place of the sampled ones where
+    its mask is 1, at the end only (Wan i2v: the network generates frame 0 from its conditioning channels
+    as its pipeline does; the image's exact latent is then kept there).
     """
     tc, sc = stats["temporal_compression"], stats["spatial_compression"]
     if (num_frames - 1) % tc or height % sc or width % sc:
@@ -178,29 +245,55 @@ def generate(dit, vae, stats: dict[str, Any], text: Tensor, text_mask: Tensor, n
                          f"--height/--width multiples of {sc * max(ph, pw)}")
     if cfg != 1.0 and null_text is None:
         raise ValueError("classifier-free guidance (cfg != 1) needs null_text/null_mask: the encoded NULL_CAPTION")
-    proc = make_process(process)
+    proc = make_process(process, snr_shift_scale)
+    discrete = isinstance(proc, DiscreteDDPM)
+    sampler = sampler or ("ddim" if discrete else "euler")
+    if discrete != (sampler == "ddim"):
+        raise ValueError(f"--sampler {sampler} does not sample the {process} process: use "
+                         f"{'ddim' if discrete else 'euler or heun'}")
+    if discrete and (cond is not None or init is not None):
+        raise ValueError("the discrete DDPM (CogVideoX) samples text-to-video only here (no --image, --video)")
     device = text.device
-    if isinstance(seed, int):
+    if noise is not None:
+        noise = noise.to(device=text.device, dtype=torch.float32)
+        if tuple(noise.shape) != shape:
+            raise ValueError(f"noise of shape {tuple(noise.shape)} given for latents of shape {shape}")
+    elif isinstance(seed, int):
         noise = torch.randn(shape, generator=torch.Generator(device).manual_seed(seed), device=device)
     else:
         noise = torch.stack([torch.randn(shape[1:], generator=torch.Generator(device).manual_seed(s), device=device)
                              for s in seed])
+    if shift is None and dynamic_shift:
+        shift = dynamic_shift_of(shape[2] // pt * (shape[3] // ph) * (shape[4] // pw), *dynamic_shift)
     if shift is None:
         shift = (timestep_shift(shape[2] // pt, shape[3] // ph * (shape[4] // pw), shift_base_tokens, shift_max)
                  if shift_base_tokens else 1.0)
     start = strength if init is not None else 1.0
-    timesteps = sampling_timesteps(steps, shift=shift, start=start, device=device)
+    if spacing == "flow_match":
+        if start != 1.0:
+            raise ValueError("spacing 'flow_match' samples from pure noise only (no --mode edit)")
+        timesteps = flow_match_timesteps(steps, shift=shift, device=device)
+    elif spacing == "trailing":
+        timesteps = trailing_timesteps(steps, proc.num_train_timesteps if discrete else 1000, device=device)
+    elif spacing == "linear":
+        timesteps = sampling_timesteps(steps, shift=shift, start=start, device=device)
+    else:
+        raise ValueError(f"unknown timestep spacing {spacing!r}: use linear, flow_match or trailing")
+    if shift_terminal is not None:
+        timesteps = stretch_to_terminal(timesteps, shift_terminal)
     x = noise if init is None else proc.add_noise(init, noise, timesteps[0].expand(b))
     if cfg != 1.0:
         null_text, null_mask = null_text.expand(b, *text.shape[1:]), null_mask.expand(b, text_mask.shape[1])
     given = None if cond is None else cond.mask.bool().expand(shape)
+    extra = net_kwargs or {}
 
     def network(xt: Tensor, t: Tensor) -> Tensor:
         if cfg == 1.0:
             half = {} if cond is None else {"cond": cond.latents, "cond_mask": cond.mask}
-            return dit(xt, t, text, text_mask, **half)
+            return dit(xt, t, text, text_mask, **half, **extra)
         kw = {} if cond is None else {"cond": torch.cat([cond.latents, cond.latents]),
                                       "cond_mask": torch.cat([cond.mask, cond.mask])}
+        kw.update({k: torch.cat([v, v]) for k, v in extra.items()})
         out = dit(torch.cat([xt, xt]), torch.cat([t, t]), torch.cat([text, null_text]),
                   torch.cat([text_mask, null_mask]), **kw)
         c, u = out.chunk(2)
@@ -214,7 +307,12 @@ def generate(dit, vae, stats: dict[str, Any], text: Tensor, text_mask: Tensor, n
         v = proc.velocity(network(xt, t), xt, t)
         return torch.where(given, proc.velocity(proc.target(cond.latents, noise, t), on_path, t), v)
 
-    z = SAMPLERS[sampler](velocity, x, timesteps, callback)
+    if discrete:
+        z = ddim(proc)(network, x, timesteps, callback)
+    else:
+        z = SAMPLERS[sampler](velocity, x, timesteps, callback)
     if cond is not None:  # the given frames exactly as given
         z = torch.where(given, cond.latents, z)
-    return decode_latents(vae, denormalize_latents(z, stats))
+    if keep is not None:
+        z = torch.where(keep.mask.bool().expand(shape), keep.latents.to(z.dtype), z)
+    return z

@@ -28,11 +28,15 @@ class StageExport(Callback):
     Args:
         dirpath: the export folder; default ``<trainer.default_root_dir>/export``.
         stats_batches: validation batches the fit-end measurement of latent statistics reads.
+        merge_lora: a DiT finetuned with LoRA (a diffusers transformer with ``lora_rank``) is exported
+            with its adapters folded into the base weights (a whole finetuned model); default: the
+            adapters only, also as ``pytorch_lora_weights.safetensors`` for diffusers' ``load_lora_weights``.
     """
 
-    def __init__(self, dirpath: str | None = None, stats_batches: int = 16):
+    def __init__(self, dirpath: str | None = None, stats_batches: int = 16, merge_lora: bool = False):
         self.dirpath = dirpath
         self.stats_batches = stats_batches
+        self.merge_lora = merge_lora
 
     def on_fit_end(self, trainer, pl_module) -> None:
         state = trainer.strategy.lightning_module_state_dict()  # whole weights (on rank 0 under FSDP)
@@ -50,7 +54,10 @@ class StageExport(Callback):
         info = record["videogen"]
         ckpt = getattr(trainer.checkpoint_callback, "best_model_path", "") or getattr(
             trainer.checkpoint_callback, "last_model_path", "")
-        save_export(folder, module_from_state(info, state), info["stats"],
+        module = module_from_state(info, state)
+        if self.merge_lora and hasattr(module, "merge_lora"):
+            module.merge_lora()
+        save_export(folder, module, info["stats"],
                     inputs={"stage": info["stage"], "global_step": trainer.global_step, "checkpoint": ckpt or None})
         log.info("exported the %s stage to %s", info["stage"], folder)
 

@@ -41,7 +41,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="sampling size and the size distribution metrics compare at (default 9 64 96)")
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--cfg", type=float, default=4.0)
-    parser.add_argument("--sampler", choices=["euler", "heun"], default="euler")
+    parser.add_argument("--sampler", choices=["euler", "heun", "ddim"],
+                        help="default: ddim for a DiT trained with the discrete DDPM (CogVideoX), else euler")
     parser.add_argument("--seed", type=int, default=0, help="prompt i is sampled with seed + i")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--fps", type=int, default=8, help="fps of the written sampled mp4s")

@@ -27,7 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fps", type=int, default=8)
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--cfg", type=float, default=4.0, help="classifier-free guidance scale (1: off)")
-    parser.add_argument("--sampler", choices=["euler", "heun"], default="euler")
+    parser.add_argument("--sampler", choices=["euler", "heun", "ddim"],
+                        help="default: ddim for a DiT trained with the discrete DDPM (CogVideoX), else euler")
     parser.add_argument("--shift", type=float, help="a fixed timestep shift (default: the export's, from the "
                                                     "clip's spatial and temporal tokens, capped)")
     parser.add_argument("--seed", type=int, default=0)
@@ -100,6 +101,9 @@ def sample_videos(args: argparse.Namespace, prompts: list[str], shard=None):
     latent_frames = 1 + (args.num_frames - 1) // tc
     cond, init = None, None
     n = len(prompts)
+    if stats.get("image_encoder"):  # Wan 2.1 image-to-video: its own conditioning (WanImageToVideoPipeline's)
+        return _sample_wan_i2v(args, trained, dit, vae, text.to(device), mask.to(device), null_text.to(device),
+                               null_mask.to(device), latent_frames)
     if args.image or args.video:
         if not stats.get("frame_conditioning") and (args.image or args.mode != "edit"):
             raise ValueError("this DiT was trained without frame conditioning: only text prompts and --mode edit work")
@@ -125,8 +129,31 @@ def sample_videos(args: argparse.Namespace, prompts: list[str], shard=None):
             init = init.expand(n, *init.shape[1:])
     return generate(dit, vae, stats, text.to(device), mask.to(device), null_text.to(device), null_mask.to(device),
                     num_frames=args.num_frames, height=args.height, width=args.width, steps=args.steps, cfg=args.cfg,
-                    seed=args.seed, sampler=args.sampler, **sampling_kwargs(stats), shift=args.shift, cond=cond,
-                    init=init, strength=args.strength if init is not None else 1.0)
+                    seed=args.seed, sampler=args.sampler,
+                    **{**sampling_kwargs(stats), **({"shift": args.shift} if args.shift is not None else {})},
+                    cond=cond, init=init, strength=args.strength if init is not None else 1.0)
+
+
+def _sample_wan_i2v(args: argparse.Namespace, trained, dit, vae, text, mask, null_text, null_mask, latent_frames: int):
+    """A Wan i2v export: --image's CLIP tokens and the latents of [image, zero frames...] condition every
+    step (as WanImageToVideoPipeline does); the image's own latent is kept as latent frame 0."""
+    from videogen.models.dit.image_encoder import FrozenImageEncoder
+    from videogen.sampling import generate, sampling_kwargs, wan_image_condition
+
+    stats = trained.stats
+    if not args.image or args.video:
+        raise ValueError("this DiT is Wan image-to-video: give the first frame with --image (no --video)")
+    device = text.device
+    image = _fit(_read_image(args.image), args.height, args.width).to(device)[:, :, 0]  # (1, 3, H, W)
+    cond = wan_image_condition(vae, stats, image, latent_frames)
+    n = text.shape[0]
+    cond = type(cond)(cond.latents.expand(n, *cond.latents.shape[1:]), cond.mask.expand(n, *cond.mask.shape[1:]))
+    embeds = FrozenImageEncoder(stats["image_encoder"]).to(device)(image)
+    net = {"cond": cond.latents, "cond_mask": cond.mask, "image_embeds": embeds.expand(n, *embeds.shape[1:])}
+    kw = {**sampling_kwargs(stats), **({"shift": args.shift} if args.shift is not None else {})}
+    return generate(dit, vae, stats, text, mask, null_text, null_mask, num_frames=args.num_frames, height=args.height,
+                    width=args.width, steps=args.steps, cfg=args.cfg, seed=args.seed, sampler=args.sampler,
+                    net_kwargs=net, keep=cond, **kw)
 
 
 def _sample_rank(rank: int, args: argparse.Namespace, prompts: list[str], port: int, out: str) -> None:

@@ -45,3 +45,21 @@ def heun(model_fn: ModelFn, noise: Tensor, timesteps: Tensor, callback: Callback
         if callback is not None:
             callback(i, t_next, x)
     return x
+
+
+def ddim(process) -> Callable[..., Tensor]:
+    """Deterministic DDIM (Song et al. 2021, eta = 0) for a process with ``ddim_step`` (the discrete DDPM):
+    a sampler with the shared signature whose ``model_fn(xt, t)`` returns the network's prediction (v)
+    rather than a velocity: x <- process.ddim_step(pred, x, t, t_next). One model call per step."""
+
+    def sample(model_fn: ModelFn, noise: Tensor, timesteps: Tensor, callback: Callback = None) -> Tensor:
+        x = noise
+        for i in range(len(timesteps) - 1):
+            t, t_next = timesteps[i], timesteps[i + 1]
+            b = x.shape[0]
+            x = process.ddim_step(model_fn(x, t.expand(b)), x, t.expand(b), t_next.expand(b))
+            if callback is not None:
+                callback(i, t_next, x)
+        return x
+
+    return sample

@@ -53,3 +53,43 @@ def sampling_timesteps(num_steps: int, shift: float = 1.0, start: float = 1.0, d
     """(num_steps + 1,) decreasing from shift(start) to 0 for the samplers; start < 1 begins partway (SDEdit)."""
     t = torch.linspace(start, 0.0, num_steps + 1, device=device, dtype=torch.float64)
     return shift_timesteps(t, shift).float()
+
+
+SPACINGS = ("linear", "flow_match", "trailing")
+
+
+def flow_match_timesteps(num_steps: int, shift: float = 1.0, num_train_timesteps: int = 1000,
+                         device=None) -> Tensor:
+    """(num_steps + 1,) the sigmas of diffusers' ``FlowMatchEulerDiscreteScheduler(shift=shift)`` after
+    ``set_timesteps(num_steps)`` (the spacing Wan's and LTX's pipelines sample with): ``num_steps`` values
+    linear from 1 to the shifted smallest training sigma, shifted, then 0. Computed as the scheduler does
+    (float32 training sigmas, float64 spacing and shift, float32 result), so the same steps give the same
+    timesteps bit for bit."""
+    import numpy as np
+
+    train = torch.linspace(1, num_train_timesteps, num_train_timesteps, dtype=torch.float32).flip(0)
+    train = train / num_train_timesteps
+    sigma_min = (shift * train / (1 + (shift - 1) * train))[-1].item()
+    sigmas = np.linspace(1.0 * num_train_timesteps, sigma_min * num_train_timesteps, num_steps) / num_train_timesteps
+    sigmas = shift * sigmas / (1 + (shift - 1) * sigmas)
+    out = torch.from_numpy(sigmas).to(torch.float32)
+    return torch.cat([out, torch.zeros(1)]).to(device)
+
+
+def dynamic_shift(tokens: int | Tensor, base_tokens: float = 1024, max_tokens: float = 4096, base_shift: float = 0.95,
+                  max_shift: float = 2.05) -> float | Tensor:
+    """FLUX's and LTX-Video's resolution-dependent shift ``exp(mu)``, mu linear in the clip's latent tokens
+    through (base_tokens, base_shift) and (max_tokens, max_shift) (diffusers' ``calculate_shift`` and the
+    scheduler's exponential ``time_shift``, which is :func:`shift_timesteps` with s = exp(mu)); defaults:
+    LTX-Video's scheduler config."""
+    m = (max_shift - base_shift) / (max_tokens - base_tokens)
+    mu = tokens * m + (base_shift - m * base_tokens)
+    return torch.exp(torch.as_tensor(mu).float()) if isinstance(mu, Tensor) else math.exp(mu)
+
+
+def stretch_to_terminal(timesteps: Tensor, terminal: float) -> Tensor:
+    """(N + 1,) timesteps ending at 0 -> the first N stretched so the last is ``terminal`` (diffusers'
+    ``FlowMatchEulerDiscreteScheduler(shift_terminal=...)``: 1 - t scaled, LTX-Video's config), then 0."""
+    one_minus = 1 - timesteps[:-1].double()
+    stretched = 1 - one_minus / (one_minus[-1] / (1 - terminal))
+    return torch.cat([stretched.to(timesteps.dtype), timesteps[-1:]])

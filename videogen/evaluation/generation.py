@@ -33,7 +33,7 @@ def load_generator(path: str, device: str = "cpu") -> Generator:
 
 @torch.no_grad()
 def generate_videos(gen: Generator, prompts: Sequence[str], *, num_frames: int, height: int, width: int,
-                    steps: int = 30, cfg: float = 4.0, sampler: str = "euler", seed: int = 0, batch_size: int = 8,
+                    steps: int = 30, cfg: float = 4.0, sampler: str | None = None, seed: int = 0, batch_size: int = 8,
                     progress: bool = True) -> list[torch.Tensor]:
     """One (3, T, H, W) video in [-1, 1] (on the CPU) per prompt."""
     from tqdm import tqdm

