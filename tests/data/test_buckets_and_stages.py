@@ -22,6 +22,49 @@ def test_group_samples_groups_consecutive_members_per_shard():
         ("s0", "a", ["mp4", "txt"]), ("s0", "b", ["mp4"]), ("s1", "b", ["mp4"])]
 
 
+def _tar(path, members):
+    import io
+    import tarfile
+
+    with tarfile.open(path, "w") as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return str(path)
+
+
+def test_read_tar_json_txt_only_mode_leaves_media_unread_and_keeps_member_order(tmp_path):
+    url = _tar(tmp_path / "s.tar", [("a.mp4", b"video"), ("a.json", b"{}"), ("a.TXT", b"cap"), ("b.Seg.JSON", b"[]")])
+    skips = stages.Skips()
+    a, b = stages.group_samples(stages.read_tar([url], skips, only=("json", "txt")))
+    assert a.members == {"mp4": None, "json": b"{}", "txt": b"cap"} and a.refused is None
+    assert a.order == [("mp4", None), ("json", b"{}"), ("TXT", b"cap")]  # suffixes exactly as written
+    assert b.key == "b" and b.members == {"seg.json": None} and b.order == [("Seg.JSON", None)]
+    assert not skips.counts
+
+
+def test_scan_shard_without_probing_counts_samples_whose_media_it_never_read(tmp_path):
+    from videogen.data.manifest import scan_shard
+
+    meta = b'{"width": 64, "height": 48, "num_frames": 9, "fps": 8}'
+    url = _tar(tmp_path / "s.tar", [("a.mp4", b"not read"), ("a.json", meta), ("a.txt", b"two words"),
+                                     ("b.json", meta)])  # b has no media: not a sample
+    stats = scan_shard(url, probe_missing=False)
+    assert stats.num_samples == 1 and dict(stats.shapes) == {"64x48/9@8": 1} and stats.caption_words == [1, 2, 2]
+
+
+def test_read_tar_strict_raises_where_the_stream_counts(tmp_path):
+    bad = tmp_path / "bad.tar"
+    bad.write_bytes(b"\x1f\x8b" + b"\0" * 1024)  # gzip magic under a .tar name
+    skips = stages.Skips()
+    assert list(stages.read_tar([str(bad)], skips)) == [] and dict(skips.counts) == {"compressed_shard": 1}
+    from videogen.data.tar_reader import ShardRefused
+
+    with pytest.raises(ShardRefused, match="gzip-compressed stream, not a plain tar"):
+        list(stages.read_tar([str(bad)], None, strict=True))
+
+
 def test_shuffle_is_a_seeded_permutation():
     items = list(range(100))
     a = list(stages.shuffle(items, 10, random.Random(1)))

@@ -182,55 +182,35 @@ def scan_shard(path: str | os.PathLike, probe_missing: bool = True, limits=None)
     or ``OSError`` for a shard that is not a readable (plain) tar.
     """
     from videogen.data.decode import IMAGE_EXTENSIONS, MEDIA_EXTENSIONS, DecodeError, decoder_for, make_decoder
-    from videogen.data.shards import split_member_name
-    from videogen.data.tar_reader import TarLimits, read_members
+    from videogen.data.tar_reader import TarLimits, group_samples, read_tar
 
     path = Path(path)
     stats = ShardStats(name=path.name, size_bytes=path.stat().st_size)
     decoder = make_decoder() if probe_missing else None
-
-    def finish(sample: dict[str, Any]) -> None:
-        if "media_ext" not in sample or sample.get("refused"):  # the stream skips it too
-            return
+    wanted = ("json", "txt", *MEDIA_EXTENSIONS) if probe_missing else ("json", "txt")
+    for sample in group_samples(read_tar([str(path)], None, limits or TarLimits(), only=wanted, strict=True)):
+        ext = next((e for e in sample.members if e in MEDIA_EXTENSIONS), None)  # the first media member
+        if ext is None or sample.refused:  # the stream skips it too
+            continue
+        raw = sample.members.get("json")
         try:
-            meta = json.loads(sample.get("json", b"{}").decode("utf-8"))
+            meta = json.loads(raw.decode("utf-8")) if raw is not None else {}
             meta = meta if isinstance(meta, dict) else {}
         except (UnicodeDecodeError, json.JSONDecodeError):
             meta = {}
         if meta_problem(meta):  # the stream skips it as bad_meta
-            return
-        ext = sample["media_ext"]
+            continue
         has_shape = all(isinstance(meta.get(k), int) for k in ("width", "height")) and (
             ext in IMAGE_EXTENSIONS or isinstance(meta.get("num_frames"), int))
         if not has_shape and decoder is not None:
             try:
-                info = decoder_for(ext, decoder).probe(sample.get("media", b""))
+                info = decoder_for(ext, decoder).probe(sample.members[ext] or b"")
             except DecodeError:
-                return
+                continue
             meta = {**meta, "width": info.width, "height": info.height, "num_frames": info.num_frames,
                     "fps": info.fps, "duration": info.duration}
-        caption = sample["txt"].decode("utf-8", "replace") if "txt" in sample else None
-        stats.add(meta, caption)
-
-    current_key, sample = None, {}
-    wanted = ("json", "txt", *MEDIA_EXTENSIONS) if probe_missing else ("json", "txt")
-    for m in read_members(str(path), limits or TarLimits(),
-                          want=lambda name: split_member_name(name)[1] in wanted):
-        key, ext = split_member_name(m.name)
-        if not ext:
-            continue
-        if key != current_key:
-            finish(sample)
-            current_key, sample = key, {}
-        if m.refused:
-            sample["refused"] = True
-        elif ext in ("json", "txt"):
-            sample[ext] = m.data
-        elif ext in MEDIA_EXTENSIONS and "media_ext" not in sample:
-            sample["media_ext"] = ext
-            if probe_missing:
-                sample["media"] = m.data
-    finish(sample)
+        txt = sample.members.get("txt")
+        stats.add(meta, txt.decode("utf-8", "replace") if txt is not None else None)
     return stats
 
 

@@ -329,15 +329,16 @@ def filtered_shapes(path: str, score_filter: ScoreFilter, limits=None) -> tuple[
     not read). Samples whose json holds no shape, or a shape that is not believable
     (:func:`~videogen.data.manifest.meta_problem`), are not counted (the stream probes or skips them)."""
     from videogen.data.manifest import _is_int, meta_problem
-    from videogen.data.tar_reader import TarLimits, read_members
+    from videogen.data.tar_reader import TarLimits, group_samples, read_tar
 
     shapes: Counter = Counter()
     count = 0
-    for m in read_members(path, limits or TarLimits(), want=lambda name: name.endswith(".json")):
-        if m.data is None:
+    for sample in group_samples(read_tar([path], None, limits or TarLimits(), only=("json",), strict=True)):
+        raw = sample.members.get("json")
+        if raw is None:
             continue
         try:
-            meta = json.loads(m.data.decode("utf-8"))
+            meta = json.loads(raw.decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
             continue
         if not isinstance(meta, dict) or meta_problem(meta):

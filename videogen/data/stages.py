@@ -19,7 +19,6 @@ import io
 import json
 import logging
 import random
-import tarfile
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
@@ -29,8 +28,7 @@ import numpy as np
 import torch
 
 from videogen.data.buckets import Bucketer, Target, available_frames, frame_stride_for
-from videogen.data.shards import split_member_name, tar_end_problem
-from videogen.data.tar_reader import ShardRefused, TarLimits, read_members
+from videogen.data.tar_reader import RawSample, TarLimits, group_samples, read_tar  # noqa: F401 (the stages' first two)
 from videogen.data.decode import (DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, MEDIA_EXTENSIONS, DecodeError, Decoder,
                                   decoder_for)
 from videogen.data.manifest import meta_problem
@@ -71,69 +69,6 @@ class Skips:
         """The counts added since the last call (shipped to the main process with each batch)."""
         delta, self._delta = dict(self._delta), Counter()
         return delta
-
-
-# ---------------------------------------------------------------------------------------------
-# reading shards
-
-
-def read_tar(urls: Iterable[str], skips: Skips, limits: TarLimits | int = TarLimits()
-             ) -> Iterator[tuple[str, str, bytes | None, str]]:
-    """Yield ``(url, member_name, data, refused)`` for every regular file in every shard, read by
-    the one shard reader (:mod:`videogen.data.tar_reader`, its budgets and refusals).
-
-    ``data`` is ``None`` for a member over a byte budget (it is not read; ``refused`` says which).
-    ``limits`` may be a plain member budget in bytes. A shard that cannot be opened, is not a plain
-    tar (or a compressed one not asked for), runs past its budget or ends early is counted once and
-    the stream moves on to the next shard, keeping whatever it read before the fault.
-    """
-    if isinstance(limits, int):
-        limits = TarLimits(member_bytes=limits, sample_bytes=max(limits, TarLimits.sample_bytes))
-    for url in urls:
-        read_any = False
-        try:
-            for m in read_members(url, limits, skips):
-                read_any = True
-                yield url, m.name, m.data, m.refused
-        except ShardRefused as e:
-            skips.add(e.reason, url, detail=str(e)[:200])
-        except (tarfile.TarError, EOFError, OSError, ValueError) as e:
-            opened = read_any or not isinstance(e, OSError)  # an OSError before any member: cannot be opened
-            reason = "truncated_shard" if read_any else "not_a_tar" if opened else "unreadable_shard"
-            skips.add(reason, url, detail=str(e)[:200])
-        except Exception as e:  # a failing pipe: or network error
-            skips.add("unreadable_shard", url, detail=str(e)[:200])
-        else:
-            problem = "" if limits.compressed else tar_end_problem(url)  # a cut between members reads as whole
-            if problem:
-                skips.add("truncated_shard", url, detail=problem)
-
-
-@dataclass
-class RawSample:
-    key: str
-    url: str
-    members: dict[str, bytes | None] = field(default_factory=dict)
-    refused: tuple[str, str] | None = None  # (reason, ext) of the first member left unread by a budget
-
-
-def group_samples(members: Iterable[tuple]) -> Iterator[RawSample]:
-    """Consecutive members with the same key (and shard) form one sample. Members come as
-    ``(url, name, data, refused)`` (from :func:`read_tar`) or ``(url, name, data)``; a ``None`` data
-    marks a member left unread (``refused`` says why; ``member_too_large`` when not given)."""
-    current: RawSample | None = None
-    for url, name, data, *rest in members:
-        refused = (rest[0] if rest else "") or ("member_too_large" if data is None else "")
-        key, ext = split_member_name(name)
-        if current is None or key != current.key or url != current.url:
-            if current is not None:
-                yield current
-            current = RawSample(key=key, url=url)
-        current.members.setdefault(ext, data)
-        if refused and not current.refused:
-            current.refused = (refused, ext)
-    if current is not None:
-        yield current
 
 
 # ---------------------------------------------------------------------------------------------
