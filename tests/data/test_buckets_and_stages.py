@@ -74,6 +74,16 @@ def test_shuffle_is_a_seeded_permutation():
     assert list(stages.shuffle(items, 0, random.Random(1))) == items
 
 
+@pytest.mark.parametrize("num_shards", [1, 3, 8])
+def test_split_shards_whole_mode_gives_each_shard_to_exactly_one_consumer(num_shards):
+    urls = [f"s{i}" for i in range(num_shards)]
+    splits = [split_shards(urls, rank, 2, worker, 2, whole=True) for rank in range(2) for worker in range(2)]
+    assert all(s.every == 1 for s in splits)  # never a share of a shard
+    assert sorted(u for s in splits for u in s.urls) == urls
+    assert [list(s.urls) for s in splits][:2] == [urls[0::4], urls[1::4]]  # round robin, rank-major
+    assert split_shards(urls, 1, 3, whole=True).urls == tuple(urls[1::3])  # recaption: one worker per rank
+
+
 @pytest.mark.parametrize("num_shards", [1, 3, 8, 13])
 def test_split_shards_covers_every_sample_exactly_once(num_shards):
     urls = [f"s{i}" for i in range(num_shards)]

@@ -169,7 +169,7 @@ def recaption(ckpt: str, data: list[str] | str, out: str | Path, *, name: str = 
     from videogen.captioning import CaptionRunner, load_captioner
     from videogen.data.decode import make_decoder
     from videogen.data.out_folder import check_out_apart
-    from videogen.data.shards import expand_urls
+    from videogen.data.shards import expand_urls, split_shards
     from videogen.data.stages import Skips
     from videogen.data.writer import TarShardWriter
 
@@ -195,7 +195,7 @@ def recaption(ckpt: str, data: list[str] | str, out: str | Path, *, name: str = 
         if record.get("name") == name and wrote != identity["weights_sha256"]:
             raise ValueError(f"{out}: {shard} was captioned as {name!r} by another captioner ({record['captioner'].get('path')}); "
                              "write to a new folder or use another --name")
-    mine = [u for u in urls[rank::world_size] if Path(u).name not in done]
+    mine = [u for u in split_shards(urls, rank, world_size, whole=True).urls if Path(u).name not in done]
     runner = CaptionRunner(export, tokens, device)
     decoder = make_decoder()
     summary: dict[str, Any] = {"shards": 0, "captions": 0, "skipped": {}, "seconds": 0.0, "manifest": False}

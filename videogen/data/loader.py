@@ -177,12 +177,11 @@ class ShardPassStream(IterableDataset):
     def __iter__(self) -> Iterator[dict[str, Any]]:
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
-        consumers = self.world_size * workers
-        mine = self.urls[self.rank * workers + worker::consumers]  # whole shards, never a share of one
+        mine = split_shards(self.urls, self.rank, self.world_size, worker, workers, whole=True).urls
         decoder = make_decoder(self.options.decoder)
         pixels = self.options.image_pixels(self.bucketer)
         decode = stages.TimedDecoder(decoder, self.options.decode_timeout, pixels)
-        for url in mine:
+        for url in mine:  # whole shards, never a share of one
             skips = stages.Skips()
             samples = stages.group_samples(stages.read_tar([url], skips, self.options.tar_limits))
             records = stages.parse(samples, skips, decoder, self.options.require_caption, pixels)
