@@ -35,9 +35,9 @@ from lightning.pytorch import LightningDataModule
 
 from videogen.data.buckets import Bucket, Bucketer, available_frames, frame_stride_for
 from videogen.data.loader import StatefulLoader, StreamOptions, VideoStream
-from videogen.data.manifest import ManifestError, manifests_of, parse_shape_key, scan_shard
+from videogen.data.manifest import ManifestError, manifest_for, manifests_of, parse_shape_key, scan_shard
 from videogen.data.score_filter import ScoreFilter, check_names, filtered_shard_shapes
-from videogen.data.shards import expand_urls, is_remote, shard_name
+from videogen.data.shards import expand_urls, local_path, shard_name
 from videogen.data.stages import to_float
 from videogen.data.tar_reader import TarLimits
 from videogen.data.text_embeddings import text_spec
@@ -58,15 +58,16 @@ def shard_shapes(urls: list[str], manifest: str | None = None, limits: TarLimits
         if m is not None and id(m) not in listed:
             listed[id(m)] = {s.name: s for s in m.shards}
         stats = listed[id(m)].get(shard_name(url)) if m is not None else None
-        if stats is None and is_remote(url):
-            where = manifest or f"{url.rpartition('/')[0]}/dataset.json"
+        path = local_path(url)
+        if stats is None and path is None:
+            where = manifest or manifest_for(url)
             raise ManifestError(f"{url}: remote shards need their sample counts up front, from {where} "
                                 "(make-shards and make-synthetic write it beside the shards); it is missing or does "
                                 "not list this shard (give its location with data.manifest)")
         if stats is None:
             log.info("%s: not in a dataset.json manifest; scanning its headers to count samples", url)
             try:
-                stats = scan_shard(url, limits=limits)
+                stats = scan_shard(path, limits=limits)
             except Exception as e:  # an unreadable shard is counted as empty; the stream will skip it
                 log.warning("%s: cannot be scanned (%s); counted as empty", url, e)
                 continue

@@ -288,11 +288,6 @@ class DatasetManifest:
         return cls.load(path) if path.is_file() else None
 
     @classmethod
-    def fetch(cls, prefix: str) -> "DatasetManifest | None":
-        """The manifest at ``PREFIX/dataset.json`` of a remote shard set (http/s3/...), or None."""
-        return cls.read_url(f"{prefix}/{MANIFEST_NAME}")
-
-    @classmethod
     def read_url(cls, url: str, max_bytes: int = 256 * 2**20) -> "DatasetManifest | None":
         """The manifest at ``url`` (a path, a folder, an http/s3 URL or a ``pipe:`` command), or None
         when nothing can be read there; a :class:`ManifestError` for one that is malformed."""
@@ -312,12 +307,26 @@ class DatasetManifest:
         return cls.from_text(data.decode("utf-8", "replace"), url)
 
 
+def manifest_for(url: str) -> str:
+    """Where the ``dataset.json`` that lists the shard at ``url`` is: beside it. A local path or a
+    ``file:`` URL gives a local path (the shard's folder, resolved), an http/s3/gs URL the URL of its
+    prefix; a ``pipe:`` command is refused (:class:`ManifestError`): its location is not guessed."""
+    from videogen.data.shards import local_path
+
+    if url.startswith("pipe:"):
+        raise ManifestError(f"{url}: the manifest of pipe: shards is not guessed from the command; give its "
+                            "location (data.manifest: a path, URL or pipe: command that prints dataset.json)")
+    path = local_path(url)
+    if path is None:
+        return f"{url.rpartition('/')[0]}/{MANIFEST_NAME}"
+    return str(Path(path).resolve().parent / MANIFEST_NAME)
+
+
 def manifests_of(urls: list[str], manifest: str | None = None) -> dict[str, DatasetManifest | None]:
     """url -> the manifest that should list it: ``manifest`` for all of them when given (a path, a
     folder, an http/s3 URL or a ``pipe:`` command that prints it), else the ``dataset.json`` beside
-    each shard (local folder or URL prefix). A ``pipe:`` shard needs ``manifest``: its location is
-    not guessed from the command."""
-    from videogen.data.shards import is_remote
+    each shard (:func:`manifest_for`)."""
+    from videogen.data.shards import local_path
 
     if manifest is not None:
         m = DatasetManifest.read_url(str(manifest))
@@ -327,13 +336,11 @@ def manifests_of(urls: list[str], manifest: str | None = None) -> dict[str, Data
     found: dict[str, DatasetManifest | None] = {}
     out: dict[str, DatasetManifest | None] = {}
     for url in urls:
-        if url.startswith("pipe:"):
-            raise ManifestError(f"{url}: the manifest of pipe: shards is not guessed from the command; give its "
-                                "location (data.manifest: a path, URL or pipe: command that prints dataset.json)")
-        folder = url.rpartition("/")[0] if is_remote(url) else str(Path(url).resolve().parent)
-        if folder not in found:
-            found[folder] = DatasetManifest.fetch(folder) if is_remote(url) else DatasetManifest.find(folder)
-        out[url] = found[folder]
+        where = manifest_for(url)
+        if where not in found:
+            found[where] = (DatasetManifest.find(Path(where).parent) if local_path(url) is not None
+                            else DatasetManifest.read_url(where))
+        out[url] = found[where]
     return out
 
 

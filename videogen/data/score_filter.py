@@ -379,16 +379,16 @@ def filtered_shard_shapes(urls: list[str], score_filter: ScoreFilter, manifest: 
     are read (their json members only); remote ones are counted from their manifest, unfiltered
     (an overestimate: a rank whose share runs dry wraps around), with a warning."""
     from videogen.data.datamodule import shard_shapes
-    from videogen.data.shards import is_remote
+    from videogen.data.shards import local_path
 
     shapes: Counter = Counter()
     count = 0
-    remote = [u for u in urls if is_remote(u)]
+    remote = [u for u in urls if local_path(u) is None]
     for url in urls:
-        if is_remote(url):
+        if local_path(url) is None:
             continue
         try:
-            s, n = filtered_shapes(url, score_filter, limits)
+            s, n = filtered_shapes(local_path(url), score_filter, limits)
         except (OSError, tarfile.TarError) as e:  # the stream skips it and counts why
             log.warning("%s: cannot be read to count the samples filter %r keeps (%s); counted as empty",
                         url, score_filter.text, e)

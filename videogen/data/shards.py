@@ -23,7 +23,19 @@ _REMOTE_PREFIXES = ("pipe:", "http://", "https://", "s3://", "gs://", "file:")
 
 
 def is_remote(url: str) -> bool:
+    """A URL rather than a plain path (``file:`` URLs included: see :func:`local_path`)."""
     return url.startswith(_REMOTE_PREFIXES)
+
+
+def local_path(url: str) -> str | None:
+    """The local file a shard URL names: a plain path as it is, a ``file:`` URL's path (``file:/d/x.tar``,
+    ``file:///d/x.tar``, ``file:d/x.tar``); None for anything read through a pipe or the network."""
+    if url.startswith("file:"):
+        from urllib.parse import unquote, urlparse
+
+        parsed = urlparse(url)
+        return unquote(parsed.path) if parsed.netloc in ("", "localhost") else None
+    return None if is_remote(url) else url
 
 
 def expand_urls(spec: str | Sequence[str]) -> list[str]:
@@ -85,12 +97,13 @@ def tar_end_problem(url: str) -> str:
     exactly between two members reads without any error, silently losing the samples after the
     cut: only this check finds it.
     """
-    if is_remote(url):
+    path = local_path(url)
+    if path is None:
         return ""
-    size = os.path.getsize(url)
+    size = os.path.getsize(path)
     if size % 512:
         return f"{size} bytes is not a whole number of 512-byte tar blocks: the shard was cut short; rewrite it"
-    with open(url, "rb") as f:
+    with open(path, "rb") as f:
         f.seek(max(0, size - 512))
         tail = f.read(512)
     if len(tail) < 512 or tail.count(0) != 512:
