@@ -134,6 +134,15 @@ def test_too_short_for_every_bucket_is_none():
     assert Bucketer([Bucket(9, 64, 64)]).target(64, 64, 8) is None
 
 
+def test_place_reads_the_clip_at_its_stride_and_placed_counts_per_bucket():
+    b = Bucketer([Bucket(9, 64, 64), Bucket(17, 64, 64)])
+    assert b.place(64, 64, 17, 24.0).key == "17x64x64"  # every frame
+    assert b.place(64, 64, 17, 24.0, frame_stride=2).key == "9x64x64"  # 9 frames at stride 2
+    assert b.place(64, 64, 17, 24.0, target_fps=8.0) is None  # stride 3: 6 frames fit no bucket
+    assert b.place(64, 64, 33, 24.0, target_fps=12.0).key == "17x64x64"  # stride 2: 17 frames
+    shapes = {(64, 64, 17, 24.0): 5, (64, 64, 9, 24.0): 3, (64, 64, 4, 24.0): 2}
+    assert b.placed(shapes, 1, None) == {"17x64x64": 5, "9x64x64": 3, "too_short": 2}
+    assert b.placed(shapes, 2, None) == {"9x64x64": 5, "too_short": 5}
 def test_token_budget_sets_batch_sizes_and_rejects_oversized_buckets():
     b = Bucketer([Bucket(9, 64, 112), Bucket(9, 64, 64, batch_size=7)], token_budget=400, token_shape=(4, 16, 16))
     assert tokens(9, 64, 112, (4, 16, 16)) == 3 * 4 * 7

@@ -214,20 +214,13 @@ def load_bucket_config(path: str) -> tuple[Any, int, float | None]:
 
 def bucket_report(shapes: dict[str, int], bucketer, frame_stride: int, target_fps: float | None) -> dict[str, Any]:
     """Good samples per bucket, too-short count and full batches per epoch (one rank)."""
-    from videogen.data.buckets import available_frames, frame_stride_for
     from videogen.data.manifest import parse_shape_key
 
-    placed: Counter = Counter()
-    too_short = 0
-    parsed: dict[tuple, int] = {}
+    parsed: Counter = Counter()
     for key, count in shapes.items():
-        w, h, frames, fps = parse_shape_key(key)
-        parsed[(w, h, frames, fps)] = parsed.get((w, h, frames, fps), 0) + count
-        t = bucketer.target(w, h, available_frames(frames, frame_stride_for(fps, frame_stride, target_fps)))
-        if t is None:
-            too_short += count
-        else:
-            placed[t.key] += count
+        parsed[parse_shape_key(key)] += count
+    placed = bucketer.placed(parsed, frame_stride, target_fps)
+    too_short = placed.pop("too_short", 0)
     rows = []
     for b in bucketer.buckets:
         size = bucketer.batch_size_of(b)

@@ -33,7 +33,7 @@ from typing import Any, Callable, TypeVar
 import torch
 from lightning.pytorch import LightningDataModule
 
-from videogen.data.buckets import Bucket, Bucketer, available_frames, frame_stride_for
+from videogen.data.buckets import Bucket, Bucketer
 from videogen.data.loader import StatefulLoader, StreamOptions, VideoStream
 from videogen.data.manifest import ManifestError, manifest_for, manifests_of, parse_shape_key, scan_shard
 from videogen.data.score_filter import ScoreFilter, check_names, filtered_shard_shapes
@@ -209,11 +209,7 @@ class VideoDataModule(LightningDataModule):
                          else filtered_shard_shapes(urls, self.score_filter, self.manifest, limits))
         n = self.bucketer.expected_batches(shapes, self.options.frame_stride, self.options.target_fps, world_size)
         if n < 1:
-            placed = Counter()
-            for (w, h, f, fps), k in shapes.items():
-                t = self.bucketer.target(w, h, available_frames(f, frame_stride_for(fps, self.options.frame_stride,
-                                                                                   self.options.target_fps)))
-                placed[t.key if t else "too_short"] += k
+            placed = self.bucketer.placed(shapes, self.options.frame_stride, self.options.target_fps)
             raise ValueError(
                 f"{name}: {count} samples over {world_size} rank(s) fill 0 batches. Samples per bucket: "
                 f"{dict(placed)}; batch sizes: { {b.name: self.bucketer.batch_size_of(b) for b in self.bucketer.buckets} }. "

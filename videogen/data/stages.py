@@ -27,7 +27,7 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 import torch
 
-from videogen.data.buckets import Bucketer, Target, available_frames, frame_stride_for
+from videogen.data.buckets import Bucketer, Target, frame_stride_for
 from videogen.data.tar_reader import RawSample, TarLimits, group_samples, read_tar  # noqa: F401 (the stages' first two)
 from videogen.data.decode import (DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, MEDIA_EXTENSIONS, DecodeError, Decoder,
                                   decoder_for)
@@ -220,8 +220,9 @@ def plan(records: Iterable[Record], bucketer: Bucketer, skips: Skips, rng: rando
     bucket's frames into the clip, so a sample covers (nearly) the whole clip, not a window of it."""
     for r in records:
         latent = r.ext == LATENT_EXTENSION  # frames were chosen at encode time: read a causal prefix
-        stride = 1 if r.num_frames == 1 or latent else frame_stride_for(r.fps, frame_stride, target_fps)
-        target = bucketer.target(r.width, r.height, available_frames(r.num_frames, stride))
+        step, fps_goal = (1, None) if latent else (frame_stride, target_fps)
+        target = bucketer.place(r.width, r.height, r.num_frames, r.fps, step, fps_goal)
+        stride = 1 if r.num_frames == 1 else frame_stride_for(r.fps, step, fps_goal)
         if target is None:
             skips.add("too_short", r.url, r.key, f"{r.num_frames} frames at stride {stride} fit no bucket")
             continue
