@@ -158,6 +158,22 @@ def test_buckets_counts_match_what_the_loader_fills(clip_shards, tmp_path, capsy
     assert "15 samples too short for every bucket" in capsys.readouterr().out
 
 
+def test_buckets_reads_the_data_section_as_training_does(clip_shards, tmp_path, capsys):
+    """omegaconf interpolation and --data.* overrides, as `videogen fit` applies them to the section."""
+    cfg = tmp_path / "train.yaml"
+    cfg.write_text("model:\n  init_args:\n    frames: 12\n"
+                   "data:\n  class_path: videogen.data.VideoDataModule\n  init_args:\n    batch_size: 3\n"
+                   "    buckets:\n      - num_frames: ${model.init_args.frames}\n        height: 64\n        width: 64\n")
+    rep = inspect_json(capsys, clip_shards, "--buckets", cfg)["bucketing"]
+    assert rep["buckets"][0]["bucket"] == "12x64x64" and rep["too_short"] == 15  # as the literal 12 above
+    rep = inspect_json(capsys, clip_shards, "--buckets", cfg, "--data.frame_stride=2")["bucketing"]
+    assert rep["too_short"] == 24 and rep["full_batches"] == 0  # 9..13 frames at stride 2 give 5..7: none fit
+    assert main(["inspect", str(clip_shards), "--buckets", str(cfg), "--data.batch_size=0"]) == 2
+    assert "train.yaml: its data section cannot be used" in capsys.readouterr().err
+    assert main(["inspect", str(clip_shards), "--data.batch_size=2"]) == 2
+    assert "only --data.* overrides of the --buckets config" in capsys.readouterr().err
+
+
 def test_errors_name_the_folder_or_file_and_exit_2(tmp_path, capsys):
     assert main(["inspect", str(tmp_path / "missing")]) == 2
     assert "missing: no such folder" in capsys.readouterr().err

@@ -39,8 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("dir", help="folder of *.tar shards (a glob, brace pattern or single shard also works)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the summary")
     parser.add_argument("--buckets", metavar="CONFIG.yaml",
-                        help="a YAML with a `buckets:` list ({num_frames, height, width, batch_size}) and a "
-                             "`batch_size` (top level, or under data.init_args of a training config)")
+                        help="a training config (its data section, read as videogen fit reads it: "
+                             "interpolation, --data.* overrides) or a YAML with a top-level `buckets:` list "
+                             "({num_frames, height, width, batch_size}) and a `batch_size`")
     parser.add_argument("--frames", type=int, default=0,
                         help="decode this many evenly spaced frames per clip (default 0: every frame)")
     parser.add_argument("--decoder", default="auto", choices=["auto", "decord", "pyav"],
@@ -53,6 +54,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--compressed", action="store_true",
                         help="also read gzip/bzip2/xz-compressed tars (as data.compressed_shards; default: refused)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    parser.epilog = ("--data.KEY=VALUE overrides a setting of the --buckets config's data section, as for "
+                     "videogen fit (e.g. --data.frame_stride=2).")
+
+
+TAKES_OVERRIDES = True
 
 
 # ---------------------------------------------------------------------------------------------
@@ -172,11 +178,13 @@ def _inspect_all(urls: list[str], args, total: int | None) -> Iterator[dict[str,
 # buckets
 
 
-def load_bucket_config(path: str) -> tuple[Any, int, float | None]:
-    """``(Bucketer, frame_stride, target_fps)`` from a YAML; raises ValueError naming the file and key."""
+def load_bucket_config(path: str, shards: str = "", overrides: list[str] = ()) -> tuple[Any, int, float | None]:
+    """``(Bucketer, frame_stride, target_fps)`` of a config's data section, read as training reads it
+    (:func:`videogen.commands.stream.load_data_config`: interpolation, ``--data.*`` overrides), or of a
+    bare bucket table; raises ValueError naming the file and key."""
     import yaml
 
-    from videogen.data.buckets import Bucket, Bucketer
+    from videogen.commands.stream import load_data_config
 
     p = Path(path)
     try:
@@ -190,8 +198,7 @@ def load_bucket_config(path: str) -> tuple[Any, int, float | None]:
     if not isinstance(doc, dict) or not isinstance(doc.get("buckets"), list) or not doc["buckets"]:
         raise ValueError(f"{path}: needs a non-empty `buckets:` list of {{num_frames, height, width, batch_size}} "
                          "(at the top level or under data.init_args)")
-    buckets = []
-    for i, b in enumerate(doc["buckets"]):
+    for i, b in enumerate(doc["buckets"]):  # the table's shape, with messages that name the entry
         if not isinstance(b, dict):
             raise ValueError(f"{path}: buckets[{i}] is {b!r}; write it as {{num_frames: 9, height: 64, width: 96}}")
         unknown = set(b) - {"num_frames", "height", "width", "batch_size"}
@@ -199,17 +206,11 @@ def load_bucket_config(path: str) -> tuple[Any, int, float | None]:
         if unknown or missing:
             raise ValueError(f"{path}: buckets[{i}] has unknown keys {sorted(unknown)} or lacks {sorted(missing)}; "
                              "the keys are num_frames, height, width and optional batch_size")
-        try:
-            buckets.append(Bucket(**b))
-        except (TypeError, ValueError) as e:
-            raise ValueError(f"{path}: buckets[{i}]: {e}") from e
-    kwargs = {k: doc[k] for k in ("batch_size", "token_budget", "token_shape", "packing", "max_area", "max_frames",
-                                  "size_multiple", "frame_multiple") if doc.get(k) is not None}
     try:
-        bucketer = Bucketer(buckets, **kwargs)
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"{path}: {e}") from e
-    return bucketer, int(doc.get("frame_stride") or 1), doc.get("target_fps")
+        dm = load_data_config(path, shards or "-", overrides, option="--buckets")
+    except FileNotFoundError as e:
+        raise ValueError(str(e)) from None
+    return dm.bucketer, dm.options.frame_stride, dm.options.target_fps
 
 
 def bucket_report(shapes: dict[str, int], bucketer, frame_stride: int, target_fps: float | None) -> dict[str, Any]:
@@ -369,10 +370,14 @@ def run(args: argparse.Namespace) -> int:
         urls = expand_urls(args.dir)
     except FileNotFoundError as e:
         return fail(f"{e}")
+    overrides = list(getattr(args, "overrides", []))
+    bad = [o for o in overrides if not o.startswith("--data.")]
+    if bad or (overrides and not args.buckets):
+        return fail(f"only --data.* overrides of the --buckets config are accepted, got {(bad or overrides)[0]!r}")
     bucketing = None
     if args.buckets:
         try:
-            bucketing = load_bucket_config(args.buckets)
+            bucketing = load_bucket_config(args.buckets, args.dir, overrides)
         except ValueError as e:
             return fail(str(e))
     path = Path(args.dir)

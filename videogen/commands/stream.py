@@ -9,8 +9,11 @@ before spending accelerator time on it.
 from __future__ import annotations
 
 import argparse
+import json
 import time
+from argparse import ArgumentError
 from collections import Counter
+from pathlib import Path
 
 HELP = "stream a config's training data for an epoch (no model): batches per bucket, clips/s, skips"
 
@@ -26,6 +29,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 TAKES_OVERRIDES = True
 
 
+DEFAULT_DATA = "videogen.data.VideoDataModule"  # the data: class when a section gives only init_args
+
+
 def data_parser():
     """A parser for the ``data:`` section of a training config, as LightningCLI reads it
     (class_path + init_args, omegaconf interpolation); the other sections are accepted unread."""
@@ -35,6 +41,7 @@ def data_parser():
     parser = ArgumentParser(parser_mode="omegaconf", exit_on_error=False)
     parser.add_argument("--config", action=ActionConfigFile)
     parser.add_subclass_arguments(LightningDataModule, "data", required=True)
+    parser.set_defaults({"data": {"class_path": DEFAULT_DATA}})
     for key in ("model", "trainer", "optimizer", "lr_scheduler"):
         parser.add_argument(f"--{key}", type=dict, default={})
     for key in ("seed_everything", "ckpt_path"):
@@ -42,14 +49,56 @@ def data_parser():
     return parser
 
 
-def build_datamodule(configs: list[str], overrides: list[str]):
-    """Instantiate the data: section of these configs (merged in order) with --data.* overrides."""
+def build_datamodule(configs: list[str], overrides: list[str], shards: str | list[str] | None = None):
+    """Instantiate the data: section of these configs (merged in order) with --data.* overrides;
+    ``shards``: read these instead of the config's ``train_shards`` (which may then be absent)."""
     parser = data_parser()
     args = []
     for c in configs:
         args += ["--config", c]
+    if shards is not None:  # after the configs, before the user's overrides
+        args.append(f"--data.init_args.train_shards={json.dumps(shards)}")
     cfg = parser.parse_args(args + list(overrides))
     return parser.instantiate_classes(cfg)["data"]
+
+
+def load_data_config(config: str, shards: str | list[str], overrides: list[str] = (), option: str = "--config"):
+    """The ``VideoDataModule`` of a config's ``data:`` section, read the one way every command reads
+    it (:func:`build_datamodule`: class_path + init_args, omegaconf interpolation, ``--data.*``
+    overrides), reading ``shards``. A file with a bare bucket table (``buckets:``, ``batch_size``, ...
+    at the top level) is read as the section's ``init_args``. Errors are one ``ValueError`` line naming
+    the file (``FileNotFoundError`` for a missing one)."""
+    import yaml
+
+    from videogen.data.datamodule import VideoDataModule
+
+    path = Path(config)
+    if not path.is_file():
+        raise FileNotFoundError(f"{option} {config}: no such config file")
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise ValueError(f"{config}: cannot read the config ({e.strerror or e})") from e
+    except yaml.YAMLError as e:
+        raise ValueError(f"{config}: not valid YAML ({str(e).splitlines()[0]})") from e
+    if not isinstance(doc, dict):
+        raise ValueError(f"{config}: not a mapping of settings (a training config with a data: section, or a "
+                         "bucket table)")
+    try:
+        if "buckets" in doc and "data" not in doc:  # a bare bucket table: the init_args of the data section
+            if overrides:
+                raise ValueError(f"--data.* overrides apply to a training config's data section, not to a bare "
+                                 f"bucket table ({overrides[0]}); edit the table")
+            parser = data_parser()
+            cfg = parser.parse_object({"data": {"class_path": DEFAULT_DATA, "init_args": {**doc, "train_shards": shards}}})
+            dm = parser.instantiate_classes(cfg)["data"]
+        else:
+            dm = build_datamodule([str(path)], list(overrides), shards)
+    except (ValueError, TypeError, KeyError, ArgumentError) as e:
+        raise ValueError(f"{config}: its data section cannot be used: {' '.join(str(e).split())[:400]}") from None
+    if not isinstance(dm, VideoDataModule):
+        raise ValueError(f"{config}: its data section is a {type(dm).__name__}, not a {DEFAULT_DATA}")
+    return dm
 
 
 def run(args: argparse.Namespace) -> int:
