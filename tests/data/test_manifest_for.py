@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from videogen.data.datamodule import shard_shapes
 from videogen.data.manifest import DatasetManifest, ManifestError, ShardStats, manifest_for, manifests_of
 from videogen.data.shards import local_path
+from videogen.data.sizing import shard_shapes
 from videogen.encoding import latent_cache_folders
 
 META = b'{"width": 64, "height": 48, "num_frames": 9, "fps": 8}'

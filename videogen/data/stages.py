@@ -1,6 +1,6 @@
 """The data path as small generator stages, each testable with a list.
 
-    shard URLs -> read_tar -> group_samples -> (take_share) -> parse -> shuffle -> plan -> batch
+    shard URLs -> read_tar -> group_samples -> (take_share) -> parse -> select -> shuffle -> plan -> batch
                -> decode_batch -> collate
 
 Everything up to ``batch`` looks only at tar headers, ``json``/``txt`` members and (when a shard
@@ -32,6 +32,7 @@ from videogen.data.tar_reader import RawSample, TarLimits, group_samples, read_t
 from videogen.data.decode import (DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, MEDIA_EXTENSIONS, DecodeError, Decoder,
                                   decoder_for)
 from videogen.data.manifest import meta_problem
+from videogen.data.score_filter import MissingScore, ScoreFilter, sample_values
 from videogen.data.text_embeddings import TextSpec, read_embeddings
 
 log = logging.getLogger("videogen.data")
@@ -181,6 +182,28 @@ def parse(samples: Iterable[RawSample], skips: Skips, video_decoder: Decoder,
                 continue
         w, h, n, fps = shape
         yield Record(s.key, s.url, ext, media, caption or "", meta, w, h, n, fps, text=text)
+
+
+def select(records: Iterable[Record], score_filter: ScoreFilter | str | None, skips: Skips) -> Iterator[Record]:
+    """The filter stage: records whose json scores satisfy ``score_filter`` (parsed once, by the
+    datamodule; a string is parsed here); the others are counted as ``filtered_out``, or
+    ``filter_missing_score`` when the json lacks a score the expression names."""
+    if not score_filter:
+        yield from records
+        return
+    if isinstance(score_filter, str):
+        score_filter = ScoreFilter(score_filter)
+    for r in records:
+        try:
+            ok = score_filter(sample_values(r.meta))
+        except MissingScore as e:
+            skips.add("filter_missing_score", r.url, r.key,
+                      f"json has no {e.args[0]!r} score for filter {score_filter.text!r} (curate the set first)")
+            continue
+        if not ok:
+            skips.add("filtered_out", r.url, r.key, f"{score_filter.text!r} is false")
+            continue
+        yield r
 
 
 def shuffle(items: Iterable[Any], bufsize: int, rng: random.Random) -> Iterator[Any]:
