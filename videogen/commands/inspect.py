@@ -12,7 +12,12 @@ loader's decoder. What it reports:
 * the manifest (``dataset.json``), when there is one: its sample count against what was found,
   and the inputs it says were skipped when the set was made. Without one (shards made by other
   tools) the statistics come from the decode pass alone;
-* ``--buckets CONFIG.yaml``: how the good samples fall into a bucket table.
+* ``--buckets CONFIG.yaml``: how the good samples fall into a bucket table (the config's data
+  section read as ``videogen fit`` reads it);
+* a latent cache (``videogen encode``): its ``latent.npy`` samples are read, not decoded, and
+  reported by latent shape (``CxTxHxW``), with their caption embeddings (``text.*.npy``) checked and
+  counted per caption name; an array that does not load or fit its json is a bad sample
+  (``bad_latent``).
 * the curation scores of a set made by ``videogen curate`` (``json["curation"]``): min / mean / max
   of each number, how often each flag is true.
 
@@ -92,11 +97,18 @@ def decode_record(record, decoder, wanted: int) -> tuple[int, int]:
     return int(w), int(h)
 
 
-def inspect_shard(url: str, decoder_name: str = "auto", frames: int = 0, limits=None) -> dict[str, Any]:
-    """Decode one shard: ``{"shard", "stats" (ShardStats dict of its good samples), "bad", "frames", "seconds"}``."""
+def inspect_shard(url: str, decoder_name: str = "auto", frames: int = 0, limits=None,
+                  text_spec=None) -> dict[str, Any]:
+    """Decode one shard: ``{"shard", "stats" (ShardStats dict of its good samples), "bad", "frames", "seconds",
+    "curation", "latents", "text_embeddings"}``. A latent-cache sample (``latent.npy``, from ``videogen encode``)
+    is read, not decoded: its array is loaded (``allow_pickle=False``, header checked against its size) and
+    checked against the clip its json describes, and its shape counted in ``latents`` (``CxTxHxW``); with
+    ``text_spec`` (the cache's text encoder) its caption embeddings are checked as training checks them and
+    counted per caption name in ``text_embeddings``."""
     from videogen.data import stages
     from videogen.data.decode import DecodeError, make_decoder
     from videogen.data.manifest import ShardStats
+    from videogen.data.tar_reader import TarLimits
 
     began = time.perf_counter()
     skips = stages.Skips(max_logged=0, keep=True)
@@ -104,25 +116,35 @@ def inspect_shard(url: str, decoder_name: str = "auto", frames: int = 0, limits=
     stats = ShardStats(name=Path(url).name)
     decoded_frames = 0
     curation: dict[str, dict] = {}
-    from videogen.data.tar_reader import TarLimits
-
+    latents: Counter = Counter()
+    embeddings: Counter = Counter()
     records = stages.parse(stages.group_samples(stages.read_tar([url], skips, limits or TarLimits())), skips, decoder,
-                           require_caption=True)
+                           require_caption=True, text_spec=text_spec)
     for r in records:
-        try:
-            width, height = decode_record(r, decoder, frames)
-        except DecodeError as e:
-            skips.add("decode_error", r.url, r.key, str(e))
-            continue
-        except Exception as e:  # a decoder bug is reported for the sample, not raised for the set
-            skips.add("decode_error", r.url, r.key, f"{type(e).__name__}: {e}"[:200])
-            continue
-        if (width, height) != (r.width, r.height):
-            skips.add("meta_mismatch", r.url, r.key,
-                      f"json says {r.width}x{r.height}, the media decodes to {width}x{height}; fix the json "
-                      "(the loader sizes clips from it)")
-            continue
-        decoded_frames += len(frame_indices(r.num_frames, frames))
+        if r.ext == stages.LATENT_EXTENSION:  # read, not decoded: the encoded clip's shape is its json's
+            try:
+                z, _, _ = stages.load_latent(r)
+            except DecodeError as e:
+                skips.add("bad_latent", r.url, r.key, str(e)[:200])
+                continue
+            latents["x".join(map(str, z.shape))] += 1
+            embeddings.update(list(r.text or {}))  # the caption names it carries
+            width, height = r.width, r.height
+        else:
+            try:
+                width, height = decode_record(r, decoder, frames)
+            except DecodeError as e:
+                skips.add("decode_error", r.url, r.key, str(e))
+                continue
+            except Exception as e:  # a decoder bug is reported for the sample, not raised for the set
+                skips.add("decode_error", r.url, r.key, f"{type(e).__name__}: {e}"[:200])
+                continue
+            if (width, height) != (r.width, r.height):
+                skips.add("meta_mismatch", r.url, r.key,
+                          f"json says {r.width}x{r.height}, the media decodes to {width}x{height}; fix the json "
+                          "(the loader sizes clips from it)")
+                continue
+            decoded_frames += len(frame_indices(r.num_frames, frames))
         duration = r.meta.get("duration")
         if not isinstance(duration, (int, float)) or duration <= 0:
             duration = r.num_frames / r.fps if r.fps > 0 else 0.0
@@ -130,7 +152,8 @@ def inspect_shard(url: str, decoder_name: str = "auto", frames: int = 0, limits=
                    "duration": float(duration)}, r.caption)
         add_curation(curation, r.meta.get("curation"))
     return {"shard": stats.name, "stats": stats.to_dict(), "bad": skips.records, "frames": decoded_frames,
-            "seconds": round(time.perf_counter() - began, 3), "curation": curation}
+            "seconds": round(time.perf_counter() - began, 3), "curation": curation, "latents": dict(latents),
+            "text_embeddings": dict(embeddings)}
 
 
 def add_curation(totals: dict[str, dict], scores: Any) -> None:
@@ -159,7 +182,7 @@ def _inspect_all(urls: list[str], args, total: int | None) -> Iterator[dict[str,
     with bar:
         if args.workers <= 1:
             for url in urls:
-                result = inspect_shard(url, args.decoder, args.frames, args.limits)
+                result = inspect_shard(url, args.decoder, args.frames, args.limits, args.text_spec)
                 bar.update(result["stats"]["num_samples"] + len([b for b in result["bad"] if b["key"]]))
                 yield result
             return
@@ -167,7 +190,8 @@ def _inspect_all(urls: list[str], args, total: int | None) -> Iterator[dict[str,
         from multiprocessing import get_context
 
         with ProcessPoolExecutor(args.workers, mp_context=get_context("spawn")) as pool:
-            futures = [pool.submit(inspect_shard, url, args.decoder, args.frames, args.limits) for url in urls]
+            futures = [pool.submit(inspect_shard, url, args.decoder, args.frames, args.limits, args.text_spec)
+                       for url in urls]
             for future in futures:
                 result = future.result()
                 bar.update(result["stats"]["num_samples"] + len([b for b in result["bad"] if b["key"]]))
@@ -242,7 +266,14 @@ def bucket_report(shapes: dict[str, int], bucketer, frame_stride: int, target_fp
 def build_report(urls: list[str], folder: Path | None, args) -> dict[str, Any]:
     from videogen.data.manifest import DatasetManifest, ShardStats
 
+    from videogen.data.manifest import ManifestError
+    from videogen.data.text_embeddings import text_spec
+
     manifest = DatasetManifest.find(folder) if folder is not None else None
+    try:  # a latent cache with caption embeddings: they are checked as training checks them
+        args.text_spec = text_spec([manifest])
+    except ValueError as e:
+        raise ManifestError(f"{folder}/dataset.json: {e}") from None
     began = time.perf_counter()
     results = list(_inspect_all(urls, args, manifest.num_samples if manifest else None))
     total = ShardStats(name="*")
@@ -268,6 +299,8 @@ def build_report(urls: list[str], folder: Path | None, args) -> dict[str, Any]:
         "manifest": None,
         "skipped": [],
         "curation": {},
+        "latents": dict(sorted(sum((Counter(r["latents"]) for r in results), Counter()).items())),
+        "text_embeddings": dict(sorted(sum((Counter(r["text_embeddings"]) for r in results), Counter()).items())),
     }
     for r in results:
         for name, t in r["curation"].items():
@@ -308,6 +341,10 @@ def format_report(rep: dict[str, Any]) -> str:
              f"  fps          {_hist(rep['fps'])}",
              f"  captions     {c['count']} with words min {c['min_words']} / mean {c['mean_words']} / "
              f"max {c['max_words']}"]
+    if rep.get("latents"):
+        lines.append(f"  latents      {_hist(rep['latents'])}  (C x T x H x W: a latent cache from videogen encode)")
+    if rep.get("text_embeddings"):
+        lines.append(f"  text embeddings per caption  {_hist(rep['text_embeddings'])}")
     m = rep["manifest"]
     if m is None:
         lines.append("  manifest     none (dataset.json missing: shards made by another tool?); "

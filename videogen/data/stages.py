@@ -15,7 +15,6 @@ pickled objects make the whole sample be refused.
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import random
@@ -32,6 +31,7 @@ from videogen.data.tar_reader import RawSample, TarLimits, group_samples, read_t
 from videogen.data.decode import (DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, MEDIA_EXTENSIONS, DecodeError, Decoder,
                                   decoder_for)
 from videogen.data.manifest import meta_problem
+from videogen.data.npy import read_npy
 from videogen.data.score_filter import MissingScore, ScoreFilter, sample_values
 from videogen.data.text_embeddings import TextSpec, read_embeddings
 
@@ -372,12 +372,11 @@ class TimedDecoder:
         return frames[:, top: top + t.height, left: left + t.width]  # (T, H, W, 3)
 
 
-def read_latent(item: Planned) -> np.ndarray:
-    """A latent-cache sample's ``(C, t, h, w)`` array, cut to the target: the first latent frames
-    (a causal VAE's prefix encodes the clip's first frames) and a crop on the latent grid."""
-    r, target = item.record, item.target
+def load_latent(r: Record) -> tuple[np.ndarray, int, int]:
+    """A latent-cache record's whole ``(C, t, h, w)`` array and its compression ``(sc, tc)``, checked
+    against the encoded clip its json describes; a :class:`DecodeError` saying what is wrong."""
     try:
-        z = np.load(io.BytesIO(r.media), allow_pickle=False)
+        z = read_npy(r.media)
     except (ValueError, OSError, EOFError) as e:
         raise DecodeError(f"latent.npy is not a readable array: {e}") from None
     if z.ndim != 4 or min(z.shape) < 1:
@@ -388,6 +387,15 @@ def read_latent(item: Planned) -> np.ndarray:
     if sc < 1 or lw * sc != r.width or lh * sc != r.height or (lt - 1) * tc + 1 != r.num_frames:
         raise DecodeError(f"latent.npy of shape {z.shape} does not match the encoded clip "
                           f"{r.num_frames}x{r.height}x{r.width} in its json")
+    return z, sc, tc
+
+
+def read_latent(item: Planned) -> np.ndarray:
+    """A latent-cache sample's ``(C, t, h, w)`` array, cut to the target: the first latent frames
+    (a causal VAE's prefix encodes the clip's first frames) and a crop on the latent grid."""
+    r, target = item.record, item.target
+    z, sc, tc = load_latent(r)
+    _, lt, lh, lw = z.shape
     th, tw = target.height // sc, target.width // sc
     tt = (target.num_frames - 1) // tc + 1
     top, left = int(item.crop[0] * (lh - th)), int(item.crop[1] * (lw - tw))
