@@ -233,6 +233,12 @@ def test_errors_name_the_folder_or_file_and_exit_2(tmp_path, capsys):
     assert main(["inspect", str(tmp_path), "--buckets", str(cfg)]) == 2
     err = capsys.readouterr().err
     assert "b.yaml: buckets[0] has unknown keys ['frames']" in err and "num_frames" in err
+    for text, message in [("data:\n  init_args:\n    packing: true\n", "b.yaml: needs a non-empty `buckets:` list"),
+                          ("buckets:\n  - 3\n", "b.yaml: buckets[0] is 3"), ("- 1\n", "b.yaml: not a mapping"),
+                          ("a: [\n", "b.yaml: not valid YAML")]:
+        cfg.write_text(text)
+        assert main(["inspect", str(tmp_path), "--buckets", str(cfg)]) == 2
+        assert message in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("n, wanted, expected", [(9, 0, list(range(9))), (9, 2, [0, 8]), (9, 3, [0, 4, 8]),

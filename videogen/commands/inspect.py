@@ -206,32 +206,10 @@ def load_bucket_config(path: str, shards: str = "", overrides: list[str] = ()) -
     """``(Bucketer, frame_stride, target_fps)`` of a config's data section, read as training reads it
     (:func:`videogen.commands.stream.load_data_config`: interpolation, ``--data.*`` overrides), or of a
     bare bucket table; raises ValueError naming the file and key."""
-    import yaml
-
     from videogen.commands.stream import load_data_config
 
-    p = Path(path)
     try:
-        doc = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except OSError as e:
-        raise ValueError(f"{path}: cannot read the bucket config ({e.strerror or e})") from e
-    except yaml.YAMLError as e:
-        raise ValueError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from e
-    if isinstance(doc, dict) and "buckets" not in doc and isinstance(doc.get("data"), dict):
-        doc = doc["data"].get("init_args", doc["data"])  # a training config: data.init_args
-    if not isinstance(doc, dict) or not isinstance(doc.get("buckets"), list) or not doc["buckets"]:
-        raise ValueError(f"{path}: needs a non-empty `buckets:` list of {{num_frames, height, width, batch_size}} "
-                         "(at the top level or under data.init_args)")
-    for i, b in enumerate(doc["buckets"]):  # the table's shape, with messages that name the entry
-        if not isinstance(b, dict):
-            raise ValueError(f"{path}: buckets[{i}] is {b!r}; write it as {{num_frames: 9, height: 64, width: 96}}")
-        unknown = set(b) - {"num_frames", "height", "width", "batch_size"}
-        missing = {"num_frames", "height", "width"} - set(b)
-        if unknown or missing:
-            raise ValueError(f"{path}: buckets[{i}] has unknown keys {sorted(unknown)} or lacks {sorted(missing)}; "
-                             "the keys are num_frames, height, width and optional batch_size")
-    try:
-        dm = load_data_config(path, shards or "-", overrides, option="--buckets")
+        dm = load_data_config(path, shards or "-", overrides, option="--buckets", need_buckets=True)
     except FileNotFoundError as e:
         raise ValueError(str(e)) from None
     return dm.bucketer, dm.options.frame_stride, dm.options.target_fps

@@ -62,12 +62,33 @@ def build_datamodule(configs: list[str], overrides: list[str], shards: str | lis
     return parser.instantiate_classes(cfg)["data"]
 
 
-def load_data_config(config: str, shards: str | list[str], overrides: list[str] = (), option: str = "--config"):
+BUCKET_KEYS = ("num_frames", "height", "width", "batch_size")
+
+
+def check_bucket_table(section: dict, where: str, need: bool = False) -> None:
+    """A one-line ``ValueError`` naming the entry for a ``buckets:`` list that is not a list of
+    ``{num_frames, height, width[, batch_size]}`` (``need``: also for a missing or empty one)."""
+    table = section.get("buckets")
+    if need and not (isinstance(table, list) and table):
+        raise ValueError(f"{where}: needs a non-empty `buckets:` list of {{num_frames, height, width, batch_size}} "
+                         "(at the top level or under data.init_args)")
+    for i, b in enumerate(table if isinstance(table, list) else []):
+        if not isinstance(b, dict):
+            raise ValueError(f"{where}: buckets[{i}] is {b!r}; write it as {{num_frames: 9, height: 64, width: 96}}")
+        unknown, missing = set(b) - set(BUCKET_KEYS), set(BUCKET_KEYS[:3]) - set(b)
+        if unknown or missing:
+            raise ValueError(f"{where}: buckets[{i}] has unknown keys {sorted(unknown)} or lacks {sorted(missing)}; "
+                             "the keys are num_frames, height, width and optional batch_size")
+
+
+def load_data_config(config: str, shards: str | list[str], overrides: list[str] = (), option: str = "--config",
+                     need_buckets: bool = False):
     """The ``VideoDataModule`` of a config's ``data:`` section, read the one way every command reads
     it (:func:`build_datamodule`: class_path + init_args, omegaconf interpolation, ``--data.*``
     overrides), reading ``shards``. A file with a bare bucket table (``buckets:``, ``batch_size``, ...
     at the top level) is read as the section's ``init_args``. Errors are one ``ValueError`` line naming
-    the file (``FileNotFoundError`` for a missing one)."""
+    the file (``FileNotFoundError`` for a missing one); ``need_buckets``: a section without a bucket
+    table is one too."""
     import yaml
 
     from videogen.data.datamodule import VideoDataModule
@@ -84,6 +105,9 @@ def load_data_config(config: str, shards: str | list[str], overrides: list[str] 
     if not isinstance(doc, dict):
         raise ValueError(f"{config}: not a mapping of settings (a training config with a data: section, or a "
                          "bucket table)")
+    data = doc.get("data")  # a training config: data.init_args (or data itself); else a bare bucket table
+    section = doc if "buckets" in doc or not isinstance(data, dict) else data.get("init_args", data)
+    check_bucket_table(section if isinstance(section, dict) else {}, config, need_buckets)
     try:
         if "buckets" in doc and "data" not in doc:  # a bare bucket table: the init_args of the data section
             if overrides:
