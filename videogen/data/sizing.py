@@ -92,8 +92,9 @@ def filtered_shapes(path: str, score_filter: ScoreFilter, limits: TarLimits | No
 
 
 def check_names(score_filter: ScoreFilter, urls: list[str], manifest: str | None = None) -> ScoreFilter:
-    """The filter parsed again against the names these shards carry: the json fields every sample has
-    and the curation scores their manifests list; an unknown name is a :class:`FilterError`."""
+    """The filter checked (not parsed again) against the names these shards carry: the json fields
+    every sample has and the curation scores their manifests list; an unknown name is a
+    :class:`FilterError`."""
     types: dict[str, str] = {}
     for m in {id(m): m for m in manifests_of(urls, manifest).values()}.values():
         types.update(manifest_score_types(m))
