@@ -158,6 +158,70 @@ def test_buckets_counts_match_what_the_loader_fills(clip_shards, tmp_path, capsy
     assert "15 samples too short for every bucket" in capsys.readouterr().out
 
 
+def test_buckets_reads_the_data_section_as_training_does(clip_shards, tmp_path, capsys):
+    """omegaconf interpolation and --data.* overrides, as `videogen fit` applies them to the section."""
+    cfg = tmp_path / "train.yaml"
+    cfg.write_text("model:\n  init_args:\n    frames: 12\n"
+                   "data:\n  class_path: videogen.data.VideoDataModule\n  init_args:\n    batch_size: 3\n"
+                   "    buckets:\n      - num_frames: ${model.init_args.frames}\n        height: 64\n        width: 64\n")
+    rep = inspect_json(capsys, clip_shards, "--buckets", cfg)["bucketing"]
+    assert rep["buckets"][0]["bucket"] == "12x64x64" and rep["too_short"] == 15  # as the literal 12 above
+    rep = inspect_json(capsys, clip_shards, "--buckets", cfg, "--data.frame_stride=2")["bucketing"]
+    assert rep["too_short"] == 24 and rep["full_batches"] == 0  # 9..13 frames at stride 2 give 5..7: none fit
+    assert main(["inspect", str(clip_shards), "--buckets", str(cfg), "--data.batch_size=0"]) == 2
+    assert "train.yaml: its data section cannot be used" in capsys.readouterr().err
+    assert main(["inspect", str(clip_shards), "--data.batch_size=2"]) == 2
+    assert "only --data.* overrides of the --buckets config" in capsys.readouterr().err
+
+
+def _npy(array) -> bytes:
+    import io
+
+    import numpy as np
+
+    f = io.BytesIO()
+    np.save(f, array)
+    return f.getvalue()
+
+
+def test_a_latent_cache_is_reported_by_latent_shape_not_as_decode_errors(tmp_path, capsys):
+    import io
+
+    import numpy as np
+
+    from videogen.data.manifest import ShardStats
+
+    meta = {"width": 16, "height": 16, "num_frames": 9, "fps": 8.0}
+    z = _npy(np.zeros((4, 3, 2, 2), np.float16))  # 9 frames of 16x16 at 4x8x8 compression
+    header = io.BytesIO()  # a header that claims 864 GB over the same 96 bytes of data
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f2", "fortran_order": False,
+                                                  "shape": (4000, 3000, 2000, 9)})
+    huge = header.getvalue() + z[128:]
+    emb = _npy(np.ones((2, 8), np.float16))
+    write_tar(tmp_path / "lat.tar", [
+        {"__key__": "a", "latent.npy": z, "text.txt.npy": emb, "txt": "a red ball", "json": meta},
+        {"__key__": "b", "latent.npy": z, "text.txt.npy": emb, "txt": "a blue cube", "json": meta},
+        {"__key__": "hostile", "latent.npy": huge, "text.txt.npy": emb, "txt": "x", "json": meta},
+        {"__key__": "liar", "latent.npy": z, "text.txt.npy": emb, "txt": "x", "json": {**meta, "width": 32}},
+        {"__key__": "noemb", "latent.npy": z, "txt": "a caption", "json": meta},
+    ])
+    DatasetManifest(shards=[ShardStats(name="lat.tar", num_samples=5)],
+                    created_by={"vae": {"weights_sha256": "ab"},
+                                "text_encoder": {"source": "enc", "width": 8, "max_length": 4}}).save(tmp_path)
+    rep = inspect_json(capsys, tmp_path)
+    assert rep["num_samples"] == 2 and rep["latents"] == {"4x3x2x2": 2} and rep["text_embeddings"] == {"txt": 2}
+    assert rep["resolutions"] == {"16x16": 2} and rep["frames_decoded"] == 0
+    bad = {b["key"]: (b["reason"], b["detail"]) for b in rep["bad_samples"]}
+    assert set(bad) == {"hostile", "liar", "noemb"} and "decode_error" not in rep["bad_reasons"]
+    assert bad["hostile"][0] == "bad_latent" and "header claims shape (4000, 3000, 2000, 9)" in bad["hostile"][1]
+    assert bad["liar"][0] == "bad_latent" and "does not match the encoded clip 9x16x32" in bad["liar"][1]
+    assert bad["noemb"][0] == "missing_text_embedding"
+    capsys.readouterr()
+    assert main(["inspect", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "latents      4x3x2x2: 2" in out and "text embeddings per caption  txt: 2" in out
+
+
 def test_errors_name_the_folder_or_file_and_exit_2(tmp_path, capsys):
     assert main(["inspect", str(tmp_path / "missing")]) == 2
     assert "missing: no such folder" in capsys.readouterr().err
@@ -169,6 +233,12 @@ def test_errors_name_the_folder_or_file_and_exit_2(tmp_path, capsys):
     assert main(["inspect", str(tmp_path), "--buckets", str(cfg)]) == 2
     err = capsys.readouterr().err
     assert "b.yaml: buckets[0] has unknown keys ['frames']" in err and "num_frames" in err
+    for text, message in [("data:\n  init_args:\n    packing: true\n", "b.yaml: needs a non-empty `buckets:` list"),
+                          ("buckets:\n  - 3\n", "b.yaml: buckets[0] is 3"), ("- 1\n", "b.yaml: not a mapping"),
+                          ("a: [\n", "b.yaml: not valid YAML")]:
+        cfg.write_text(text)
+        assert main(["inspect", str(tmp_path), "--buckets", str(cfg)]) == 2
+        assert message in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("n, wanted, expected", [(9, 0, list(range(9))), (9, 2, [0, 8]), (9, 3, [0, 4, 8]),

@@ -101,25 +101,24 @@ def caption_texts(shards: str | list[str], caption_key: str) -> list[str]:
     import json
 
     from videogen.data.shards import expand_urls
-    from videogen.data.tar_reader import TarLimits, read_members
+    from videogen.data.tar_reader import TarLimits, group_samples, read_tar
 
     texts = []
-    for url in expand_urls(shards):  # the one shard reader: plain tars, byte budgets, media skipped over
-        for m in read_members(url, TarLimits(), want=lambda name: name.endswith((".txt", ".json"))):
-            if m.data is None:
-                continue
-            data = m.data.decode("utf-8", "replace")
-            if m.name.endswith(".txt"):
-                texts.append(data)
-                continue
-            try:
-                meta = json.loads(data)
-            except (json.JSONDecodeError, RecursionError):
-                continue
-            captions = meta.get("captions") if isinstance(meta, dict) else None
-            caption = captions.get(caption_key) if isinstance(captions, dict) else None
-            if isinstance(caption, str):
-                texts.append(caption)
+    # the one shard reader: plain tars, byte budgets, media skipped over unread
+    for sample in group_samples(read_tar(expand_urls(shards), None, TarLimits(), only=("txt", "json"), strict=True)):
+        txt, raw = sample.members.get("txt"), sample.members.get("json")
+        if txt is not None:
+            texts.append(txt.decode("utf-8", "replace"))
+        if raw is None:
+            continue
+        try:
+            meta = json.loads(raw.decode("utf-8", "replace"))
+        except (json.JSONDecodeError, RecursionError):
+            continue
+        captions = meta.get("captions") if isinstance(meta, dict) else None
+        caption = captions.get(caption_key) if isinstance(captions, dict) else None
+        if isinstance(caption, str):
+            texts.append(caption)
     return texts
 
 

@@ -145,7 +145,8 @@ def latent_cache_folders(shards: str | list[str] | None) -> list[Path]:
     """The local folders of these shards whose ``dataset.json`` says `videogen encode` wrote them."""
     if not shards:
         return []
-    from videogen.data.shards import expand_urls
+    from videogen.data.manifest import manifest_for
+    from videogen.data.shards import expand_urls, local_path
 
-    local = {Path(u).parent for u in expand_urls(shards) if "://" not in u and not u.startswith("pipe:")}
+    local = {Path(manifest_for(u)).parent for u in expand_urls(shards) if local_path(u) is not None}
     return [f for f in sorted(local) if (m := DatasetManifest.find(f)) is not None and m.created_by.get("vae")]

@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 from data_recipes.curate import dedup
 from data_recipes.curate.options import CurateOptions
-from videogen.data.score_filter import MissingScore, ScoreFilter, known_names, sample_values, value_type
+from videogen.data.score_filter import MissingScore, known_names, sample_values, value_type
 
 @dataclass(frozen=True)
 class Rule:
@@ -138,7 +138,7 @@ def decide(entries: list[dict], opts: CurateOptions, dedup_pairs: Callable | Non
         alive = [e for e in alive if not e["reasons"]]
     types = score_types(entries)
     if opts.filter:
-        expr = ScoreFilter(opts.filter, known_names(types))
+        expr = opts.score_filter.checked(known_names(types))  # parsed once (CurateOptions), checked here
         failed, missing = 0, 0
         for e in alive:
             try:

@@ -3,6 +3,7 @@ the constructor signature is the configuration (``videogen curate`` makes one fl
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field, fields
 
 # the steps in the order they run (a sample dropped by an earlier step is scored but not judged by later ones)
@@ -67,6 +68,14 @@ class CurateOptions:
             raise ValueError("min_scene_frames >= 1, analysis_side >= 16, max_frames >= 4 and motion_pairs >= 1")
         if not 0 <= self.dedup_max_distance < 128:
             raise ValueError(f"dedup_max_distance is in bits of a 256-bit hash: 0..127, got {self.dedup_max_distance}")
+
+    @functools.cached_property
+    def score_filter(self):
+        """``filter`` parsed, once (a :class:`~videogen.data.score_filter.ScoreFilter`; None without one):
+        a malformed expression fails when first asked for, before any scoring."""
+        from videogen.data.score_filter import ScoreFilter
+
+        return ScoreFilter(self.filter) if self.filter else None
 
     def ordered_steps(self) -> list[str]:
         return [s for s in STEPS if s in self.steps]

@@ -217,10 +217,7 @@ def curate(data: str | list[str], out: str | os.PathLike, options: CurateOptions
     check_out_apart(out, data)
     extra = list(scorers or [])
     run_scorers = build_scorers(opts.clip_model, opts.scorers, extra)
-    if opts.filter:  # a malformed expression fails now, not after the scoring (names are checked after)
-        from videogen.data.score_filter import ScoreFilter
-
-        ScoreFilter(opts.filter)
+    opts.score_filter  # noqa: B018 - parsed now: a malformed expression fails before the scoring (names after)
     out.mkdir(parents=True, exist_ok=True)
     _plan(out, urls, opts, extra)
     scored = out / WORK / "scored"

@@ -3,7 +3,8 @@
 import pytest
 
 from videogen.data import stages
-from videogen.data.score_filter import (FilterError, ScoreFilter, known_names, sample_values, select)
+from videogen.data.score_filter import FilterError, ScoreFilter, known_names, sample_values
+from videogen.data.stages import select
 
 KNOWN = known_names({"motion": "number", "jitter": "number", "duplicate": "bool", "static": "bool"})
 
@@ -77,3 +78,37 @@ def test_select_stage_counts_what_it_drops():
     missing = next(s for s in skips.records if s["reason"] == "filter_missing_score")
     assert missing["key"] == "d" and "no 'motion' score" in missing["detail"]
     assert list(select(records, None, skips)) == records
+
+
+def test_the_filter_is_parsed_once_into_typed_nodes_and_checked_without_reparsing():
+    from videogen.data import score_filter as sf
+
+    f = ScoreFilter("motion > 0.1 and not duplicate")
+    assert f.tree == sf.And((sf.Compare((sf.Name("motion", 0), sf.Num(0.1)), ((">", 7),), 0),
+                             sf.Not(sf.Name("duplicate", 21), 17)))
+    checked = f.checked(KNOWN)
+    assert checked.tree is f.tree and checked({"motion": 0.2, "duplicate": False}) is True
+    with pytest.raises(FilterError, match="unknown name 'motion'"):
+        f.checked(known_names())
+
+
+def test_the_filter_language_is_pure_and_the_data_package_has_no_import_cycle():
+    """score_filter imports no I/O module; nothing in videogen/data imports the datamodule back."""
+    import ast
+    from pathlib import Path
+
+    import videogen.data
+
+    folder = Path(videogen.data.__file__).parent
+
+    def imports(path):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                yield from (a.name for a in node.names)
+            elif isinstance(node, ast.ImportFrom):
+                yield node.module or ""
+
+    assert set(imports(folder / "score_filter.py")) <= {"__future__", "math", "re", "dataclasses", "typing"}
+    for path in folder.glob("*.py"):
+        if path.name not in ("__init__.py", "datamodule.py"):
+            assert "videogen.data.datamodule" not in set(imports(path)), path.name

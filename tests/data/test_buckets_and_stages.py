@@ -22,6 +22,49 @@ def test_group_samples_groups_consecutive_members_per_shard():
         ("s0", "a", ["mp4", "txt"]), ("s0", "b", ["mp4"]), ("s1", "b", ["mp4"])]
 
 
+def _tar(path, members):
+    import io
+    import tarfile
+
+    with tarfile.open(path, "w") as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return str(path)
+
+
+def test_read_tar_json_txt_only_mode_leaves_media_unread_and_keeps_member_order(tmp_path):
+    url = _tar(tmp_path / "s.tar", [("a.mp4", b"video"), ("a.json", b"{}"), ("a.TXT", b"cap"), ("b.Seg.JSON", b"[]")])
+    skips = stages.Skips()
+    a, b = stages.group_samples(stages.read_tar([url], skips, only=("json", "txt")))
+    assert a.members == {"mp4": None, "json": b"{}", "txt": b"cap"} and a.refused is None
+    assert a.order == [("mp4", None), ("json", b"{}"), ("TXT", b"cap")]  # suffixes exactly as written
+    assert b.key == "b" and b.members == {"seg.json": None} and b.order == [("Seg.JSON", None)]
+    assert not skips.counts
+
+
+def test_scan_shard_without_probing_counts_samples_whose_media_it_never_read(tmp_path):
+    from videogen.data.manifest import scan_shard
+
+    meta = b'{"width": 64, "height": 48, "num_frames": 9, "fps": 8}'
+    url = _tar(tmp_path / "s.tar", [("a.mp4", b"not read"), ("a.json", meta), ("a.txt", b"two words"),
+                                     ("b.json", meta)])  # b has no media: not a sample
+    stats = scan_shard(url, probe_missing=False)
+    assert stats.num_samples == 1 and dict(stats.shapes) == {"64x48/9@8": 1} and stats.caption_words == [1, 2, 2]
+
+
+def test_read_tar_strict_raises_where_the_stream_counts(tmp_path):
+    bad = tmp_path / "bad.tar"
+    bad.write_bytes(b"\x1f\x8b" + b"\0" * 1024)  # gzip magic under a .tar name
+    skips = stages.Skips()
+    assert list(stages.read_tar([str(bad)], skips)) == [] and dict(skips.counts) == {"compressed_shard": 1}
+    from videogen.data.tar_reader import ShardRefused
+
+    with pytest.raises(ShardRefused, match="gzip-compressed stream, not a plain tar"):
+        list(stages.read_tar([str(bad)], None, strict=True))
+
+
 def test_shuffle_is_a_seeded_permutation():
     items = list(range(100))
     a = list(stages.shuffle(items, 10, random.Random(1)))
@@ -29,6 +72,16 @@ def test_shuffle_is_a_seeded_permutation():
     c = list(stages.shuffle(items, 10, random.Random(2)))
     assert a == b and a != c and sorted(a) == items and a != items
     assert list(stages.shuffle(items, 0, random.Random(1))) == items
+
+
+@pytest.mark.parametrize("num_shards", [1, 3, 8])
+def test_split_shards_whole_mode_gives_each_shard_to_exactly_one_consumer(num_shards):
+    urls = [f"s{i}" for i in range(num_shards)]
+    splits = [split_shards(urls, rank, 2, worker, 2, whole=True) for rank in range(2) for worker in range(2)]
+    assert all(s.every == 1 for s in splits)  # never a share of a shard
+    assert sorted(u for s in splits for u in s.urls) == urls
+    assert [list(s.urls) for s in splits][:2] == [urls[0::4], urls[1::4]]  # round robin, rank-major
+    assert split_shards(urls, 1, 3, whole=True).urls == tuple(urls[1::3])  # recaption: one worker per rank
 
 
 @pytest.mark.parametrize("num_shards", [1, 3, 8, 13])
@@ -81,6 +134,15 @@ def test_too_short_for_every_bucket_is_none():
     assert Bucketer([Bucket(9, 64, 64)]).target(64, 64, 8) is None
 
 
+def test_place_reads_the_clip_at_its_stride_and_placed_counts_per_bucket():
+    b = Bucketer([Bucket(9, 64, 64), Bucket(17, 64, 64)])
+    assert b.place(64, 64, 17, 24.0).key == "17x64x64"  # every frame
+    assert b.place(64, 64, 17, 24.0, frame_stride=2).key == "9x64x64"  # 9 frames at stride 2
+    assert b.place(64, 64, 17, 24.0, target_fps=8.0) is None  # stride 3: 6 frames fit no bucket
+    assert b.place(64, 64, 33, 24.0, target_fps=12.0).key == "17x64x64"  # stride 2: 17 frames
+    shapes = {(64, 64, 17, 24.0): 5, (64, 64, 9, 24.0): 3, (64, 64, 4, 24.0): 2}
+    assert b.placed(shapes, 1, None) == {"17x64x64": 5, "9x64x64": 3, "too_short": 2}
+    assert b.placed(shapes, 2, None) == {"9x64x64": 5, "too_short": 5}
 def test_token_budget_sets_batch_sizes_and_rejects_oversized_buckets():
     b = Bucketer([Bucket(9, 64, 112), Bucket(9, 64, 64, batch_size=7)], token_budget=400, token_shape=(4, 16, 16))
     assert tokens(9, 64, 112, (4, 16, 16)) == 3 * 4 * 7

@@ -54,21 +54,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--devices", default="auto")
     parser.add_argument("--num-nodes", type=int, default=1)
     parser.add_argument("--precision", default="32-true")
+    parser.epilog = ("--data.KEY=VALUE overrides a setting of the --buckets-from config's data section, as for "
+                     "videogen fit (e.g. --data.span_clip=true).")
 
 
-def buckets_from(config: str | Path) -> dict:
-    """The clip-shaping settings of a training config's ``data`` (``init_args`` or flat)."""
-    import yaml
+def buckets_from(config: str | Path, overrides: list[str] = (), shards: str | list[str] = "-") -> dict:
+    """The clip-shaping settings of a training config's ``data`` section, read as training reads it
+    (:func:`videogen.commands.stream.load_data_config`: interpolation, ``--data.*`` overrides)."""
+    from dataclasses import asdict
 
-    path = Path(config)
-    if not path.is_file():
-        raise FileNotFoundError(f"--buckets-from {config}: no such config file")
-    data = (yaml.safe_load(path.read_text()) or {}).get("data") or {}
-    data = data.get("init_args", data)
-    if not data.get("buckets"):
+    from videogen.commands.stream import load_data_config
+
+    dm = load_data_config(str(config), shards, overrides, option="--buckets-from")
+    if not dm.bucketer.buckets:
         raise ValueError(f"--buckets-from {config}: its data section has no bucket table (data.init_args.buckets)")
-    return {"buckets": data["buckets"], "frame_stride": data.get("frame_stride", 1),
-            "target_fps": data.get("target_fps"), "span_clip": bool(data.get("span_clip", False))}
+    return {"buckets": [asdict(b) for b in dm.bucketer.buckets], "frame_stride": dm.options.frame_stride,
+            "target_fps": dm.options.target_fps, "span_clip": dm.options.span_clip}
 
 
 def check_same_text_encoder(out: Path, before: dict | None, now: dict | None) -> None:
@@ -173,9 +174,18 @@ def encode(vae: str, data: list[str] | str, out: str | Path, *, max_area: int = 
     return out
 
 
+TAKES_OVERRIDES = True
+
+
 def run(args: argparse.Namespace) -> int:
+    overrides = list(getattr(args, "overrides", []))
+    bad = [o for o in overrides if not o.startswith("--data.")]
+    if bad or (overrides and not args.buckets_from):
+        print(f"videogen encode: only --data.* overrides of the --buckets-from config are accepted, got "
+              f"{(bad or overrides)[0]!r}")
+        return 2
     try:
-        buckets = buckets_from(args.buckets_from) if args.buckets_from else None
+        buckets = buckets_from(args.buckets_from, overrides, args.data) if args.buckets_from else None
         out = encode(args.vae, args.data, args.out, max_area=args.max_area, max_frames=args.max_frames,
                      size_multiple=args.size_multiple, frame_stride=args.frame_stride, buckets=buckets,
                      chunk_frames=args.chunk_frames, memory_budget=args.memory_budget,

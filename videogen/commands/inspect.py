@@ -12,7 +12,12 @@ loader's decoder. What it reports:
 * the manifest (``dataset.json``), when there is one: its sample count against what was found,
   and the inputs it says were skipped when the set was made. Without one (shards made by other
   tools) the statistics come from the decode pass alone;
-* ``--buckets CONFIG.yaml``: how the good samples fall into a bucket table.
+* ``--buckets CONFIG.yaml``: how the good samples fall into a bucket table (the config's data
+  section read as ``videogen fit`` reads it);
+* a latent cache (``videogen encode``): its ``latent.npy`` samples are read, not decoded, and
+  reported by latent shape (``CxTxHxW``), with their caption embeddings (``text.*.npy``) checked and
+  counted per caption name; an array that does not load or fit its json is a bad sample
+  (``bad_latent``).
 * the curation scores of a set made by ``videogen curate`` (``json["curation"]``): min / mean / max
   of each number, how often each flag is true.
 
@@ -39,8 +44,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("dir", help="folder of *.tar shards (a glob, brace pattern or single shard also works)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the summary")
     parser.add_argument("--buckets", metavar="CONFIG.yaml",
-                        help="a YAML with a `buckets:` list ({num_frames, height, width, batch_size}) and a "
-                             "`batch_size` (top level, or under data.init_args of a training config)")
+                        help="a training config (its data section, read as videogen fit reads it: "
+                             "interpolation, --data.* overrides) or a YAML with a top-level `buckets:` list "
+                             "({num_frames, height, width, batch_size}) and a `batch_size`")
     parser.add_argument("--frames", type=int, default=0,
                         help="decode this many evenly spaced frames per clip (default 0: every frame)")
     parser.add_argument("--decoder", default="auto", choices=["auto", "decord", "pyav"],
@@ -53,6 +59,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--compressed", action="store_true",
                         help="also read gzip/bzip2/xz-compressed tars (as data.compressed_shards; default: refused)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    parser.epilog = ("--data.KEY=VALUE overrides a setting of the --buckets config's data section, as for "
+                     "videogen fit (e.g. --data.frame_stride=2).")
+
+
+TAKES_OVERRIDES = True
 
 
 # ---------------------------------------------------------------------------------------------
@@ -86,11 +97,18 @@ def decode_record(record, decoder, wanted: int) -> tuple[int, int]:
     return int(w), int(h)
 
 
-def inspect_shard(url: str, decoder_name: str = "auto", frames: int = 0, limits=None) -> dict[str, Any]:
-    """Decode one shard: ``{"shard", "stats" (ShardStats dict of its good samples), "bad", "frames", "seconds"}``."""
+def inspect_shard(url: str, decoder_name: str = "auto", frames: int = 0, limits=None,
+                  text_spec=None) -> dict[str, Any]:
+    """Decode one shard: ``{"shard", "stats" (ShardStats dict of its good samples), "bad", "frames", "seconds",
+    "curation", "latents", "text_embeddings"}``. A latent-cache sample (``latent.npy``, from ``videogen encode``)
+    is read, not decoded: its array is loaded (``allow_pickle=False``, header checked against its size) and
+    checked against the clip its json describes, and its shape counted in ``latents`` (``CxTxHxW``); with
+    ``text_spec`` (the cache's text encoder) its caption embeddings are checked as training checks them and
+    counted per caption name in ``text_embeddings``."""
     from videogen.data import stages
     from videogen.data.decode import DecodeError, make_decoder
     from videogen.data.manifest import ShardStats
+    from videogen.data.tar_reader import TarLimits
 
     began = time.perf_counter()
     skips = stages.Skips(max_logged=0, keep=True)
@@ -98,25 +116,35 @@ def inspect_shard(url: str, decoder_name: str = "auto", frames: int = 0, limits=
     stats = ShardStats(name=Path(url).name)
     decoded_frames = 0
     curation: dict[str, dict] = {}
-    from videogen.data.tar_reader import TarLimits
-
+    latents: Counter = Counter()
+    embeddings: Counter = Counter()
     records = stages.parse(stages.group_samples(stages.read_tar([url], skips, limits or TarLimits())), skips, decoder,
-                           require_caption=True)
+                           require_caption=True, text_spec=text_spec)
     for r in records:
-        try:
-            width, height = decode_record(r, decoder, frames)
-        except DecodeError as e:
-            skips.add("decode_error", r.url, r.key, str(e))
-            continue
-        except Exception as e:  # a decoder bug is reported for the sample, not raised for the set
-            skips.add("decode_error", r.url, r.key, f"{type(e).__name__}: {e}"[:200])
-            continue
-        if (width, height) != (r.width, r.height):
-            skips.add("meta_mismatch", r.url, r.key,
-                      f"json says {r.width}x{r.height}, the media decodes to {width}x{height}; fix the json "
-                      "(the loader sizes clips from it)")
-            continue
-        decoded_frames += len(frame_indices(r.num_frames, frames))
+        if r.ext == stages.LATENT_EXTENSION:  # read, not decoded: the encoded clip's shape is its json's
+            try:
+                z, _, _ = stages.load_latent(r)
+            except DecodeError as e:
+                skips.add("bad_latent", r.url, r.key, str(e)[:200])
+                continue
+            latents["x".join(map(str, z.shape))] += 1
+            embeddings.update(list(r.text or {}))  # the caption names it carries
+            width, height = r.width, r.height
+        else:
+            try:
+                width, height = decode_record(r, decoder, frames)
+            except DecodeError as e:
+                skips.add("decode_error", r.url, r.key, str(e))
+                continue
+            except Exception as e:  # a decoder bug is reported for the sample, not raised for the set
+                skips.add("decode_error", r.url, r.key, f"{type(e).__name__}: {e}"[:200])
+                continue
+            if (width, height) != (r.width, r.height):
+                skips.add("meta_mismatch", r.url, r.key,
+                          f"json says {r.width}x{r.height}, the media decodes to {width}x{height}; fix the json "
+                          "(the loader sizes clips from it)")
+                continue
+            decoded_frames += len(frame_indices(r.num_frames, frames))
         duration = r.meta.get("duration")
         if not isinstance(duration, (int, float)) or duration <= 0:
             duration = r.num_frames / r.fps if r.fps > 0 else 0.0
@@ -124,7 +152,8 @@ def inspect_shard(url: str, decoder_name: str = "auto", frames: int = 0, limits=
                    "duration": float(duration)}, r.caption)
         add_curation(curation, r.meta.get("curation"))
     return {"shard": stats.name, "stats": stats.to_dict(), "bad": skips.records, "frames": decoded_frames,
-            "seconds": round(time.perf_counter() - began, 3), "curation": curation}
+            "seconds": round(time.perf_counter() - began, 3), "curation": curation, "latents": dict(latents),
+            "text_embeddings": dict(embeddings)}
 
 
 def add_curation(totals: dict[str, dict], scores: Any) -> None:
@@ -153,7 +182,7 @@ def _inspect_all(urls: list[str], args, total: int | None) -> Iterator[dict[str,
     with bar:
         if args.workers <= 1:
             for url in urls:
-                result = inspect_shard(url, args.decoder, args.frames, args.limits)
+                result = inspect_shard(url, args.decoder, args.frames, args.limits, args.text_spec)
                 bar.update(result["stats"]["num_samples"] + len([b for b in result["bad"] if b["key"]]))
                 yield result
             return
@@ -161,7 +190,8 @@ def _inspect_all(urls: list[str], args, total: int | None) -> Iterator[dict[str,
         from multiprocessing import get_context
 
         with ProcessPoolExecutor(args.workers, mp_context=get_context("spawn")) as pool:
-            futures = [pool.submit(inspect_shard, url, args.decoder, args.frames, args.limits) for url in urls]
+            futures = [pool.submit(inspect_shard, url, args.decoder, args.frames, args.limits, args.text_spec)
+                       for url in urls]
             for future in futures:
                 result = future.result()
                 bar.update(result["stats"]["num_samples"] + len([b for b in result["bad"] if b["key"]]))
@@ -172,62 +202,28 @@ def _inspect_all(urls: list[str], args, total: int | None) -> Iterator[dict[str,
 # buckets
 
 
-def load_bucket_config(path: str) -> tuple[Any, int, float | None]:
-    """``(Bucketer, frame_stride, target_fps)`` from a YAML; raises ValueError naming the file and key."""
-    import yaml
+def load_bucket_config(path: str, shards: str = "", overrides: list[str] = ()) -> tuple[Any, int, float | None]:
+    """``(Bucketer, frame_stride, target_fps)`` of a config's data section, read as training reads it
+    (:func:`videogen.commands.stream.load_data_config`: interpolation, ``--data.*`` overrides), or of a
+    bare bucket table; raises ValueError naming the file and key."""
+    from videogen.commands.stream import load_data_config
 
-    from videogen.data.buckets import Bucket, Bucketer
-
-    p = Path(path)
     try:
-        doc = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except OSError as e:
-        raise ValueError(f"{path}: cannot read the bucket config ({e.strerror or e})") from e
-    except yaml.YAMLError as e:
-        raise ValueError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from e
-    if isinstance(doc, dict) and "buckets" not in doc and isinstance(doc.get("data"), dict):
-        doc = doc["data"].get("init_args", doc["data"])  # a training config: data.init_args
-    if not isinstance(doc, dict) or not isinstance(doc.get("buckets"), list) or not doc["buckets"]:
-        raise ValueError(f"{path}: needs a non-empty `buckets:` list of {{num_frames, height, width, batch_size}} "
-                         "(at the top level or under data.init_args)")
-    buckets = []
-    for i, b in enumerate(doc["buckets"]):
-        if not isinstance(b, dict):
-            raise ValueError(f"{path}: buckets[{i}] is {b!r}; write it as {{num_frames: 9, height: 64, width: 96}}")
-        unknown = set(b) - {"num_frames", "height", "width", "batch_size"}
-        missing = {"num_frames", "height", "width"} - set(b)
-        if unknown or missing:
-            raise ValueError(f"{path}: buckets[{i}] has unknown keys {sorted(unknown)} or lacks {sorted(missing)}; "
-                             "the keys are num_frames, height, width and optional batch_size")
-        try:
-            buckets.append(Bucket(**b))
-        except (TypeError, ValueError) as e:
-            raise ValueError(f"{path}: buckets[{i}]: {e}") from e
-    kwargs = {k: doc[k] for k in ("batch_size", "token_budget", "token_shape", "packing", "max_area", "max_frames",
-                                  "size_multiple", "frame_multiple") if doc.get(k) is not None}
-    try:
-        bucketer = Bucketer(buckets, **kwargs)
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"{path}: {e}") from e
-    return bucketer, int(doc.get("frame_stride") or 1), doc.get("target_fps")
+        dm = load_data_config(path, shards or "-", overrides, option="--buckets", need_buckets=True)
+    except FileNotFoundError as e:
+        raise ValueError(str(e)) from None
+    return dm.bucketer, dm.options.frame_stride, dm.options.target_fps
 
 
 def bucket_report(shapes: dict[str, int], bucketer, frame_stride: int, target_fps: float | None) -> dict[str, Any]:
     """Good samples per bucket, too-short count and full batches per epoch (one rank)."""
-    from videogen.data.buckets import available_frames, frame_stride_for
     from videogen.data.manifest import parse_shape_key
 
-    placed: Counter = Counter()
-    too_short = 0
-    parsed: dict[tuple, int] = {}
+    parsed: Counter = Counter()
     for key, count in shapes.items():
-        w, h, frames, fps = parse_shape_key(key)
-        parsed[(w, h, frames, fps)] = parsed.get((w, h, frames, fps), 0) + count
-        t = bucketer.target(w, h, available_frames(frames, frame_stride_for(fps, frame_stride, target_fps)))
-        if t is None:
-            too_short += count
-        else:
-            placed[t.key] += count
+        parsed[parse_shape_key(key)] += count
+    placed = bucketer.placed(parsed, frame_stride, target_fps)
+    too_short = placed.pop("too_short", 0)
     rows = []
     for b in bucketer.buckets:
         size = bucketer.batch_size_of(b)
@@ -248,7 +244,14 @@ def bucket_report(shapes: dict[str, int], bucketer, frame_stride: int, target_fp
 def build_report(urls: list[str], folder: Path | None, args) -> dict[str, Any]:
     from videogen.data.manifest import DatasetManifest, ShardStats
 
+    from videogen.data.manifest import ManifestError
+    from videogen.data.text_embeddings import text_spec
+
     manifest = DatasetManifest.find(folder) if folder is not None else None
+    try:  # a latent cache with caption embeddings: they are checked as training checks them
+        args.text_spec = text_spec([manifest])
+    except ValueError as e:
+        raise ManifestError(f"{folder}/dataset.json: {e}") from None
     began = time.perf_counter()
     results = list(_inspect_all(urls, args, manifest.num_samples if manifest else None))
     total = ShardStats(name="*")
@@ -274,6 +277,8 @@ def build_report(urls: list[str], folder: Path | None, args) -> dict[str, Any]:
         "manifest": None,
         "skipped": [],
         "curation": {},
+        "latents": dict(sorted(sum((Counter(r["latents"]) for r in results), Counter()).items())),
+        "text_embeddings": dict(sorted(sum((Counter(r["text_embeddings"]) for r in results), Counter()).items())),
     }
     for r in results:
         for name, t in r["curation"].items():
@@ -314,6 +319,10 @@ def format_report(rep: dict[str, Any]) -> str:
              f"  fps          {_hist(rep['fps'])}",
              f"  captions     {c['count']} with words min {c['min_words']} / mean {c['mean_words']} / "
              f"max {c['max_words']}"]
+    if rep.get("latents"):
+        lines.append(f"  latents      {_hist(rep['latents'])}  (C x T x H x W: a latent cache from videogen encode)")
+    if rep.get("text_embeddings"):
+        lines.append(f"  text embeddings per caption  {_hist(rep['text_embeddings'])}")
     m = rep["manifest"]
     if m is None:
         lines.append("  manifest     none (dataset.json missing: shards made by another tool?); "
@@ -376,10 +385,14 @@ def run(args: argparse.Namespace) -> int:
         urls = expand_urls(args.dir)
     except FileNotFoundError as e:
         return fail(f"{e}")
+    overrides = list(getattr(args, "overrides", []))
+    bad = [o for o in overrides if not o.startswith("--data.")]
+    if bad or (overrides and not args.buckets):
+        return fail(f"only --data.* overrides of the --buckets config are accepted, got {(bad or overrides)[0]!r}")
     bucketing = None
     if args.buckets:
         try:
-            bucketing = load_bucket_config(args.buckets)
+            bucketing = load_bucket_config(args.buckets, args.dir, overrides)
         except ValueError as e:
             return fail(str(e))
     path = Path(args.dir)

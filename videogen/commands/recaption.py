@@ -67,29 +67,17 @@ def rank_and_world(rank: int | None = None, world_size: int | None = None) -> tu
 def read_samples(path: str, skips=None):
     """Yield ``(key, [(suffix, bytes), ...])`` in tar order; consecutive members of a key form a sample.
     ``suffix`` is the member name after the key's first dot, exactly as written. Read by the one shard
-    reader (:mod:`videogen.data.tar_reader`): a sample over a byte budget is counted in ``skips`` and
-    left out (its members were not read)."""
-    from videogen.data.shards import split_member_name
-    from videogen.data.tar_reader import TarLimits, read_members
+    reader (:func:`videogen.data.tar_reader.read_tar`, strict: a shard that cannot be read raises): a
+    sample over a byte budget is counted in ``skips`` and left out (its members were not read)."""
+    from videogen.data.tar_reader import TarLimits, group_samples, read_tar
 
-    key, members, refused = None, [], ""
-
-    def done():
-        if refused and skips is not None:
-            skips.add(refused, path, key, "over a byte budget: not read, left out of the output")
-        return not refused and members
-
-    for m in read_members(path, TarLimits(), skips):
-        k, _ = split_member_name(m.name)
-        if k != key:
-            if done():
-                yield key, members
-            key, members, refused = k, [], ""
-        refused = refused or m.refused
-        suffix = m.name[len(k) + 1:] if len(m.name) > len(k) else ""
-        members.append((suffix, m.data))
-    if done():
-        yield key, members
+    for sample in group_samples(read_tar([path], skips, TarLimits(), strict=True)):
+        if sample.refused:
+            if skips is not None:
+                skips.add(sample.refused[0], path, sample.key,
+                          "over a byte budget: not read, left out of the output")
+        elif sample.order:
+            yield sample.key, sample.order
 
 
 class _Sample:
@@ -181,7 +169,7 @@ def recaption(ckpt: str, data: list[str] | str, out: str | Path, *, name: str = 
     from videogen.captioning import CaptionRunner, load_captioner
     from videogen.data.decode import make_decoder
     from videogen.data.out_folder import check_out_apart
-    from videogen.data.shards import expand_urls
+    from videogen.data.shards import expand_urls, split_shards
     from videogen.data.stages import Skips
     from videogen.data.writer import TarShardWriter
 
@@ -207,7 +195,7 @@ def recaption(ckpt: str, data: list[str] | str, out: str | Path, *, name: str = 
         if record.get("name") == name and wrote != identity["weights_sha256"]:
             raise ValueError(f"{out}: {shard} was captioned as {name!r} by another captioner ({record['captioner'].get('path')}); "
                              "write to a new folder or use another --name")
-    mine = [u for u in urls[rank::world_size] if Path(u).name not in done]
+    mine = [u for u in split_shards(urls, rank, world_size, whole=True).urls if Path(u).name not in done]
     runner = CaptionRunner(export, tokens, device)
     decoder = make_decoder()
     summary: dict[str, Any] = {"shards": 0, "captions": 0, "skipped": {}, "seconds": 0.0, "manifest": False}

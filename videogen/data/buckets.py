@@ -19,6 +19,7 @@ and frames of the form ``1 + k * frame_multiple``; batches are filled greedily u
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import dataclass
 
 
@@ -117,6 +118,22 @@ class Bucketer:
         b = min(fitting, key=rank)
         return Target(b.num_frames, b.height, b.width, key=b.name)
 
+    def place(self, width: int, height: int, num_frames: int, fps: float = 0.0, frame_stride: int = 1,
+              target_fps: float | None = None) -> Target | None:
+        """The shape a clip goes to when read at its stride (:func:`frame_stride_for`), or None when no
+        bucket fits it: the one placement rule of the stream's plan, epoch sizing and ``inspect --buckets``."""
+        return self.target(width, height, available_frames(num_frames, frame_stride_for(fps, frame_stride, target_fps)))
+
+    def placed(self, shapes: dict[tuple[int, int, int, float], int], frame_stride: int,
+               target_fps: float | None) -> Counter:
+        """Samples per target key of a shape histogram (``(w, h, frames, fps) -> count``); ``too_short``
+        counts those no bucket fits."""
+        out: Counter = Counter()
+        for (w, h, frames, fps), count in shapes.items():
+            t = self.place(w, h, frames, fps, frame_stride, target_fps)
+            out[t.key if t else "too_short"] += count
+        return out
+
     def _fit_area(self, width: int, height: int) -> tuple[int, int]:
         """(height, width) of the native aspect scaled to at most max_area, sides multiples of size_multiple."""
         m = self.size_multiple
@@ -141,8 +158,7 @@ class Bucketer:
         sizes: dict[str, int] = {}
         total_tokens = 0.0
         for (w, h, frames, fps), count in shapes.items():
-            stride = frame_stride_for(fps, frame_stride, target_fps)
-            t = self.target(w, h, available_frames(frames, stride))
+            t = self.place(w, h, frames, fps, frame_stride, target_fps)
             if t is None:
                 continue
             share = count / world_size

@@ -26,54 +26,22 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import asdict, replace
-from collections import Counter
-from pathlib import Path
 from typing import Any, Callable, TypeVar
 
 import torch
 from lightning.pytorch import LightningDataModule
 
-from videogen.data.buckets import Bucket, Bucketer, available_frames, frame_stride_for
+from videogen.data.buckets import Bucket, Bucketer
 from videogen.data.loader import StatefulLoader, StreamOptions, VideoStream
-from videogen.data.manifest import ManifestError, manifests_of, parse_shape_key, scan_shard
-from videogen.data.score_filter import ScoreFilter, check_names, filtered_shard_shapes
-from videogen.data.shards import expand_urls, is_remote, shard_name
+from videogen.data.manifest import ManifestError, manifests_of
+from videogen.data.score_filter import ScoreFilter
+from videogen.data.shards import expand_urls
+from videogen.data.sizing import check_names, filtered_shard_shapes, shard_shapes
 from videogen.data.stages import to_float
-from videogen.data.tar_reader import TarLimits
 from videogen.data.text_embeddings import text_spec
 
 log = logging.getLogger("videogen.data")
 T = TypeVar("T")
-
-
-def shard_shapes(urls: list[str], manifest: str | None = None, limits: TarLimits | None = None) -> tuple[Counter, int]:
-    """The shape histogram and sample count of these shards, from manifests (``manifest``, else the
-    ``dataset.json`` beside them) or, for local shards no manifest lists, by scanning their tars."""
-    shapes: Counter = Counter()
-    count = 0
-    manifests = manifests_of(urls, manifest)
-    listed: dict[int, dict[str, Any]] = {}
-    for url in urls:
-        m = manifests[url]
-        if m is not None and id(m) not in listed:
-            listed[id(m)] = {s.name: s for s in m.shards}
-        stats = listed[id(m)].get(shard_name(url)) if m is not None else None
-        if stats is None and is_remote(url):
-            where = manifest or f"{url.rpartition('/')[0]}/dataset.json"
-            raise ManifestError(f"{url}: remote shards need their sample counts up front, from {where} "
-                                "(make-shards and make-synthetic write it beside the shards); it is missing or does "
-                                "not list this shard (give its location with data.manifest)")
-        if stats is None:
-            log.info("%s: not in a dataset.json manifest; scanning its headers to count samples", url)
-            try:
-                stats = scan_shard(url, limits=limits)
-            except Exception as e:  # an unreadable shard is counted as empty; the stream will skip it
-                log.warning("%s: cannot be scanned (%s); counted as empty", url, e)
-                continue
-        for key, n in stats.shapes.items():
-            shapes[parse_shape_key(key)] += n
-        count += stats.num_samples
-    return shapes, count
 
 
 def decided_on_rank_zero(decide: Callable[[], T]) -> T:
@@ -187,8 +155,9 @@ class VideoDataModule(LightningDataModule):
                                      require_caption=require_caption, max_member_bytes=int(max_member_mb * 2**20),
                                      max_sample_bytes=int(max_sample_mb * 2**20), compressed_shards=compressed_shards,
                                      max_image_pixels=max_image_pixels,
-                                     decode_timeout=decode_timeout, decoder=decoder, filter=filter)
-        self.score_filter = ScoreFilter(filter) if filter else None  # syntax now; names once shards are listed
+                                     decode_timeout=decode_timeout, decoder=decoder)
+        self.score_filter = ScoreFilter(filter) if filter else None  # parsed once: syntax now, names once
+        # the shards are listed (check_names), then handed to the stream as it is
         self.num_workers, self.shuffle_buffer, self.seed = num_workers, shuffle_buffer, seed
         self.val_batches, self.pin_memory = val_batches, pin_memory
         self._loaders: dict[str, StatefulLoader] = {}
@@ -208,11 +177,7 @@ class VideoDataModule(LightningDataModule):
                          else filtered_shard_shapes(urls, self.score_filter, self.manifest, limits))
         n = self.bucketer.expected_batches(shapes, self.options.frame_stride, self.options.target_fps, world_size)
         if n < 1:
-            placed = Counter()
-            for (w, h, f, fps), k in shapes.items():
-                t = self.bucketer.target(w, h, available_frames(f, frame_stride_for(fps, self.options.frame_stride,
-                                                                                   self.options.target_fps)))
-                placed[t.key if t else "too_short"] += k
+            placed = self.bucketer.placed(shapes, self.options.frame_stride, self.options.target_fps)
             raise ValueError(
                 f"{name}: {count} samples over {world_size} rank(s) fill 0 batches. Samples per bucket: "
                 f"{dict(placed)}; batch sizes: { {b.name: self.bucketer.batch_size_of(b) for b in self.bucketer.buckets} }. "
@@ -245,7 +210,8 @@ class VideoDataModule(LightningDataModule):
         urls, score_filter, n, spec = decided_on_rank_zero(lambda: self._decide(shards, world, name, batches))
         if score_filter is not None:
             self.score_filter = score_filter
-        options = replace(self.options, text_spec=spec)  # a cache's caption embeddings come with its batches
+        # the checked filter, and a cache's caption embeddings, come with the batches
+        options = replace(self.options, text_spec=spec, filter=self.score_filter)
         stream = VideoStream(urls, self.bucketer, n, options=options, rank=rank, world_size=world,
                              seed=self.seed, shuffle_buffer=self.shuffle_buffer if train else 0, train=train)
         workers = min(self.num_workers, n) if not train else self.num_workers

@@ -24,9 +24,10 @@ from typing import Any, Iterator
 
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from videogen.data import score_filter, stages
+from videogen.data import stages
 from videogen.data.buckets import Bucketer
 from videogen.data.decode import make_decoder, pixel_limit
+from videogen.data.score_filter import ScoreFilter
 from videogen.data.shards import split_shards, take_share
 from videogen.data.tar_reader import TarLimits
 from videogen.data.text_embeddings import TextSpec
@@ -51,7 +52,7 @@ class StreamOptions:
     max_image_pixels: int | None = None  # None: from the largest bucket (decode.pixel_limit)
     decode_timeout: float | None = 30.0
     decoder: str = "auto"
-    filter: str | None = None  # a score filter expression (videogen/data/score_filter.py)
+    filter: ScoreFilter | str | None = None  # a score filter (videogen/data/score_filter.py), parsed once
     text_spec: TextSpec | None = None  # a latent cache's caption embeddings: read and checked
 
     @property
@@ -100,7 +101,7 @@ class VideoStream(IterableDataset):
             samples = take_share(stages.group_samples(members), split)
             records = stages.parse(samples, skips, decoder, self.options.require_caption,
                                    self.options.image_pixels(self.bucketer), self.options.text_spec)
-            records = score_filter.select(records, self.options.filter, skips)
+            records = stages.select(records, self.options.filter, skips)
             if self.train:  # shuffled within a pass, so a wrap-around never overtakes the pass before it
                 records = stages.shuffle(records, self.shuffle_buffer, rng)
             n = 0
@@ -177,16 +178,15 @@ class ShardPassStream(IterableDataset):
     def __iter__(self) -> Iterator[dict[str, Any]]:
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
-        consumers = self.world_size * workers
-        mine = self.urls[self.rank * workers + worker::consumers]  # whole shards, never a share of one
+        mine = split_shards(self.urls, self.rank, self.world_size, worker, workers, whole=True).urls
         decoder = make_decoder(self.options.decoder)
         pixels = self.options.image_pixels(self.bucketer)
         decode = stages.TimedDecoder(decoder, self.options.decode_timeout, pixels)
-        for url in mine:
+        for url in mine:  # whole shards, never a share of one
             skips = stages.Skips()
             samples = stages.group_samples(stages.read_tar([url], skips, self.options.tar_limits))
             records = stages.parse(samples, skips, decoder, self.options.require_caption, pixels)
-            records = score_filter.select(records, self.options.filter, skips)
+            records = stages.select(records, self.options.filter, skips)
             planned = stages.plan(records, self.bucketer, skips, random.Random(0),
                                   frame_stride=self.options.frame_stride, target_fps=self.options.target_fps,
                                   random_clip=False, span_clip=self.options.span_clip)

@@ -182,55 +182,35 @@ def scan_shard(path: str | os.PathLike, probe_missing: bool = True, limits=None)
     or ``OSError`` for a shard that is not a readable (plain) tar.
     """
     from videogen.data.decode import IMAGE_EXTENSIONS, MEDIA_EXTENSIONS, DecodeError, decoder_for, make_decoder
-    from videogen.data.shards import split_member_name
-    from videogen.data.tar_reader import TarLimits, read_members
+    from videogen.data.tar_reader import TarLimits, group_samples, read_tar
 
     path = Path(path)
     stats = ShardStats(name=path.name, size_bytes=path.stat().st_size)
     decoder = make_decoder() if probe_missing else None
-
-    def finish(sample: dict[str, Any]) -> None:
-        if "media_ext" not in sample or sample.get("refused"):  # the stream skips it too
-            return
+    wanted = ("json", "txt", *MEDIA_EXTENSIONS) if probe_missing else ("json", "txt")
+    for sample in group_samples(read_tar([str(path)], None, limits or TarLimits(), only=wanted, strict=True)):
+        ext = next((e for e in sample.members if e in MEDIA_EXTENSIONS), None)  # the first media member
+        if ext is None or sample.refused:  # the stream skips it too
+            continue
+        raw = sample.members.get("json")
         try:
-            meta = json.loads(sample.get("json", b"{}").decode("utf-8"))
+            meta = json.loads(raw.decode("utf-8")) if raw is not None else {}
             meta = meta if isinstance(meta, dict) else {}
         except (UnicodeDecodeError, json.JSONDecodeError):
             meta = {}
         if meta_problem(meta):  # the stream skips it as bad_meta
-            return
-        ext = sample["media_ext"]
+            continue
         has_shape = all(isinstance(meta.get(k), int) for k in ("width", "height")) and (
             ext in IMAGE_EXTENSIONS or isinstance(meta.get("num_frames"), int))
         if not has_shape and decoder is not None:
             try:
-                info = decoder_for(ext, decoder).probe(sample.get("media", b""))
+                info = decoder_for(ext, decoder).probe(sample.members[ext] or b"")
             except DecodeError:
-                return
+                continue
             meta = {**meta, "width": info.width, "height": info.height, "num_frames": info.num_frames,
                     "fps": info.fps, "duration": info.duration}
-        caption = sample["txt"].decode("utf-8", "replace") if "txt" in sample else None
-        stats.add(meta, caption)
-
-    current_key, sample = None, {}
-    wanted = ("json", "txt", *MEDIA_EXTENSIONS) if probe_missing else ("json", "txt")
-    for m in read_members(str(path), limits or TarLimits(),
-                          want=lambda name: split_member_name(name)[1] in wanted):
-        key, ext = split_member_name(m.name)
-        if not ext:
-            continue
-        if key != current_key:
-            finish(sample)
-            current_key, sample = key, {}
-        if m.refused:
-            sample["refused"] = True
-        elif ext in ("json", "txt"):
-            sample[ext] = m.data
-        elif ext in MEDIA_EXTENSIONS and "media_ext" not in sample:
-            sample["media_ext"] = ext
-            if probe_missing:
-                sample["media"] = m.data
-    finish(sample)
+        txt = sample.members.get("txt")
+        stats.add(meta, txt.decode("utf-8", "replace") if txt is not None else None)
     return stats
 
 
@@ -308,11 +288,6 @@ class DatasetManifest:
         return cls.load(path) if path.is_file() else None
 
     @classmethod
-    def fetch(cls, prefix: str) -> "DatasetManifest | None":
-        """The manifest at ``PREFIX/dataset.json`` of a remote shard set (http/s3/...), or None."""
-        return cls.read_url(f"{prefix}/{MANIFEST_NAME}")
-
-    @classmethod
     def read_url(cls, url: str, max_bytes: int = 256 * 2**20) -> "DatasetManifest | None":
         """The manifest at ``url`` (a path, a folder, an http/s3 URL or a ``pipe:`` command), or None
         when nothing can be read there; a :class:`ManifestError` for one that is malformed."""
@@ -332,12 +307,26 @@ class DatasetManifest:
         return cls.from_text(data.decode("utf-8", "replace"), url)
 
 
+def manifest_for(url: str) -> str:
+    """Where the ``dataset.json`` that lists the shard at ``url`` is: beside it. A local path or a
+    ``file:`` URL gives a local path (the shard's folder, resolved), an http/s3/gs URL the URL of its
+    prefix; a ``pipe:`` command is refused (:class:`ManifestError`): its location is not guessed."""
+    from videogen.data.shards import local_path
+
+    if url.startswith("pipe:"):
+        raise ManifestError(f"{url}: the manifest of pipe: shards is not guessed from the command; give its "
+                            "location (data.manifest: a path, URL or pipe: command that prints dataset.json)")
+    path = local_path(url)
+    if path is None:
+        return f"{url.rpartition('/')[0]}/{MANIFEST_NAME}"
+    return str(Path(path).resolve().parent / MANIFEST_NAME)
+
+
 def manifests_of(urls: list[str], manifest: str | None = None) -> dict[str, DatasetManifest | None]:
     """url -> the manifest that should list it: ``manifest`` for all of them when given (a path, a
     folder, an http/s3 URL or a ``pipe:`` command that prints it), else the ``dataset.json`` beside
-    each shard (local folder or URL prefix). A ``pipe:`` shard needs ``manifest``: its location is
-    not guessed from the command."""
-    from videogen.data.shards import is_remote
+    each shard (:func:`manifest_for`)."""
+    from videogen.data.shards import local_path
 
     if manifest is not None:
         m = DatasetManifest.read_url(str(manifest))
@@ -347,13 +336,11 @@ def manifests_of(urls: list[str], manifest: str | None = None) -> dict[str, Data
     found: dict[str, DatasetManifest | None] = {}
     out: dict[str, DatasetManifest | None] = {}
     for url in urls:
-        if url.startswith("pipe:"):
-            raise ManifestError(f"{url}: the manifest of pipe: shards is not guessed from the command; give its "
-                                "location (data.manifest: a path, URL or pipe: command that prints dataset.json)")
-        folder = url.rpartition("/")[0] if is_remote(url) else str(Path(url).resolve().parent)
-        if folder not in found:
-            found[folder] = DatasetManifest.fetch(folder) if is_remote(url) else DatasetManifest.find(folder)
-        out[url] = found[folder]
+        where = manifest_for(url)
+        if where not in found:
+            found[where] = (DatasetManifest.find(Path(where).parent) if local_path(url) is not None
+                            else DatasetManifest.read_url(where))
+        out[url] = found[where]
     return out
 
 

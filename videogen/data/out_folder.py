@@ -17,7 +17,7 @@ from typing import Iterable
 
 import braceexpand
 
-from videogen.data.shards import is_remote
+from videogen.data.shards import local_path
 
 
 def _inputs(spec: str | os.PathLike) -> list[tuple[Path, bool]]:
@@ -25,9 +25,8 @@ def _inputs(spec: str | os.PathLike) -> list[tuple[Path, bool]]:
     input), or a shard file (a glob's matches, a file named on its own)."""
     found = []
     for item in braceexpand.braceexpand(str(spec)):
-        if item.startswith("file:"):
-            item = item[len("file:"):]
-        elif is_remote(item):
+        item = local_path(item)
+        if item is None:
             continue
         if any(c in item for c in "*?["):
             found.extend((Path(p), False) for p in glob.glob(item))

@@ -20,23 +20,19 @@ Names are a sample's numeric or boolean json fields (``width``, ``height``, ``fp
 ``known`` is checked when the expression is parsed: an unknown one is an error naming the known
 ones. Types are checked too: ``and``/``or``/``not`` take booleans, ``<``/``>`` numbers.
 
-Used by ``videogen curate --filter`` and by ``VideoDataModule(filter=...)``, where :func:`select`
-is the stage that drops the samples that fail (counted in ``Skips`` as ``filtered_out``, or
-``filter_missing_score`` for a sample without a score the expression names).
+A pure module: typed nodes, a parser, a type check and an evaluator; no I/O. An expression is
+parsed once (:class:`ScoreFilter`); :meth:`ScoreFilter.checked` checks the same tree against the
+names a shard set carries. Used by ``videogen curate --filter`` (``data_recipes/curate/decide.py``)
+and by ``VideoDataModule(filter=...)``, where :func:`videogen.data.stages.select` is the stage that
+drops the samples that fail, and :mod:`videogen.data.sizing` sizes epochs by the samples that pass.
 """
 
 from __future__ import annotations
 
-import json
-import logging
 import math
 import re
-import tarfile
-from collections import Counter
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator, Mapping
-
-log = logging.getLogger("videogen.data")
+from typing import Any, Iterator, Mapping, Union
 
 # the json fields every sample may be filtered on, besides its curation scores
 META_NAMES = {"width": "number", "height": "number", "fps": "number", "num_frames": "number", "duration": "number"}
@@ -87,10 +83,75 @@ def tokenize(text: str) -> list[_Tok]:
         pos = m.end()
 
 
-# Nodes are tuples: ("num", x) ("bool", b) ("name", n, pos) ("neg", node, pos) ("not", node, pos)
-# ("and", [nodes]) ("or", [nodes]) ("cmp", [operands], [(op, pos)], pos)
+# ---- the syntax tree: typed nodes (``pos``: the column a message points at) ----------------------
+
+
+@dataclass(frozen=True)
+class Num:
+    value: float
+
+
+@dataclass(frozen=True)
+class Bool:
+    value: bool
+
+
+@dataclass(frozen=True)
+class Name:
+    name: str
+    pos: int
+
+
+@dataclass(frozen=True)
+class Neg:
+    operand: "Node"
+    pos: int
+
+
+@dataclass(frozen=True)
+class Not:
+    operand: "Node"
+    pos: int
+
+
+@dataclass(frozen=True)
+class And:
+    operands: tuple["Node", ...]
+
+
+@dataclass(frozen=True)
+class Or:
+    operands: tuple["Node", ...]
+
+
+@dataclass(frozen=True)
+class Compare:
+    """``a < b <= c``: operands, the operators with their columns, and where the comparison starts."""
+
+    operands: tuple["Node", ...]
+    ops: tuple[tuple[str, int], ...]
+    pos: int
+
+
+Node = Union[Num, Bool, Name, Neg, Not, And, Or, Compare]
 _COMPARE = {"<": lambda a, b: a < b, "<=": lambda a, b: a <= b, ">": lambda a, b: a > b,
             ">=": lambda a, b: a >= b, "==": lambda a, b: a == b, "!=": lambda a, b: a != b}
+
+
+def children(node: Node) -> tuple[Node, ...]:
+    if isinstance(node, (Neg, Not)):
+        return (node.operand,)
+    if isinstance(node, (And, Or, Compare)):
+        return node.operands
+    return ()
+
+
+def name_nodes(node: Node) -> Iterator[Name]:
+    """Every name the expression reads, in order."""
+    if isinstance(node, Name):
+        yield node
+    for child in children(node):
+        yield from name_nodes(child)
 
 
 class _Parser:
@@ -135,19 +196,19 @@ class _Parser:
         while self.at("or"):
             self.take()
             nodes.append(self.and_expr())
-        return nodes[0] if len(nodes) == 1 else ("or", nodes)
+        return nodes[0] if len(nodes) == 1 else Or(tuple(nodes))
 
     def and_expr(self):
         nodes = [self.not_expr()]
         while self.at("and"):
             self.take()
             nodes.append(self.not_expr())
-        return nodes[0] if len(nodes) == 1 else ("and", nodes)
+        return nodes[0] if len(nodes) == 1 else And(tuple(nodes))
 
     def not_expr(self):
         if self.at("not"):
             pos = self.take().pos
-            return ("not", self.nested(pos, self.not_expr), pos)
+            return Not(self.nested(pos, self.not_expr), pos)
         return self.comparison()
 
     def comparison(self):
@@ -157,16 +218,16 @@ class _Parser:
             tok = self.take()
             ops.append((tok.value, tok.pos))
             operands.append(self.operand())
-        return operands[0] if not ops else ("cmp", operands, ops, start)
+        return operands[0] if not ops else Compare(tuple(operands), tuple(ops), start)
 
     def operand(self):
         tok = self.take()
         if tok.kind == "number":
-            return ("num", tok.value)
+            return Num(tok.value)
         if tok.kind == "keyword" and tok.value in ("true", "false"):
-            return ("bool", tok.value == "true")
+            return Bool(tok.value == "true")
         if tok.kind == "name":
-            return ("name", tok.value, tok.pos)
+            return Name(tok.value, tok.pos)
         if tok.kind == "op" and tok.value == "(":
             node = self.nested(tok.pos, self.expr)
             close = self.take()
@@ -174,7 +235,7 @@ class _Parser:
                 raise _error(self.text, close.pos, "missing ')'")
             return node
         if tok.kind == "op" and tok.value == "-":
-            return ("neg", self.nested(tok.pos, self.operand), tok.pos)
+            return Neg(self.nested(tok.pos, self.operand), tok.pos)
         what = "the end" if tok.kind == "end" else repr(tok.value)
         raise _error(self.text, tok.pos, f"expected a number, a name, true, false or '(' but found {what}")
 
@@ -182,97 +243,88 @@ class _Parser:
 class ScoreFilter:
     """A parsed expression: ``ScoreFilter("motion > 0.0005")(values) -> bool``."""
 
-    def __init__(self, text: str, known: Mapping[str, str] | None = None):
-        """``known``: name -> "number" | "bool"; when given, other names are refused and types checked."""
+    def __init__(self, text: str, known: Mapping[str, str] | None = None, *, tree: Node | None = None):
+        """``known``: name -> "number" | "bool"; when given, other names are refused and types checked.
+        ``tree``: the already parsed expression of ``text`` (see :meth:`checked`)."""
         self.text = text
-        self.tree = _Parser(text).parse()
-        self.names = sorted(self._names(self.tree))
+        self.tree = tree if tree is not None else _Parser(text).parse()
+        self.names = sorted({n.name for n in name_nodes(self.tree)})
         if known is not None:
-            for node in self._name_nodes(self.tree):
-                if node[1] not in known:
-                    raise _error(text, node[2], f"unknown name {node[1]!r}; the names here are "
+            for node in name_nodes(self.tree):
+                if node.name not in known:
+                    raise _error(text, node.pos, f"unknown name {node.name!r}; the names here are "
                                  f"{', '.join(sorted(known))}")
             if self._type(self.tree, known) != "bool":
                 raise _error(text, 0, "the expression is a number, not a condition (compare it: motion > 0.01)")
 
+    def checked(self, known: Mapping[str, str]) -> "ScoreFilter":
+        """This expression checked against ``known`` names and types (the tree is not parsed again)."""
+        return ScoreFilter(self.text, known, tree=self.tree)
+
     def __repr__(self) -> str:
         return f"ScoreFilter({self.text!r})"
 
-    def _name_nodes(self, node) -> Iterator[tuple]:
-        kind = node[0]
-        if kind == "name":
-            yield node
-        elif kind in ("neg", "not"):
-            yield from self._name_nodes(node[1])
-        elif kind in ("and", "or"):
-            for n in node[1]:
-                yield from self._name_nodes(n)
-        elif kind == "cmp":
-            for n in node[1]:
-                yield from self._name_nodes(n)
-
-    def _names(self, node) -> set[str]:
-        return {n[1] for n in self._name_nodes(node)}
-
-    def _type(self, node, known: Mapping[str, str]) -> str:
-        kind = node[0]
-        if kind == "num":
+    def _type(self, node: Node, known: Mapping[str, str]) -> str:
+        if isinstance(node, Num):
             return "number"
-        if kind == "bool":
+        if isinstance(node, Bool):
             return "bool"
-        if kind == "name":
-            return known[node[1]]
-        if kind == "neg":
-            self._expect(node[1], "number", known, node[2], "'-' takes a number")
+        if isinstance(node, Name):
+            return known[node.name]
+        if isinstance(node, Neg):
+            self._expect(node.operand, "number", known, node.pos, "'-' takes a number")
             return "number"
-        if kind == "not":
-            self._expect(node[1], "bool", known, node[2], "'not' takes a condition")
+        if isinstance(node, Not):
+            self._expect(node.operand, "bool", known, node.pos, "'not' takes a condition")
             return "bool"
-        if kind in ("and", "or"):
-            for n in node[1]:
-                self._expect(n, "bool", known, self._pos(n), f"'{kind}' joins conditions")
+        if isinstance(node, (And, Or)):
+            word = "and" if isinstance(node, And) else "or"
+            for n in node.operands:
+                self._expect(n, "bool", known, _pos(n), f"'{word}' joins conditions")
             return "bool"
-        operands, ops = node[1], node[2]
-        types = [self._type(n, known) for n in operands]
-        for k, (op, pos) in enumerate(ops):
+        types = [self._type(n, known) for n in node.operands]
+        for k, (op, pos) in enumerate(node.ops):
             if op in ("<", "<=", ">", ">=") and "bool" in (types[k], types[k + 1]):
                 raise _error(self.text, pos, f"'{op}' compares numbers, not true/false")
             if types[k] != types[k + 1]:
                 raise _error(self.text, pos, f"'{op}' compares a {types[k]} with a {types[k + 1]}")
         return "bool"
 
-    def _expect(self, node, want: str, known, pos: int, message: str) -> None:
+    def _expect(self, node: Node, want: str, known, pos: int, message: str) -> None:
         got = self._type(node, known)
         if got != want:
             raise _error(self.text, pos, f"{message}; this is a {got}")
 
-    def _pos(self, node) -> int:
-        for n in self._name_nodes(node):
-            return n[2]
-        return node[-1] if isinstance(node[-1], int) else 0
-
     def __call__(self, values: Mapping[str, Any]) -> bool:
         """True when the sample's ``values`` satisfy the expression; raises :class:`MissingScore`."""
-        return bool(self._eval(self.tree, values))
+        return bool(evaluate(self.tree, values))
 
-    def _eval(self, node, values):
-        kind = node[0]
-        if kind in ("num", "bool"):
-            return node[1]
-        if kind == "name":
-            if node[1] not in values or values[node[1]] is None:
-                raise MissingScore(node[1])
-            return values[node[1]]
-        if kind == "neg":
-            return -self._eval(node[1], values)
-        if kind == "not":
-            return not self._eval(node[1], values)
-        if kind == "and":
-            return all(self._eval(n, values) for n in node[1])
-        if kind == "or":
-            return any(self._eval(n, values) for n in node[1])
-        vals = [self._eval(n, values) for n in node[1]]
-        return all(_COMPARE[op](vals[k], vals[k + 1]) for k, (op, _) in enumerate(node[2]))
+
+def _pos(node: Node) -> int:
+    """The column an error about ``node`` points at: its first name, else its own position."""
+    for n in name_nodes(node):
+        return n.pos
+    return getattr(node, "pos", 0)
+
+
+def evaluate(node: Node, values: Mapping[str, Any]):
+    """The value of ``node`` for a sample's ``values``; raises :class:`MissingScore`."""
+    if isinstance(node, (Num, Bool)):
+        return node.value
+    if isinstance(node, Name):
+        if node.name not in values or values[node.name] is None:
+            raise MissingScore(node.name)
+        return values[node.name]
+    if isinstance(node, Neg):
+        return -evaluate(node.operand, values)
+    if isinstance(node, Not):
+        return not evaluate(node.operand, values)
+    if isinstance(node, And):
+        return all(evaluate(n, values) for n in node.operands)
+    if isinstance(node, Or):
+        return any(evaluate(n, values) for n in node.operands)
+    vals = [evaluate(n, values) for n in node.operands]
+    return all(_COMPARE[op](vals[k], vals[k + 1]) for k, (op, _) in enumerate(node.ops))
 
 
 def value_type(value: Any) -> str | None:
@@ -295,109 +347,3 @@ def sample_values(meta: Mapping[str, Any]) -> dict[str, Any]:
 
 def known_names(score_types: Mapping[str, str] | None = None) -> dict[str, str]:
     return {**META_NAMES, **(score_types or {})}
-
-
-def select(records: Iterable, score_filter: ScoreFilter | str | None, skips) -> Iterator:
-    """The stage: records (``.meta``, ``.url``, ``.key``) whose scores satisfy ``score_filter``."""
-    if not score_filter:
-        yield from records
-        return
-    if isinstance(score_filter, str):
-        score_filter = ScoreFilter(score_filter)
-    for r in records:
-        try:
-            ok = score_filter(sample_values(r.meta))
-        except MissingScore as e:
-            skips.add("filter_missing_score", r.url, r.key,
-                      f"json has no {e.args[0]!r} score for filter {score_filter.text!r} (curate the set first)")
-            continue
-        if not ok:
-            skips.add("filtered_out", r.url, r.key, f"{score_filter.text!r} is false")
-            continue
-        yield r
-
-
-def manifest_score_types(manifest) -> dict[str, str]:
-    """The curation scores a ``dataset.json`` says its samples carry (``created_by.curation.scores``)."""
-    scores = (manifest.created_by.get("curation") or {}).get("scores") if manifest is not None else None
-    return dict(scores) if isinstance(scores, dict) else {}
-
-
-def filtered_shapes(path: str, score_filter: ScoreFilter, limits=None) -> tuple[Counter, int]:
-    """The shape histogram (``(w, h, frames, fps) -> count``) and count of a local shard's samples that
-    pass, read from their ``json`` members alone (through the one shard reader; media is skipped over,
-    not read). Samples whose json holds no shape, or a shape that is not believable
-    (:func:`~videogen.data.manifest.meta_problem`), are not counted (the stream probes or skips them)."""
-    from videogen.data.manifest import _is_int, meta_problem
-    from videogen.data.tar_reader import TarLimits, read_members
-
-    shapes: Counter = Counter()
-    count = 0
-    for m in read_members(path, limits or TarLimits(), want=lambda name: name.endswith(".json")):
-        if m.data is None:
-            continue
-        try:
-            meta = json.loads(m.data.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
-            continue
-        if not isinstance(meta, dict) or meta_problem(meta):
-            continue
-        w, h, n, fps = (meta.get(k) for k in ("width", "height", "num_frames", "fps"))
-        if not (_is_int(w) and _is_int(h) and _is_int(n) and fps is not None):
-            continue
-        try:
-            if not score_filter(sample_values(meta)):
-                continue
-        except MissingScore:
-            continue
-        shapes[(w, h, n, float(fps))] += 1
-        count += 1
-    return shapes, count
-
-
-def check_names(score_filter: ScoreFilter, urls: list[str], manifest: str | None = None) -> ScoreFilter:
-    """The filter parsed again against the names these shards carry: the json fields every sample has
-    and the curation scores their manifests list; an unknown name is a :class:`FilterError`."""
-    from videogen.data.manifest import manifests_of
-
-    types: dict[str, str] = {}
-    for m in {id(m): m for m in manifests_of(urls, manifest).values()}.values():
-        types.update(manifest_score_types(m))
-    try:
-        return ScoreFilter(score_filter.text, known_names(types))
-    except FilterError as e:
-        if types:
-            raise
-        raise FilterError(f"{e}\n(these shards' dataset.json lists no curation scores: run `videogen curate` on "
-                          "them first, or filter on width, height, fps, num_frames, duration only)") from None
-
-
-def filtered_shard_shapes(urls: list[str], score_filter: ScoreFilter, manifest: str | None = None,
-                          limits=None) -> tuple[Counter, int]:
-    """Shape histogram and count of the samples that pass, for equal epochs per rank: local shards
-    are read (their json members only); remote ones are counted from their manifest, unfiltered
-    (an overestimate: a rank whose share runs dry wraps around), with a warning."""
-    from videogen.data.datamodule import shard_shapes
-    from videogen.data.shards import is_remote
-
-    shapes: Counter = Counter()
-    count = 0
-    remote = [u for u in urls if is_remote(u)]
-    for url in urls:
-        if is_remote(url):
-            continue
-        try:
-            s, n = filtered_shapes(url, score_filter, limits)
-        except (OSError, tarfile.TarError) as e:  # the stream skips it and counts why
-            log.warning("%s: cannot be read to count the samples filter %r keeps (%s); counted as empty",
-                        url, score_filter.text, e)
-            continue
-        shapes.update(s)
-        count += n
-    if remote:
-        log.warning("filter %r: %d remote shards are counted from their manifest, unfiltered; epochs hold more "
-                    "batches than the samples that pass fill once", score_filter.text, len(remote))
-        s, n = shard_shapes(remote, manifest, limits)
-        shapes.update(s)
-        count += n
-    return shapes, count

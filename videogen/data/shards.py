@@ -3,8 +3,9 @@
 ``expand_urls`` turns what a config names (a folder, a glob, a brace pattern, a URL, a list of
 those) into a sorted list of shard URLs. ``split_shards`` decides what one consumer (a dataloader
 worker on one rank) reads: whole shards when there are enough of them, otherwise every consumer
-reads every shard and keeps every n-th sample. Nothing else in videogen divides data by rank or
-worker.
+reads every shard and keeps every n-th sample; with ``whole=True`` (the predict runs, ``encode``
+and ``recaption``, which write one output shard per input shard) always whole shards, a consumer
+past the last shard getting none. Nothing else in videogen divides data by rank or worker.
 """
 
 from __future__ import annotations
@@ -22,7 +23,19 @@ _REMOTE_PREFIXES = ("pipe:", "http://", "https://", "s3://", "gs://", "file:")
 
 
 def is_remote(url: str) -> bool:
+    """A URL rather than a plain path (``file:`` URLs included: see :func:`local_path`)."""
     return url.startswith(_REMOTE_PREFIXES)
+
+
+def local_path(url: str) -> str | None:
+    """The local file a shard URL names: a plain path as it is, a ``file:`` URL's path (``file:/d/x.tar``,
+    ``file:///d/x.tar``, ``file:d/x.tar``); None for anything read through a pipe or the network."""
+    if url.startswith("file:"):
+        from urllib.parse import unquote, urlparse
+
+        parsed = urlparse(url)
+        return unquote(parsed.path) if parsed.netloc in ("", "localhost") else None
+    return None if is_remote(url) else url
 
 
 def expand_urls(spec: str | Sequence[str]) -> list[str]:
@@ -84,12 +97,13 @@ def tar_end_problem(url: str) -> str:
     exactly between two members reads without any error, silently losing the samples after the
     cut: only this check finds it.
     """
-    if is_remote(url):
+    path = local_path(url)
+    if path is None:
         return ""
-    size = os.path.getsize(url)
+    size = os.path.getsize(path)
     if size % 512:
         return f"{size} bytes is not a whole number of 512-byte tar blocks: the shard was cut short; rewrite it"
-    with open(url, "rb") as f:
+    with open(path, "rb") as f:
         f.seek(max(0, size - 512))
         tail = f.read(512)
     if len(tail) < 512 or tail.count(0) != 512:
@@ -107,18 +121,21 @@ class Split:
     offset: int = 0
 
 
-def split_shards(urls: Sequence[str], rank: int, world_size: int, worker: int, num_workers: int) -> Split:
+def split_shards(urls: Sequence[str], rank: int, world_size: int, worker: int = 0, num_workers: int = 1, *,
+                 whole: bool = False) -> Split:
     """Divide shards among ``world_size`` ranks x ``num_workers`` dataloader workers.
 
     With at least as many shards as consumers each consumer gets whole shards (round robin);
     with fewer, all consumers read all shards and take every ``consumers``-th sample, so small
     sets (a quickstart with 3 shards on 2 ranks x 2 workers) still give every consumer data.
+    ``whole``: always whole shards (round robin), so each shard is read by exactly one consumer
+    (what a job writing one output shard per input shard needs); some consumers may get none.
     """
     if not 0 <= rank < world_size or not 0 <= worker < num_workers:
         raise ValueError(f"rank {rank}/{world_size}, worker {worker}/{num_workers} out of range")
     consumers = world_size * num_workers
     consumer = rank * num_workers + worker
-    if len(urls) >= consumers:
+    if whole or len(urls) >= consumers:
         return Split(tuple(urls[consumer::consumers]))
     return Split(tuple(urls), every=consumers, offset=consumer)
 

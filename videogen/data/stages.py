@@ -1,6 +1,6 @@
 """The data path as small generator stages, each testable with a list.
 
-    shard URLs -> read_tar -> group_samples -> (take_share) -> parse -> shuffle -> plan -> batch
+    shard URLs -> read_tar -> group_samples -> (take_share) -> parse -> select -> shuffle -> plan -> batch
                -> decode_batch -> collate
 
 Everything up to ``batch`` looks only at tar headers, ``json``/``txt`` members and (when a shard
@@ -15,11 +15,9 @@ pickled objects make the whole sample be refused.
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import random
-import tarfile
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
@@ -28,12 +26,13 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 import torch
 
-from videogen.data.buckets import Bucketer, Target, available_frames, frame_stride_for
-from videogen.data.shards import split_member_name, tar_end_problem
-from videogen.data.tar_reader import ShardRefused, TarLimits, read_members
+from videogen.data.buckets import Bucketer, Target, frame_stride_for
+from videogen.data.tar_reader import RawSample, TarLimits, group_samples, read_tar  # noqa: F401 (the stages' first two)
 from videogen.data.decode import (DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, MEDIA_EXTENSIONS, DecodeError, Decoder,
                                   decoder_for)
 from videogen.data.manifest import meta_problem
+from videogen.data.npy import read_npy
+from videogen.data.score_filter import MissingScore, ScoreFilter, sample_values
 from videogen.data.text_embeddings import TextSpec, read_embeddings
 
 log = logging.getLogger("videogen.data")
@@ -71,69 +70,6 @@ class Skips:
         """The counts added since the last call (shipped to the main process with each batch)."""
         delta, self._delta = dict(self._delta), Counter()
         return delta
-
-
-# ---------------------------------------------------------------------------------------------
-# reading shards
-
-
-def read_tar(urls: Iterable[str], skips: Skips, limits: TarLimits | int = TarLimits()
-             ) -> Iterator[tuple[str, str, bytes | None, str]]:
-    """Yield ``(url, member_name, data, refused)`` for every regular file in every shard, read by
-    the one shard reader (:mod:`videogen.data.tar_reader`, its budgets and refusals).
-
-    ``data`` is ``None`` for a member over a byte budget (it is not read; ``refused`` says which).
-    ``limits`` may be a plain member budget in bytes. A shard that cannot be opened, is not a plain
-    tar (or a compressed one not asked for), runs past its budget or ends early is counted once and
-    the stream moves on to the next shard, keeping whatever it read before the fault.
-    """
-    if isinstance(limits, int):
-        limits = TarLimits(member_bytes=limits, sample_bytes=max(limits, TarLimits.sample_bytes))
-    for url in urls:
-        read_any = False
-        try:
-            for m in read_members(url, limits, skips):
-                read_any = True
-                yield url, m.name, m.data, m.refused
-        except ShardRefused as e:
-            skips.add(e.reason, url, detail=str(e)[:200])
-        except (tarfile.TarError, EOFError, OSError, ValueError) as e:
-            opened = read_any or not isinstance(e, OSError)  # an OSError before any member: cannot be opened
-            reason = "truncated_shard" if read_any else "not_a_tar" if opened else "unreadable_shard"
-            skips.add(reason, url, detail=str(e)[:200])
-        except Exception as e:  # a failing pipe: or network error
-            skips.add("unreadable_shard", url, detail=str(e)[:200])
-        else:
-            problem = "" if limits.compressed else tar_end_problem(url)  # a cut between members reads as whole
-            if problem:
-                skips.add("truncated_shard", url, detail=problem)
-
-
-@dataclass
-class RawSample:
-    key: str
-    url: str
-    members: dict[str, bytes | None] = field(default_factory=dict)
-    refused: tuple[str, str] | None = None  # (reason, ext) of the first member left unread by a budget
-
-
-def group_samples(members: Iterable[tuple]) -> Iterator[RawSample]:
-    """Consecutive members with the same key (and shard) form one sample. Members come as
-    ``(url, name, data, refused)`` (from :func:`read_tar`) or ``(url, name, data)``; a ``None`` data
-    marks a member left unread (``refused`` says why; ``member_too_large`` when not given)."""
-    current: RawSample | None = None
-    for url, name, data, *rest in members:
-        refused = (rest[0] if rest else "") or ("member_too_large" if data is None else "")
-        key, ext = split_member_name(name)
-        if current is None or key != current.key or url != current.url:
-            if current is not None:
-                yield current
-            current = RawSample(key=key, url=url)
-        current.members.setdefault(ext, data)
-        if refused and not current.refused:
-            current.refused = (refused, ext)
-    if current is not None:
-        yield current
 
 
 # ---------------------------------------------------------------------------------------------
@@ -248,6 +184,28 @@ def parse(samples: Iterable[RawSample], skips: Skips, video_decoder: Decoder,
         yield Record(s.key, s.url, ext, media, caption or "", meta, w, h, n, fps, text=text)
 
 
+def select(records: Iterable[Record], score_filter: ScoreFilter | str | None, skips: Skips) -> Iterator[Record]:
+    """The filter stage: records whose json scores satisfy ``score_filter`` (parsed once, by the
+    datamodule; a string is parsed here); the others are counted as ``filtered_out``, or
+    ``filter_missing_score`` when the json lacks a score the expression names."""
+    if not score_filter:
+        yield from records
+        return
+    if isinstance(score_filter, str):
+        score_filter = ScoreFilter(score_filter)
+    for r in records:
+        try:
+            ok = score_filter(sample_values(r.meta))
+        except MissingScore as e:
+            skips.add("filter_missing_score", r.url, r.key,
+                      f"json has no {e.args[0]!r} score for filter {score_filter.text!r} (curate the set first)")
+            continue
+        if not ok:
+            skips.add("filtered_out", r.url, r.key, f"{score_filter.text!r} is false")
+            continue
+        yield r
+
+
 def shuffle(items: Iterable[Any], bufsize: int, rng: random.Random) -> Iterator[Any]:
     """Shuffle through a buffer of ``bufsize`` items (``bufsize <= 1``: keep the order)."""
     if bufsize <= 1:
@@ -285,8 +243,9 @@ def plan(records: Iterable[Record], bucketer: Bucketer, skips: Skips, rng: rando
     bucket's frames into the clip, so a sample covers (nearly) the whole clip, not a window of it."""
     for r in records:
         latent = r.ext == LATENT_EXTENSION  # frames were chosen at encode time: read a causal prefix
-        stride = 1 if r.num_frames == 1 or latent else frame_stride_for(r.fps, frame_stride, target_fps)
-        target = bucketer.target(r.width, r.height, available_frames(r.num_frames, stride))
+        step, fps_goal = (1, None) if latent else (frame_stride, target_fps)
+        target = bucketer.place(r.width, r.height, r.num_frames, r.fps, step, fps_goal)
+        stride = 1 if r.num_frames == 1 else frame_stride_for(r.fps, step, fps_goal)
         if target is None:
             skips.add("too_short", r.url, r.key, f"{r.num_frames} frames at stride {stride} fit no bucket")
             continue
@@ -413,12 +372,11 @@ class TimedDecoder:
         return frames[:, top: top + t.height, left: left + t.width]  # (T, H, W, 3)
 
 
-def read_latent(item: Planned) -> np.ndarray:
-    """A latent-cache sample's ``(C, t, h, w)`` array, cut to the target: the first latent frames
-    (a causal VAE's prefix encodes the clip's first frames) and a crop on the latent grid."""
-    r, target = item.record, item.target
+def load_latent(r: Record) -> tuple[np.ndarray, int, int]:
+    """A latent-cache record's whole ``(C, t, h, w)`` array and its compression ``(sc, tc)``, checked
+    against the encoded clip its json describes; a :class:`DecodeError` saying what is wrong."""
     try:
-        z = np.load(io.BytesIO(r.media), allow_pickle=False)
+        z = read_npy(r.media)
     except (ValueError, OSError, EOFError) as e:
         raise DecodeError(f"latent.npy is not a readable array: {e}") from None
     if z.ndim != 4 or min(z.shape) < 1:
@@ -429,6 +387,15 @@ def read_latent(item: Planned) -> np.ndarray:
     if sc < 1 or lw * sc != r.width or lh * sc != r.height or (lt - 1) * tc + 1 != r.num_frames:
         raise DecodeError(f"latent.npy of shape {z.shape} does not match the encoded clip "
                           f"{r.num_frames}x{r.height}x{r.width} in its json")
+    return z, sc, tc
+
+
+def read_latent(item: Planned) -> np.ndarray:
+    """A latent-cache sample's ``(C, t, h, w)`` array, cut to the target: the first latent frames
+    (a causal VAE's prefix encodes the clip's first frames) and a crop on the latent grid."""
+    r, target = item.record, item.target
+    z, sc, tc = load_latent(r)
+    _, lt, lh, lw = z.shape
     th, tw = target.height // sc, target.width // sc
     tt = (target.num_frames - 1) // tc + 1
     top, left = int(item.crop[0] * (lh - th)), int(item.crop[1] * (lw - tw))

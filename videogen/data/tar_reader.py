@@ -1,6 +1,8 @@
 """The one reader of shard tars: every place that reads a shard (the training and predict streams,
 ``inspect``, ``recaption``, ``curate``, the manifest scan, the filter's epoch sizing and the
-captioner's vocabulary) goes through :func:`read_members`.
+captioner's vocabulary) goes through :func:`read_tar` and :func:`group_samples` (built on
+:func:`read_members`). ``read_tar(..., only=("json", "txt"))`` is the metadata-only mode: the other
+members are skipped over unread (``data=None``), so a scan never holds media in memory.
 
 A shard comes from someone else and is read as hostile:
 
@@ -19,10 +21,10 @@ A shard comes from someone else and is read as hostile:
 from __future__ import annotations
 
 import tarfile
-from dataclasses import dataclass
-from typing import Callable, Iterator, NamedTuple
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Iterator, NamedTuple
 
-from videogen.data.shards import split_member_name
+from videogen.data.shards import split_member_name, tar_end_problem
 
 MIB = 2**20
 # the first bytes of the compressed formats tarfile (or a pipe) could hand us under a .tar name
@@ -143,3 +145,75 @@ def read_members(url: str, limits: TarLimits, skips=None, *,
             stream.close()
         except Exception:  # a pipe: whose command failed complains on close; the caller saw the error
             pass
+
+
+def read_tar(urls: Iterable[str], skips, limits: TarLimits | int = TarLimits(), *,
+             only: Iterable[str] | None = None, strict: bool = False) -> Iterator[tuple[str, str, bytes | None, str]]:
+    """Yield ``(url, member_name, data, refused)`` for every regular file in every shard.
+
+    ``data`` is ``None`` for a member over a byte budget (it is not read; ``refused`` says which) and
+    for one whose extension is not in ``only`` (when given; ``refused`` is then ``""``). ``limits``
+    may be a plain member budget in bytes. A shard that cannot be opened, is not a plain tar (or a
+    compressed one not asked for), runs past its budget or ends early is counted once in ``skips``
+    (a :class:`~videogen.data.stages.Skips`) and the stream moves on to the next shard, keeping
+    whatever it read before the fault. ``strict``: such a fault is raised instead (``ShardRefused``,
+    ``tarfile.TarError``, ``OSError``, ``EOFError``), for callers that treat a shard as a whole.
+    """
+    if isinstance(limits, int):
+        limits = TarLimits(member_bytes=limits, sample_bytes=max(limits, TarLimits.sample_bytes))
+    wanted = None if only is None else frozenset(only)
+    want = None if wanted is None else (lambda name: split_member_name(name)[1] in wanted)
+    for url in urls:
+        if strict:
+            for m in read_members(url, limits, skips, want=want):
+                yield url, m.name, m.data, m.refused
+            continue
+        read_any = False
+        try:
+            for m in read_members(url, limits, skips, want=want):
+                read_any = True
+                yield url, m.name, m.data, m.refused
+        except ShardRefused as e:
+            skips.add(e.reason, url, detail=str(e)[:200])
+        except (tarfile.TarError, EOFError, OSError, ValueError) as e:
+            opened = read_any or not isinstance(e, OSError)  # an OSError before any member: cannot be opened
+            reason = "truncated_shard" if read_any else "not_a_tar" if opened else "unreadable_shard"
+            skips.add(reason, url, detail=str(e)[:200])
+        except Exception as e:  # a failing pipe: or network error
+            skips.add("unreadable_shard", url, detail=str(e)[:200])
+        else:
+            problem = "" if limits.compressed else tar_end_problem(url)  # a cut between members reads as whole
+            if problem:
+                skips.add("truncated_shard", url, detail=problem)
+
+
+@dataclass
+class RawSample:
+    """One sample: ``members`` by lower-case extension (the first of each), ``order`` every member as
+    written (``(suffix, data)``, the name after the key's dot, in tar order: what a copy writes back)."""
+
+    key: str
+    url: str
+    members: dict[str, bytes | None] = field(default_factory=dict)
+    refused: tuple[str, str] | None = None  # (reason, ext) of the first member left unread by a budget
+    order: list[tuple[str, bytes | None]] = field(default_factory=list)
+
+
+def group_samples(members: Iterable[tuple]) -> Iterator[RawSample]:
+    """Consecutive members with the same key (and shard) form one sample. Members come as
+    ``(url, name, data, refused)`` (from :func:`read_tar`) or ``(url, name, data)``; a ``None`` data
+    marks a member left unread (``refused`` says why; ``member_too_large`` when not given)."""
+    current: RawSample | None = None
+    for url, name, data, *rest in members:
+        refused = rest[0] if rest else "member_too_large" if data is None else ""
+        key, ext = split_member_name(name)
+        if current is None or key != current.key or url != current.url:
+            if current is not None:
+                yield current
+            current = RawSample(key=key, url=url)
+        current.members.setdefault(ext, data)
+        current.order.append((name[len(key) + 1:] if len(name) > len(key) else "", data))
+        if refused and not current.refused:
+            current.refused = (refused, ext)
+    if current is not None:
+        yield current

@@ -19,12 +19,13 @@ sample" shared by encode (which captions to store) and the DiT (which one to tra
 
 from __future__ import annotations
 
-import io
 import re
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from videogen.data.npy import read_npy
 
 # names a caption can be stored under: member extensions are lower-cased by the reader
 CAPTION_NAME = re.compile(r"[a-z0-9_-]{1,64}")
@@ -107,7 +108,7 @@ def embedding_problem(data: bytes | None, spec: TextSpec) -> tuple[np.ndarray | 
     if not data:
         return None, "is empty"
     try:
-        z = np.load(io.BytesIO(data), allow_pickle=False)
+        z = read_npy(data)
     except (ValueError, OSError, EOFError) as e:
         return None, f"is not a readable array ({str(e)[:80]})"
     if not isinstance(z, np.ndarray) or z.dtype != np.float16:
