@@ -19,16 +19,20 @@ Cases, each timed and written to the JSON (a case that cannot run says why; the 
    32 px overlap) in bf16: seconds and peak memory.
 4. ``loader``: ``VideoDataModule`` with 16 workers against raw decord on the same clips (one process
    and 16 processes), clips/s (benchmarks/bench_loader.py's method, on a synthetic set it writes).
+5. ``finetune``: LoRA (rank 16) against full finetuning of a random ``WanTransformer3DModel`` of Wan 2.1
+   1.3B's width and depth (30 blocks, 12 heads x 128; its FFN 4x wide, Wan's 8960) on 21 x 60 x 60
+   latents, bf16 autocast, activation checkpointing: step seconds and peak memory of each, each in its own
+   process (benchmarks/bench_finetune.py). Run last; ``--only finetune`` runs it alone.
 
 What it needs, and nothing else: torch, einops, numpy, pyyaml, safetensors (cases 2 and 3); pytest
-(case 1); decord, av, braceexpand (case 4). The GPU machine of this project has Python 3.12, torch
+(case 1); decord, av, braceexpand (case 4); diffusers, peft, transformers (case 5). The GPU machine of this project has Python 3.12, torch
 2.11, lightning, transformers, peft and einops but not decord, av, webdataset, wandb, omegaconf or
 jsonargparse. To bring what is missing to an offline box, on a machine with internet:
 
     pip download --python-version 3.12 --only-binary=:all: --platform manylinux2014_x86_64 \\
-        -d wheels/ decord av braceexpand pytest pytest-timeout
+        -d wheels/ decord av braceexpand pytest pytest-timeout diffusers
     # copy wheels/ and this repository over, then on the GPU box:
-    pip install --no-index --find-links wheels/ decord av braceexpand pytest pytest-timeout
+    pip install --no-index --find-links wheels/ decord av braceexpand pytest pytest-timeout diffusers
     PYTHONPATH=. python benchmarks/gpu_acceptance.py
 
 Missing packages are named at the start and their cases are reported as not run.
@@ -54,7 +58,8 @@ PEAK_BF16 = 989e12  # H100 / H200 SXM dense bf16 FLOP/s
 NEEDS = {"tests": ["torch", "einops", "numpy", "yaml", "safetensors", "pytest"],
          "mfu": ["torch", "einops", "numpy", "yaml", "safetensors"],
          "vae": ["torch", "einops", "numpy", "yaml", "safetensors"],
-         "loader": ["torch", "numpy", "yaml", "decord", "av", "braceexpand"]}
+         "loader": ["torch", "numpy", "yaml", "decord", "av", "braceexpand"],
+         "finetune": ["torch", "safetensors", "diffusers", "peft", "transformers"]}
 MODELS = {"DiT-B": dict(hidden_size=768, depth=12, num_heads=12, checkpointing=False),
           "DiT-XL": dict(hidden_size=1152, depth=28, num_heads=16, checkpointing=True)}
 TEXT_DIM, TEXT_LEN = 4096, 120  # T5-XXL-sized captions
@@ -64,7 +69,7 @@ GPU_TESTS = ["tests/gpu", "tests/models/test_dit.py"]  # every gpu-marked test; 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--dry-run", action="store_true", help="every case at a tiny size on the CPU (seconds)")
-    p.add_argument("--only", default="tests,mfu,vae,loader", help="comma-separated cases (default: all)")
+    p.add_argument("--only", default="tests,mfu,vae,loader,finetune", help="comma-separated cases (default: all)")
     p.add_argument("--warmup", type=int, default=3, help="untimed training steps per MFU case (default 3)")
     p.add_argument("--steps", type=int, default=5, help="timed training steps per MFU case (default 5)")
     p.add_argument("--budget-s", type=float, default=330.0, help="cases not started after this many seconds are skipped")
@@ -262,6 +267,27 @@ def case_loader(dev: Device, args) -> dict:
             "ok": same and got["clips_per_s"] > 0}
 
 
+# ---- 5. LoRA vs full finetuning of a pretrained transformer ---------------------------------------
+
+def case_finetune(dev: Device, args) -> dict:
+    size = (["--device", "cpu", "--layers", "1", "--heads", "1", "--text-dim", "32", "--frames", "2", "--size", "8",
+             "--steps", "1"] if args.dry_run else
+            ["--device", "cuda", "--layers", "30", "--heads", "12", "--text-dim", "4096", "--frames", "21",
+             "--size", "60", "--steps", "3", "--checkpointing"])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_finetune.py"), *size], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
+    if proc.returncode:
+        return {"ok": False, "error": (proc.stdout + proc.stderr)[-1500:]}
+    rows = json.loads(proc.stdout.strip().splitlines()[-1])
+    modes = {r["mode"].split()[0]: r for r in rows}  # "full", "lora"
+    full, lora = modes["full"], modes["lora"]
+    return {"ok": True, "tokens": full["tokens"], "params_m": round(full["total"] / 1e6, 1),
+            "full_step_s": round(full["step_s"], 3), "lora_step_s": round(lora["step_s"], 3),
+            "full_peak_gib": round(full["peak_bytes"] / 2**30, 2), "lora_peak_gib": round(lora["peak_bytes"] / 2**30, 2),
+            "lora_trainable_m": round(lora["trainable"] / 1e6, 2)}
+
+
 # ---- the run -------------------------------------------------------------------------------------
 
 def planned(args) -> list[tuple[str, str, tuple]]:
@@ -279,6 +305,8 @@ def planned(args) -> list[tuple[str, str, tuple]]:
         out.append(("vae", "vae/720p_33f", ()))
     if "loader" in wanted:
         out.append(("loader", "loader", ()))
+    if "finetune" in wanted:
+        out.append(("finetune", "finetune/wan_1.3b", ()))
     return out
 
 
@@ -286,7 +314,8 @@ def run(args) -> dict:
     dev = Device(args.dry_run)
     if not args.dry_run and not dev.cuda:
         raise SystemExit("no CUDA device: run with --dry-run on a CPU")
-    runners = {"tests": case_tests, "mfu": case_train_step, "vae": case_vae, "loader": case_loader}
+    runners = {"tests": case_tests, "mfu": case_train_step, "vae": case_vae, "loader": case_loader,
+               "finetune": case_finetune}
     need = {c: missing(c) for c in NEEDS}
     for c, names in need.items():
         if names:
@@ -332,6 +361,9 @@ def table(result: dict) -> str:
         elif name == "loader" and "loader_clips_per_s" in r:
             note = (f"loader {r['loader_clips_per_s']} clips/s vs raw decord {r['raw_decord_1_process_clips_per_s']} "
                     f"(1 proc), ratio to raw in {r['workers']} procs {r['loader_vs_raw_same_processes']}")
+        elif name.startswith("finetune") and "full_step_s" in r:
+            note = (f"{r['params_m']}M params, {r['tokens']:,} tokens: full {r['full_step_s']}s / {r['full_peak_gib']} GiB, "
+                    f"LoRA r16 ({r['lora_trainable_m']}M train) {r['lora_step_s']}s / {r['lora_peak_gib']} GiB")
         elif "tokens_per_s" in r:
             note = f"{r['tokens']:,} tokens, {r['tokens_per_s']:,} tokens/s, {r['params_m']}M params"
 

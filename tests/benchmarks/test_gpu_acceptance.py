@@ -24,7 +24,7 @@ def test_dry_run_runs_every_case(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     result = json.loads(out.read_text())
     expected = [name for _, name, _ in gpu_acceptance.planned(gpu_acceptance.parse_args([]))]
-    assert list(result["cases"]) == expected and len(expected) == 11  # tests, 8 training steps, vae, loader
+    assert list(result["cases"]) == expected and len(expected) == 12  # tests, 8 training steps, vae, loader, finetune
     assert [n for n, c in result["cases"].items() if not c["ok"]] == [], result["cases"]
     tests = result["cases"]["tests"]
     assert tests["failed"] == 0 and tests["skipped"] == len(tests["cases"]) >= 4  # collected, skipped on the CPU
@@ -34,4 +34,7 @@ def test_dry_run_runs_every_case(tmp_path):
     assert all(c["step_s"] > 0 and c["model_flops_per_step"] > 0 for c in steps)
     assert result["cases"]["vae/720p_33f"]["latent"][2] == 3  # 9 frames -> 3 latent frames, chunked and tiled
     assert result["cases"]["loader"]["same_clips_as_plan"]
+    finetune = result["cases"]["finetune/wan_1.3b"]
+    assert finetune["full_step_s"] > 0 and finetune["lora_step_s"] > 0
+    assert 0 < finetune["lora_trainable_m"] < finetune["params_m"]  # only the adapters train
     assert "DiT-XL MFU goal" in proc.stdout and result["dry_run"] is True
