@@ -339,7 +339,6 @@ class VAEModule(LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.guard.load_state_dict(checkpoint.get("videogen_guard", {}))
-        checkpoint["state_dict"].pop("bad_steps", None)  # a buffer before the guard counted skipped steps
 
     def configure_callbacks(self):
         return reliability_callbacks(self.trainer)  # out-of-memory advice, bucket shape check
