@@ -12,7 +12,7 @@ from models.pretrained_parts import (
     PROMPT, assert_full_finetune_moves_the_base, assert_lora_trains_only_adapters, latent_batch,
     pixels_ours_and_pipelines, tiny_ltx, tiny_ltx_vae, tiny_t5_encoder, train_steps,
 )
-from test_encode import tiny_export
+from conftest import tiny_export
 from videogen.models.dit.diffusers_adapters import LTXVideoTransformer
 from videogen.modules.dit import DiTModule
 

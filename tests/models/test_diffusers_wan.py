@@ -8,12 +8,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import clip_sample, write_tar
+from conftest import clip_sample, tiny_export, write_tar
 from models.pretrained_parts import (
     PROMPT, assert_full_finetune_moves_the_base, assert_lora_trains_only_adapters, fixed_loss, latent_batch,
     tiny_t5_encoder, tiny_wan, tiny_wan_vae, train_steps,
 )
-from test_encode import tiny_export
 from videogen.models.dit.diffusers_adapters import WanTransformer
 from videogen.modules.dit import DiTModule
 

@@ -13,7 +13,7 @@ import torch
 from models.pretrained_parts import (
     PROMPT, fixed_loss, tiny_clip_vision, tiny_t5_encoder, tiny_wan, tiny_wan_vae, train_steps,
 )
-from test_encode import tiny_export
+from conftest import tiny_export
 from videogen.models.dit.diffusers_adapters import WanTransformer
 from videogen.modules.dit import DiTModule
 
