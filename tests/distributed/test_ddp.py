@@ -86,7 +86,7 @@ def test_dit_ddp_trains_from_caption_embeddings_with_no_encoder_on_any_rank(tmp_
     import json
 
     sys.path.insert(0, str(Path(__file__).parents[1]))
-    from models.test_text_encoders import tiny_t5
+    from models.pretrained_parts import tiny_t5
     from conftest import tiny_export
     from videogen.commands.encode import encode
 
