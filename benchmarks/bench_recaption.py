@@ -71,14 +71,14 @@ def main() -> None:
         if len(clips) == args.clips:
             break
     runner(clips[:2], max_new_tokens=4)  # warm-up
-    from videogen.models.captioner import generate
+    from videogen.models.captioner import generate_tokens
 
     def run_case(method: str, bs: int, cache: bool) -> float:
         began = time.perf_counter()
         for i in range(0, len(clips), bs):
             batch = clips[i:i + bs]
             prompts = [tokens.prompt(export.stats["prompt"])] * len(batch)
-            out = generate(runner.model, runner.memory(batch), prompts, eos_id=-1, pad_id=tokens.pad,
+            out = generate_tokens(runner.model, runner.memory(batch), prompts, eos_id=-1, pad_id=tokens.pad,
                            max_new_tokens=args.tokens, method=method, num_beams=args.num_beams, use_cache=cache)
             assert all(len(o) == args.tokens for o in out)
         return time.perf_counter() - began

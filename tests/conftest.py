@@ -14,6 +14,30 @@ os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
+def tiny_export(folder, seed=0):
+    """A tiny VAE export (random weights, 4 latent channels, 4x4x4 compression, fixed per-channel stats) in
+    ``folder``: the stage-1 export the DiT, encode and evaluation tests build on."""
+    import torch
+
+    from videogen.models.vae import VideoAutoencoder
+    from videogen.pretrained import save_export
+
+    torch.manual_seed(seed)
+    vae = VideoAutoencoder(latent_channels=4, base_channels=8, channel_mult=(1, 2), temporal_compression=4,
+                           spatial_compression=4, patch_size=2, patch_size_t=2)
+    stats = {"latent_channels": 4, "latent_mean": [0.1, -0.2, 0.0, 0.3], "latent_std": [1.0, 2.0, 0.5, 1.5],
+             "temporal_compression": 4, "spatial_compression": 4}
+    return save_export(folder, vae, stats)
+
+
+def tiny_dit(**kw):
+    """A one-block DiT on that export's 4-channel latents, MiniLM-wide (384) text, frame conditioning on."""
+    from videogen.models.dit import DiT
+
+    return DiT(**{"in_channels": 4, "hidden_size": 32, "depth": 1, "num_heads": 2, "text_dim": 384,
+                  "frame_conditioning": True, **kw})
+
+
 def make_mp4(width: int, height: int, num_frames: int, fps: int = 12, seed: int = 0) -> bytes:
     """A real H.264 clip (the same bytes every call): a red square moving right over a dark background."""
     from data_recipes.synthetic import encode_mp4

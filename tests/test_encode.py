@@ -9,19 +9,9 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import tiny_export
 from videogen.commands.encode import encode
 from videogen.encoding import check_cache_identity, encode_latents, load_vae, normalize_latents, denormalize_latents
-from videogen.models.vae import VideoAutoencoder
-from videogen.pretrained import save_export
-
-
-def tiny_export(folder, seed=0):
-    torch.manual_seed(seed)
-    vae = VideoAutoencoder(latent_channels=4, base_channels=8, channel_mult=(1, 2), temporal_compression=4,
-                           spatial_compression=4, patch_size=2, patch_size_t=2)
-    stats = {"latent_channels": 4, "latent_mean": [0.1, -0.2, 0.0, 0.3], "latent_std": [1.0, 2.0, 0.5, 1.5],
-             "temporal_compression": 4, "spatial_compression": 4}
-    return save_export(folder, vae, stats)
 
 
 def read_latents(shard):

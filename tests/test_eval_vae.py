@@ -127,7 +127,7 @@ def test_a_checkpoint_gives_the_same_figures_as_its_export(capsys, vae_export, s
     ckpt = tmp_path / "vae.ckpt"
     torch.save({"state_dict": {f"vae.{k}": v for k, v in vae.state_dict().items()}, "global_step": 3,
                 "videogen": {"stage": "vae", "config": to_config(vae), "stats": {}, "export_prefix": "vae."}}, ckpt)
-    loaded, _ = eval_vae.load_vae(ckpt)
+    loaded, _ = eval_vae.vae_and_stats(ckpt)
     assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), vae.state_dict().values()))
     a = report_of(capsys, "--vae", str(ckpt), "--data", str(shards), "--max-clips", "1")
     b = report_of(capsys, "--vae", str(vae_export), "--data", str(shards), "--max-clips", "1")

@@ -180,7 +180,7 @@ def upsample_prompt(prompts: list[str] | str, captioner: str | Path | None = Non
     its decoder writes a caption given the short caption and no video. ``causal_lm``: a local Hugging
     Face causal LM folder, prompted with ``instruction``. Give exactly one.
     """
-    from videogen.models.captioner import generate
+    from videogen.models.captioner import generate_tokens
 
     single = isinstance(prompts, str)
     prompts = [prompts] if single else list(prompts)
@@ -194,8 +194,8 @@ def upsample_prompt(prompts: list[str] | str, captioner: str | Path | None = Non
                              "(train with txt_prob > 0 and video_dropout > 0)")
         model = export.module.to(device).eval()
         rows = [tokens.prompt(export.stats["txt_prompt"], p) for p in prompts]
-        out = generate(model, model.null_memory(len(rows)).to(device), rows, eos_id=tokens.eos, pad_id=tokens.pad,
-                       max_new_tokens=max_new_tokens, method=method, generator=gen)
+        out = generate_tokens(model, model.null_memory(len(rows)).to(device), rows, eos_id=tokens.eos,
+                              pad_id=tokens.pad, max_new_tokens=max_new_tokens, method=method, generator=gen)
         captions = [tokens.decode(o) for o in out]
     else:
         from transformers import AutoModelForCausalLM
@@ -254,12 +254,12 @@ class CaptionRunner:
 
     @torch.no_grad()
     def __call__(self, clips: list[torch.Tensor], txts: list[str] | None = None, **generate_kw) -> list[str]:
-        from videogen.models.captioner import generate
+        from videogen.models.captioner import generate_tokens
 
         prompts = ([self.tokens.prompt(self.stats["txt_prompt"], t) for t in txts] if txts is not None
                    else [self.tokens.prompt(self.stats["prompt"])] * len(clips))
-        out = generate(self.model, self.memory(clips), prompts, eos_id=self.tokens.eos, pad_id=self.tokens.pad,
-                       **generate_kw)
+        out = generate_tokens(self.model, self.memory(clips), prompts, eos_id=self.tokens.eos,
+                              pad_id=self.tokens.pad, **generate_kw)
         return [self.tokens.decode(o) for o in out]
 
 

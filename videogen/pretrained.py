@@ -385,8 +385,12 @@ class Export:
     folder: Path
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+def read_json(path: Path, limit: int | None = None) -> dict[str, Any]:
+    """The JSON object in ``path`` (a file from disk: hostile), refused (:class:`RefusedFile`, naming the
+    file) when over ``limit`` bytes, unreadable, or not an object."""
     try:
+        if limit is not None and path.stat().st_size > limit:
+            raise RefusedFile(f"{path}: {path.stat().st_size} bytes, more than the {limit} this JSON file may have")
         value = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
         raise RefusedFile(f"{path}: not readable JSON ({(str(e) or type(e).__name__).splitlines()[0][:200]})") from None
@@ -415,7 +419,7 @@ def load_export(folder: str | os.PathLike, expect: type | tuple[type, ...] | Non
         reason = (str(e) or type(e).__name__).splitlines()[0][:200]
         raise RefusedFile(f"{folder / CONFIG}: not readable YAML ({reason})") from None
     _check_tree(config, str(folder / CONFIG), expect)
-    manifest, stats = _read_json(folder / MANIFEST), _read_json(folder / STATS)
+    manifest, stats = read_json(folder / MANIFEST), read_json(folder / STATS)
     if sha256_file(folder / WEIGHTS) != manifest.get("weights_sha256"):
         raise RefusedFile(f"{folder / WEIGHTS}: its sha256 is not the weights_sha256 of {folder / MANIFEST} (the "
                           "weights were changed or damaged after export): export the stage again")

@@ -20,14 +20,13 @@ file written by ``videogen vae-stats`` that measured them on the user's data
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from videogen.pretrained import Export, RefusedFile, state_mismatch
+from videogen.pretrained import Export, RefusedFile, read_json, state_mismatch
 
 VAE_CLASSES = ("AutoencoderKLWan", "AutoencoderKLCogVideoX", "AutoencoderKLLTXVideo", "AutoencoderKLHunyuanVideo")
 CONFIG_JSON = "config.json"
@@ -54,25 +53,13 @@ def is_measured_stats(path: str | os.PathLike) -> bool:
     return path.is_file() and path.suffix == ".json"
 
 
-def _read_json(path: Path, limit: int) -> dict[str, Any]:
-    try:
-        if path.stat().st_size > limit:
-            raise RefusedFile(f"{path}: {path.stat().st_size} bytes, more than the {limit} a VAE's JSON may have")
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
-        raise RefusedFile(f"{path}: not readable JSON ({(str(e) or type(e).__name__).splitlines()[0][:200]})") from None
-    if not isinstance(value, dict):
-        raise RefusedFile(f"{path}: holds a {type(value).__name__}, not a JSON object")
-    return value
-
-
 def read_config(folder: Path) -> tuple[dict[str, Any], str]:
     """``(config, class name)`` of a diffusers VAE folder, the class from the allowlist."""
     path = folder / CONFIG_JSON
     if not path.is_file():
         raise RefusedFile(f"{folder}: no {CONFIG_JSON}; a diffusers VAE folder holds config.json and "
                           f"{WEIGHTS} (the vae/ folder of a downloaded pipeline)")
-    config = _read_json(path, MAX_CONFIG_BYTES)
+    config = read_json(path, MAX_CONFIG_BYTES)
     name = config.get("_class_name")
     if name not in VAE_CLASSES:
         raise RefusedFile(f"{path}: _class_name {name!r} is not a supported video VAE (one of "
@@ -86,7 +73,7 @@ def weight_files(folder: Path) -> list[Path]:
     if (folder / WEIGHTS).is_file():
         return [folder / WEIGHTS]
     if (folder / WEIGHTS_INDEX).is_file():
-        index = _read_json(folder / WEIGHTS_INDEX, MAX_CONFIG_BYTES << 4)
+        index = read_json(folder / WEIGHTS_INDEX, MAX_CONFIG_BYTES << 4)
         weight_map = index.get("weight_map")
         if not isinstance(weight_map, dict) or not weight_map:
             raise RefusedFile(f"{folder / WEIGHTS_INDEX}: no weight_map object")
@@ -209,7 +196,7 @@ def load_measured_stats(path: str | os.PathLike) -> Export:
     """The diffusers VAE a ``videogen vae-stats`` file names, with the statistics measured there. The
     file's ``weights_sha256`` must be the folder's: stats measured with other weights are refused."""
     path = Path(path).resolve()
-    record = _read_json(path, MAX_STATS_BYTES)
+    record = read_json(path, MAX_STATS_BYTES)
     if record.get("format") != STATS_FORMAT or not isinstance(record.get("vae"), str):
         raise RefusedFile(f"{path}: not a statistics file written by `videogen vae-stats` (format {STATS_FORMAT!r} "
                           "with the VAE folder under 'vae')")

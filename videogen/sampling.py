@@ -32,7 +32,7 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
-from videogen.diffusion import euler, heun, make_process, sampling_timesteps, timestep_shift
+from videogen.diffusion import euler, guided, heun, make_process, sampling_timesteps, timestep_shift
 from videogen.diffusion.discrete import DiscreteDDPM, trailing_timesteps
 from videogen.diffusion.samplers import ddim
 from videogen.diffusion.timesteps import dynamic_shift as dynamic_shift_of
@@ -287,17 +287,16 @@ def generate_latents(dit, stats: dict[str, Any], text: Tensor, text_mask: Tensor
     given = None if cond is None else cond.mask.bool().expand(shape)
     extra = net_kwargs or {}
 
-    def network(xt: Tensor, t: Tensor) -> Tensor:
-        if cfg == 1.0:
+    if cfg == 1.0:
+        def network(xt: Tensor, t: Tensor) -> Tensor:
             half = {} if cond is None else {"cond": cond.latents, "cond_mask": cond.mask}
             return dit(xt, t, text, text_mask, **half, **extra)
+    else:  # one network call per step on the doubled batch: [prompts, null captions]
         kw = {} if cond is None else {"cond": torch.cat([cond.latents, cond.latents]),
                                       "cond_mask": torch.cat([cond.mask, cond.mask])}
         kw.update({k: torch.cat([v, v]) for k, v in extra.items()})
-        out = dit(torch.cat([xt, xt]), torch.cat([t, t]), torch.cat([text, null_text]),
-                  torch.cat([text_mask, null_mask]), **kw)
-        c, u = out.chunk(2)
-        return u + cfg * (c - u)
+        text2, text_mask2 = torch.cat([text, null_text]), torch.cat([text_mask, null_mask])
+        network = guided(lambda xt2, t2: dit(xt2, t2, text2, text_mask2, **kw), cfg)
 
     def velocity(xt: Tensor, t: Tensor) -> Tensor:
         if given is None:

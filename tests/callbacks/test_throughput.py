@@ -8,7 +8,7 @@ import torch
 from lightning.pytorch import Trainer
 from lightning.pytorch.loggers import CSVLogger
 
-from test_encode import tiny_export
+from conftest import tiny_export
 from videogen.callbacks.throughput import Throughput, clip_shapes
 from videogen.data import Bucket, VideoDataModule
 from videogen.models.dit import DiT

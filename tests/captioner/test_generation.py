@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from videogen.models.captioner import VideoCaptioner, generate
+from videogen.models.captioner import VideoCaptioner, generate_tokens
 
 EOS, PAD = 2, 0
 
@@ -30,8 +30,8 @@ PROMPTS = [[1, 5, 6, 7], [1, 9], [1, 11, 12]]  # different lengths: left-padded 
 @pytest.mark.parametrize("method", ["greedy", "beam"])
 def test_kv_cache_equals_no_cache(model, memory, method):
     kw = dict(eos_id=EOS, pad_id=PAD, max_new_tokens=20, method=method, num_beams=3)
-    with_cache = generate(model, memory, PROMPTS, use_cache=True, **kw)
-    without = generate(model, memory, PROMPTS, use_cache=False, **kw)
+    with_cache = generate_tokens(model, memory, PROMPTS, use_cache=True, **kw)
+    without = generate_tokens(model, memory, PROMPTS, use_cache=False, **kw)
     assert with_cache == without
     assert all(len(c) > 0 for c in with_cache)
 
@@ -50,22 +50,22 @@ def test_cached_logits_match_full_forward(model, memory):
 @pytest.mark.parametrize("method", ["greedy", "beam"])
 def test_batched_left_padding_equals_one_by_one(model, memory, method):
     kw = dict(eos_id=EOS, pad_id=PAD, max_new_tokens=12, method=method, num_beams=3)
-    batched = generate(model, memory, PROMPTS, **kw)
-    alone = [generate(model, memory[i:i + 1], [p], **kw)[0] for i, p in enumerate(PROMPTS)]
+    batched = generate_tokens(model, memory, PROMPTS, **kw)
+    alone = [generate_tokens(model, memory[i:i + 1], [p], **kw)[0] for i, p in enumerate(PROMPTS)]
     assert batched == alone
 
 
 def test_top_p_is_deterministic_for_a_seed(model, memory):
     def run(seed):
-        return generate(model, memory, PROMPTS, eos_id=EOS, pad_id=PAD, max_new_tokens=15, method="top-p",
-                        top_p=0.95, temperature=3.0, generator=torch.Generator().manual_seed(seed))
+        return generate_tokens(model, memory, PROMPTS, eos_id=EOS, pad_id=PAD, max_new_tokens=15, method="top-p",
+                               top_p=0.95, temperature=3.0, generator=torch.Generator().manual_seed(seed))
 
     assert run(7) == run(7)
     assert run(7) != run(8)
 
 
 def test_generation_stops_at_eos_and_at_the_decoder_length(model, memory):
-    out = generate(model, memory, PROMPTS, eos_id=EOS, pad_id=PAD, max_new_tokens=500)
+    out = generate_tokens(model, memory, PROMPTS, eos_id=EOS, pad_id=PAD, max_new_tokens=500)
     assert all(len(p) + len(o) <= model.max_length for p, o in zip(PROMPTS, out))
     assert all(EOS not in o and PAD not in o for o in out)
 
@@ -80,8 +80,8 @@ def test_beam_search_scores_at_least_greedy(model, memory):
         return sum(logp[n - 1 + i, t].item() for i, t in enumerate(new + [EOS])) / (len(new) + 1)
 
     kw = dict(eos_id=EOS, pad_id=PAD, max_new_tokens=30)
-    greedy = generate(model, memory, PROMPTS, method="greedy", **kw)
-    beam = generate(model, memory, PROMPTS, method="beam", num_beams=4, **kw)
+    greedy = generate_tokens(model, memory, PROMPTS, method="greedy", **kw)
+    beam = generate_tokens(model, memory, PROMPTS, method="beam", num_beams=4, **kw)
     for i, p in enumerate(PROMPTS):
         if len(greedy[i]) < 30 and len(beam[i]) < 30:  # both finished with EOS
             assert score(p, beam[i], memory[i:i + 1]) >= score(p, greedy[i], memory[i:i + 1]) - 1e-4
@@ -89,6 +89,6 @@ def test_beam_search_scores_at_least_greedy(model, memory):
 
 def test_bad_arguments(model, memory):
     with pytest.raises(ValueError, match="sampling method"):
-        generate(model, memory, PROMPTS, eos_id=EOS, pad_id=PAD, method="nucleus")
+        generate_tokens(model, memory, PROMPTS, eos_id=EOS, pad_id=PAD, method="nucleus")
     with pytest.raises(ValueError, match="prompts for"):
-        generate(model, memory, PROMPTS[:1], eos_id=EOS, pad_id=PAD)
+        generate_tokens(model, memory, PROMPTS[:1], eos_id=EOS, pad_id=PAD)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from videogen.models.captioner import HFVisionCaptioner, generate
+from videogen.models.captioner import HFVisionCaptioner, generate_tokens
 
 
 @pytest.fixture(scope="module")
@@ -50,9 +50,9 @@ def test_full_finetuning_learns_and_generates(tiny_vlm):
     kw = dict(eos_id=module.tokens.eos, pad_id=module.tokens.pad, max_new_tokens=8)
     with torch.no_grad():
         memory = module.captioner.encode(batch()["video"])
-        cached = generate(module.captioner, memory, prompts, **kw)
-        plain = generate(module.captioner, memory, prompts, use_cache=False, **kw)
-        beam = generate(module.captioner, memory, prompts, method="beam", num_beams=2, **kw)
+        cached = generate_tokens(module.captioner, memory, prompts, **kw)
+        plain = generate_tokens(module.captioner, memory, prompts, use_cache=False, **kw)
+        beam = generate_tokens(module.captioner, memory, prompts, method="beam", num_beams=2, **kw)
     assert cached == plain and all(len(c) > 0 for c in cached) and len(beam) == 2
 
 

@@ -108,10 +108,18 @@ def test_upsample_prompt_with_a_causal_lm(tmp_path):
 
     tok = AutoTokenizer.from_pretrained(default_text_encoder_path(), local_files_only=True)
     torch.manual_seed(0)
-    GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_embd=16, n_layer=1, n_head=2, n_positions=128)).save_pretrained(tmp_path)
+    lm = GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_embd=16, n_layer=1, n_head=2, n_positions=128))
+    word = tok.convert_tokens_to_ids("bright")
+    assert word != tok.unk_token_id
+    with torch.no_grad():  # an LM that always says "bright": the final norm outputs the word's (tied) embedding
+        lm.transformer.wte.weight[word] *= 10
+        lm.transformer.ln_f.weight.zero_()
+        lm.transformer.ln_f.bias.copy_(lm.transformer.wte.weight[word])
+    lm.save_pretrained(tmp_path)
     tok.save_pretrained(tmp_path)
-    out = upsample_prompt(["a red circle"], causal_lm=str(tmp_path), max_new_tokens=5)
-    assert len(out) == 1 and isinstance(out[0], str)
+    # the continuation only (not the instruction echoed back), its first line
+    out = upsample_prompt(["a red circle", "a cat"], causal_lm=str(tmp_path), max_new_tokens=3)
+    assert out == ["bright bright bright"] * 2
 
 
 def test_upsample_with_picks_captioner_or_causal_lm(captioner_export, tmp_path):

@@ -40,7 +40,7 @@ def test_vae_ddp_two_ranks_sync_weights_split_data_and_end_epochs_together(tmp_p
 
 def test_dit_ddp_two_ranks_sync_weights(tmp_path):
     sys.path.insert(0, str(Path(__file__).parents[1]))
-    from test_encode import tiny_export
+    from conftest import tiny_export
 
     owner = write_shards(tmp_path / "shards", [4, 2, 2])
     vae = tiny_export(tmp_path / "vae")
@@ -86,8 +86,8 @@ def test_dit_ddp_trains_from_caption_embeddings_with_no_encoder_on_any_rank(tmp_
     import json
 
     sys.path.insert(0, str(Path(__file__).parents[1]))
-    from models.test_text_encoders import tiny_t5
-    from test_encode import tiny_export
+    from models.pretrained_parts import tiny_t5
+    from conftest import tiny_export
     from videogen.commands.encode import encode
 
     write_shards(tmp_path / "shards", [2, 2])

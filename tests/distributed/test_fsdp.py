@@ -34,7 +34,7 @@ PROMPTS = ["a red circle moves left", "a blue square moves up", "a green triangl
 
 def test_fsdp_full_shard_with_checkpointing_matches_ddp(tmp_path):
     sys.path.insert(0, str(Path(__file__).parents[1]))
-    from test_encode import tiny_export
+    from conftest import tiny_export
 
     write_shards(tmp_path / "shards", [4, 4])
     vae = str(tiny_export(tmp_path / "vae"))
@@ -95,7 +95,7 @@ def test_fsdp_packed_batches_match_ddp(tmp_path):
     DiT's own forward, not around it: training losses, the weights, the EMA (validated on packs too) and the
     export equal DDP's. The joint text attention covers the packed layout with text keys in the softmax."""
     sys.path.insert(0, str(Path(__file__).parents[1]))
-    from test_encode import tiny_export
+    from conftest import tiny_export
 
     write_shards(tmp_path / "shards", [4, 4])
     vae = str(tiny_export(tmp_path / "vae"))

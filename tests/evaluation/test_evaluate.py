@@ -10,10 +10,9 @@ from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
-from conftest import clip_sample, write_tar
+from conftest import clip_sample, tiny_export, write_tar
 from eval_clips import moving_square, static_clip
 from eval_models import tiny_clip, tiny_dino, torchscript_i3d
-from test_encode import tiny_export
 from videogen.callbacks.evaluation import VideoEvaluation
 from videogen.cli import main
 from videogen.data import Bucket, VideoDataModule

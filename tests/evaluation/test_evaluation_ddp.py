@@ -15,7 +15,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_two_ranks_share_the_prompts_and_rank_zero_logs_every_video(tmp_path):
-    from test_encode import tiny_export
+    from conftest import tiny_export
 
     write_shards(tmp_path / "shards", [3, 3])
     vae = tiny_export(tmp_path / "vae")

@@ -8,9 +8,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from models.pretrained_parts import tiny_cogvideox, tiny_cogvideox_vae, tiny_t5_encoder
-from models.test_diffusers_wan import PROMPT, fixed_loss, latent_batch, train_steps
-from test_encode import tiny_export
+from models.pretrained_parts import (
+    PROMPT, assert_full_finetune_moves_the_base, assert_lora_trains_only_adapters, fixed_loss, latent_batch,
+    pixels_ours_and_pipelines, tiny_cogvideox, tiny_cogvideox_vae, tiny_t5_encoder, train_steps,
+)
+from conftest import tiny_export
 from videogen.models.dit.diffusers_adapters import CogVideoXTransformer
 from videogen.modules.dit import DiTModule
 
@@ -32,21 +34,11 @@ def cog_module(parts, kind="rotary", **net) -> DiTModule:
 def test_lora_steps_change_only_adapters_and_lower_the_loss(parts):
     module = cog_module(parts, lora_rank=4)
     module.hparams.lr = 5e-2
-    base = {k: v.clone() for k, v in module.dit.transformer.named_parameters() if "lora_" not in k}
-    batch = latent_batch()
-    before = fixed_loss(module, batch).item()
-    losses = train_steps(module, batch, 5)
-    after = fixed_loss(module, batch).item()
-    assert all(b < a for a, b in zip(losses, losses[1:] + [after])) and after < before * 0.98, (losses, after)
-    assert all(torch.equal(v, base[k]) for k, v in module.dit.transformer.named_parameters() if "lora_" not in k)
-    assert all("lora_" in k for k in module.dit.state_dict())
+    assert_lora_trains_only_adapters(module, latent_batch(), gain=0.98)
 
 
 def test_full_finetune_step_updates_the_base_weights(parts):
-    module = cog_module(parts, kind="sincos")
-    base = {k: v.clone() for k, v in module.dit.transformer.named_parameters()}
-    train_steps(module, latent_batch(), 1)
-    assert sum(not torch.equal(v, base[k]) for k, v in module.dit.transformer.named_parameters()) > len(base) // 2
+    assert_full_finetune_moves_the_base(cog_module(parts, kind="sincos"))
 
 
 def test_training_target_is_cogvideox_v_on_integer_timesteps(parts):
@@ -176,11 +168,6 @@ def test_videos_equal_cogvideox_pipelines_through_its_diffusers_vae(parts, tmp_p
     """In pixels: a LoRA trained on a diffusers CogVideoX VAE folder's latents (its scaling_factor), exported;
     our generate() decodes through that VAE to the video CogVideoXPipeline (DDIM, trailing) decodes."""
     from diffusers import CogVideoXDDIMScheduler, CogVideoXPipeline, CogVideoXTransformer3DModel
-    from transformers import AutoTokenizer, T5EncoderModel
-
-    from videogen.models.text import FrozenTextEncoder
-    from videogen.pretrained import save_export
-    from videogen.sampling import NULL_CAPTION, generate, load_trained_dit, sampling_kwargs
 
     vae = tiny_cogvideox_vae()
     vae.register_to_config(scaling_factor=0.7)
@@ -191,24 +178,12 @@ def test_videos_equal_cogvideox_pipelines_through_its_diffusers_vae(parts, tmp_p
                        snr_shift_scale=3.0, shift_base_tokens=None, timestep_spacing="trailing", ema_decay=None,
                        lr=5e-2, warmup_steps=0)
     train_steps(module, latent_batch(), 2)
-    export = save_export(tmp_path / "export", module.dit, module.export_stats())
-    trained = load_trained_dit(str(export))
-    enc = FrozenTextEncoder(parts["t5"], 8, attend_padding=True)
-    (text, mask), (null, null_mask) = enc([PROMPT]), enc([NULL_CAPTION])
     noise = torch.randn(1, 4, 3, 8, 12, generator=torch.Generator().manual_seed(7))
-    ours = generate(trained.dit, trained.vae_export.module, trained.stats, text, mask, null, null_mask, num_frames=9,
-                    height=64, width=96, steps=4, cfg=5.0, noise=noise, **sampling_kwargs(trained.stats))
-    pipe = CogVideoXPipeline(tokenizer=AutoTokenizer.from_pretrained(parts["t5"]),
-                             text_encoder=T5EncoderModel.from_pretrained(parts["t5"]),
-                             vae=type(vae).from_pretrained(tmp_path / "cog_vae"),
-                             transformer=CogVideoXTransformer3DModel.from_pretrained(parts["rotary"]),
-                             scheduler=CogVideoXDDIMScheduler(prediction_type="v_prediction", rescale_betas_zero_snr=True,
-                                                              timestep_spacing="trailing", snr_shift_scale=3.0,
-                                                              clip_sample=False))
-    pipe.load_lora_weights(str(export))
-    theirs = pipe(prompt=PROMPT, negative_prompt=NULL_CAPTION, height=64, width=96, num_frames=9, num_inference_steps=4,
-                  guidance_scale=5.0, max_sequence_length=8, latents=noise.transpose(1, 2).clone(),
-                  output_type="pt").frames  # (B, T, 3, H, W) in [0, 1]
+    ours, theirs = pixels_ours_and_pipelines(
+        module, tmp_path / "export", parts["t5"], CogVideoXPipeline,
+        (CogVideoXTransformer3DModel, parts["rotary"]), (type(vae), tmp_path / "cog_vae"),
+        CogVideoXDDIMScheduler(prediction_type="v_prediction", rescale_betas_zero_snr=True,
+                               timestep_spacing="trailing", snr_shift_scale=3.0, clip_sample=False),
+        noise, noise.transpose(1, 2).clone(), height=64, width=96, cfg=5.0, prompt=PROMPT)
     assert ours.shape == (1, 3, 9, 64, 96)
-    assert torch.allclose((ours + 1) / 2, theirs.permute(0, 2, 1, 3, 4), atol=1e-4), \
-        ((ours + 1) / 2 - theirs.permute(0, 2, 1, 3, 4)).abs().max()
+    assert torch.allclose(ours, theirs, atol=1e-4), (ours - theirs).abs().max()

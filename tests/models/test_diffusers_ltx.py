@@ -8,9 +8,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from models.pretrained_parts import tiny_ltx, tiny_ltx_vae, tiny_t5_encoder
-from models.test_diffusers_wan import PROMPT, fixed_loss, latent_batch, train_steps
-from test_encode import tiny_export
+from models.pretrained_parts import (
+    PROMPT, assert_full_finetune_moves_the_base, assert_lora_trains_only_adapters, latent_batch,
+    pixels_ours_and_pipelines, tiny_ltx, tiny_ltx_vae, tiny_t5_encoder, train_steps,
+)
+from conftest import tiny_export
 from videogen.models.dit.diffusers_adapters import LTXVideoTransformer
 from videogen.modules.dit import DiTModule
 
@@ -33,28 +35,18 @@ def ltx_module(parts, **net) -> DiTModule:
 
 def test_lora_steps_change_only_adapters_and_lower_the_loss(parts):
     module = ltx_module(parts, lora_rank=4)
-    base = {k: v.clone() for k, v in module.dit.transformer.named_parameters() if "lora_" not in k}
     seen = {}
     module.dit.transformer.register_forward_pre_hook(lambda m, a, kw: seen.update(kw), with_kwargs=True)
-    batch = latent_batch()
-    before = fixed_loss(module, batch).item()
-    tokens = 3 * 8 * 12
+    assert_lora_trains_only_adapters(module, latent_batch(), gain=0.98)
+    tokens = 3 * 8 * 12  # the last forward's inputs (the loss at the fixed noise and timesteps)
     u = torch.sigmoid(torch.randn(2, generator=torch.Generator().manual_seed(0)))
     s = torch.exp(torch.tensor(tokens * (2.05 - 0.95) / 3072 + 0.95 - 1024 * (2.05 - 0.95) / 3072))
     assert torch.allclose(seen["timestep"], 1000 * s * u / (1 + (s - 1) * u))  # exp(mu) shift, timestep 1000 t
     assert seen["hidden_states"].shape == (2, tokens, 4) and seen["encoder_attention_mask"].dtype == torch.bool
-    losses = train_steps(module, batch, 5)
-    after = fixed_loss(module, batch).item()
-    assert all(b < a for a, b in zip(losses, losses[1:] + [after])) and after < before * 0.98, (losses, after)
-    assert all(torch.equal(v, base[k]) for k, v in module.dit.transformer.named_parameters() if "lora_" not in k)
-    assert all("lora_" in k for k in module.dit.state_dict())
 
 
 def test_full_finetune_step_updates_the_base_weights(parts):
-    module = ltx_module(parts)
-    base = {k: v.clone() for k, v in module.dit.transformer.named_parameters()}
-    train_steps(module, latent_batch(), 1)
-    assert sum(not torch.equal(v, base[k]) for k, v in module.dit.transformer.named_parameters()) > len(base) // 2
+    assert_full_finetune_moves_the_base(ltx_module(parts))
 
 
 def test_lora_export_loads_into_ltx_pipeline_and_matches_our_sampler(parts, tmp_path):
@@ -95,11 +87,6 @@ def test_lora_export_loads_into_ltx_pipeline_and_matches_our_sampler(parts, tmp_
 def test_videos_equal_ltx_pipelines_through_its_diffusers_vae(parts, tmp_path):
     """In pixels, through a diffusers LTX VAE folder (its latents_mean/std and scaling_factor)."""
     from diffusers import FlowMatchEulerDiscreteScheduler, LTXPipeline, LTXVideoTransformer3DModel
-    from transformers import AutoTokenizer, T5EncoderModel
-
-    from videogen.models.text import FrozenTextEncoder
-    from videogen.pretrained import save_export
-    from videogen.sampling import NULL_CAPTION, generate, load_trained_dit, sampling_kwargs
 
     vae = tiny_ltx_vae()
     vae.register_buffer("latents_mean", torch.tensor([0.1, -0.2, 0.0, 0.3]), persistent=True)
@@ -107,24 +94,12 @@ def test_videos_equal_ltx_pipelines_through_its_diffusers_vae(parts, tmp_path):
     vae.save_pretrained(tmp_path / "ltx_vae")
     module = ltx_module({**parts, "vae": str(tmp_path / "ltx_vae")}, lora_rank=4, lora_alpha=8)
     train_steps(module, latent_batch(), 2)
-    export = save_export(tmp_path / "export", module.dit, module.export_stats())
-    trained = load_trained_dit(str(export))
-    enc = FrozenTextEncoder(parts["t5"], 8, attend_padding=True)
-    (text, mask), (null, null_mask) = enc([PROMPT]), enc([NULL_CAPTION])
     noise = torch.randn(1, 4, 3, 8, 8, generator=torch.Generator().manual_seed(7))
-    ours = generate(trained.dit, trained.vae_export.module, trained.stats, text, mask, null, null_mask, num_frames=9,
-                    height=32, width=32, steps=4, cfg=3.0, noise=noise, **sampling_kwargs(trained.stats))
-    pipe = LTXPipeline(tokenizer=AutoTokenizer.from_pretrained(parts["t5"]),
-                       text_encoder=T5EncoderModel.from_pretrained(parts["t5"]),
-                       vae=type(vae).from_pretrained(tmp_path / "ltx_vae"),
-                       transformer=LTXVideoTransformer3DModel.from_pretrained(parts["ltx"]),
-                       scheduler=FlowMatchEulerDiscreteScheduler(use_dynamic_shifting=True, base_shift=0.95,
-                                                                 max_shift=2.05, base_image_seq_len=1024,
-                                                                 max_image_seq_len=4096, shift_terminal=0.1))
-    pipe.load_lora_weights(str(export))
-    theirs = pipe(prompt=PROMPT, negative_prompt=NULL_CAPTION, height=32, width=32, num_frames=9, num_inference_steps=4,
-                  guidance_scale=3.0, max_sequence_length=8, latents=noise.permute(0, 2, 3, 4, 1).flatten(1, 3).clone(),
-                  output_type="pt").frames
+    ours, theirs = pixels_ours_and_pipelines(
+        module, tmp_path / "export", parts["t5"], LTXPipeline, (LTXVideoTransformer3DModel, parts["ltx"]),
+        (type(vae), tmp_path / "ltx_vae"),
+        FlowMatchEulerDiscreteScheduler(use_dynamic_shifting=True, base_shift=0.95, max_shift=2.05,
+                                        base_image_seq_len=1024, max_image_seq_len=4096, shift_terminal=0.1),
+        noise, noise.permute(0, 2, 3, 4, 1).flatten(1, 3).clone(), height=32, width=32, cfg=3.0, prompt=PROMPT)
     assert ours.shape == (1, 3, 9, 32, 32)
-    assert torch.allclose((ours + 1) / 2, theirs.permute(0, 2, 1, 3, 4), atol=1e-4), \
-        ((ours + 1) / 2 - theirs.permute(0, 2, 1, 3, 4)).abs().max()
+    assert torch.allclose(ours, theirs, atol=1e-4), (ours - theirs).abs().max()

@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from models.pretrained_parts import tiny_clip_vision, tiny_umt5, tiny_wan, tiny_wan_vae
-from models.test_diffusers_wan import PROMPT, fixed_loss, train_steps
-from test_encode import tiny_export
+from models.pretrained_parts import (
+    PROMPT, fixed_loss, tiny_clip_vision, tiny_t5_encoder, tiny_wan, tiny_wan_vae, train_steps,
+)
+from conftest import tiny_export
 from videogen.models.dit.diffusers_adapters import WanTransformer
 from videogen.modules.dit import DiTModule
 
@@ -20,7 +21,8 @@ from videogen.modules.dit import DiTModule
 @pytest.fixture(scope="module")
 def parts(tmp_path_factory):
     root = tmp_path_factory.mktemp("wan_i2v")
-    return {"wan": str(tiny_wan(root / "wan", in_channels=12, image_dim=32)), "umt5": str(tiny_umt5(root / "umt5")),
+    return {"wan": str(tiny_wan(root / "wan", in_channels=12, image_dim=32)),
+            "umt5": str(tiny_t5_encoder(root / "umt5", umt5=True)),
             "clip": str(tiny_clip_vision(root)), "vae": str(tiny_export(root / "vae"))}
 
 

@@ -6,6 +6,7 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
+from models.dit_parts import C, TEXT_ATTENTION, TEXT_DIM, clips_and_text, tiny
 from videogen.models.dit import (
     DiT,
     RotaryEmbedding3D,
@@ -19,27 +20,6 @@ from videogen.models.dit import (
     unpack,
     unpatchify,
 )
-
-C, TEXT_DIM = 4, 8
-
-
-def tiny(**kwargs) -> DiT:
-    """dit_tiny with every weight random, so outputs are not the adaLN-Zero zeros."""
-    torch.manual_seed(0)
-    model = dit_tiny(in_channels=C, text_dim=TEXT_DIM, **kwargs)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.normal_(0, 0.1)
-    return model.eval()
-
-
-def clips_and_text(seed=0):
-    g = torch.Generator().manual_seed(seed)
-    latents = [torch.randn(C, 3, 8, 8, generator=g), torch.randn(C, 1, 4, 6, generator=g), torch.randn(C, 2, 6, 4, generator=g)]
-    t = torch.tensor([0.2, 0.5, 0.9])
-    text = torch.randn(3, 5, TEXT_DIM, generator=g)
-    text_mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 0, 0, 0, 0]], dtype=torch.bool)
-    return latents, t, text, text_mask
 
 
 @pytest.mark.parametrize("patch_size", [(1, 2, 2), (2, 2, 2), (1, 1, 1), (2, 4, 2)])
@@ -92,8 +72,6 @@ def test_rope_relative_position_property_at_unseen_sizes():
     with pytest.raises(ValueError, match="rope_axes_dim"):
         RotaryEmbedding3D(32, axes_dim=(10, 10, 10))
 
-
-TEXT_ATTENTION = ["cross", "joint"]
 
 
 @pytest.mark.parametrize("text_attention", TEXT_ATTENTION)

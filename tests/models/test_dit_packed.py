@@ -4,7 +4,7 @@ alone, no N x N tensor, the clip offsets (Segments), padding to a token budget, 
 import pytest
 import torch
 
-from test_dit import C, TEXT_ATTENTION, TEXT_DIM, clips_and_text, tiny
+from models.dit_parts import C, TEXT_ATTENTION, TEXT_DIM, clips_and_text, tiny
 from videogen.models.dit import dit_tiny, pack
 from videogen.models.dit.attention import Segments, text_segments, token_runs
 

@@ -8,47 +8,8 @@ import json
 import pytest
 import torch
 
+from models.pretrained_parts import tiny_clip, tiny_t5
 from videogen.models.text import FrozenTextEncoder
-
-WORDS = ["<pad>", "</s>", "<unk>", "<s>", "a", "red", "blue", "square", "circle", "moving", "left", "right"]
-
-
-def tokenizer(**special):
-    from tokenizers import Tokenizer, models, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(WORDS)}, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
-    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", unk_token="<unk>", eos_token="</s>",
-                                   **special)
-
-
-def tiny_t5(folder):
-    from transformers import T5Config, T5ForConditionalGeneration
-
-    torch.manual_seed(0)
-    config = T5Config(vocab_size=len(WORDS), d_model=32, d_kv=8, d_ff=64, num_layers=2, num_decoder_layers=2,
-                      num_heads=4, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0)
-    T5ForConditionalGeneration(config).save_pretrained(folder)  # a whole T5 folder, as shipped
-    tokenizer().save_pretrained(folder)
-    return folder
-
-
-def tiny_clip(folder):
-    from transformers import CLIPConfig, CLIPModel
-
-    torch.manual_seed(0)
-    config = CLIPConfig(text_config=dict(vocab_size=len(WORDS), hidden_size=32, intermediate_size=64,
-                                         num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=16,
-                                         pad_token_id=0, bos_token_id=3, eos_token_id=1),
-                        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                                           num_attention_heads=4, image_size=16, patch_size=8),
-                        projection_dim=16)
-    CLIPModel(config).save_pretrained(folder)  # text + vision towers, as shipped
-    tokenizer(bos_token="<s>").save_pretrained(folder)
-    return folder
-
 
 @pytest.fixture(scope="module")
 def t5_folder(tmp_path_factory):

@@ -6,7 +6,7 @@ import copy
 import pytest
 import torch
 
-from test_encode import tiny_export
+from conftest import tiny_export
 from videogen.models.dit import dit_tiny
 from videogen.modules.dit import DiTModule, compile_blocks
 

@@ -10,8 +10,7 @@ import pytest
 import torch
 from lightning.pytorch import Trainer
 
-from conftest import clip_sample, write_tar
-from test_encode import tiny_export
+from conftest import clip_sample, tiny_export, write_tar
 from videogen.callbacks.export import StageExport
 from videogen.data import Bucket, VideoDataModule
 from videogen.diffusion import make_process, sampling_timesteps, timestep_shift

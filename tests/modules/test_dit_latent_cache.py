@@ -12,8 +12,7 @@ import pytest
 import torch
 from lightning.pytorch import Trainer
 
-from test_dit_module import tiny_dit
-from test_encode import tiny_export
+from conftest import tiny_dit, tiny_export
 from videogen.commands.encode import buckets_from, encode
 from videogen.data import Bucket, VideoDataModule
 from videogen.data import stages

@@ -9,8 +9,7 @@ import torch
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from conftest import make_png
-from test_encode import tiny_export
+from conftest import make_png, tiny_dit, tiny_export
 from videogen.callbacks.export import StageExport
 from videogen.cli import main
 from videogen.data import Bucket, VideoDataModule
@@ -18,11 +17,6 @@ from videogen.data.decode import PyAVDecoder
 from videogen.models.dit import DiT
 from videogen.modules.dit import DiTModule
 from videogen.pretrained import load_export
-
-
-def tiny_dit(**kw):
-    return DiT(**{"in_channels": 4, "hidden_size": 32, "depth": 1, "num_heads": 2, "text_dim": 384,
-                  "frame_conditioning": True, **kw})
 
 
 def datamodule(shards):
@@ -173,12 +167,16 @@ def test_sample_writes_playable_mp4(trained, tmp_path, mode):
     assert main(args) == 0
     info = PyAVDecoder().probe(out.read_bytes())
     assert (info.width, info.height, info.num_frames) == (48, 32, 9)
-    if mode == "image":  # the first frame is the given image (grey 120), up to the VAE's reconstruction
-        frames = PyAVDecoder().decode(out.read_bytes(), [0])
-        assert frames.shape == (1, 32, 48, 3) and np.isfinite(frames).all()
+    if mode == "image":  # the first frame is the given image's (kept whatever the noise); the others are sampled
+        other = tmp_path / "seed1.mp4"
+        assert main([*args[:args.index("--out") + 1], str(other), *args[args.index("--out") + 2:], "--seed", "1"]) == 0
+        frames = [PyAVDecoder().decode(f.read_bytes(), list(range(9))).astype(np.float32) for f in (out, other)]
+        assert frames[0].shape == (9, 32, 48, 3)
+        first, rest = (np.abs(frames[0][i] - frames[1][i]).mean() for i in (slice(0, 1), slice(1, None)))
+        assert first < 2.0 and rest > 4 * first + 1.0, (first, rest)
 
 
-def test_sample_refuses_a_changed_vae(trained, tmp_path):
+def test_sample_refuses_a_changed_vae(trained, tmp_path, capsys):
     import shutil
 
     export = tmp_path / "export"
@@ -189,6 +187,10 @@ def test_sample_refuses_a_changed_vae(trained, tmp_path):
     (export / "stats.json").write_text(json.dumps(stats))
     assert main(["sample", "--ckpt", str(export), "--prompt", "x", "--out", str(tmp_path / "o.mp4"),
                  "--height", "32", "--width", "48", "--steps", "1"]) == 2
+    printed = capsys.readouterr().out
+    assert f"videogen sample: the VAE at {other} is not the one the DiT at {export} was trained with (weights " \
+           "changed)" in printed, printed
+    assert not (tmp_path / "o.mp4").exists()
 
 
 def test_dit_channels_must_match_the_vae(tmp_path):

@@ -5,9 +5,8 @@ import pytest
 import torch
 from lightning.pytorch import Trainer
 
-from conftest import clip_sample, write_tar
-from models.test_text_encoders import tiny_clip, tiny_t5
-from test_encode import tiny_export
+from conftest import clip_sample, tiny_export, write_tar
+from models.pretrained_parts import tiny_clip, tiny_t5
 from videogen.callbacks.export import StageExport
 from videogen.cli import main
 from videogen.data import Bucket, VideoDataModule

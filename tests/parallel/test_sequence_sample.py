@@ -9,7 +9,7 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
-from test_encode import tiny_export  # noqa: E402
+from conftest import tiny_export  # noqa: E402
 
 pytestmark = pytest.mark.slow
 

@@ -14,7 +14,7 @@ def shards(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def vae_export(tmp_path_factory):
-    from test_encode import tiny_export
+    from conftest import tiny_export
 
     return tiny_export(tmp_path_factory.mktemp("vae") / "export")
 
@@ -87,7 +87,7 @@ def test_missing_shards(tmp_path, capsys, shards):
 def test_latent_cache_written_by_another_vae(tmp_path, capsys, shards, vae_export):
     """(The identity check itself: tests/test_encode.py::test_stale_cache_is_refused.) Through `videogen fit`
     the DiT refuses, at setup, a cache that another VAE wrote, naming both; no step runs."""
-    from test_encode import tiny_export
+    from conftest import tiny_export
     from videogen.commands.encode import encode
 
     other = tiny_export(tmp_path / "other-vae", seed=1)

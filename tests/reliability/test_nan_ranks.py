@@ -30,7 +30,7 @@ def rank_rows(tmp_path: Path) -> list[dict]:
 
 
 def models(tmp_path: Path, max_bad_steps: int):
-    from test_encode import tiny_export
+    from conftest import tiny_export
 
     vae = tiny_vae_model()
     vae["init_args"]["max_bad_steps"] = max_bad_steps

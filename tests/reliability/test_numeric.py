@@ -21,7 +21,7 @@ def shards(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def vae_export(tmp_path_factory):
-    from test_encode import tiny_export
+    from conftest import tiny_export
 
     return tiny_export(tmp_path_factory.mktemp("vae") / "export")
 

@@ -74,18 +74,18 @@ class EvalError(ValueError):
 # the VAE
 
 
-def load_vae(path: str | Path):
+def vae_and_stats(path: str | Path):
     """``(VAE in eval mode, stats dict)`` from what ``--vae`` takes (``videogen.encoding.load_vae``): an
     export folder, a VAE checkpoint (read with ``weights_only=True``), a diffusers VAE folder or a
     ``videogen vae-stats`` file."""
-    from videogen.encoding import load_vae as load_any_vae
+    from videogen.encoding import load_vae
 
     path = Path(path)
     if not path.exists():
         raise EvalError(f"{path}: no such VAE export folder or checkpoint; give the folder written by "
                         "`videogen export` (or `videogen fit`), a VAE checkpoint (.ckpt) or a diffusers VAE folder")
     try:
-        export = load_any_vae(path)
+        export = load_vae(path)
     except (FileNotFoundError, ValueError, TypeError) as e:
         raise EvalError(f"--vae {e}") from e
     return export.module.eval(), export.stats
@@ -365,7 +365,7 @@ def run(args: argparse.Namespace) -> int:
     except (FileNotFoundError, ValueError) as e:
         return fail(f"--data {args.data}: {e}")
     try:
-        vae, _ = load_vae(args.vae)
+        vae, _ = vae_and_stats(args.vae)
         check_options(vae, args.chunk_frames, tile, args.tile_overlap, args.max_frames, args.max_clips,
                       args.memory_budget)
     except EvalError as e:

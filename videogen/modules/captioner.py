@@ -30,7 +30,7 @@ from torch import nn
 from videogen.captioning import (IGNORE, Tokens, build_token_map, caption_texts, encode_example, load_tokenizer,
                                  pad_batch, swap_words)
 from videogen.data.stages import Skips
-from videogen.models.captioner import generate
+from videogen.models.captioner import generate_tokens
 from videogen.modules.caption_metrics import attribute_hits, bleu4
 from videogen.modules.lr_schedule import warmup_cosine
 from videogen.pretrained import to_config
@@ -262,8 +262,9 @@ class CaptionerModule(LightningModule):
             return
         metas = [m for m, c in zip(batch["meta"], self.targets(batch)) if c]
         keys = [k for k, c in zip(batch["key"], self.targets(batch)) if c]
-        out = generate(self.captioner, memory, [self.tokens.prompt(self.hparams.prompt)] * bs, eos_id=self.tokens.eos,
-                       pad_id=self.tokens.pad, max_new_tokens=self.hparams.val_max_new_tokens)
+        out = generate_tokens(self.captioner, memory, [self.tokens.prompt(self.hparams.prompt)] * bs,
+                              eos_id=self.tokens.eos, pad_id=self.tokens.pad,
+                              max_new_tokens=self.hparams.val_max_new_tokens)
         hyps = [self.tokens.decode(o) for o in out]
         self._val["hyp"] += hyps
         self._val["ref"] += refs

@@ -13,7 +13,8 @@ with a DiT built with ``frame_conditioning`` a share ``cond_prob`` of clips is t
 latent frames given (image-to-video, extension forward/backward, connecting two clips): they are
 noised like the others in ``x_t`` and given clean in the conditioning channels, and the loss covers
 only the frames to generate. EMA weights serve validation, sampling and export. The loss is
-logged per bucket (resolution x duration) and per timestep range.
+logged per bucket (resolution x duration) and per timestep range. The text path (live encoder or cached
+caption embeddings, the null caption, caption picking) is :class:`videogen.modules.dit_text.CaptionText`.
 """
 
 from __future__ import annotations
@@ -25,11 +26,10 @@ from typing import Any
 
 import torch
 from lightning.pytorch import LightningModule
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from videogen.callbacks.config_check import ConfigError
 from videogen.callbacks.video_logging import log_videos
-from videogen.data.text_embeddings import CAPTION_NAME, caption_text, picked
+from videogen.data.text_embeddings import CAPTION_NAME
 from videogen.diffusion import PROCESS_NAMES, logit_normal, make_process, shift_timesteps, timestep_shift
 from videogen.diffusion.timesteps import SPACINGS, dynamic_shift
 from videogen.encoding import (
@@ -37,11 +37,12 @@ from videogen.encoding import (
 )
 from videogen.models.dit import DiT
 from videogen.models.dit.diffusers_adapters import DiffusersTransformer
+from videogen.modules.dit_text import CaptionText
+from videogen.modules.ema import ema_of, update_ema
 from videogen.modules.lr_schedule import warmup_cosine
 from videogen.modules.randomness import step_generator
 from videogen.pretrained import to_config
-from videogen.sampling import NULL_CAPTION, frame_mask, generate, sampling_kwargs, wan_image_condition
-from videogen.text_encoding import pad_embeddings
+from videogen.sampling import frame_mask, generate, sampling_kwargs, wan_image_condition
 
 log = logging.getLogger("videogen.dit")
 
@@ -58,7 +59,7 @@ def compile_blocks(dit: DiT) -> None:
             module.compile()
 
 
-class DiTModule(LightningModule):
+class DiTModule(CaptionText, LightningModule):
     def __init__(
         self,
         dit: DiT | DiffusersTransformer,
@@ -182,10 +183,7 @@ class DiTModule(LightningModule):
             raise ValueError(f"model.init_args.dit.init_args.in_channels={dit.in_channels} but the VAE at {vae} has "
                              f"{self.vae_export.stats['latent_channels']} latent channels: make them equal")
         self.captions = captions or {"txt": 1.0}
-        self.ema = (AveragedModel(dit, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True)
-                    if ema_decay else None)
-        if self.ema is not None:  # updated by copying, never by gradients (DDP refuses unused trainable params)
-            self.ema.requires_grad_(False)
+        self.ema = ema_of(dit, ema_decay)  # validation, sampling, export
         self._val_videos: torch.Tensor | None = None  # this validation's samples, logged at its end
         # set at setup when captions come from a latent cache: its encoder's record (with the encoded
         # NULL_CAPTION) and the validation prompts' tokens, so no text encoder is ever needed
@@ -196,17 +194,6 @@ class DiTModule(LightningModule):
     @property
     def vae(self):
         return self.vae_export.module
-
-    @property
-    def text_encoder(self):
-        if "text" not in self._frozen:
-            from videogen.models.text import FrozenTextEncoder
-
-            self._frozen["text"] = FrozenTextEncoder(  # a pretrained family's own text path (CogVideoX: unmasked)
-                self.hparams.text_encoder, self.hparams.text_max_length, cache_size=4096,
-                attend_padding=getattr(self.dit, "text_attends_padding", False))
-        enc = self._frozen["text"]
-        return enc.to(self.device)
 
     @property
     def image_encoder(self):
@@ -240,93 +227,11 @@ class DiTModule(LightningModule):
 
         self._text_cache = decided_on_rank_zero(lambda: self._decide_text_cache(dm))
 
-    def _decide_text_cache(self, dm) -> dict[str, Any] | None:
-        """Captions from the shards' caption embeddings or not (``text_embeddings``), checked against this
-        DiT's encoder (``videogen.text_encoding.text_cache_for``); a bad cache is a :class:`ConfigError`."""
-        from videogen.text_encoding import text_cache_for
-
-        h = self.hparams
-        shards = [s for s in (getattr(dm, "train_shards", None), getattr(dm, "val_shards", None)) if s]
-        mode = h.text_embeddings
-        if getattr(self.dit, "text_attends_padding", False):  # CogVideoX, LTX: the padding's outputs are input too
-            if mode == "cache":
-                raise ConfigError(f"model.init_args.text_embeddings=cache: {type(self.dit).__name__}'s text encoder "
-                                  "runs over the padded caption and the model reads the padding's outputs, which "
-                                  "cached caption embeddings do not hold: set text_embeddings: encoder")
-            mode = "encoder"
-        try:
-            return text_cache_for(mode, shards, h.text_encoder, h.text_max_length, self.dit.text_dim,
-                                  h.val_prompts)
-        except (ValueError, OSError) as e:  # OSError: the configured encoder's folder cannot be hashed
-            raise ConfigError(str(e)) from None
-
     def on_fit_start(self) -> None:
         self.vae.to(self.device)
 
     def on_validation_start(self) -> None:
         self.vae.to(self.device)
-
-    def prompt_text(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, L, D), (B, L) for prompts: the live encoder's, or with captions from a cache the tokens
-        of the validation prompts encoded at setup."""
-        if self._text_cache is None:
-            return self.encode_text(prompts)
-        missing = [p for p in prompts if p not in self._text_cache["prompts"]]
-        if missing:
-            raise RuntimeError(f"prompts {missing[:3]} were not encoded at setup: with captions from a latent cache "
-                               "only model.init_args.val_prompts are; sample others with `videogen sample`")
-        rows = [self._text_cache["prompts"][p] for p in prompts]
-        return (torch.cat([t for t, _ in rows]).to(self.device), torch.cat([m for _, m in rows]).to(self.device))
-
-    def caption_tokens(self, batch: dict[str, Any], rng: random.Random) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, L, D), (B, L) of the captions :meth:`pick_caption_names` picks: the live encoder's, or the
-        batch's caption embeddings (a latent cache) padded as the encoder pads them."""
-        names = self.pick_caption_names(batch, rng)
-        if self._text_cache is None:
-            return self.encode_text([NULL_CAPTION if n is None else caption_text(n, c, m)
-                                     for n, c, m in zip(names, batch["caption"], batch["meta"])])
-        if "text" not in batch:
-            raise RuntimeError("captions come from a latent cache's caption embeddings (text_embeddings), but this "
-                               "batch carries none; its shards were not written with `videogen encode --text-encoder`")
-        null = self._text_cache["null"]
-        rows = [null if n is None else emb[n] for n, emb in zip(names, batch["text"])]
-        return pad_embeddings(rows, self.hparams.text_max_length, self.device)
-
-    def encode_text(self, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, L, D), (B, L); a :data:`NULL_CAPTION` row is exactly :meth:`null_caption`'s."""
-        tokens, mask = self.text_encoder(captions)
-        tokens, mask = tokens.to(self.device), mask.to(self.device)
-        dropped = torch.tensor([c == NULL_CAPTION for c in captions], device=self.device)
-        if dropped.any():
-            null_tokens, null_mask = self.null_caption()
-            tokens = torch.where(dropped[:, None, None], null_tokens.to(tokens.dtype), tokens)
-            mask = torch.where(dropped[:, None], null_mask, mask)
-        return tokens, mask
-
-    def null_caption(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The encoded "no caption" (1, L, D), (1, L): caption dropout's input and the guided sampler's null branch."""
-        key = ("null", str(self.device))
-        if key not in self._frozen and self._text_cache is not None:  # as the cache recorded it
-            self._frozen[key] = pad_embeddings([self._text_cache["null"]], self.hparams.text_max_length, self.device)
-        if key not in self._frozen:
-            tokens, mask = self.text_encoder([NULL_CAPTION])
-            self._frozen[key] = (tokens.to(self.device), mask.to(self.device))
-        return self._frozen[key]
-
-    def pick_caption_names(self, batch: dict[str, Any], rng: random.Random) -> list[str | None]:
-        """Per sample, the caption trained on (``captions`` weights; a missing one falls back to ``txt``,
-        ``videogen.data.text_embeddings.picked``), or None where dropped (``caption_dropout``) or absent."""
-        names, weights = list(self.captions), list(self.captions.values())
-        out = []
-        for caption, meta in zip(batch["caption"], batch["meta"]):
-            name = picked(rng.choices(names, weights)[0], caption, meta)
-            out.append(None if rng.random() < self.hparams.caption_dropout else name)
-        return out
-
-    def pick_captions(self, batch: dict[str, Any], rng: random.Random) -> list[str]:
-        """The texts of :meth:`pick_caption_names` (:data:`NULL_CAPTION` where none)."""
-        return [NULL_CAPTION if n is None else caption_text(n, c, m)
-                for n, c, m in zip(self.pick_caption_names(batch, rng), batch["caption"], batch["meta"])]
 
     def configure_model(self) -> None:
         if self.hparams.compile_blocks:
@@ -449,8 +354,7 @@ class DiTModule(LightningModule):
     def optimizer_step(self, *args, **kwargs) -> None:
         """The step, then the EMA: both before any callback (a checkpoint) sees the batch's end."""
         super().optimizer_step(*args, **kwargs)
-        if self.ema is not None:
-            self.ema.update_parameters(self.dit)
+        update_ema(self.ema, self.dit)
 
     # ---- validation -----------------------------------------------------------------------------
 

@@ -22,12 +22,12 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from lightning.pytorch import LightningModule
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from videogen.callbacks.video_logging import log_videos, side_by_side
 from videogen.encoding import decode_latents, encode_latents
 from videogen.losses.adversarial import adaptive_weight, hinge_d_loss, hinge_g_loss
 from videogen.models.vae import PatchDiscriminator3D, VideoAutoencoder
+from videogen.modules.ema import ema_of, update_ema
 from videogen.modules.guards import StepGuard, bad_ranks, reliability_callbacks
 from videogen.modules.lr_schedule import warmup_cosine
 from videogen.modules.randomness import step_generator
@@ -131,10 +131,7 @@ class VAEModule(LightningModule):
         elif perceptual_weight > 0:
             log.info("VAEModule: no perceptual_weights given, training without the perceptual loss "
                      "(give a local VGG16/LPIPS weights file to enable it; nothing is downloaded)")
-        self.ema = (AveragedModel(vae, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True)
-                    if ema_decay else None)
-        if self.ema is not None:  # updated by copying, never by gradients (DDP refuses unused trainable params)
-            self.ema.requires_grad_(False)
+        self.ema = ema_of(vae, ema_decay)  # validation and export
         c = vae.latent_channels
         self.register_buffer("latent_mean", torch.zeros(c))
         self.register_buffer("latent_var", torch.ones(c))
@@ -265,8 +262,7 @@ class VAEModule(LightningModule):
         opt_g.step()
         sched_g.step()
         self.generator_steps += 1
-        if self.ema is not None:
-            self.ema.update_parameters(self.vae)
+        update_ema(self.ema, self.vae)
         self._update_latent_stats(posterior.mode())
 
         if gan:
@@ -343,7 +339,6 @@ class VAEModule(LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.guard.load_state_dict(checkpoint.get("videogen_guard", {}))
-        checkpoint["state_dict"].pop("bad_steps", None)  # a buffer before the guard counted skipped steps
 
     def configure_callbacks(self):
         return reliability_callbacks(self.trainer)  # out-of-memory advice, bucket shape check

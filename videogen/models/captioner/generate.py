@@ -1,6 +1,6 @@
 """Caption generation for any captioner with the ``encode``/``decode``/``reorder_cache`` interface.
 
-``generate(captioner, memory, prompts, ...)`` continues each prompt (a list of token ids starting with
+``generate_tokens(captioner, memory, prompts, ...)`` continues each prompt (a list of token ids starting with
 BOS) until EOS, ``max_new_tokens`` or the decoder's ``max_length``, by ``greedy`` decoding, ``beam`` search (sum of log-probs,
 finished beams frozen, length-normalised pick) or ``top-p`` (nucleus) sampling from a seeded
 generator. With ``use_cache`` each step feeds one token through the decoder's KV cache; without, the
@@ -50,7 +50,7 @@ def _top_p(logits: Tensor, top_p: float, temperature: float, generator: torch.Ge
 
 
 @torch.no_grad()
-def generate(captioner, memory: Tensor, prompts: list[list[int]], *, eos_id: int, pad_id: int,
+def generate_tokens(captioner, memory: Tensor, prompts: list[list[int]], *, eos_id: int, pad_id: int,
              max_new_tokens: int = 64, method: str = "greedy", num_beams: int = 4, top_p: float = 0.9,
              temperature: float = 1.0, length_penalty: float = 1.0, generator: torch.Generator | None = None,
              use_cache: bool = True) -> list[list[int]]:

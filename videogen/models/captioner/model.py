@@ -1,7 +1,8 @@
 """``VideoCaptioner``: the built-in video captioner (frame encoder + causal caption decoder).
 
 Both captioners (this one and :class:`~videogen.models.captioner.hf_adapter.HFVisionCaptioner`)
-offer the same small interface, which the training module and :func:`generate` use:
+offer the same small interface, which the training module and
+:func:`~videogen.models.captioner.generate.generate_tokens` use:
 
 * ``encode(video (B, C, T, H, W)) -> memory (B, N, D)``: visual tokens;
 * ``null_memory(batch) -> (B, 1, D)``: "no video" (text-only prompt upsampling);

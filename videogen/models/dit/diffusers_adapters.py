@@ -197,14 +197,16 @@ class DiffusersTransformer(nn.Module):
                 return type(module)
         return getattr(transformers, self.block_name)
 
-    @property
-    def _no_split_modules(self) -> tuple[str, ...]:
-        return (self.block_name,)
-
     def _refuse_pack(self, x) -> None:
         if isinstance(x, (list, tuple)):
             raise ValueError(f"{self.diffusers_class} cannot train on packed rows (its attention spans every token "
                              "of a row): give the data buckets (data.init_args.buckets), not a token_budget")
+
+    def _text_to_video_only(self, x, cond) -> None:
+        """A text-to-video network's inputs: one bucket batch (no packs), no given frames."""
+        self._refuse_pack(x)
+        if cond is not None:
+            raise ValueError(f"cond given to a text-to-video {self.diffusers_class}")
 
     def _net_dtype(self) -> torch.dtype:
         return next(self.transformer.parameters()).dtype
@@ -339,9 +341,7 @@ class CogVideoXTransformer(Configurable, DiffusersTransformer):
         cond_mask: Tensor | None = None,
         pad_to: int | None = None,
     ) -> Tensor:
-        self._refuse_pack(x)
-        if cond is not None:
-            raise ValueError("cond given to a text-to-video CogVideoXTransformer3DModel")
+        self._text_to_video_only(x, cond)
         c = self.config
         positional = c["use_learned_positional_embeddings"] or not c["use_rotary_positional_embeddings"]
         if positional and text.shape[1] != c["max_text_seq_length"]:
@@ -399,9 +399,7 @@ class LTXVideoTransformer(Configurable, DiffusersTransformer):
         cond_mask: Tensor | None = None,
         pad_to: int | None = None,
     ) -> Tensor:
-        self._refuse_pack(x)
-        if cond is not None:
-            raise ValueError("cond given to a text-to-video LTXVideoTransformer3DModel")
+        self._text_to_video_only(x, cond)
         b, c, frames, h, w = x.shape
         pt, ph, pw = self.patch_size
         # b c (t pt) (h ph) (w pw) -> b (t h w) (c pt ph pw), LTXPipeline._pack_latents

@@ -84,11 +84,10 @@ class DiT(Configurable, nn.Module):
             sum of n_i^2, never N x N.
     """
 
-    block_class = DiTBlock  # the unit to wrap for FSDP / activation checkpointing / per-block compile
+    block_class = DiTBlock  # the unit DiTModule(compile_blocks) compiles; FSDP configs name it by class path
     # hook point for sequence parallelism, set from outside (videogen/parallel/sequence.py): this rank
     # runs the blocks on its share of the tokens and the outputs are gathered; None: all tokens here
     sequence_parallel = None
-    _no_split_modules = ("DiTBlock",)
 
     def __init__(
         self,

@@ -45,9 +45,10 @@ class VideoAutoencoder(Configurable, nn.Module):
         patch_size_t: frames folded into channels before the first conv (1, 2 or 4); frame 0 is
             still encoded on its own.
         bottleneck: a :class:`DiagonalGaussian` (default, None) or :class:`FSQ`.
-        scaling_factor: latents are normalised as ``(z - shift_factor) * scaling_factor`` for the
-            DiT (measured after training, stored in the export's stats.json).
-        shift_factor: see ``scaling_factor``.
+        scaling_factor, shift_factor: not used by the model: the DiT normalises latents per channel with
+            the export's measured ``stats.json`` (``videogen.encoding.normalize_latents``). Kept because every
+            VAE export's ``config.yaml`` records them (all constructor arguments are recorded), so exports
+            written so far still load.
     """
 
     def __init__(
@@ -105,8 +106,6 @@ class VideoAutoencoder(Configurable, nn.Module):
         self.latent_channels = latent_channels
         self.temporal_compression = temporal_compression
         self.spatial_compression = spatial_compression
-        self.scaling_factor = scaling_factor
-        self.shift_factor = shift_factor
         enc_out = self.bottleneck.in_channels(latent_channels)
         self.encoder = Encoder(in_channels, enc_out, channels, temporal, num_res_blocks, patch_size, patch_size_t)
         self.decoder = Decoder(latent_channels, in_channels, channels, temporal, num_res_blocks, patch_size,
@@ -267,17 +266,9 @@ class VideoAutoencoder(Configurable, nn.Module):
         z = posterior.sample(generator) if sample_posterior else posterior.mode()
         return self.decode(z), posterior
 
-    # ---- for the losses and the DiT ------------------------------------------------------------
+    # ---- for the losses ------------------------------------------------------------
 
     @property
     def last_layer_weight(self) -> torch.Tensor:
         """The decoder's output conv weight, for the adaptive GAN weight."""
         return self.decoder.conv_out.conv.weight
-
-    def normalize_latents(self, z: torch.Tensor) -> torch.Tensor:
-        """Raw latents -> the DiT's unit-scale latents: (z - shift_factor) * scaling_factor."""
-        return (z - self.shift_factor) * self.scaling_factor
-
-    def denormalize_latents(self, z: torch.Tensor) -> torch.Tensor:
-        """Inverse of :meth:`normalize_latents`."""
-        return z / self.scaling_factor + self.shift_factor

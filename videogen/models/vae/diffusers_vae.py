@@ -22,14 +22,13 @@ latent frame: approximate).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from videogen.models.vae.receptive import ACTIVATION_FACTOR, CONV_WORKSPACE, TilePlan
+from videogen.models.vae.receptive import ACTIVATION_FACTOR, CONV_WORKSPACE, TilePlan, fitted_plan
 
 
 @dataclass(frozen=True)
@@ -204,22 +203,7 @@ class DiffusersVideoVAE(nn.Module):
     def plan(self, frames: int, height: int, width: int, budget_bytes: int, bytes_per_element: int = 4) -> TilePlan:
         """Chunks (LTX, Hunyuan) then tiles whose estimated activations fit ``budget_bytes``; the smallest
         plan when none does."""
-        tc, sc = self.temporal_compression, self.spatial_compression
-        overlap = self.default_tile_overlap
+        tc = self.temporal_compression
         fits = lambda f, th, tw: self.activation_bytes(f, th, tw, bytes_per_element) <= budget_bytes  # noqa: E731
-        chunk = frames
-        if self.family.framewise:
-            floor = 4 * tc
-            chunk = max(tc, (frames - 1) // tc * tc)
-            while chunk > floor and not fits(chunk, height, width):
-                chunk = max(floor, (chunk // 2) // tc * tc)
-        chunk_frames = None if chunk >= frames - 1 else chunk
-        th, tw = height, width
-        smallest = 2 * overlap + sc
-        while not fits(chunk, th, tw) and max(th, tw) > smallest:
-            if th >= tw:
-                th = max(smallest, math.ceil(th / 2 / sc) * sc)
-            else:
-                tw = max(smallest, math.ceil(tw / 2 / sc) * sc)
-        tile = None if (th >= height and tw >= width) else (min(th, height), min(tw, width))
-        return TilePlan(chunk_frames, tile, overlap)
+        return fitted_plan(frames, height, width, tc, self.spatial_compression, self.default_tile_overlap, fits,
+                           4 * tc if self.family.framewise else None)

@@ -10,6 +10,7 @@ there), and the activation estimate lets callers pick chunk and tile sizes from 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from torch import nn
@@ -115,13 +116,23 @@ def plan_tiles(vae: nn.Module, frames: int, height: int, width: int, budget_byte
     Time is chunked first (exact and free), down to ``min_chunk_frames`` (default 4 x tc), then tiles
     shrink (each halving the longer side) down to two overlaps; below that the smallest plan is used.
     """
-    tc, sc = vae.temporal_compression, vae.spatial_compression
-    overlap = default_tile_overlap(vae)
+    tc = vae.temporal_compression
     fits = lambda f, th, tw: activation_bytes(vae, f, th, tw, bytes_per_element) <= budget_bytes  # noqa: E731
-    chunk = max(tc, (frames - 1) // tc * tc)
-    floor = min_chunk_frames or 4 * tc
-    while chunk > floor and not fits(chunk, height, width):
-        chunk = max(floor, (chunk // 2) // tc * tc)
+    return fitted_plan(frames, height, width, tc, vae.spatial_compression, default_tile_overlap(vae), fits,
+                       min_chunk_frames or 4 * tc)
+
+
+def fitted_plan(frames: int, height: int, width: int, tc: int, sc: int, overlap: int,
+                fits: Callable[[int, int, int], bool], chunk_floor: int | None) -> TilePlan:
+    """The search of every VAE's plan (ours, :func:`plan_tiles`; a diffusers one's, ``DiffusersVAE.plan``):
+    the largest temporal chunk (a multiple of ``tc``, down to ``chunk_floor``; None: time is never chunked),
+    then the largest tiles (multiples of ``sc``, each halving the longer side, down to two ``overlap`` widths)
+    for which ``fits(frames, tile_height, tile_width)``; the smallest plan when none does."""
+    chunk = frames
+    if chunk_floor is not None:
+        chunk = max(tc, (frames - 1) // tc * tc)
+        while chunk > chunk_floor and not fits(chunk, height, width):
+            chunk = max(chunk_floor, (chunk // 2) // tc * tc)
     chunk_frames = None if chunk >= frames - 1 else chunk
     th, tw = height, width
     smallest = 2 * overlap + sc
