@@ -33,16 +33,16 @@ def _rank(rank: int, port: int, folder: str, extra: str, fault: str, out: str):
     if rank == 1 and fault == "extra_shard":  # the glob on this rank found one shard more
         spec = [folder, extra]
     if rank == 1 and fault == "read_error":  # counting a shard failed on this rank (no manifest: scanned)
-        import videogen.data.datamodule as datamodule
+        import videogen.data.sizing as sizing  # where shard set sizes are counted
 
-        real = datamodule.scan_shard
+        real = sizing.scan_shard
 
         def flaky(url, *a, **kw):
             if url.endswith("shard-000000.tar"):
                 raise OSError(f"{url}: Input/output error (transient)")
             return real(url, *a, **kw)
 
-        datamodule.scan_shard = flaky
+        sizing.scan_shard = flaky
     if rank == 0 and fault == "missing_on_rank0":
         spec = folder + "-gone"
     result = {"rank": rank}
