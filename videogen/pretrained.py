@@ -243,6 +243,18 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def sha256_files(paths: list[Path], chunk: int = 1 << 20) -> str:
+    """One sha256 over several files, each as its name and its bytes (in the order given): the identity of
+    a model folder (a diffusers VAE, a text encoder) without loading it."""
+    h = hashlib.sha256()
+    for path in paths:
+        h.update(Path(path).name.encode() + b"\0")
+        with open(path, "rb") as f:
+            while block := f.read(chunk):
+                h.update(block)
+    return h.hexdigest()
+
+
 def git_commit() -> str | None:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,

@@ -19,14 +19,13 @@ file written by ``videogen vae-stats`` that measured them on the user's data
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from videogen.pretrained import Export, RefusedFile, read_json, state_mismatch
+from videogen.pretrained import Export, RefusedFile, read_json, sha256_files, state_mismatch
 
 VAE_CLASSES = ("AutoencoderKLWan", "AutoencoderKLCogVideoX", "AutoencoderKLLTXVideo", "AutoencoderKLHunyuanVideo")
 CONFIG_JSON = "config.json"
@@ -89,17 +88,6 @@ def weight_files(folder: Path) -> list[Path]:
                           "loads; download the .safetensors weights or convert them (load and save_pretrained with "
                           "safe_serialization=True on a machine you trust)")
     raise RefusedFile(f"{folder}: no {WEIGHTS} (or {WEIGHTS_INDEX}); give the folder that holds the VAE's weights")
-
-
-def folder_sha256(config_path: Path, files: list[Path]) -> str:
-    """sha256 over config.json and the weight files, each as its name and bytes."""
-    h = hashlib.sha256()
-    for path in (config_path, *files):
-        h.update(path.name.encode() + b"\0")
-        with open(path, "rb") as f:
-            while block := f.read(1 << 20):
-                h.update(block)
-    return h.hexdigest()
 
 
 def _read_safetensors(files: list[Path], header_only: bool) -> dict[str, torch.Tensor]:
@@ -185,7 +173,7 @@ def load_diffusers_vae(folder: str | os.PathLike) -> Export:
     files = weight_files(folder)
     vae = DiffusersVideoVAE(build_model(folder, config, name, files))
     vae.requires_grad_(False).eval()
-    digest = folder_sha256(folder / CONFIG_JSON, files)
+    digest = sha256_files([folder / CONFIG_JSON, *files])  # config.json and the weights, name and bytes
     manifest = {"class_path": f"diffusers.{name}", "weights_sha256": digest,
                 "weights_files": [p.name for p in files], "inputs": {"diffusers_folder": str(folder.resolve())}}
     return Export(vae, config_stats(vae), manifest, {"class_path": f"diffusers.{name}", "init_args": config},

@@ -13,7 +13,6 @@ gives, rounded to float16).
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 from pathlib import Path
@@ -21,6 +20,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from videogen.pretrained import sha256_files
 
 log = logging.getLogger("videogen.text")
 
@@ -46,14 +47,7 @@ def text_encoder_identity(path_or_name: str | None, max_length: int) -> dict[str
     if not any(p.suffix == ".safetensors" for p in files):
         raise FileNotFoundError(f"text encoder folder {folder}: no *.safetensors weights (only safetensors are "
                                 "hashed and loaded)")
-    digest = hashlib.sha256()
-    for p in files:
-        digest.update(p.name.encode() + b"\0")
-        with open(p, "rb") as f:
-            for block in iter(lambda: f.read(1 << 24), b""):
-                digest.update(block)
-        digest.update(b"\0")
-    return {"source": str(folder), "sha256": digest.hexdigest(), "max_length": int(max_length)}
+    return {"source": str(folder), "sha256": sha256_files(files), "max_length": int(max_length)}
 
 
 @torch.no_grad()

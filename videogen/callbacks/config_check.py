@@ -41,7 +41,7 @@ def _requirements(module: Any) -> tuple[int, int, tuple[int, int, int], str, int
     if vae is not None and hasattr(vae, "temporal_compression") and hasattr(vae, "spatial_compression"):
         return int(vae.temporal_compression), int(vae.spatial_compression), (1, 1, 1), \
             f"VideoAutoencoder(temporal_compression={vae.temporal_compression}, " \
-            f"spatial_compression={vae.spatial_compression})", int(vae.temporal_compression)
+            f"spatial_compression={vae.spatial_compression})", int(getattr(vae, "frame_multiple", vae.temporal_compression))
     return None
 
 
