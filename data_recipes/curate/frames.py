@@ -70,7 +70,7 @@ def encode_rgb(frames: np.ndarray, fps: float, crf: int = 18) -> bytes:
     """(T, H, W, 3) uint8 RGB -> H.264 mp4 (yuv420p; odd sides lose their last row/column).
 
     One thread, no B-frames, no lookahead: the same frames give the same bytes (see
-    ``data_recipes.synthetic.encode_mp4``); any frame rate, fractional ones included."""
+    ``videogen.data.media.encode_mp4``); any frame rate, fractional ones included."""
     import av
 
     frames = frames[:, : frames.shape[1] // 2 * 2, : frames.shape[2] // 2 * 2]

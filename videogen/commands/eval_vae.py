@@ -14,7 +14,7 @@ exact (``videogen.models.vae.receptive``); bf16 autocast on CUDA. Reported:
   the reconstruction is clamped to [-1, 1] as in validation);
 * encode and decode seconds per clip (wall clock, CUDA synchronised);
 * for synthetic clips (json ``attributes.colour``): the colour agreement, the fraction of clips
-  whose reconstruction the synthetic set's pixel judge (``data_recipes.synthetic.judge_clip``)
+  whose reconstruction the synthetic set's pixel judge (``videogen.evaluation.judge.judge_clip``)
   calls by the json's colour, and the same for the trimmed originals as a reference;
 * clips that could not be used (undecodable, smaller than one latent pixel), with shard and key.
 
@@ -260,7 +260,7 @@ def evaluate_record(record, vae, decoder, device, max_frames=None, chunk_frames=
     result = ClipResult(Path(record.url).name, record.key, t, h, w, rec.psnr, rec.ssim, rec.encode_seconds,
                         rec.decode_seconds, rec.chunk_frames, list(rec.tile) if rec.tile else None)
     if judged:
-        from data_recipes.synthetic import judge_clip
+        from videogen.evaluation.judge import judge_clip
 
         result.colour = attributes["colour"]
         result.colour_original = judge_clip(frames)["colour"]

@@ -203,7 +203,7 @@ def sample_parallel(args: argparse.Namespace, prompts: list[str]):
 
 def write_mp4(path: Path, video, fps: int) -> None:
     """(3, T, H, W) in [-1, 1] -> an H.264 mp4."""
-    from data_recipes.synthetic import encode_mp4
+    from videogen.data.media import encode_mp4
 
     frames = ((video.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 3, 0).cpu().numpy()
     path.parent.mkdir(parents=True, exist_ok=True)
