@@ -49,7 +49,8 @@ def main() -> None:
         import yaml
 
         from videogen.modules.captioner import CaptionerModule
-        from videogen.pretrained import Export, from_config
+        from videogen.models.configurable import from_config
+        from videogen.pretrained import Export
 
         cfg = yaml.safe_load(Path("configs/captioner/quickstart.yaml").read_text())["model"]["init_args"]["captioner"]
         model = from_config(cfg)

@@ -12,7 +12,8 @@ import torch
 from tests.conftest import clip_sample, write_tar
 from videogen.commands import eval_vae
 from videogen.models.vae import VideoAutoencoder
-from videogen.pretrained import save_export, to_config
+from videogen.models.configurable import to_config
+from videogen.pretrained import save_export
 
 
 def tiny_vae() -> VideoAutoencoder:

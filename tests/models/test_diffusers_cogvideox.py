@@ -155,7 +155,7 @@ def test_image_to_video_cogvideox_refused(tmp_path):
 
 
 def test_cached_caption_embeddings_refused_for_a_text_path_that_reads_the_padding(parts):
-    from videogen.callbacks.config_check import ConfigError
+    from videogen.errors import ConfigError
 
     module = cog_module(parts, lora_rank=2)
     assert module._decide_text_cache(None) is None  # auto: the live encoder

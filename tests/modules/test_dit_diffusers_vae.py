@@ -20,7 +20,7 @@ from videogen.commands.encode import buckets_from, encode  # noqa: E402
 from videogen.data import Bucket, VideoDataModule  # noqa: E402
 from videogen.encoding import check_cache_identity, decode_latents, encode_latents, load_vae  # noqa: E402
 from videogen.modules.dit import DiTModule  # noqa: E402
-from videogen.pretrained import RefusedFile  # noqa: E402
+from videogen.errors import RefusedFile  # noqa: E402
 
 BUCKETS = [{"num_frames": 9, "height": 64, "width": 96}, {"num_frames": 9, "height": 64, "width": 64}]
 

@@ -15,7 +15,7 @@ from lightning.pytorch import Trainer
 
 from conftest import clip_sample, tiny_export, write_tar
 from models.pretrained_parts import tiny_clip, tiny_t5
-from videogen.callbacks.config_check import ConfigError
+from videogen.errors import ConfigError
 from videogen.callbacks.export import StageExport
 from videogen.cli import main
 from videogen.data import Bucket, VideoDataModule, stages

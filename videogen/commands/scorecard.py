@@ -112,7 +112,8 @@ def load_exports(args: argparse.Namespace):
     from videogen.evaluation.generation import load_generator
     from videogen.models.dit import DiT
     from videogen.models.vae import VideoAutoencoder
-    from videogen.pretrained import RefusedFile, load_stage
+    from videogen.errors import RefusedFile
+    from videogen.pretrained import load_stage
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     loaded = {}

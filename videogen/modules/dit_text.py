@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from videogen.callbacks.config_check import ConfigError
+from videogen.errors import ConfigError
 from videogen.data.text_embeddings import caption_text, picked
 from videogen.sampling import NULL_CAPTION
 from videogen.text_encoding import pad_embeddings, text_cache_for

@@ -31,7 +31,7 @@ from videogen.modules.ema import ema_of, update_ema
 from videogen.modules.guards import StepGuard, bad_ranks, reliability_callbacks
 from videogen.modules.lr_schedule import warmup_cosine
 from videogen.modules.randomness import step_generator
-from videogen.pretrained import to_config
+from videogen.models.configurable import to_config
 
 log = logging.getLogger("videogen.vae")
 
