@@ -156,7 +156,7 @@ def test_vae_stats_measures_and_load_vae_uses_them(tmp_path, shards, capsys):
     assert export.stats["latent_mean"] != WAN["latents_mean"] and export.stats["stats_from"].startswith("measured")
     assert export.manifest["weights_sha256"] == load_vae(vae_dir).manifest["weights_sha256"]  # same cache identity
     # the numbers are the moments of the posterior means of those clips (first 5 frames, as eval-vae trims)
-    from videogen.commands.eval_vae import frames_to_video, iter_records
+    from videogen.evaluation.reconstruction import frames_to_video, iter_records
     from videogen.data.decode import make_decoder
     from videogen.data.shards import expand_urls
     from videogen.data.stages import Skips

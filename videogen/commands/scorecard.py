@@ -173,7 +173,7 @@ def heldout_prompts(data: str, limit: int) -> tuple[list[str], list[dict[str, st
 def measure_vae(vae, urls: list[str], device: str, progress: bool) -> tuple[dict[str, Any], dict[str, Any]]:
     import torch
 
-    from videogen.commands.eval_vae import evaluate
+    from videogen.evaluation.reconstruction import evaluate
 
     report = evaluate(vae.eval(), urls, torch.device(device), progress=progress)
     if not report["num_clips"]:

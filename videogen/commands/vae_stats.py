@@ -42,7 +42,7 @@ def measure(vae_dir: str | Path, data: str, out: str | Path, max_clips: int | No
     import torch
 
     from videogen import pretrained_diffusers as hf
-    from videogen.commands.eval_vae import frames_to_video, iter_records, trimmed_shape
+    from videogen.evaluation.reconstruction import frames_to_video, iter_records, trimmed_shape
     from videogen.data.decode import DecodeError, decoder_for, make_decoder
     from videogen.data.shards import expand_urls
     from videogen.data.stages import Skips

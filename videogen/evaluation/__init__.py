@@ -12,5 +12,6 @@ validation callback share them (see docs/evaluate.md for every formula and the w
 * ``suite.py``: which metrics run, on what, producing one flat dict;
 * ``report.py``: the report folder (metrics.json, grid PNG, mp4s, plots over training steps);
 * ``generation.py``: videos from a DiT export or checkpoint, a fixed seed per prompt;
-* ``runner.py``: ``videogen evaluate`` end to end (a folder of mp4s, an export, a run folder).
+* ``runner.py``: ``videogen evaluate`` end to end (a folder of mp4s, an export, a run folder);
+* ``reconstruction.py``: how well a VAE reconstructs a shard set (``videogen eval-vae``).
 """
