@@ -11,7 +11,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).parent / "distributed"))
 from launch import tiny_vae_model, write_shards  # noqa: E402
 from videogen.cli import lightning_cli, main  # noqa: E402
-from videogen.commands.tune_buckets import measure  # noqa: E402
+from videogen.data.bucket_tuning import measure  # noqa: E402
 
 MIB = 2**20
 BUCKETS = [{"num_frames": 9, "height": 32, "width": 48}, {"num_frames": 9, "height": 64, "width": 64}]
