@@ -33,8 +33,8 @@ def main() -> None:
     from videogen.evaluation.runner import read_prompts
     from videogen.evaluation.suite import Tools, evaluate, plan, reference_stats
     from videogen.evaluation.videos import EvalVideo, to_frames
-    from videogen.modules.dit import DiTModule
     from videogen.models.configurable import from_config
+    from videogen.modules.dit import DiTModule
     from videogen.pretrained import save_export
 
     root = Path(__file__).parents[1]

@@ -48,8 +48,8 @@ def main() -> None:
     else:
         import yaml
 
-        from videogen.modules.captioner import CaptionerModule
         from videogen.models.configurable import from_config
+        from videogen.modules.captioner import CaptionerModule
         from videogen.pretrained import Export
 
         cfg = yaml.safe_load(Path("configs/captioner/quickstart.yaml").read_text())["model"]["init_args"]["captioner"]

@@ -152,8 +152,8 @@ class Bench:
 
 def evaluate_chunk(bench: Bench, chunk: list[dict], seed: int) -> dict[str, list[dict]]:
     """Every mode's per-clip records for a few clips sampled together."""
-    from videogen.evaluation.judge import judge_clip
     from videogen.encoding import denormalize_latents, encode_latents, normalize_latents
+    from videogen.evaluation.judge import judge_clip
     from videogen.sampling import conditioning_from_video, connect_frames
 
     a, stats, vae = bench.args, bench.stats, bench.vae

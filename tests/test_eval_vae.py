@@ -12,8 +12,8 @@ import torch
 from tests.conftest import clip_sample, write_tar
 from videogen.commands import eval_vae
 from videogen.evaluation import reconstruction
-from videogen.models.vae import VideoAutoencoder
 from videogen.models.configurable import to_config
+from videogen.models.vae import VideoAutoencoder
 from videogen.pretrained import save_export
 
 

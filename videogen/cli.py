@@ -198,9 +198,8 @@ def main(argv: list[str] | None = None) -> int:
     if argv[0] in EXTRA_COMMANDS:
         return run_extra(argv[0], argv[1:])
     if argv[0] in TRAINER_COMMANDS:
-        from videogen.errors import ConfigError
         from videogen.data.manifest import ManifestError
-        from videogen.errors import RefusedFile
+        from videogen.errors import ConfigError, RefusedFile
 
         try:
             lightning_cli(argv)

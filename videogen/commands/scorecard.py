@@ -109,10 +109,10 @@ def load_exports(args: argparse.Namespace):
     import torch
 
     from videogen.captioning import load_captioner
+    from videogen.errors import RefusedFile
     from videogen.evaluation.generation import load_generator
     from videogen.models.dit import DiT
     from videogen.models.vae import VideoAutoencoder
-    from videogen.errors import RefusedFile
     from videogen.pretrained import load_stage
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")

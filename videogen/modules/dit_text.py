@@ -15,8 +15,8 @@ from typing import Any
 
 import torch
 
-from videogen.errors import ConfigError
 from videogen.data.text_embeddings import caption_text, picked
+from videogen.errors import ConfigError
 from videogen.sampling import NULL_CAPTION
 from videogen.text_encoding import pad_embeddings, text_cache_for
 
