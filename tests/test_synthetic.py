@@ -17,8 +17,8 @@ from videogen.cli import main as cli_main
 from videogen.data.decode import decoder_for, make_decoder
 from videogen.data.manifest import DatasetManifest, scan_shard
 from videogen.evaluation.judge import judge_clip
-from videogen.evaluation.synthetic_world import (BACKGROUND_STYLES, BACKGROUNDS, COLOURS, DIRECTIONS, SHAPES, SIZES, SPEEDS,
-                                                 STILL)
+from videogen.evaluation.synthetic_world import (BACKGROUND_STYLES, BACKGROUNDS, COLOURS, DIRECTIONS, SHAPES, SIZES,
+                                                 SPEEDS, STILL)
 
 SET_ARGS = dict(num_samples=10, seed=3, val_fraction=0.2, image_fraction=0.3, shard_size=4)
 

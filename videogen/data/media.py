@@ -3,7 +3,8 @@
 :func:`encode_mp4` gives the same bytes for the same frames: the synthetic set (``data_recipes/synthetic.py``)
 and ``videogen sample`` write their clips with it. Clips are H.264 (libx264, yuv420p, one thread, no
 B-frames, no lookahead, no assembly) in mp4, encoded with PyAV; the RGB -> yuv420p conversion is done
-here in numpy (:func:`rgb_to_yuv420p`), so the encoder's input is exactly known.
+here in numpy (:func:`rgb_to_yuv420p`), so the encoder's input is exactly known. A change to either
+changes the synthetic samples (bump ``data_recipes.synthetic.RECIPE_VERSION``).
 """
 
 from __future__ import annotations
