@@ -52,7 +52,8 @@ def run(args: argparse.Namespace) -> int:
 
     from videogen.data.manifest import DatasetManifest
     from videogen.data.shards import expand_urls, is_remote
-    from videogen.evaluation.reconstruction import EvalError, check_options, evaluate, format_report, vae_and_stats
+    from videogen.evaluation.reconstruction import (EvalError, check_options, evaluate_vae, format_vae_report,
+                                                    vae_and_stats)
 
     def fail(message: str) -> int:
         print(f"videogen eval-vae: error: {message}", file=sys.stderr)
@@ -83,12 +84,12 @@ def run(args: argparse.Namespace) -> int:
               "max_frames": args.max_frames, "chunk_frames": args.chunk_frames,
               "tile": list(tile) if tile else None, "tile_overlap": args.tile_overlap,
               "memory_budget_gb": args.memory_budget}
-    report.update(evaluate(vae, urls, device, args.decoder, args.max_clips, args.max_frames, args.chunk_frames,
-                           tile, args.tile_overlap, progress=not args.no_progress,
-                           total=manifest.num_samples if manifest else None, memory_budget=args.memory_budget))
+    report.update(evaluate_vae(vae, urls, device, args.decoder, args.max_clips, args.max_frames, args.chunk_frames,
+                               tile, args.tile_overlap, progress=not args.no_progress,
+                               total=manifest.num_samples if manifest else None, memory_budget=args.memory_budget))
     if report["num_clips"] == 0:
         reasons = sorted({s["reason"] for s in report["skipped"]})
         return fail(f"--data {args.data}: no clip could be evaluated ({len(urls)} shards, {report['num_skipped']} "
                     f"skipped: {', '.join(reasons) or 'no samples found'}); run `videogen inspect {args.data}`")
-    print(json.dumps(report, ensure_ascii=False) if args.json else format_report(report))
+    print(json.dumps(report, ensure_ascii=False) if args.json else format_vae_report(report))
     return 0

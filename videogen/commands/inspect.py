@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"videogen inspect: error: {message}", file=sys.stderr)
         return 2
 
-    from videogen.data.inspection import bucket_report, build_report, format_report
+    from videogen.data.inspection import bucket_report, build_report, format_inspection
     from videogen.data.manifest import ManifestError
     from videogen.data.tar_reader import MIB, TarLimits
 
@@ -101,5 +101,5 @@ def run(args: argparse.Namespace) -> int:
         return fail(str(e))
     if bucketing is not None:
         report["bucketing"] = {"config": args.buckets, **bucket_report(report["shapes"], *bucketing)}
-    print(json.dumps(report, ensure_ascii=False) if args.json else format_report(report))
+    print(json.dumps(report, ensure_ascii=False) if args.json else format_inspection(report))
     return 0

@@ -173,9 +173,9 @@ def heldout_prompts(data: str, limit: int) -> tuple[list[str], list[dict[str, st
 def measure_vae(vae, urls: list[str], device: str, progress: bool) -> tuple[dict[str, Any], dict[str, Any]]:
     import torch
 
-    from videogen.evaluation.reconstruction import evaluate
+    from videogen.evaluation.reconstruction import evaluate_vae
 
-    report = evaluate(vae.eval(), urls, torch.device(device), progress=progress)
+    report = evaluate_vae(vae.eval(), urls, torch.device(device), progress=progress)
     if not report["num_clips"]:
         raise ScorecardError(f"no held-out clip could be reconstructed ({report['num_skipped']} skipped); run "
                              "`videogen inspect` on --data")

@@ -98,7 +98,7 @@ class SavedTensorBytes:
         self.peak = max(self.peak, state + self.saved)
 
 
-def measure(module, bucket, batch_size: int, accelerator: str, precision: Any) -> int | None:
+def step_peak_bytes(module, bucket, batch_size: int, accelerator: str, precision: Any) -> int | None:
     """Peak bytes of one training step at this batch size; None when it ran out of memory."""
     import torch
     from lightning.pytorch import Trainer
@@ -133,7 +133,7 @@ def tune_bucket(module, bucket, budget: int, max_batch: int, accelerator: str, p
 
     def fits(b: int) -> bool:
         if b not in report:
-            report[b] = measure(module, bucket, b, accelerator, precision)
+            report[b] = step_peak_bytes(module, bucket, b, accelerator, precision)
             log.info("bucket %s batch %d: peak %s", bucket.name, b,
                      "out of memory" if report[b] is None else f"{report[b] / GB:.3f} GiB")
         return report[b] is not None and report[b] <= budget

@@ -254,7 +254,7 @@ def _hist(d: dict[str, int]) -> str:
     return "  ".join(f"{k}: {v}" for k, v in sorted(d.items(), key=lambda kv: -kv[1])) or "-"
 
 
-def format_report(rep: dict[str, Any]) -> str:
+def format_inspection(rep: dict[str, Any]) -> str:
     c = rep["captions"]
     lines = [f"{rep['dir']}: {rep['num_samples']} good samples, {rep['num_bad']} bad, in {rep['num_shards']} shards "
              f"({rep['frames_decoded']} frames decoded in {rep['decode_seconds']:.1f}s)",

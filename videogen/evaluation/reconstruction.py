@@ -263,10 +263,10 @@ def summarise(results: list[ClipResult]) -> dict[str, Any]:
     }
 
 
-def evaluate(vae, urls: list[str], device, decoder_name: str = "auto", max_clips: int | None = None,
-             max_frames: int | None = None, chunk_frames: int | None = None, tile: tuple[int, int] | None = None,
-             tile_overlap: int | None = None, progress: bool = True, total: int | None = None,
-             memory_budget: float | None = None) -> dict[str, Any]:
+def evaluate_vae(vae, urls: list[str], device, decoder_name: str = "auto", max_clips: int | None = None,
+                 max_frames: int | None = None, chunk_frames: int | None = None,
+                 tile: tuple[int, int] | None = None, tile_overlap: int | None = None, progress: bool = True,
+                 total: int | None = None, memory_budget: float | None = None) -> dict[str, Any]:
     """Evaluate the clips of ``urls`` in order: the summary plus ``clips`` and ``skipped`` lists."""
     from tqdm import tqdm
 
@@ -295,7 +295,7 @@ def evaluate(vae, urls: list[str], device, decoder_name: str = "auto", max_clips
             "clips": [asdict(r) for r in results]}
 
 
-def format_report(rep: dict[str, Any]) -> str:
+def format_vae_report(rep: dict[str, Any]) -> str:
     lines = [f"{rep['data']}: {rep['num_clips']} clips reconstructed by {rep['vae']} "
              f"({rep['num_skipped']} skipped) on {rep['device']}",
              f"  PSNR   {rep['psnr']:.2f} dB",
