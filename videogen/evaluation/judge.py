@@ -15,7 +15,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from videogen.evaluation.synthetic_world import BACKGROUNDS, COLOURS, SHAPES, SIZES, SPEEDS, STILL
+from videogen.evaluation.synthetic_world import BACKGROUNDS, COLOURS, DIRECTIONS, SHAPES, SIZES, SPEEDS, STILL
 
 ATTRIBUTES = ("colour", "shape", "direction", "speed", "size")
 COARSE_THRESHOLD = 60.0  # RGB distance from the background above which a pixel is surely object
@@ -114,12 +114,12 @@ def prompt_attributes(prompt: str) -> dict[str, str]:
         elif word in SIZES and "size" not in out:
             out["size"] = word
     for word in words:
-        if word in ("left", "right", "up", "down"):
+        if word in DIRECTIONS:
             out["direction"] = word
             break
     else:
         if re.search(r"\b(rests|sits motionless|still image|the image shows)\b", text):
-            out["direction"] = "none"
+            out["direction"] = STILL
     speed = re.findall(r"\b(" + "|".join(SPEEDS) + r")\b", text)
     if speed:
         out["speed"] = speed[0]
@@ -134,7 +134,7 @@ def judge_videos(videos: Sequence[np.ndarray], targets: Sequence[dict[str, Any]]
     for frames, want in zip(videos, targets):
         got = judge_clip(frames)
         named = {a: want[a] for a in ATTRIBUTES if want.get(a) is not None}
-        if want.get("direction") == "none" and "speed" in named:  # a still image has no speed to judge
+        if want.get("direction") == STILL and "speed" in named:  # a still image has no speed to judge
             named.pop("speed")
         right = {a: got.get(a) == v for a, v in named.items()}
         for a, ok in right.items():
