@@ -35,7 +35,7 @@ def main() -> None:
 
     import torch
 
-    from videogen.captioning import CaptionRunner, load_captioner
+    from videogen.pipelines.captioning import CaptionRunner, load_captioner
     from videogen.commands.recaption import _Sample, prepare, read_samples
     from videogen.data.decode import make_decoder
     from videogen.data.shards import expand_urls

@@ -166,7 +166,7 @@ def recaption(ckpt: str, data: list[str] | str, out: str | Path, *, name: str = 
     import torch
     from tqdm import tqdm
 
-    from videogen.captioning import CaptionRunner, load_captioner
+    from videogen.pipelines.captioning import CaptionRunner, load_captioner
     from videogen.data.decode import make_decoder
     from videogen.data.out_folder import check_out_apart
     from videogen.data.shards import expand_urls, split_shards

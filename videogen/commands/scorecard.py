@@ -108,7 +108,7 @@ def load_exports(args: argparse.Namespace):
     ScorecardError naming the option. The captioner is loaded here only to refuse a bad one early."""
     import torch
 
-    from videogen.captioning import load_captioner
+    from videogen.pipelines.captioning import load_captioner
     from videogen.evaluation.generation import load_generator
     from videogen.models.dit import DiT
     from videogen.models.vae import VideoAutoencoder
