@@ -36,7 +36,7 @@ def test_fit_logs_metrics_exports_and_recaptions_from_ckpt(synthetic_set, tmp_pa
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     from videogen.pipelines.captioning import load_captioner
-    from videogen.commands.recaption import recaption
+    from videogen.pipelines.recaption import recaption
     from videogen.models.captioner import VideoCaptioner
 
     trainer, module = fit(synthetic_set, tmp_path, txt_prob=0.5, video_dropout=0.5,
@@ -142,7 +142,7 @@ def test_upsample_with_picks_captioner_or_causal_lm(captioner_export, tmp_path):
 def test_captioner_on_vae_latents(synthetic_set, tmp_path):
     """With vae: the captioner reads the frozen VAE's normalised latents; recaption loads the same VAE."""
     from tests.test_configs import make_vae_export
-    from videogen.commands.recaption import recaption
+    from videogen.pipelines.recaption import recaption
     from videogen.models.captioner import VideoCaptioner
     from videogen.modules.captioner import CaptionerModule
     from videogen.pretrained import save_export

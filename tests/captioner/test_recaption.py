@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import make_mp4, write_tar
-from videogen.commands.recaption import rank_and_world, recaption
+from videogen.pipelines.recaption import rank_and_world, recaption
 from videogen.data.manifest import DatasetManifest
 
 

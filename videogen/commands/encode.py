@@ -93,7 +93,7 @@ def encode(vae: str, data: list[str] | str, out: str | Path, *, max_area: int = 
     from lightning.pytorch import Trainer
     from torch.utils.data import DataLoader
 
-    from videogen.callbacks.shard_writer import LatentShardWriter, finished_shards, write_cache_manifest
+    from videogen.callbacks.shard_writer import LatentShardWriter, finished_shards
     from videogen.data.buckets import Bucket, Bucketer
     from videogen.data.loader import ShardPassStream, StreamOptions
     from videogen.data.manifest import DatasetManifest, provenance
@@ -160,12 +160,12 @@ def encode(vae: str, data: list[str] | str, out: str | Path, *, max_area: int = 
 
             before = (previous.created_by.get("text_encoder") or {}) if previous is not None else {}
             created_by["text_encoder"]["null_caption"] = before.get("null_caption") or null_record(module.text_encoder)
-        write_cache_manifest(out, created_by)
+        LatentShardWriter(out, names, created_by).write_manifest_if_done()
         return out
     print(f"encoding {len(todo)} of {len(urls)} shards ({len(urls) - len(todo)} already done) -> {out}")
     trainer = Trainer(accelerator=accelerator, devices=devices, num_nodes=num_nodes, precision=precision,
                       logger=False, enable_progress_bar=progress, enable_model_summary=False,
-                      callbacks=[LatentShardWriter(out, created_by)])
+                      callbacks=[LatentShardWriter(out, names, created_by)])
     stream = ShardPassStream(todo, bucketer, options=options, rank=trainer.global_rank, world_size=trainer.world_size)
     # Lightning would give an IterableDataset's loader a DistributedSampler it cannot use: the
     # stream splits shards by rank itself, so the loader is passed as it is.

@@ -88,8 +88,7 @@ class CaptionRunner:
 
     def __init__(self, export, tokens: Tokens, device: str | torch.device = "cpu"):
         self.export, self.tokens, self.stats = export, tokens, export.stats
-        self.device = torch.device(device)
-        self.model = export.module.to(self.device).eval()
+        self.model = export.module.eval()
         self.num_frames = int(self.stats.get("num_frames") or getattr(self.model, "num_frames", 8))
         self.frame_size = int(self.stats.get("frame_size") or 64)
         self.vae = None
@@ -101,10 +100,18 @@ class CaptionRunner:
             if self.vae.manifest["weights_sha256"] != recorded["weights_sha256"]:
                 raise ValueError(f"the VAE at {recorded['source']} is not the one this captioner was trained with "
                                  "(weights changed): restore it, or train the captioner again")
-            self.vae.module.to(self.device)
         # frames to decode per clip: on latents, enough for num_frames latent frames (1 + k * tc pixels)
         tc = int(self.vae.stats["temporal_compression"]) if self.vae is not None else 1
         self.decode_frames = 1 + (self.num_frames - 1) * tc
+        self.to(device)
+
+    def to(self, device: str | torch.device) -> "CaptionRunner":
+        """Move the captioner (and its VAE) to ``device``, where clips are captioned."""
+        self.device = torch.device(device)
+        self.model.to(self.device)
+        if self.vae is not None:
+            self.vae.module.to(self.device)
+        return self
 
     @torch.no_grad()
     def memory(self, clips: list[torch.Tensor]) -> torch.Tensor:
