@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from conftest import tiny_export
-from videogen.commands.encode import encode
+from videogen.pipelines.encode import encode
 from videogen.encoding import check_cache_identity, encode_latents, load_vae, normalize_latents, denormalize_latents
 
 
@@ -101,7 +101,7 @@ def test_encode_cli_errors(tmp_path, capsys):
 def test_buckets_from_reads_the_data_section_as_training_does(tmp_path, capsys):
     """omegaconf interpolation and --data.* overrides apply, as in `videogen fit`; errors name the file."""
     from videogen.cli import main
-    from videogen.commands.encode import buckets_from
+    from videogen.pipelines.encode import buckets_from
 
     cfg = tmp_path / "dit.yaml"
     cfg.write_text("model:\n  init_args:\n    side: 48\n"

@@ -88,7 +88,7 @@ def test_latent_cache_written_by_another_vae(tmp_path, capsys, shards, vae_expor
     """(The identity check itself: tests/test_encode.py::test_stale_cache_is_refused.) Through `videogen fit`
     the DiT refuses, at setup, a cache that another VAE wrote, naming both; no step runs."""
     from conftest import tiny_export
-    from videogen.commands.encode import encode
+    from videogen.pipelines.encode import encode
 
     other = tiny_export(tmp_path / "other-vae", seed=1)
     cache = encode(str(other), str(shards), tmp_path / "cache", max_area=32 * 48, max_frames=9, num_workers=0,

@@ -5,8 +5,10 @@ its models and schedulers; here ``videogen/models`` and ``videogen/diffusion``).
   validation samples, ``videogen sample``, the evaluations.
 * :mod:`videogen.pipelines.captioning` -- a trained captioner: captioning clips (``videogen recaption``)
   and upsampling short prompts (``videogen sample --upsampler``).
-* :mod:`videogen.pipelines.recaption` -- ``videogen recaption``: a corpus-wide predict job, the same
-  shape as ``videogen encode`` (a predict module, a shard-writer callback).
+* :mod:`videogen.pipelines.encode` and :mod:`videogen.pipelines.recaption` -- ``videogen encode`` (the
+  latent cache) and ``videogen recaption``: corpus-wide predict jobs of one shape, a stream of whole
+  shards -> a predict module (``videogen/modules/``) -> a shard-writer callback
+  (``videogen/callbacks/shard_writer.py``).
 
 Nothing is imported here: each module is imported where it is used.
 """
