@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import statistics
+from abc import ABC, abstractmethod
 from collections import Counter
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
@@ -59,7 +60,7 @@ def write_manifest(out: str | Path, records: Iterable[dict[str, Any]], created_b
     return manifest
 
 
-class ShardWriter(BasePredictionWriter):
+class ShardWriter(BasePredictionWriter, ABC):
     """Writes a predict run's samples, shard by shard; a subclass says what a prediction's samples are
     (:meth:`samples`), what a shard's record holds (:meth:`shard_record`) and what ``dataset.json``
     records about the job (:meth:`created_by`). After the run, ``shards`` (finished by this process),
@@ -77,17 +78,17 @@ class ShardWriter(BasePredictionWriter):
         self.skipped: Counter = Counter()
         self.manifest = False
 
+    @abstractmethod
     def samples(self, prediction: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
         """``(input shard url, sample to write)`` for each sample of a prediction."""
-        raise NotImplementedError
 
     def shard_record(self, url: str, writer: TarShardWriter, skipped: dict[str, int]) -> dict[str, Any]:
         """Close a complete shard; its ``.done`` record."""
         return {"source": url, "stats": writer.close().to_dict(), "skipped": skipped}
 
+    @abstractmethod
     def created_by(self, records: dict[str, dict[str, Any]]) -> dict[str, Any]:
         """``dataset.json``'s ``created_by``, given the records of every finished shard."""
-        raise NotImplementedError
 
     def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0):
         if "shard_done" in prediction:

@@ -246,10 +246,11 @@ def recaption(ckpt: str, data: list[str] | str, out: str | Path, *, name: str = 
     for shard, record in done.items():
         wrote = record.get("captioner", {}).get("weights_sha256")
         if record.get("name") == name and wrote != identity["weights_sha256"]:
-            raise ValueError(f"{out}: {shard} was captioned as {name!r} by another captioner ({record['captioner'].get('path')}); "
-                             "write to a new folder or use another --name")
+            raise ValueError(f"{out}: {shard} was captioned as {name!r} by another captioner "
+                             f"({record['captioner'].get('path')}); write to a new folder or use another --name")
     writer = CaptionShardWriter(out, names, name=name, identity=identity, progress=progress,
-                                desc=f"recaption rank {rank}/{world_size}", source=DatasetManifest.find(Path(urls[0]).parent),
+                                desc=f"recaption rank {rank}/{world_size}",
+                                source=DatasetManifest.find(Path(urls[0]).parent),
                                 args={"ckpt": str(ckpt), "data": data, "sampling": sampling,
                                       "max_new_tokens": max_new_tokens, "use_txt": use_txt})
     stream = CaptionStream(urls, batch_size=batch_size, num_frames=module.runner.decode_frames,
