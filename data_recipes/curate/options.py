@@ -10,47 +10,51 @@ from dataclasses import dataclass, field, fields
 STEPS = ("scene-split", "quality", "motion", "dedup")
 
 
-def _opt(default, help: str):
-    """A field with its default and the help text of its ``videogen curate`` flag."""
-    return field(default=default, metadata={"help": help})
-
-
 @dataclass
 class CurateOptions:
     steps: tuple[str, ...] = STEPS
-    analysis_side: int = _opt(128, "frames are analysed with their shorter side scaled down to this many pixels")
-    max_frames: int = _opt(512, "analyse at most this many evenly spaced frames per clip")
+    analysis_side: int = field(default=128, metadata={"help": "frames are analysed with their shorter side scaled "
+                                                              "down to this many pixels"})
+    max_frames: int = field(default=512, metadata={"help": "analyse at most this many evenly spaced frames per clip"})
     # scene split
-    cut_threshold: float = _opt(0.15, "histogram distance (0-1) between two frames over which they are a cut")
-    cut_ratio: float = _opt(4.0, "... and over this many times the clip's median frame-to-frame distance")
-    min_scene_frames: int = _opt(9, "scenes shorter than this are dropped (fragments)")
+    cut_threshold: float = field(default=0.15, metadata={"help": "histogram distance (0-1) between two frames "
+                                                                 "over which they are a cut"})
+    cut_ratio: float = field(default=4.0, metadata={"help": "... and over this many times the clip's median "
+                                                            "frame-to-frame distance"})
+    min_scene_frames: int = field(default=9, metadata={"help": "scenes shorter than this are dropped (fragments)"})
     # quality
-    min_side: int = _opt(0, "drop clips whose shorter side is below this (pixels)")
-    min_bitrate_kbps: float = _opt(0.0, "drop clips under this bitrate (0: off)")
-    min_sharpness: float = _opt(0.0, "drop clips whose Laplacian variance is below this (blurry; 0: off)")
-    min_brightness: float = _opt(0.0, "drop clips darker than this mean luma (0-1)")
-    max_brightness: float = _opt(1.0, "drop clips brighter than this mean luma (0-1)")
-    max_black_fraction: float = _opt(0.5, "drop clips with more black frames than this share")
-    max_frozen_fraction: float = _opt(0.5, "drop moving clips with more frozen frame pairs than this share")
-    crop_letterbox: bool = _opt(True, "re-encode letterboxed clips without their black bars")
+    min_side: int = field(default=0, metadata={"help": "drop clips whose shorter side is below this (pixels)"})
+    min_bitrate_kbps: float = field(default=0.0, metadata={"help": "drop clips under this bitrate (0: off)"})
+    min_sharpness: float = field(default=0.0, metadata={"help": "drop clips whose Laplacian variance is below this "
+                                                                "(blurry; 0: off)"})
+    min_brightness: float = field(default=0.0, metadata={"help": "drop clips darker than this mean luma (0-1)"})
+    max_brightness: float = field(default=1.0, metadata={"help": "drop clips brighter than this mean luma (0-1)"})
+    max_black_fraction: float = field(default=0.5, metadata={"help": "drop clips with more black frames than this "
+                                                                     "share"})
+    max_frozen_fraction: float = field(default=0.5, metadata={"help": "drop moving clips with more frozen frame "
+                                                                      "pairs than this share"})
+    crop_letterbox: bool = field(default=True, metadata={"help": "re-encode letterboxed clips without their black "
+                                                                 "bars"})
     # motion
-    static_motion: float = _opt(5e-5, "clips with less motion are static (fraction of the shorter side per second)")
-    max_jitter: float = _opt(0.015, "clips whose global shift varies more are jittery (fraction of the shorter "
-                                    "side per frame)")
-    motion_pairs: int = _opt(16, "frame pairs of optical flow per clip")
+    static_motion: float = field(default=5e-5, metadata={"help": "clips with less motion are static (fraction of "
+                                                                 "the shorter side per second)"})
+    max_jitter: float = field(default=0.015, metadata={"help": "clips whose global shift varies more are jittery "
+                                                               "(fraction of the shorter side per frame)"})
+    motion_pairs: int = field(default=16, metadata={"help": "frame pairs of optical flow per clip"})
     # dedup
-    dedup_max_distance: int = _opt(40, "clips whose 256-bit pHashes differ in at most this many bits ...")
-    dedup_max_colour: float = _opt(6.0, "... and whose colour layouts differ by at most this much (mean, 0-255) "
-                                        "are duplicates")
+    dedup_max_distance: int = field(default=40, metadata={"help": "clips whose 256-bit pHashes differ in at most "
+                                                                  "this many bits ..."})
+    dedup_max_colour: float = field(default=6.0, metadata={"help": "... and whose colour layouts differ by at most "
+                                                                   "this much (mean, 0-255) are duplicates"})
     # model scorers (run whenever given, after motion)
-    clip_model: str | None = _opt(None, "local folder of a Hugging Face CLIP model: adds clip_score (caption-video "
-                                        "similarity)")
-    scorers: tuple[str, ...] = _opt((), "more scorers by class path, package.module.Class or "
-                                        "package.module.Class=PATH")
+    clip_model: str | None = field(default=None, metadata={"help": "local folder of a Hugging Face CLIP model: "
+                                                                   "adds clip_score (caption-video similarity)"})
+    scorers: tuple[str, ...] = field(default=(), metadata={"help": "more scorers by class path, "
+                                                                   "package.module.Class or package.module.Class=PATH"})
     # decisions
     filter: str | None = None
-    keep_all: bool = _opt(False, "write every sample with its scores and flags and drop none (select later with "
-                                 "data.filter)")
+    keep_all: bool = field(default=False, metadata={"help": "write every sample with its scores and flags and drop "
+                                                            "none (select later with data.filter)"})
 
     def __post_init__(self):
         self.steps = tuple(self.steps)
