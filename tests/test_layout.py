@@ -10,7 +10,9 @@ imported: at module level, in a module-level ``if``/``try``/``with`` block or cl
 ``if TYPE_CHECKING:`` and not inside a function (a function's import runs on the first call, after every
 module is loaded: that is how a module reaches one that imports it, on purpose). ``from a import b``
 is an edge to ``a.b`` when that is a module, else to ``a``; importing ``a.b`` is not counted as an
-edge to the package ``a`` itself (Python finds a package already being imported in ``sys.modules``).
+edge to the package ``a`` itself (Python finds a package already being imported in ``sys.modules``);
+``from a import Name`` where package ``a`` loads ``Name`` lazily (a PEP 562 ``__getattr__``) is an
+edge to the module that branch imports.
 The ``data_recipes`` check counts every import, inside functions too.
 """
 
@@ -85,11 +87,34 @@ def _targets(module: str, node: ast.Import | ast.ImportFrom) -> list[str]:
     return [f"{base}.{alias.name}" if f"{base}.{alias.name}" in MODULES else base for alias in node.names]
 
 
+def _lazy_exports(package: str, tree: ast.Module) -> dict[str, set[str]]:
+    """A package's PEP 562 ``__getattr__``: attribute name -> the modules its branch for that name
+    imports (``from videogen.data import VideoDataModule`` runs ``videogen.data.datamodule``)."""
+    out: dict[str, set[str]] = defaultdict(set)
+    for fn in tree.body:
+        if isinstance(fn, ast.FunctionDef) and fn.name == "__getattr__":
+            for branch in ast.walk(fn):
+                if isinstance(branch, ast.If):
+                    names = {c.value for c in ast.walk(branch.test) if isinstance(c, ast.Constant)
+                             and isinstance(c.value, str)}
+                    modules = {t for node in branch.body if isinstance(node, (ast.Import, ast.ImportFrom))
+                               for t in _targets(package, node)}
+                    for attr in names:
+                        out[attr] |= modules
+    return out
+
+
 def import_graph() -> dict[str, set[str]]:
+    lazy = {name: _lazy_exports(name, tree) for name, (_, tree) in MODULES.items()}
     graph = {}
     for name, (_, tree) in MODULES.items():
-        graph[name] = {t for node in _import_time_imports(tree.body) for t in _targets(name, node)
-                       if t in MODULES and t != name}
+        edges = set()
+        for node in _import_time_imports(tree.body):
+            edges.update(_targets(name, node))
+            if isinstance(node, ast.ImportFrom) and not node.level and node.module in lazy:
+                for alias in node.names:  # a name a package loads lazily: its module runs now
+                    edges.update(lazy[node.module].get(alias.name, ()))
+        graph[name] = {t for t in edges if t in MODULES and t != name}
     return graph
 
 
@@ -124,6 +149,8 @@ def test_find_cycle_reports_the_chain():
 def test_no_import_cycle_among_videogen_modules():
     graph = import_graph()
     assert graph["videogen.data.stages"], "the graph has edges (the parser found the imports)"
+    assert _lazy_exports("videogen.data", MODULES["videogen.data"][1])["VideoDataModule"] == {
+        "videogen.data.datamodule"}, "a lazily exported name leads to the module that defines it"
     cycle = find_cycle(graph)
     assert cycle is None, "import cycle: " + " -> ".join(cycle)
 
