@@ -5,15 +5,14 @@
 * no ``.py`` file over 500 lines in ``videogen/`` or ``data_recipes/`` (house rule 9);
 * no top-level function or class name defined in two ``videogen`` modules (one meaning per name).
 
-What counts as an import edge for the cycle check: an import statement that runs when the module is
-imported: at module level, in a module-level ``if``/``try``/``with`` block or class body, but not under
-``if TYPE_CHECKING:`` and not inside a function (a function's import runs on the first call, after every
-module is loaded: that is how a module reaches one that imports it, on purpose). ``from a import b``
-is an edge to ``a.b`` when that is a module, else to ``a``; importing ``a.b`` is not counted as an
-edge to the package ``a`` itself (Python finds a package already being imported in ``sys.modules``);
-``from a import Name`` where package ``a`` loads ``Name`` lazily (a PEP 562 ``__getattr__``) is an
-edge to the module that branch imports.
-The ``data_recipes`` check counts every import, inside functions too.
+What counts as an import edge for the cycle check: every import statement of a module, inside
+functions too (a function's import only defers the cycle to the first call: the issue's
+``datamodule -> score_filter -> datamodule`` went through one), except those under
+``if TYPE_CHECKING:`` (they never run). ``from a import b`` is an edge to ``a.b`` when that is a
+module, else to ``a``; importing ``a.b`` is not counted as an edge to the package ``a`` itself (Python
+finds a package already being imported in ``sys.modules``); ``from a import Name`` where package ``a``
+loads ``Name`` lazily (a PEP 562 ``__getattr__``) is an edge to the module that branch imports. The
+``data_recipes`` check counts every import too.
 """
 
 from __future__ import annotations
@@ -57,20 +56,15 @@ def _is_type_checking(test: ast.expr) -> bool:
         isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
 
 
-def _import_time_imports(body: list[ast.stmt]):
-    """The import statements among ``body`` that run when the module is imported."""
-    for node in body:
-        if isinstance(node, (ast.Import, ast.ImportFrom)):
-            yield node
-        elif isinstance(node, ast.If):
-            if not _is_type_checking(node.test):
-                yield from _import_time_imports(node.body)
-            yield from _import_time_imports(node.orelse)
-        elif isinstance(node, ast.Try):
-            for block in (node.body, *(h.body for h in node.handlers), node.orelse, node.finalbody):
-                yield from _import_time_imports(block)
-        elif isinstance(node, (ast.With, ast.ClassDef)):
-            yield from _import_time_imports(node.body)
+def _imports(node: ast.AST):
+    """Every import statement under ``node``, in functions too, but not under ``if TYPE_CHECKING:``."""
+    for child in ast.iter_child_nodes(node):
+        if isinstance(child, (ast.Import, ast.ImportFrom)):
+            yield child
+        elif isinstance(child, ast.If) and _is_type_checking(child.test):
+            yield from _imports(ast.Module(body=child.orelse, type_ignores=[]))  # the else branch runs
+        else:
+            yield from _imports(child)
 
 
 def _targets(module: str, node: ast.Import | ast.ImportFrom) -> list[str]:
@@ -109,7 +103,8 @@ def import_graph() -> dict[str, set[str]]:
     graph = {}
     for name, (_, tree) in MODULES.items():
         edges = set()
-        for node in _import_time_imports(tree.body):
+        body = [n for n in tree.body if not (isinstance(n, ast.FunctionDef) and n.name == "__getattr__")]
+        for node in _imports(ast.Module(body=body, type_ignores=[])):  # lazy exports: by the name asked for
             edges.update(_targets(name, node))
             if isinstance(node, ast.ImportFrom) and not node.level and node.module in lazy:
                 for alias in node.names:  # a name a package loads lazily: its module runs now
