@@ -12,13 +12,6 @@ def shards(tmp_path_factory):
     return make_shards(tmp_path_factory.mktemp("cfg") / "shards", n=2, shards=1)
 
 
-@pytest.fixture(scope="module")
-def vae_export(tmp_path_factory):
-    from conftest import tiny_export
-
-    return tiny_export(tmp_path_factory.mktemp("vae") / "export")
-
-
 def fit_error(tmp_path, capsys, model, shards, *overrides, **data):
     record = tmp_path / "steps.jsonl"
     cfg = fit_config(tmp_path / "c.yaml", tmp_path / "run", shards, model, 2, every=1, record=record, **data)
