@@ -146,7 +146,7 @@ def attribute_accuracy(rows: Sequence[tuple[dict[str, Any], str]],
     """Recaptions judged against ground truth: ``rows`` are ``(attributes, caption)``; per attribute the
     ``correct`` count, ``n`` (captions whose clip has that attribute in the vocabulary) and ``accuracy``
     (None when n is 0)."""
-    from videogen.modules.caption_metrics import attribute_hits
+    from videogen.evaluation.caption_metrics import attribute_hits
 
     hits = [attribute_hits(caption, truth or {}) for truth, caption in rows]
     out = {}

@@ -32,7 +32,7 @@ from videogen.captioning import (IGNORE, Tokens, build_token_map, caption_texts,
 from videogen.data.stages import Skips
 from videogen.models.captioner import generate_tokens
 from videogen.models.configurable import to_config
-from videogen.modules.caption_metrics import attribute_hits, bleu4
+from videogen.evaluation.caption_metrics import attribute_hits, bleu4
 from videogen.modules.lr_schedule import warmup_cosine
 
 log = logging.getLogger("videogen.captioner")
