@@ -469,3 +469,9 @@ def to_float(batch: dict[str, Any]) -> dict[str, Any]:
     if latent is not None:
         batch["latent"] = [z.float() for z in latent] if isinstance(latent, list) else latent.float()
     return batch
+
+
+def to_uint8(video: torch.Tensor) -> torch.Tensor:
+    """One video (C, T, H, W) float in [-1, 1] -> (T, C, H, W) uint8: :func:`to_float`'s inverse, for
+    logging and writing."""
+    return ((video.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 0, 2, 3)
