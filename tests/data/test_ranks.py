@@ -20,9 +20,10 @@ def _free_port() -> int:
 def _rank_main(rank: int, world: int, port: int, folder: str, workers: int, out: str):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
-    from videogen.data import Bucket, VideoDataModule
+    from videogen.data import Bucket, Bucketer, LoaderOptions, VideoDataModule
 
-    dm = VideoDataModule(folder, buckets=[Bucket(9, 64, 64)], batch_size=2, num_workers=workers, shuffle_buffer=4)
+    dm = VideoDataModule(folder, bucketer=Bucketer([Bucket(9, 64, 64)], batch_size=2),
+                         loader=LoaderOptions(num_workers=workers, shuffle_buffer=4))
     dl = dm.train_dataloader()
     keys = [k for b in dl for k in b["key"]]
     gathered = [None] * world

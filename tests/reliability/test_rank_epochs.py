@@ -27,7 +27,7 @@ def _free_port() -> int:
 def _rank(rank: int, port: int, folder: str, extra: str, fault: str, out: str):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=2)
-    from videogen.data import Bucket, VideoDataModule
+    from videogen.data import Bucket, Bucketer, LoaderOptions, VideoDataModule
 
     spec: str | list[str] = folder
     if rank == 1 and fault == "extra_shard":  # the glob on this rank found one shard more
@@ -47,7 +47,8 @@ def _rank(rank: int, port: int, folder: str, extra: str, fault: str, out: str):
         spec = folder + "-gone"
     result = {"rank": rank}
     try:
-        dm = VideoDataModule(spec, buckets=[Bucket(9, 64, 64)], batch_size=1, num_workers=0, shuffle_buffer=0)
+        dm = VideoDataModule(spec, bucketer=Bucketer([Bucket(9, 64, 64)], batch_size=1),
+                             loader=LoaderOptions(num_workers=0, shuffle_buffer=0))
         loader = dm.train_dataloader()
         result.update(len=len(loader), urls=[os.path.basename(u) for u in loader.dataset.urls])
         batches = 0

@@ -195,7 +195,7 @@ def write_fragment(path: Path, data_class: str, tuned: list, dropped: list, devi
     lines += [f"# bucket {name}: left out, one clip does not fit the budget" for name in dropped]
     buckets = [{"num_frames": b.num_frames, "height": b.height, "width": b.width, "batch_size": b.batch_size}
                for b in tuned]
-    body = yaml.safe_dump({"data": {"class_path": data_class, "init_args": {"buckets": buckets}}},
+    body = yaml.safe_dump({"data": {"class_path": data_class, "init_args": {"bucketer": {"buckets": buckets}}}},
                           sort_keys=False, default_flow_style=None)
     path.write_text("\n".join(lines) + "\n" + body)
 
@@ -223,7 +223,7 @@ def run(args: argparse.Namespace) -> int:
     bucketer = getattr(dm, "bucketer", None)
     if bucketer is None or bucketer.packing or not bucketer.buckets:
         raise SystemExit("videogen tune-buckets: the config's data has no bucket table to tune (packing mode is "
-                         "sized by data.init_args.token_budget: lower it until a step fits)")
+                         "sized by data.init_args.bucketer.token_budget: lower it until a step fits)")
     accelerator = "gpu" if cli.trainer.accelerator.__class__.__name__ == "CUDAAccelerator" else "cpu"
     precision = cli.trainer.precision
     if accelerator == "gpu":
