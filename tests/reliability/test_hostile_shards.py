@@ -59,14 +59,16 @@ def test_budgets_hold_on_compressed_shards_and_per_sample(tmp_path):
     raw_tar(folder / "plain.tar", [m for s in (good[0], many, good[1]) for m in sample_members(s)])
     raw_tar(folder / "packed.tar", sample_members(good[2]), mode="w:gz")
     gzip_bomb(folder / "bomb.tar", [("b.txt", b"x"), ("b.mp4", 64 * MIB), ("c.txt", b"y")])
-    kwargs = dict(buckets=[Bucket(9, 32, 32)], batch_size=1, num_workers=0, max_member_mb=1, max_sample_mb=2)
+    bucketer, limits = Bucketer([Bucket(9, 32, 32)], batch_size=1), dict(max_member_mb=1, max_sample_mb=2)
     dm = VideoDataModule(str(folder), val_shards=[str(folder / n) for n in ("bomb.tar", "packed.tar", "plain.tar")],
-                         loader=LoaderOptions(val_batches=2), **kwargs)
+                         bucketer=bucketer, clips=StreamOptions(**limits),
+                         loader=LoaderOptions(num_workers=0, val_batches=2))
     batches, skipped = skips_of(dm)
     assert [k for b in batches for k in b["key"]] == ["g0", "g1"]
     assert skipped == {"compressed_shard": 2, "sample_too_large": 1}, skipped
     dm = VideoDataModule(str(folder), val_shards=[str(folder / "bomb.tar"), str(folder / "packed.tar")],
-                         clips=StreamOptions(compressed_shards=True), loader=LoaderOptions(val_batches=1), **kwargs)
+                         bucketer=bucketer, clips=StreamOptions(compressed_shards=True, **limits),
+                         loader=LoaderOptions(num_workers=0, val_batches=1))
     batches, skipped = skips_of(dm)
     assert [k for b in batches for k in b["key"]] == ["g2"]
     assert skipped == {"member_too_large": 1, "no_media": 1}, skipped
