@@ -176,6 +176,19 @@ def test_buckets_reads_the_data_section_as_training_does(clip_shards, tmp_path, 
     assert "only --data.* overrides of the --buckets config" in capsys.readouterr().err
 
 
+def test_buckets_of_a_token_budget_need_the_token_shape(clip_shards, tmp_path, capsys):
+    """Training takes the token shape from the DiT; without a model it is given, or the report is refused."""
+    cfg = tmp_path / "budget.yaml"
+    cfg.write_text("buckets:\n  - {num_frames: 9, height: 64, width: 64}\ntoken_budget: 100\n")
+    assert main(["inspect", str(clip_shards), "--buckets", str(cfg)]) == 2
+    assert "give it, e.g. --data.init_args.bucketer.token_shape" in capsys.readouterr().err
+    train_cfg = tmp_path / "train.yaml"
+    train_cfg.write_text("data:\n  init_args:\n    bucketer:\n      token_budget: 100\n      buckets:\n"
+                         "        - {num_frames: 9, height: 64, width: 64}\n")
+    rep = inspect_json(capsys, clip_shards, "--buckets", train_cfg, "--data.init_args.bucketer.token_shape=[4,16,16]")
+    assert rep["bucketing"]["buckets"][0]["batch_size"] == 100 // (3 * 4 * 4)
+
+
 def _npy(array) -> bytes:
     import io
 

@@ -88,7 +88,7 @@ def load_data_config(config: str, shards: str | list[str], overrides: list[str] 
     overrides), reading ``shards``. A file with a bare bucket table (``buckets:``, ``batch_size``, ...
     at the top level) is read as the section's ``bucketer``. Errors are one ``ValueError`` line naming
     the file (``FileNotFoundError`` for a missing one); ``need_buckets``: a section without a bucket
-    table is one too."""
+    table, or whose token budget has no token shape to size batches by, is one too."""
     import yaml
 
     from videogen.data.datamodule import VideoDataModule
@@ -127,6 +127,9 @@ def load_data_config(config: str, shards: str | list[str], overrides: list[str] 
         raise ValueError(f"{config}: its data section cannot be used: {' '.join(str(e).split())[:400]}") from None
     if not isinstance(dm, VideoDataModule):
         raise ValueError(f"{config}: its data section is a {type(dm).__name__}, not a {DEFAULT_DATA}")
+    if need_buckets and dm.bucketer.token_budget and dm.bucketer.token_shape is None:  # no model to take it from
+        raise ValueError(f"{config}: its token_budget sizes batches by the DiT's token shape, which training takes "
+                         "from the model: give it, e.g. --data.init_args.bucketer.token_shape=[4,16,16]")
     return dm
 
 
