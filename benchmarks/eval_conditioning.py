@@ -123,7 +123,7 @@ class Bench:
     """The loaded exports and the one sampling call every mode goes through."""
 
     def __init__(self, args: argparse.Namespace):
-        from videogen.sampling import NULL_CAPTION, load_trained_dit
+        from videogen.pipelines.video import NULL_CAPTION, load_trained_dit
 
         try:
             trained = load_trained_dit(args.dit, vae=args.vae)
@@ -140,7 +140,7 @@ class Bench:
         self.latent_frames = 1 + (args.shape[0] - 1) // self.stats["temporal_compression"]
 
     def sample(self, prompts: list[str], cfg: float, seed: int, **kw) -> list[np.ndarray]:
-        from videogen.sampling import generate, sampling_kwargs
+        from videogen.pipelines.video import generate, sampling_kwargs
 
         text, mask = self.text_encoder(prompts)
         frames, height, width = self.args.shape
@@ -154,7 +154,7 @@ def evaluate_chunk(bench: Bench, chunk: list[dict], seed: int) -> dict[str, list
     """Every mode's per-clip records for a few clips sampled together."""
     from data_recipes.synthetic import judge_clip
     from videogen.encoding import denormalize_latents, encode_latents, normalize_latents
-    from videogen.sampling import conditioning_from_video, connect_frames
+    from videogen.pipelines.video import conditioning_from_video, connect_frames
 
     a, stats, vae = bench.args, bench.stats, bench.vae
     clips = torch.cat([clip_tensor(s, *a.shape) for s in chunk]).to(bench.device)

@@ -16,7 +16,7 @@ pytest.importorskip("diffusers")
 
 from diffusers_vaes import COG, WAN, save_vae  # noqa: E402
 from conftest import tiny_dit  # noqa: E402
-from videogen.commands.encode import buckets_from, encode  # noqa: E402
+from videogen.pipelines.encode import buckets_from, encode  # noqa: E402
 from videogen.data import Bucket, Bucketer, LoaderOptions, StreamOptions, VideoDataModule  # noqa: E402
 from videogen.encoding import check_cache_identity, decode_latents, encode_latents, load_vae  # noqa: E402
 from videogen.modules.dit import DiTModule  # noqa: E402

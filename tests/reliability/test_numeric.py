@@ -19,13 +19,6 @@ def shards(tmp_path_factory):
     return make_shards(tmp_path_factory.mktemp("num") / "shards", n=4, shards=1)
 
 
-@pytest.fixture(scope="module")
-def vae_export(tmp_path_factory):
-    from conftest import tiny_export
-
-    return tiny_export(tmp_path_factory.mktemp("vae") / "export")
-
-
 def datamodule(shards):
     return VideoDataModule(str(shards), bucketer=Bucketer([Bucket(9, 32, 48), Bucket(9, 32, 32)], batch_size=2),
                            loader=LoaderOptions(num_workers=0, shuffle_buffer=0))

@@ -108,7 +108,7 @@ def load_exports(args: argparse.Namespace):
     ScorecardError naming the option. The captioner is loaded here only to refuse a bad one early."""
     import torch
 
-    from videogen.captioning import load_captioner
+    from videogen.pipelines.captioning import load_captioner
     from videogen.evaluation.generation import load_generator
     from videogen.models.dit import DiT
     from videogen.models.vae import VideoAutoencoder
@@ -184,7 +184,7 @@ def measure_vae(vae, urls: list[str], device: str, progress: bool) -> tuple[dict
 
 
 def measure_recaptions(captioner: str, data: str, device: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    from videogen.commands.recaption import recaption
+    from videogen.pipelines.recaption import recaption
     from videogen.data.stages import Skips
     from videogen.evaluation.scorecard import attribute_accuracy
     from videogen.evaluation.videos import shard_records

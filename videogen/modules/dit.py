@@ -42,7 +42,7 @@ from videogen.modules.ema import ema_of, update_ema
 from videogen.modules.lr_schedule import warmup_cosine
 from videogen.modules.randomness import step_generator
 from videogen.pretrained import to_config
-from videogen.sampling import frame_mask, generate, sampling_kwargs, wan_image_condition
+from videogen.pipelines.video import frame_mask, generate, sampling_kwargs, wan_image_condition
 
 log = logging.getLogger("videogen.dit")
 
