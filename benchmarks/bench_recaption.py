@@ -48,8 +48,9 @@ def main() -> None:
     else:
         import yaml
 
+        from videogen.models.configurable import from_config
         from videogen.modules.captioner import CaptionerModule
-        from videogen.pretrained import Export, from_config
+        from videogen.pretrained import Export
 
         cfg = yaml.safe_load(Path("configs/captioner/quickstart.yaml").read_text())["model"]["init_args"]["captioner"]
         model = from_config(cfg)

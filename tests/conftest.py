@@ -40,7 +40,7 @@ def tiny_dit(**kw):
 
 def make_mp4(width: int, height: int, num_frames: int, fps: int = 12, seed: int = 0) -> bytes:
     """A real H.264 clip (the same bytes every call): a red square moving right over a dark background."""
-    from data_recipes.synthetic import encode_mp4
+    from videogen.data.media import encode_mp4
 
     rng = np.random.default_rng(seed)
     bg = rng.integers(0, 80, size=3)

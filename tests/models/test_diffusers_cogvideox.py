@@ -82,7 +82,8 @@ def test_lora_export_loads_into_cogvideox_pipeline_and_matches_our_ddim(parts, t
 
     from videogen.models.text import FrozenTextEncoder
     from videogen.pretrained import save_export
-    from videogen.pipelines.video import NULL_CAPTION, generate_latents, load_trained_dit, sampling_kwargs
+    from videogen.text_encoding import NULL_CAPTION
+    from videogen.pipelines.video import generate_latents, load_trained_dit, sampling_kwargs
 
     module = cog_module(parts, lora_rank=4, lora_alpha=8)
     module.hparams.lr = 5e-2
@@ -155,7 +156,7 @@ def test_image_to_video_cogvideox_refused(tmp_path):
 
 
 def test_cached_caption_embeddings_refused_for_a_text_path_that_reads_the_padding(parts):
-    from videogen.callbacks.config_check import ConfigError
+    from videogen.errors import ConfigError
 
     module = cog_module(parts, lora_rank=2)
     assert module._decide_text_cache(None) is None  # auto: the live encoder

@@ -127,8 +127,9 @@ def test_a_vae_that_needs_longer_frame_steps_refuses_buckets_between_them():
 
     import pytest
 
-    from videogen.callbacks.config_check import ConfigError, bucket_problem, check_shapes
+    from videogen.callbacks.config_check import bucket_problem, check_shapes
     from videogen.data.buckets import Bucket
+    from videogen.errors import ConfigError
 
     assert bucket_problem(13, 64, 64, tc=4, sc=8, patch=(1, 2, 2)) is None
     assert bucket_problem(13, 64, 64, tc=4, sc=8, patch=(1, 2, 2), frame_multiple=8) == \

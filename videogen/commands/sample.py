@@ -83,7 +83,8 @@ def sample_videos(args: argparse.Namespace, prompts: list[str], shard=None):
     import torch
 
     from videogen.encoding import normalize_latents, encode_latents
-    from videogen.pipelines.video import (NULL_CAPTION, conditioning_from_video, connect_frames, generate,
+    from videogen.text_encoding import NULL_CAPTION
+    from videogen.pipelines.video import (conditioning_from_video, connect_frames, generate,
                                           load_trained_dit, sampling_kwargs)
 
     trained = load_trained_dit(args.ckpt)
@@ -203,7 +204,7 @@ def sample_parallel(args: argparse.Namespace, prompts: list[str]):
 
 def write_mp4(path: Path, video, fps: int) -> None:
     """(3, T, H, W) in [-1, 1] -> an H.264 mp4."""
-    from data_recipes.synthetic import encode_mp4
+    from videogen.data.media import encode_mp4
 
     frames = ((video.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 3, 0).cpu().numpy()
     path.parent.mkdir(parents=True, exist_ok=True)

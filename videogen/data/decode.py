@@ -63,7 +63,7 @@ class MediaInfo:
         return asdict(self)
 
 
-class Decoder(Protocol):
+class MediaDecoder(Protocol):
     name: str
 
     def probe(self, data: bytes) -> MediaInfo: ...
@@ -249,7 +249,7 @@ class ImageDecoder:
 class FallbackDecoder:
     """Try each decoder in turn; the error of the last one is raised if all fail."""
 
-    def __init__(self, decoders: Sequence[Decoder]):
+    def __init__(self, decoders: Sequence[MediaDecoder]):
         if not decoders:
             raise ValueError("FallbackDecoder needs at least one decoder")
         self.decoders = list(decoders)
@@ -275,7 +275,7 @@ class FallbackDecoder:
         return self._first("decode", data, indices, size, stop)
 
 
-def make_decoder(backend: str = "auto") -> Decoder:
+def make_decoder(backend: str = "auto") -> MediaDecoder:
     """``auto``: decord with PyAV as the fallback (PyAV alone where decord is not installed)."""
     if backend == "decord":
         return DecordDecoder()
@@ -289,7 +289,7 @@ def make_decoder(backend: str = "auto") -> Decoder:
     raise ValueError(f"unknown decoder backend {backend!r}: expected 'auto', 'decord' or 'pyav'")
 
 
-def decoder_for(ext: str, video_decoder: Decoder, max_pixels: int = DEFAULT_MAX_PIXELS) -> Decoder:
+def decoder_for(ext: str, video_decoder: MediaDecoder, max_pixels: int = DEFAULT_MAX_PIXELS) -> MediaDecoder:
     ext = ext.lower()
     if ext in IMAGE_EXTENSIONS:
         return ImageDecoder(max_pixels)

@@ -22,7 +22,7 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from videogen.models.captioner.encoder import sample_indices
-from videogen.pretrained import Configurable
+from videogen.models.configurable import Configurable
 
 LORA_TARGETS = ("query", "value", "q_proj", "v_proj", "c_attn", "qkv")
 

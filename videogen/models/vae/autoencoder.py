@@ -14,7 +14,7 @@ from fractions import Fraction
 import torch
 from torch import nn
 
-from videogen.pretrained import Configurable
+from videogen.models.configurable import Configurable
 
 from videogen.models.vae.bottleneck import DiagonalGaussian, DiagonalGaussianPosterior, QuantizedLatent
 from videogen.models.vae.causal_conv import CausalCache
