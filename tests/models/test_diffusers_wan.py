@@ -92,7 +92,7 @@ def lora_export(parts, tmp_path_factory):
     from lightning.pytorch import Trainer
 
     from videogen.callbacks.export import StageExport
-    from videogen.data import Bucket, VideoDataModule
+    from videogen.data import Bucket, Bucketer, LoaderOptions, VideoDataModule
 
     root = tmp_path_factory.mktemp("fit")
     shards = root / "shards"
@@ -103,8 +103,8 @@ def lora_export(parts, tmp_path_factory):
     trainer = Trainer(accelerator="cpu", max_steps=3, enable_progress_bar=False, enable_model_summary=False,
                       logger=False, default_root_dir=str(root), limit_val_batches=0,
                       callbacks=[StageExport(str(root / "export"))])
-    trainer.fit(module, datamodule=VideoDataModule(str(shards), buckets=[Bucket(9, 32, 48)], batch_size=2,
-                                                   num_workers=0, shuffle_buffer=2))
+    trainer.fit(module, datamodule=VideoDataModule(str(shards), bucketer=Bucketer([Bucket(9, 32, 48)], batch_size=2),
+                                                   loader=LoaderOptions(num_workers=0, shuffle_buffer=2)))
     assert trainer.global_step == 3
     return root / "export"
 

@@ -8,7 +8,7 @@ from lightning.pytorch import Callback, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from reliability_helpers import make_shards
-from videogen.data import Bucket, VideoDataModule
+from videogen.data import Bucket, Bucketer, LoaderOptions, VideoDataModule
 from videogen.models.dit import DiT
 from videogen.models.vae import VideoAutoencoder
 from videogen.modules.guards import NumericGuard, OOM_ADVICE, StepGuard
@@ -20,8 +20,8 @@ def shards(tmp_path_factory):
 
 
 def datamodule(shards):
-    return VideoDataModule(str(shards), buckets=[Bucket(9, 32, 48), Bucket(9, 32, 32)], batch_size=2, num_workers=0,
-                           shuffle_buffer=0)
+    return VideoDataModule(str(shards), bucketer=Bucketer([Bucket(9, 32, 48), Bucket(9, 32, 32)], batch_size=2),
+                           loader=LoaderOptions(num_workers=0, shuffle_buffer=0))
 
 
 def trainer(tmp_path, steps, callbacks=()):

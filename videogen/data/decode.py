@@ -219,12 +219,12 @@ class ImageDecoder:
                 img = Image.open(io.BytesIO(data))  # reads the header only
                 if img.width * img.height > self.max_pixels:
                     raise DecodeError(f"image of {img.width}x{img.height} = {img.width * img.height} pixels is over "
-                                      f"the limit of {self.max_pixels} (data.max_image_pixels); refused undecoded")
+                                      f"the limit of {self.max_pixels} (data.init_args.clips.max_image_pixels); refused undecoded")
                 img.load()
         except DecodeError:
             raise
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:  # Pillow saw it first
-            raise DecodeError(f"image is over the limit of {self.max_pixels} pixels (data.max_image_pixels): "
+            raise DecodeError(f"image is over the limit of {self.max_pixels} pixels (data.init_args.clips.max_image_pixels): "
                               f"{str(e)[:120]}; refused undecoded") from None
         except Exception as e:
             raise DecodeError(f"Pillow could not decode the image: {str(e)[:200]}") from e

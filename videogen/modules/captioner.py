@@ -208,7 +208,7 @@ class CaptionerModule(LightningModule):
     def _batch(self, batch: dict[str, Any], rng: random.Random | None):
         video = batch["video"]
         if isinstance(video, list):
-            raise ValueError("CaptionerModule takes bucketed batches: set data.init_args.packing: false")
+            raise ValueError("CaptionerModule takes bucketed batches: set data.init_args.bucketer.packing: false")
         found = self.targets(batch)
         keep = [i for i, c in enumerate(found) if c]
         for i, c in enumerate(found):

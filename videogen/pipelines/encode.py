@@ -34,9 +34,9 @@ def buckets_from(config: str | Path, overrides: list[str] = (), shards: str | li
 
     dm = load_data_config(str(config), shards, overrides, option="--buckets-from")
     if not dm.bucketer.buckets:
-        raise ValueError(f"--buckets-from {config}: its data section has no bucket table (data.init_args.buckets)")
-    return {"buckets": [asdict(b) for b in dm.bucketer.buckets], "frame_stride": dm.options.frame_stride,
-            "target_fps": dm.options.target_fps, "span_clip": dm.options.span_clip}
+        raise ValueError(f"--buckets-from {config}: its data section has no bucket table (data.init_args.bucketer.buckets)")
+    return {"buckets": [asdict(b) for b in dm.bucketer.buckets], "frame_stride": dm.clips.frame_stride,
+            "target_fps": dm.clips.target_fps, "span_clip": dm.clips.span_clip}
 
 
 def check_same_text_encoder(out: Path, before: dict | None, now: dict | None) -> None:
