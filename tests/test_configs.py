@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from videogen.commands.stream import build_datamodule
+from videogen.data.config_section import build_datamodule
 from videogen.cli import lightning_cli
 
 CONFIGS = sorted((Path(__file__).parent.parent / "configs").rglob("*.yaml"))

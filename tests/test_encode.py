@@ -120,7 +120,7 @@ def test_buckets_from_reads_the_data_section_as_training_does(tmp_path, capsys):
     with pytest.raises(ValueError, match="packing.yaml: its data section has no bucket table"):
         buckets_from(packing)
     assert main(["encode", "--vae", "v", "--data", "d", "--out", "o", "--data.clips.span_clip=true"]) == 2
-    assert "only --data.* overrides of the --buckets-from config are accepted" in capsys.readouterr().out
+    assert "only --data.* overrides of the --buckets-from config are accepted" in capsys.readouterr().err
 
 
 def _encode_rank(rank, world, shards):

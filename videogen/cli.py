@@ -61,8 +61,16 @@ def run_extra(name: str, argv: list[str]) -> int:
     module = _command_module(name)
     parser = argparse.ArgumentParser(prog=f"videogen {name}", description=module.HELP)
     module.add_arguments(parser)
-    if getattr(module, "TAKES_OVERRIDES", False):  # --data.key=value style settings pass through
+    takes = getattr(module, "TAKES_OVERRIDES", None)  # (prefix, option): --data.key=value settings of that config
+    if takes:
         args, args.overrides = parser.parse_known_args(argv)
+        prefix, option = takes
+        bad = [o for o in args.overrides if not o.startswith(prefix)]
+        if bad or (args.overrides and not getattr(args, option)):
+            flag = "--" + option.replace("_", "-")
+            print(f"videogen {name}: only {prefix}* overrides of the {flag} config are accepted, got "
+                  f"{(bad or args.overrides)[0]!r}", file=sys.stderr)
+            return 2
     else:
         args = parser.parse_args(argv)
     try:

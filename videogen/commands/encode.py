@@ -43,16 +43,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      "videogen fit (e.g. --data.clips.span_clip=true).")
 
 
-TAKES_OVERRIDES = True
+TAKES_OVERRIDES = ("--data.", "buckets_from")  # checked by videogen.cli.run_extra
 
 
 def run(args: argparse.Namespace) -> int:
     overrides = list(getattr(args, "overrides", []))
-    bad = [o for o in overrides if not o.startswith("--data.")]
-    if bad or (overrides and not args.buckets_from):
-        print(f"videogen encode: only --data.* overrides of the --buckets-from config are accepted, got "
-              f"{(bad or overrides)[0]!r}")
-        return 2
     from videogen.pipelines.encode import buckets_from, encode
 
     try:

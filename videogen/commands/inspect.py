@@ -42,14 +42,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      "videogen fit (e.g. --data.clips.frame_stride=2).")
 
 
-TAKES_OVERRIDES = True
+TAKES_OVERRIDES = ("--data.", "buckets")  # checked by videogen.cli.run_extra
 
 
 def load_bucket_config(path: str, shards: str = "", overrides: list[str] = ()) -> tuple[Any, int, float | None]:
     """``(Bucketer, frame_stride, target_fps)`` of a config's data section, read as training reads it
-    (:func:`videogen.commands.stream.load_data_config`: interpolation, ``--data.*`` overrides), or of a
+    (:func:`videogen.data.config_section.load_data_config`: interpolation, ``--data.*`` overrides), or of a
     bare bucket table; raises ValueError naming the file and key."""
-    from videogen.commands.stream import load_data_config
+    from videogen.data.config_section import load_data_config
 
     try:
         dm = load_data_config(path, shards or "-", overrides, option="--buckets", need_buckets=True)
@@ -83,9 +83,6 @@ def run(args: argparse.Namespace) -> int:
     except FileNotFoundError as e:
         return fail(f"{e}")
     overrides = list(getattr(args, "overrides", []))
-    bad = [o for o in overrides if not o.startswith("--data.")]
-    if bad or (overrides and not args.buckets):
-        return fail(f"only --data.* overrides of the --buckets config are accepted, got {(bad or overrides)[0]!r}")
     bucketing = None
     if args.buckets:
         try:

@@ -18,7 +18,7 @@ from dataclasses import replace
 from pathlib import Path
 
 HELP = "measure peak memory per bucket on this device and write per-bucket batch sizes into a config"
-TAKES_OVERRIDES = True
+TAKES_OVERRIDES = ("--", "config")  # any --key=value of the config; checked by videogen.cli.run_extra
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -43,9 +43,6 @@ def run(args: argparse.Namespace) -> int:
     from videogen.cli import lightning_cli
     from videogen.data.bucket_tuning import GB, peak_method, tune_table, write_fragment
 
-    bad = [o for o in args.overrides if not o.startswith("--")]
-    if bad:
-        raise SystemExit(f"videogen tune-buckets: unexpected argument {bad[0]!r}")
     if args.max_batch < 1:
         raise SystemExit("videogen tune-buckets: --max-batch must be >= 1")
     cli_args = []

@@ -27,10 +27,10 @@ from pathlib import Path
 
 def buckets_from(config: str | Path, overrides: list[str] = (), shards: str | list[str] = "-") -> dict:
     """The clip-shaping settings of a training config's ``data`` section, read as training reads it
-    (:func:`videogen.commands.stream.load_data_config`: interpolation, ``--data.*`` overrides)."""
+    (:func:`videogen.data.config_section.load_data_config`: interpolation, ``--data.*`` overrides)."""
     from dataclasses import asdict
 
-    from videogen.commands.stream import load_data_config
+    from videogen.data.config_section import load_data_config
 
     dm = load_data_config(str(config), shards, overrides, option="--buckets-from")
     if not dm.bucketer.buckets:
