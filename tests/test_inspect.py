@@ -129,6 +129,13 @@ def test_folder_without_manifest_probes_shapes_and_catches_wrong_json(tmp_path, 
     assert "manifest     none" in out and "b.tar  liar  meta_mismatch" in out
 
 
+def train_config(path, num_frames: str, head: str = ""):
+    """A training config whose data section has one bucket of ``num_frames`` x 64 x 64, batch size 3."""
+    path.write_text(head + "data:\n  class_path: videogen.data.VideoDataModule\n  init_args:\n    bucketer:\n"
+                    f"      batch_size: 3\n      buckets:\n        - {{num_frames: '{num_frames}', height: 64, width: 64}}\n")
+    return path
+
+
 def test_buckets_counts_match_what_the_loader_fills(clip_shards, tmp_path, capsys):
     cfg = tmp_path / "buckets.yaml"
     cfg.write_text("batch_size: 4\nbuckets:\n"
@@ -142,9 +149,7 @@ def test_buckets_counts_match_what_the_loader_fills(clip_shards, tmp_path, capsy
     assert rep["too_short"] == 0 and rep["full_batches"] == 5
 
     # a training config (data.init_args.bucketer); clips under 12 frames fit no bucket
-    train_cfg = tmp_path / "train.yaml"
-    train_cfg.write_text("data:\n  class_path: videogen.data.VideoDataModule\n  init_args:\n    bucketer:\n"
-                         "      batch_size: 3\n      buckets:\n        - {num_frames: 12, height: 64, width: 64}\n")
+    train_cfg = train_config(tmp_path / "train.yaml", "12")
     rep = inspect_json(capsys, clip_shards, "--buckets", train_cfg)["bucketing"]
     assert rep["buckets"] == [{"bucket": "12x64x64", "samples": 9, "batch_size": 3, "full_batches": 3,
                                "left_over": 0}]
@@ -161,11 +166,7 @@ def test_buckets_counts_match_what_the_loader_fills(clip_shards, tmp_path, capsy
 
 def test_buckets_reads_the_data_section_as_training_does(clip_shards, tmp_path, capsys):
     """omegaconf interpolation and --data.* overrides, as `videogen fit` applies them to the section."""
-    cfg = tmp_path / "train.yaml"
-    cfg.write_text("model:\n  init_args:\n    frames: 12\n"
-                   "data:\n  class_path: videogen.data.VideoDataModule\n  init_args:\n    bucketer:\n"
-                   "      batch_size: 3\n      buckets:\n        - num_frames: ${model.init_args.frames}\n          height: 64\n"
-                   "          width: 64\n")
+    cfg = train_config(tmp_path / "train.yaml", "${model.init_args.frames}", head="model:\n  init_args:\n    frames: 12\n")
     rep = inspect_json(capsys, clip_shards, "--buckets", cfg)["bucketing"]
     assert rep["buckets"][0]["bucket"] == "12x64x64" and rep["too_short"] == 15  # as the literal 12 above
     rep = inspect_json(capsys, clip_shards, "--buckets", cfg, "--data.clips.frame_stride=2")["bucketing"]
