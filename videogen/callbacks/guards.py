@@ -87,8 +87,8 @@ class StepGuard:
                 f"{self.in_a_row} non-finite losses in a row (NaN/Inf loss or gradient; last: {what}{where} at step "
                 f"{step}); the run stops here and "
                 "its last checkpoint is from before the fault (skipped steps change no weight). Look for bad "
-                "inputs, lower model.init_args.lr, clip gradients harder, or train in fp32 (trainer.precision=32); "
-                "max_bad_steps sets how many in a row are tolerated.")
+                "inputs, lower the learning rate (model.init_args.optimizer.init_args.lr), clip gradients harder, "
+                "or train in fp32 (trainer.precision=32); max_bad_steps sets how many in a row are tolerated.")
 
     def check(self, loss: torch.Tensor | None, step: int, what: str = "loss",
               parameters: Iterable[torch.nn.Parameter] | None = None,
