@@ -11,7 +11,8 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from torch.optim import AdamW
 
 from reliability_helpers import make_shards
-from videogen.callbacks.guards import OOM_ADVICE, NumericGuard, StepGuard
+from videogen.callbacks.config_check import ConfigError
+from videogen.callbacks.guards import OOM_ADVICE, NumericGuard, OOMAdvice, StepGuard
 from videogen.data import Bucket, VideoDataModule
 from videogen.models.dit import DiT
 from videogen.models.vae import VideoAutoencoder
@@ -159,6 +160,17 @@ def test_spike_is_logged_by_both_stages(tmp_path, shards, vae_export):
     Poison(module.vae.decoder, steps=[5], value=1e3)
     trainer(tmp_path / "vae", 6, [record]).fit(module, datamodule=datamodule(shards))
     assert record.values == [0, 0, 0, 0, 0, 1] and module.guard.spikes == 1
+
+
+def test_a_manual_loop_gets_no_numeric_guard_and_refuses_one(tmp_path, shards):
+    """The VAE guards its own updates: its run adds out-of-memory advice but no (idle) NumericGuard, and a
+    NumericGuard configured for it is refused before any step."""
+    t = trainer(tmp_path / "a", 1)
+    t.fit(vae_module(), datamodule=datamodule(shards))
+    assert any(isinstance(c, OOMAdvice) for c in t.callbacks)
+    assert not any(isinstance(c, NumericGuard) for c in t.callbacks)
+    with pytest.raises(ConfigError, match="VAEModule optimises manually"):
+        trainer(tmp_path / "b", 1, [NumericGuard()]).fit(vae_module(), datamodule=datamodule(shards))
 
 
 def test_spike_detector_on_known_sequences():

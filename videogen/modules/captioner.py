@@ -298,7 +298,7 @@ class CaptionerModule(LightningModule):
         skipped samples in the metrics."""
         from videogen.callbacks.guards import reliability_callbacks
 
-        return reliability_callbacks(self.trainer)
+        return reliability_callbacks(self)
 
     def configure_optimizers(self):
         return optimizer_config(self.optimizer, self.lr_scheduler, self.captioner.parameters())

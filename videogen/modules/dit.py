@@ -445,4 +445,4 @@ class DiTModule(CaptionText, LightningModule):
         out-of-memory advice; buckets checked against the VAE and patch size before the first step."""
         from videogen.callbacks.guards import reliability_callbacks
 
-        return reliability_callbacks(self.trainer)
+        return reliability_callbacks(self)

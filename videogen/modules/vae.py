@@ -24,12 +24,12 @@ import torch.nn.functional as F
 from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 
+from videogen.callbacks.guards import StepGuard, bad_ranks, reliability_callbacks
 from videogen.callbacks.video_logging import log_videos, side_by_side
 from videogen.encoding import decode_latents, encode_latents
 from videogen.losses.adversarial import adaptive_weight, hinge_d_loss, hinge_g_loss
 from videogen.models.vae import PatchDiscriminator3D, VideoAutoencoder
 from videogen.modules.ema import ema_of, update_ema
-from videogen.callbacks.guards import StepGuard, bad_ranks, reliability_callbacks
 from videogen.modules.lr_schedule import WarmupCosine, optimizer_config
 from videogen.modules.randomness import step_generator
 from videogen.pretrained import to_config
@@ -340,4 +340,4 @@ class VAEModule(LightningModule):
         self.guard.load_state_dict(checkpoint.get("videogen_guard", {}))
 
     def configure_callbacks(self):
-        return reliability_callbacks(self.trainer)  # out-of-memory advice, bucket shape check
+        return reliability_callbacks(self)  # out-of-memory advice, bucket shape check; no NumericGuard
