@@ -33,8 +33,9 @@ def main() -> None:
     from videogen.evaluation.runner import read_prompts
     from videogen.evaluation.suite import Tools, evaluate, plan, reference_stats
     from videogen.evaluation.videos import EvalVideo, to_frames
+    from videogen.models.configurable import from_config
     from videogen.modules.dit import DiTModule
-    from videogen.pretrained import from_config, save_export
+    from videogen.pretrained import save_export
 
     root = Path(__file__).parents[1]
     vae_cfg = yaml.safe_load((root / "configs/vae/quickstart.yaml").read_text())["model"]["init_args"]["vae"]

@@ -35,8 +35,8 @@ def main() -> None:
 
     import torch
 
-    from videogen.captioning import CaptionRunner, load_captioner
-    from videogen.commands.recaption import _Sample, prepare, read_samples
+    from videogen.pipelines.captioning import CaptionRunner, load_captioner
+    from videogen.pipelines.recaption import CopiedSample, prepare, read_samples
     from videogen.data.decode import make_decoder
     from videogen.data.shards import expand_urls
 
@@ -48,8 +48,9 @@ def main() -> None:
     else:
         import yaml
 
+        from videogen.models.configurable import from_config
         from videogen.modules.captioner import CaptionerModule
-        from videogen.pretrained import Export, from_config
+        from videogen.pretrained import Export
 
         cfg = yaml.safe_load(Path("configs/captioner/quickstart.yaml").read_text())["model"]["init_args"]["captioner"]
         model = from_config(cfg)
@@ -63,7 +64,7 @@ def main() -> None:
     clips = []
     for url in expand_urls(args.data):
         for key, members in read_samples(url):
-            s = _Sample(key, members)
+            s = CopiedSample(key, members)
             if prepare(s, decoder, runner.decode_frames, runner.frame_size) is None:
                 clips.append(s.frames)
             if len(clips) == args.clips:

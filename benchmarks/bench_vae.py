@@ -44,6 +44,8 @@ import sys
 import time
 from pathlib import Path
 
+from timing import best_of
+
 FRAMES = (17, 33, 65)
 SIZES = (64, 128)
 CHUNK_FRAMES = 16  # pixel frames per encode call; CHUNK_FRAMES / tc latent frames per decode call
@@ -143,28 +145,24 @@ def run_case(case: dict, repeats: int) -> dict:
     with torch.inference_mode():
         model.encode(x[:, :, :1, :8, :8] if case["model"] == "ours" else x[:, :, :1, :16, :16])  # first-call setup
         _reset_peak()
-        base = _status_kib("VmRSS")
-        times = []
-        for _ in range(repeats):
-            began = time.perf_counter()
-            z = model.encode(x)
-            times.append(time.perf_counter() - began)
-        peak = _status_kib("VmHWM")
-        out.update(encode_seconds=min(times), encode_fps=t / min(times), encode_peak_mib=peak / 1024,
-                   encode_peak_above_base_mib=(peak - base) / 1024, latent_shape=list(z.shape))
+        z = _measure("encode", lambda: model.encode(x), repeats, t, out)
+        out["latent_shape"] = list(z.shape)
         z = torch.randn(z.shape, generator=torch.Generator().manual_seed(1))
         out["peak_reset"] = _reset_peak()
-        base = _status_kib("VmRSS")
-        times = []
-        for _ in range(repeats):
-            began = time.perf_counter()
-            y = model.decode(z)
-            times.append(time.perf_counter() - began)
-        peak = _status_kib("VmHWM")
+        y = _measure("decode", lambda: model.decode(z), repeats, t, out)
         assert tuple(y.shape) == tuple(x.shape), (y.shape, x.shape)
-        out.update(decode_seconds=min(times), decode_fps=t / min(times), decode_peak_mib=peak / 1024,
-                   decode_peak_above_base_mib=(peak - base) / 1024)
     return out
+
+
+def _measure(what: str, fn, repeats: int, frames: int, out: dict):
+    """Time ``fn`` (best of ``repeats``) and read the peak RSS after it into ``out`` as ``{what}_seconds``,
+    ``{what}_fps``, ``{what}_peak_mib`` and ``{what}_peak_above_base_mib``; returns what ``fn`` returned."""
+    base = _status_kib("VmRSS")
+    seconds, result = best_of(fn, repeats)
+    peak = _status_kib("VmHWM")
+    out.update({f"{what}_seconds": seconds, f"{what}_fps": frames / seconds, f"{what}_peak_mib": peak / 1024,
+                f"{what}_peak_above_base_mib": (peak - base) / 1024})
+    return result
 
 
 # ---------------------------------------------------------------------------------------------

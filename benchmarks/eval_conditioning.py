@@ -5,7 +5,7 @@ Clips are the moving clips of a synthetic set made with a seed no stage trained 
 the held-out prompts 1, the captioner 2), drawn exactly as `videogen make-synthetic --seed S` draws
 them, resized to the sampling shape (cover, centre crop) with their frames spread over the whole clip
 (as the quickstart's ``span_clip`` trains). Each output is judged with the synthetic set's own judge
-(`data_recipes.synthetic.judge_clip`), as `eval_dit_attributes.py` does:
+(`videogen.evaluation.judge.judge_clip`), as `eval_dit_attributes.py` does:
 
 * ``image``: the clip's first frame and its caption: frame 0 PSNR against the given frame, the
   object's colour kept, motion in the captioned direction;
@@ -111,7 +111,7 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 def other_colour(attributes: dict) -> str:
     """Another object colour that the synthetic set draws on this clip's background."""
-    from data_recipes.synthetic import BACKGROUNDS, COLOURS
+    from videogen.evaluation.synthetic_world import BACKGROUNDS, COLOURS
 
     names = list(COLOURS)
     start = names.index(attributes["colour"])
@@ -123,7 +123,7 @@ class Bench:
     """The loaded exports and the one sampling call every mode goes through."""
 
     def __init__(self, args: argparse.Namespace):
-        from videogen.sampling import NULL_CAPTION, load_trained_dit
+        from videogen.pipelines.video import NULL_CAPTION, load_trained_dit
 
         try:
             trained = load_trained_dit(args.dit, vae=args.vae)
@@ -140,7 +140,7 @@ class Bench:
         self.latent_frames = 1 + (args.shape[0] - 1) // self.stats["temporal_compression"]
 
     def sample(self, prompts: list[str], cfg: float, seed: int, **kw) -> list[np.ndarray]:
-        from videogen.sampling import generate, sampling_kwargs
+        from videogen.pipelines.video import generate, sampling_kwargs
 
         text, mask = self.text_encoder(prompts)
         frames, height, width = self.args.shape
@@ -152,9 +152,9 @@ class Bench:
 
 def evaluate_chunk(bench: Bench, chunk: list[dict], seed: int) -> dict[str, list[dict]]:
     """Every mode's per-clip records for a few clips sampled together."""
-    from data_recipes.synthetic import judge_clip
     from videogen.encoding import denormalize_latents, encode_latents, normalize_latents
-    from videogen.sampling import conditioning_from_video, connect_frames
+    from videogen.evaluation.judge import judge_clip
+    from videogen.pipelines.video import conditioning_from_video, connect_frames
 
     a, stats, vae = bench.args, bench.stats, bench.vae
     clips = torch.cat([clip_tensor(s, *a.shape) for s in chunk]).to(bench.device)

@@ -2,7 +2,7 @@
 
 Prompts are the long captions of a held-out synthetic set (another seed than training); each
 generated video is judged with the synthetic generator's own attribute definitions
-(`data_recipes.synthetic.judge_clip`) and compared with the attributes the caption describes. The
+(`videogen.evaluation.judge.judge_clip`) and compared with the attributes the caption describes. The
 sampling and judging are `videogen.evaluation.scorecard.t2v_accuracy`, the scorecard's own
 (`videogen scorecard`): prompt i is sampled with seed `--sample-seed + i` whatever the batch size.
 

@@ -62,7 +62,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from videogen.cli import main as videogen
-    from videogen.commands.recaption import recaption
+    from videogen.pipelines.recaption import recaption
     from videogen.data.manifest import DatasetManifest
     from videogen.evaluation.scorecard import attribute_accuracy
     from videogen.modules.caption_metrics import attribute_hits, bleu4

@@ -1,80 +1,44 @@
 """The synthetic set: one large coloured shape moving in a straight line over a dark background.
 
 Small enough for a tiny VAE/DiT to learn on a laptop CPU in minutes, and labelled exactly: every
-clip is drawn from a handful of attributes (shape, colour, background, direction, speed, size), so
-generated videos and recaptions can be scored against them with :func:`judge_clip`, a judge that
-looks at pixels only.
+clip is drawn from a handful of attributes (shape, colour, background, direction, speed, size; their
+values are :mod:`videogen.evaluation.synthetic_world`'s), so generated videos and recaptions can be
+scored against them with :func:`videogen.evaluation.judge.judge_clip`, a judge that looks at pixels only.
 
 * :func:`generate_sample` -- sample ``index`` of the set for ``seed`` (a shard-contract sample dict);
   it depends on ``(seed, index, image_fraction)`` only, never on the size of the set.
 * :func:`write_synthetic` -- a whole set as WebDataset shards in ``out/train`` and ``out/val``, each
   with a ``dataset.json`` manifest (``videogen make-synthetic`` is a thin wrapper around it).
-* :func:`judge_clip` -- colour, shape, direction, speed, size and background estimated from
-  ``(T, H, W, 3)`` uint8 RGB frames.
 
-Clips are H.264 (libx264, yuv420p, one thread, no B-frames, no lookahead, no assembly) in mp4, encoded
-with PyAV; the same seed gives the same bytes. Still images (``image_fraction``) are one-frame PNGs.
+Clips are H.264 mp4 (:func:`videogen.data.media.encode_mp4`); the same seed gives the same bytes.
+Still images (``image_fraction``) are one-frame PNGs.
 """
 
 from __future__ import annotations
 
-import io
 import math
 import tarfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from fractions import Fraction
 from multiprocessing import get_context
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
+from videogen.data.media import encode_mp4, encode_png
+from videogen.evaluation.synthetic_world import (BACKGROUND_STYLES, BACKGROUNDS, COLOURS, DIRECTIONS, SHAPE_FILL,
+                                                 SHAPES, SIZES, SPEEDS, STILL)
+
 if TYPE_CHECKING:
     from videogen.data.manifest import DatasetManifest
 
-RECIPE_VERSION = 1  # bump when a change to this file changes the samples it makes
+RECIPE_VERSION = 1  # bump when a change here, in synthetic_world or in media.encode_mp4 changes the samples made
 
-# --- attribute definitions -----------------------------------------------------------------------
+# --- how a clip is drawn (the attributes and their values: videogen.evaluation.synthetic_world) ----
 
-# Saturated object colours, pairwise >= 170 apart in RGB.
-COLOURS: dict[str, tuple[int, int, int]] = {
-    "red": (225, 35, 35),
-    "green": (40, 200, 60),
-    "blue": (45, 95, 245),
-    "yellow": (245, 215, 40),
-    "white": (240, 240, 240),
-    "magenta": (215, 50, 215),
-}
-
-
-@dataclass(frozen=True)
-class Background:
-    rgb: tuple[int, int, int]
-    clashes: tuple[str, ...]  # object colours of the same hue family, never drawn on this background
-
-
-# Dark, muted backgrounds; their names share no word with COLOURS so captions stay unambiguous.
-BACKGROUNDS: dict[str, Background] = {
-    "charcoal": Background((38, 38, 42), ()),
-    "slate": Background((58, 66, 80), ()),
-    "navy": Background((20, 28, 70), ("blue",)),
-    "forest": Background((22, 60, 32), ("green",)),
-    "maroon": Background((75, 20, 28), ("red", "magenta")),
-    "plum": Background((62, 28, 68), ("magenta", "blue")),
-    "olive": Background((70, 68, 25), ("yellow", "green")),
-    "brown": Background((72, 46, 26), ("red", "yellow")),
-}
-BACKGROUND_STYLES = ("solid", "gradient")
 GRADIENT = (1.35, 0.65)  # a gradient background runs from base * 1.35 (top row) to base * 0.65 (bottom row)
-
-SHAPES = ("circle", "square", "triangle")
-SHAPE_FILL = {"circle": math.pi / 4, "square": 1.0, "triangle": 0.5}  # area / bounding-box area
-
-DIRECTIONS: dict[str, tuple[int, int]] = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1)}
-SPEEDS = {"slow": 0.3, "fast": 0.9}  # fraction of the free room along the motion axis crossed in the clip
-SIZES = {"small": 0.12, "large": 0.22}  # object area / frame area
 MAX_EXTENT = 0.72  # the object's bounding box never exceeds this fraction of the short side
 EDGE_MARGIN = 2.0  # pixels kept between the object and the frame edge
 
@@ -84,7 +48,6 @@ FRAME_SIZES = ((96, 64), (112, 80), (128, 80), (144, 96),
                (64, 64), (96, 96), (128, 128))
 NUM_FRAMES = (9, 13, 17, 21, 25, 29, 33)  # 1 + 4k: whole latent frames for a 4x causal VAE
 FPS = (8, 12, 16)
-STILL = "none"  # direction and speed of a still image
 
 # --- one sample ----------------------------------------------------------------------------------
 
@@ -195,54 +158,6 @@ def render_frames(spec: ClipSpec) -> np.ndarray:
     return np.rint(frames).astype(np.uint8)
 
 
-_BT601 = np.array([[65.481, 128.553, 24.966], [-37.797, -74.203, 112.0], [112.0, -93.786, -18.214]]) / 255
-
-
-def rgb_to_yuv420p(frames: np.ndarray) -> np.ndarray:
-    """(T, H, W, 3) uint8 RGB -> (T, H * 3 // 2, W) uint8 planar yuv420p, BT.601 limited range.
-
-    Done here rather than by swscale inside the encoder, so the encoder's input is exactly known
-    (the conversion and its rounding written down here, not a property of the FFmpeg build)."""
-    t, h, w, _ = frames.shape
-    ycc = frames.astype(np.float64) @ _BT601.T + np.array([16.0, 128.0, 128.0])  # (T, H, W, 3)
-    chroma = ycc[..., 1:].reshape(t, h // 2, 2, w // 2, 2, 2).mean(axis=(2, 4))  # (T, H/2, W/2, 2)
-    planes = [ycc[..., 0].reshape(t, h * w), chroma[..., 0].reshape(t, -1), chroma[..., 1].reshape(t, -1)]
-    yuv = np.clip(np.rint(np.concatenate(planes, axis=1)), 0, 255).astype(np.uint8)  # (T, H*W*3/2)
-    return yuv.reshape(t, h * 3 // 2, w)
-
-
-def encode_mp4(frames: np.ndarray, fps: int) -> bytes:
-    """(T, H, W, 3) uint8 RGB -> H.264 mp4 bytes (yuv420p), the same bytes for the same frames."""
-    import av
-
-    buf = io.BytesIO()
-    with av.open(buf, mode="w", format="mp4", options={"fflags": "+bitexact"}) as container:
-        # One thread, no B-frames. No lookahead/mb-tree and no assembly: with them on, the same input
-        # encoded to different bytes depending on what this process had encoded before (measured:
-        # 6 of 40 clips differed between runs in another order; 0 of 100 with these settings).
-        stream = container.add_stream("libx264", rate=fps, options={
-            "crf": "18", "preset": "veryfast", "threads": "1", "bf": "0",
-            "x264-params": "rc-lookahead=0:mbtree=0:asm=0"})
-        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
-        stream.thread_count = 1
-        for i, yuv in enumerate(rgb_to_yuv420p(frames)):
-            frame = av.VideoFrame.from_ndarray(yuv, format="yuv420p")
-            frame.pts, frame.time_base = i, Fraction(1, fps)  # without explicit pts x264's output varies run to run
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode():  # flush
-            container.mux(packet)
-    return buf.getvalue()
-
-
-def encode_png(frame: np.ndarray) -> bytes:
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(frame).save(buf, format="PNG")
-    return buf.getvalue()
-
-
 # --- captions ------------------------------------------------------------------------------------
 
 _DIRECTION_PHRASES = {
@@ -324,87 +239,6 @@ def generate_sample(index: int, seed: int, image_fraction: float = 0.0) -> dict[
             "attributes": spec.attributes, "captions": {"long": long_caption(spec, rng)}}
     media = {"png": encode_png(frames[0])} if spec.still else {"mp4": encode_mp4(frames, spec.fps)}
     return {"__key__": sample_key(index), **media, "txt": short_caption(spec), "json": meta}
-
-
-# --- the judge -----------------------------------------------------------------------------------
-
-COARSE_THRESHOLD = 60.0  # RGB distance from the background above which a pixel is surely object
-SQUARE_MIN_FILL = 0.89  # fill ratio thresholds between square (1.0), circle (0.785), triangle (0.5)
-CIRCLE_MIN_FILL = 0.64
-FAST_MIN_TRAVEL = 0.5  # travel / free room as judged: slow <= 0.3, fast 0.69-0.9 (the edge margin shrinks it)
-LARGE_MIN_AREA = 0.145  # area fraction: small is 0.12, large 0.16-0.22
-
-
-def _background_model(frames: np.ndarray) -> np.ndarray:
-    """Per-row background (H, 3) from the two leftmost and rightmost columns: a robust line in y."""
-    t, h = frames.shape[:2]
-    border = np.concatenate([frames[:, :, :2], frames[:, :, -2:]], axis=2)  # (T, H, 4, 3)
-    rows = np.median(border.transpose(1, 0, 2, 3).reshape(h, -1, 3), axis=1)  # (H, 3)
-    y = np.arange(h, dtype=np.float64)
-    keep = np.ones(h, dtype=bool)
-    for _ in range(3):  # fit a + b*y per channel, drop rows the object (or noise) pulls off the line
-        if keep.sum() < 2:
-            return np.repeat(np.median(rows, axis=0, keepdims=True), h, axis=0)
-        coef = np.polyfit(y[keep], rows[keep], 1)  # (2, 3)
-        fit = coef[0][None] * y[:, None] + coef[1][None]  # (H, 3)
-        resid = np.linalg.norm(rows - fit, axis=1)
-        keep = resid < max(8.0, 3 * float(np.median(resid[keep])))
-    return fit
-
-
-def judge_clip(frames: np.ndarray) -> dict[str, Any]:
-    """Estimate the attributes of a clip from its pixels alone.
-
-    ``frames``: (T, H, W, 3) uint8 RGB (a still image is T=1). Returns ``colour``, ``shape``,
-    ``direction`` (``"none"`` for no motion), ``speed``, ``size``, ``background`` (palette names),
-    and the measurements behind them: ``area`` (object area / frame area, median over frames),
-    ``fill`` (area / bounding-box area), ``displacement`` (dx, dy in pixels, first -> last frame),
-    ``travel`` (|displacement| / free room along its axis). With no object found, the names are None.
-    """
-    if frames.ndim != 4 or frames.shape[-1] != 3:
-        raise ValueError(f"judge_clip wants (T, H, W, 3) RGB frames, got shape {frames.shape}")
-    f = frames.astype(np.float32)
-    t, h, w = f.shape[:3]
-    bg = _background_model(f).astype(np.float32)[None, :, None, :]  # (1, H, 1, 3)
-    coarse = np.linalg.norm(f - bg, axis=-1) > COARSE_THRESHOLD  # (T, H, W)
-    bg_mid = bg[0, h // 2, 0]
-    background = min(BACKGROUNDS, key=lambda n: np.linalg.norm(np.asarray(BACKGROUNDS[n].rgb) - bg_mid))
-    result: dict[str, Any] = {"colour": None, "shape": None, "direction": None, "speed": None, "size": None,
-                              "background": background, "area": 0.0, "fill": 0.0, "displacement": (0.0, 0.0),
-                              "travel": 0.0}
-    if coarse.sum() < 4 * t:
-        return result
-    obj = np.median(f[coarse], axis=0)  # (3,)
-    result["colour"] = min(COLOURS, key=lambda n: np.linalg.norm(np.asarray(COLOURS[n]) - obj))
-    # a pixel is object when it is closer to the object colour than to its row's background
-    mask = np.linalg.norm(f - obj, axis=-1) < np.linalg.norm(f - bg, axis=-1)  # (T, H, W)
-
-    areas, fills, extents, centroids = [], [], [], []
-    for m in mask:
-        ys, xs = np.nonzero(m)
-        if len(xs) < 4:
-            continue
-        bw, bh = xs.max() - xs.min() + 1, ys.max() - ys.min() + 1
-        areas.append(len(xs) / (h * w))
-        fills.append(len(xs) / (bw * bh))
-        extents.append((bw, bh))
-        centroids.append((xs.mean(), ys.mean()))
-    if not areas:
-        return result
-    area, fill = float(np.median(areas)), float(np.median(fills))
-    result.update(area=area, fill=fill, size="large" if area >= LARGE_MIN_AREA else "small",
-                  shape="square" if fill >= SQUARE_MIN_FILL else "circle" if fill >= CIRCLE_MIN_FILL else "triangle")
-    dx, dy = (float(v) for v in np.subtract(centroids[-1], centroids[0]))
-    result["displacement"] = (dx, dy)
-    if max(abs(dx), abs(dy)) < 1.0:
-        result.update(direction=STILL, speed=STILL)
-        return result
-    axis = 0 if abs(dx) >= abs(dy) else 1
-    room = (w, h)[axis] - float(np.median([e[axis] for e in extents]))
-    travel = abs((dx, dy)[axis]) / max(room, 1.0)
-    result.update(direction=("right" if dx > 0 else "left") if axis == 0 else ("down" if dy > 0 else "up"),
-                  travel=travel, speed="fast" if travel >= FAST_MIN_TRAVEL else "slow")
-    return result
 
 
 # --- a whole set ---------------------------------------------------------------------------------

@@ -40,7 +40,7 @@ def tiny_dit(**kw):
 
 def make_mp4(width: int, height: int, num_frames: int, fps: int = 12, seed: int = 0) -> bytes:
     """A real H.264 clip (the same bytes every call): a red square moving right over a dark background."""
-    from data_recipes.synthetic import encode_mp4
+    from videogen.data.media import encode_mp4
 
     rng = np.random.default_rng(seed)
     bg = rng.integers(0, 80, size=3)
@@ -104,6 +104,49 @@ def end_rank() -> None:
     os._exit(0)
 
 
+def free_port() -> int:
+    """A TCP port that is free on 127.0.0.1 now (a process group's MASTER_PORT)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _gloo_rank(rank: int, world: int, port: int, out: str, fn, args: tuple) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    gathered = [None] * world
+    dist.all_gather_object(gathered, fn(rank, world, *args))  # every rank got here: no rank is left waiting
+    if rank == 0:
+        with open(out, "w") as f:
+            json.dump(gathered, f)
+    end_rank()
+
+
+def spawn_ranks(fn, world: int, *args, out, hang: float | None = None) -> list:
+    """Run ``fn(rank, world, *args)`` in ``world`` spawned processes that share a gloo process group and
+    return what each rank's ``fn`` returned (JSON, via the file ``out``), in rank order. ``fn`` is a
+    module-level function (it is pickled); an exception in a rank is raised here. ``hang``: seconds after
+    which the ranks are killed and the test fails (ranks that disagree wait in a collective forever)."""
+    import time
+
+    import torch.multiprocessing as mp
+
+    ctx = mp.start_processes(_gloo_rank, args=(world, free_port(), str(out), fn, args), nprocs=world, join=False,
+                             start_method="spawn")
+    deadline = None if hang is None else time.monotonic() + hang
+    while not ctx.join(timeout=1):
+        if deadline is not None and time.monotonic() > deadline:
+            for p in ctx.processes:
+                p.kill()
+            raise AssertionError(f"{fn.__name__}: the ranks hung for {hang} s (they disagree on a collective)")
+    with open(out) as f:
+        return json.load(f)
+
+
 def clip_sample(key: str, width: int, height: int, frames: int, fps: int = 12, seed: int = 0, meta: bool = True):
     sample = {"__key__": key, "mp4": make_mp4(width, height, frames, fps, seed), "txt": f"clip {key}"}
     if meta:
@@ -134,6 +177,13 @@ def clip_shards(tmp_path):
 
 # --- captioner tests (one conftest: a second conftest.py in a subfolder would shadow this module
 #     for every `from conftest import ...`) ---
+
+
+@pytest.fixture(scope="session")
+def vae_export(tmp_path_factory):
+    """A tiny VAE export (:func:`tiny_export`, seed 0) for the tests that only read one; a test module
+    that needs another defines its own ``vae_export``."""
+    return tiny_export(tmp_path_factory.mktemp("vae") / "export")
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from conftest import tiny_export
-from videogen.commands.encode import encode
+from videogen.pipelines.encode import encode
 from videogen.encoding import check_cache_identity, encode_latents, load_vae, normalize_latents, denormalize_latents
 
 
@@ -101,7 +101,7 @@ def test_encode_cli_errors(tmp_path, capsys):
 def test_buckets_from_reads_the_data_section_as_training_does(tmp_path, capsys):
     """omegaconf interpolation and --data.* overrides apply, as in `videogen fit`; errors name the file."""
     from videogen.cli import main
-    from videogen.commands.encode import buckets_from
+    from videogen.pipelines.encode import buckets_from
 
     cfg = tmp_path / "dit.yaml"
     cfg.write_text("model:\n  init_args:\n    side: 48\n"
@@ -123,14 +123,7 @@ def test_buckets_from_reads_the_data_section_as_training_does(tmp_path, capsys):
     assert "only --data.* overrides of the --buckets-from config are accepted" in capsys.readouterr().out
 
 
-def _encode_rank(rank, world, port, vae_dir, shards, out):
-    import os
-
-    import torch.distributed as dist
-    from conftest import end_rank
-
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+def _encode_rank(rank, world, shards):
     from videogen.data.buckets import Bucketer
     from videogen.data.loader import ShardPassStream, StreamOptions
     from videogen.data.shards import expand_urls
@@ -138,26 +131,13 @@ def _encode_rank(rank, world, port, vae_dir, shards, out):
     stream = ShardPassStream(expand_urls(shards), Bucketer(packing=True, token_budget=10**9, token_shape=(4, 4, 4),
                              max_area=64 * 64, max_frames=9, size_multiple=8, frame_multiple=4),
                              options=StreamOptions(require_caption=False), rank=rank, world_size=world)
-    done = [b["shard_done"].rsplit("/", 1)[-1] for b in stream if "shard_done" in b]
-    gathered = [None] * world
-    dist.all_gather_object(gathered, done)
-    if rank == 0:
-        with open(out, "w") as f:
-            json.dump(gathered, f)
-    end_rank()
+    return [b["shard_done"].rsplit("/", 1)[-1] for b in stream if "shard_done" in b]
 
 
 @pytest.mark.slow
 def test_two_ranks_read_disjoint_whole_shards(tmp_path, clip_shards):
-    import socket
+    from conftest import spawn_ranks
 
-    import torch.multiprocessing as mp
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    out = tmp_path / "ranks.json"
-    mp.spawn(_encode_rank, args=(2, port, None, str(clip_shards), str(out)), nprocs=2, join=True)
-    r0, r1 = json.loads(out.read_text())
+    r0, r1 = spawn_ranks(_encode_rank, 2, str(clip_shards), out=tmp_path / "ranks.json")
     assert sorted(r0 + r1) == [f"shard-{i:06d}.tar" for i in range(4)] and not set(r0) & set(r1)
     assert len(r0) == len(r1) == 2

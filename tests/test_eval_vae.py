@@ -11,8 +11,10 @@ import torch
 
 from tests.conftest import clip_sample, write_tar
 from videogen.commands import eval_vae
+from videogen.evaluation import reconstruction
+from videogen.models.configurable import to_config
 from videogen.models.vae import VideoAutoencoder
-from videogen.pretrained import save_export, to_config
+from videogen.pretrained import save_export
 
 
 def tiny_vae() -> VideoAutoencoder:
@@ -61,11 +63,11 @@ def report_of(capsys, *argv: str) -> dict:
 
 
 def test_trimmed_shape():
-    assert eval_vae.trimmed_shape(11, 30, 42, tc=4, sc=4) == (9, 28, 40, 1, 1)
-    assert eval_vae.trimmed_shape(13, 64, 96, tc=4, sc=8) == (13, 64, 96, 0, 0)
-    assert eval_vae.trimmed_shape(13, 64, 64, tc=4, sc=8, max_frames=8) == (5, 64, 64, 0, 0)
-    assert eval_vae.trimmed_shape(3, 20, 20, tc=4, sc=8) == (1, 16, 16, 2, 2)  # an image-like clip
-    assert eval_vae.trimmed_shape(9, 6, 64, tc=4, sc=8) is None
+    assert reconstruction.trimmed_shape(11, 30, 42, tc=4, sc=4) == (9, 28, 40, 1, 1)
+    assert reconstruction.trimmed_shape(13, 64, 96, tc=4, sc=8) == (13, 64, 96, 0, 0)
+    assert reconstruction.trimmed_shape(13, 64, 64, tc=4, sc=8, max_frames=8) == (5, 64, 64, 0, 0)
+    assert reconstruction.trimmed_shape(3, 20, 20, tc=4, sc=8) == (1, 16, 16, 2, 2)  # an image-like clip
+    assert reconstruction.trimmed_shape(9, 6, 64, tc=4, sc=8) is None
 
 
 def test_report_counts_numbers_and_json_shape(capsys, vae_export, shards):
@@ -127,7 +129,7 @@ def test_a_checkpoint_gives_the_same_figures_as_its_export(capsys, vae_export, s
     ckpt = tmp_path / "vae.ckpt"
     torch.save({"state_dict": {f"vae.{k}": v for k, v in vae.state_dict().items()}, "global_step": 3,
                 "videogen": {"stage": "vae", "config": to_config(vae), "stats": {}, "export_prefix": "vae."}}, ckpt)
-    loaded, _ = eval_vae.vae_and_stats(ckpt)
+    loaded, _ = reconstruction.vae_and_stats(ckpt)
     assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), vae.state_dict().values()))
     a = report_of(capsys, "--vae", str(ckpt), "--data", str(shards), "--max-clips", "1")
     b = report_of(capsys, "--vae", str(vae_export), "--data", str(shards), "--max-clips", "1")

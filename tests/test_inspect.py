@@ -7,8 +7,8 @@ import pytest
 
 from conftest import clip_sample, write_tar
 from videogen.cli import main
-from videogen.commands.inspect import frame_indices
 from videogen.data import VideoDataModule
+from videogen.data.inspection import frame_indices
 from videogen.data.manifest import DatasetManifest
 
 

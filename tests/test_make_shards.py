@@ -11,7 +11,7 @@ import av
 import numpy as np
 import pytest
 
-import data_recipes.make_shards as ms
+import data_recipes.make_shards.write as ms
 from data_recipes.make_shards import MakeShardsError, make_shards
 from videogen.data.decode import ImageDecoder, PyAVDecoder
 from videogen.data.manifest import DatasetManifest

@@ -12,12 +12,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from data_recipes.synthetic import (BACKGROUND_STYLES, BACKGROUNDS, COLOURS, DIRECTIONS, FPS, GRADIENT, NUM_FRAMES,
-                                    SHAPES, SIZES, SPEEDS, STILL, draw_spec, generate_sample, judge_clip, split_indices,
-                                    write_synthetic)
+from data_recipes.synthetic import FPS, GRADIENT, NUM_FRAMES, draw_spec, generate_sample, split_indices, write_synthetic
 from videogen.cli import main as cli_main
 from videogen.data.decode import decoder_for, make_decoder
 from videogen.data.manifest import DatasetManifest, scan_shard
+from videogen.evaluation.judge import judge_clip
+from videogen.evaluation.synthetic_world import (BACKGROUND_STYLES, BACKGROUNDS, COLOURS, DIRECTIONS, SHAPES, SIZES,
+                                                 SPEEDS, STILL)
 
 SET_ARGS = dict(num_samples=10, seed=3, val_fraction=0.2, image_fraction=0.3, shard_size=4)
 

@@ -11,7 +11,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).parent / "distributed"))
 from launch import tiny_vae_model, write_shards  # noqa: E402
 from videogen.cli import lightning_cli, main  # noqa: E402
-from videogen.commands.tune_buckets import measure  # noqa: E402
+from videogen.data.bucket_tuning import step_peak_bytes  # noqa: E402
 
 MIB = 2**20
 BUCKETS = [{"num_frames": 9, "height": 32, "width": 48}, {"num_frames": 9, "height": 64, "width": 64}]
@@ -41,10 +41,10 @@ def test_batch_sizes_are_the_largest_that_fit_and_merge_into_the_config(config, 
     cli = lightning_cli(["--config", str(config), "--trainer.logger=false"], run=False)
     module, bucket = cli.model, cli.datamodule.bucketer.buckets[0]
     best = tuned[0]["batch_size"]
-    peaks = {b: measure(module, bucket, b, "cpu", "32-true") for b in (1, 2, best, best + 1)}
+    peaks = {b: step_peak_bytes(module, bucket, b, "cpu", "32-true") for b in (1, 2, best, best + 1)}
     assert peaks[best] <= budget < peaks[best + 1]  # the largest batch within the budget
     assert peaks[2] - peaks[1] > 0 and peaks[1] > 0
-    big = measure(module, cli.datamodule.bucketer.buckets[1], 1, "cpu", "32-true")
+    big = step_peak_bytes(module, cli.datamodule.bucketer.buckets[1], 1, "cpu", "32-true")
     assert big > budget  # why 64x64 was left out
     # the fragment merges after the original: the tuned table replaces the original one
     merged = lightning_cli(["--config", str(config), "--config", str(out), "--trainer.logger=false"], run=False)
@@ -55,7 +55,7 @@ def test_batch_sizes_are_the_largest_that_fit_and_merge_into_the_config(config, 
 def test_cpu_proxy_grows_by_the_same_step_per_clip(config):
     cli = lightning_cli(["--config", str(config), "--trainer.logger=false"], run=False)
     bucket = cli.datamodule.bucketer.buckets[0]
-    p1, p2, p4 = (measure(cli.model, bucket, b, "cpu", "32-true") for b in (1, 2, 4))
+    p1, p2, p4 = (step_peak_bytes(cli.model, bucket, b, "cpu", "32-true") for b in (1, 2, 4))
     assert p4 - p2 == pytest.approx(2 * (p2 - p1), rel=0.02)  # activations and batch: linear in clips
 
 

@@ -68,7 +68,7 @@ def run_extra(name: str, argv: list[str]) -> int:
     try:
         return int(module.run(args) or 0)
     except Exception as e:
-        from videogen.pretrained import RefusedFile  # (imported only here: it brings torch)
+        from videogen.errors import RefusedFile
 
         if not isinstance(e, RefusedFile):
             raise
@@ -140,7 +140,7 @@ def lightning_cli(args: list[str] | None = None, run: bool = True):
                 problem = checkpoint_mismatch(e, self.trainer.ckpt_path, self.model)
                 if problem is None:
                     raise
-                from videogen.callbacks.config_check import ConfigError
+                from videogen.errors import ConfigError
 
                 raise ConfigError(problem) from None
 
@@ -198,9 +198,8 @@ def main(argv: list[str] | None = None) -> int:
     if argv[0] in EXTRA_COMMANDS:
         return run_extra(argv[0], argv[1:])
     if argv[0] in TRAINER_COMMANDS:
-        from videogen.callbacks.config_check import ConfigError
         from videogen.data.manifest import ManifestError
-        from videogen.pretrained import RefusedFile
+        from videogen.errors import ConfigError, RefusedFile
 
         try:
             lightning_cli(argv)

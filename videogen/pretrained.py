@@ -8,24 +8,21 @@ An export folder holds
   scaling factor, compression factors),
 * ``manifest.json`` -- what made it: inputs, videogen version, git commit, the weights' sha256.
 
-Models make themselves exportable by inheriting :class:`Configurable`, which records their
-constructor arguments; there is no registry and no pickled object anywhere.
+Models make themselves exportable by inheriting :class:`~videogen.models.configurable.Configurable`,
+which records their constructor arguments; there is no registry and no pickled object anywhere.
 
 An export folder or a checkpoint record is downloaded data: before anything is constructed, every
-``class_path`` of its tree must be a model class of ``videogen.models`` (:func:`_model_class`), the
+``class_path`` of its tree must be a model class of ``videogen.models`` (``videogen.models.configurable``), the
 kind the caller expects, with known ``init_args`` keys; the weights must have the sha256 the
 manifest records and the shapes of the module built on the meta device. A refusal is
-:class:`RefusedFile` (one line on the command line, exit status 2). :func:`save_export` replaces
+:class:`~videogen.errors.RefusedFile` (one line on the command line, exit status 2). :func:`save_export` replaces
 only an export, by rename-aside-then-swap.
 """
 
 from __future__ import annotations
 
 import datetime
-import functools
 import hashlib
-import importlib
-import inspect
 import json
 import os
 import shutil
@@ -37,164 +34,11 @@ from typing import Any
 import torch
 import yaml
 
+from videogen.errors import RefusedFile
+from videogen.models.configurable import build_tree, check_tree, to_config
+
 CONFIG, WEIGHTS, STATS, MANIFEST = "config.yaml", "model.safetensors", "stats.json", "manifest.json"
 LORA_WEIGHTS = "pytorch_lora_weights.safetensors"  # a LoRA export's adapters as diffusers' load_lora_weights reads them
-
-
-class Configurable:
-    """Mixin recording the arguments a module was built with (``self._init_args``), so it can be
-    written as ``class_path`` + ``init_args`` and built again by :func:`from_config`."""
-
-    def __init_subclass__(cls, **kwargs):
-        super().__init_subclass__(**kwargs)
-        if "__init__" not in cls.__dict__:
-            return
-        original = cls.__init__
-        signature = inspect.signature(original)
-
-        @functools.wraps(original)
-        def __init__(self, *args, **kw):
-            original(self, *args, **kw)
-            if type(self) is cls:  # the most derived class records its own signature
-                bound = signature.bind(self, *args, **kw)
-                bound.apply_defaults()
-                init_args = {k: v for k, v in bound.arguments.items() if k != "self"}
-                self.__dict__["_init_args"] = init_args
-
-        cls.__init__ = __init__
-
-
-def _encode(value: Any, where: str) -> Any:
-    if isinstance(value, Configurable):
-        return to_config(value)
-    if isinstance(value, (list, tuple)):
-        return [_encode(v, f"{where}[{i}]") for i, v in enumerate(value)]
-    if isinstance(value, dict):
-        return {str(k): _encode(v, f"{where}.{k}") for k, v in value.items()}
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    raise TypeError(f"{where}: cannot write a {type(value).__name__} to config.yaml; give the module "
-                    "plain arguments or make the argument's class inherit videogen.pretrained.Configurable")
-
-
-def to_config(module: Any) -> dict[str, Any]:
-    """``{"class_path": ..., "init_args": {...}}`` of a :class:`Configurable` instance (or of the
-    module an FSDP unit wraps: FSDP's auto-wrap puts its wrapper where the module was)."""
-    from torch.distributed.fsdp import FullyShardedDataParallel
-
-    if isinstance(module, FullyShardedDataParallel):
-        module = module.module
-    init_args = getattr(module, "_init_args", None)
-    if init_args is None:
-        raise TypeError(f"{type(module).__name__} does not record its constructor arguments: "
-                        "inherit videogen.pretrained.Configurable")
-    cls = type(module)
-    return {"class_path": f"{cls.__module__}.{cls.__qualname__}",
-            "init_args": {k: _encode(v, f"{cls.__name__}.{k}") for k, v in init_args.items()}}
-
-
-class RefusedFile(Exception):
-    """A file or folder videogen will not build, load or overwrite (a hostile or foreign export,
-    checkpoint record or output folder). The commands show it as one line, ``videogen: error:
-    <file>: ...``, with exit status 2; nothing has been built or written when it is raised."""
-
-
-MODEL_PACKAGE = "videogen.models."
-
-
-def _model_class(class_path: Any, where: str) -> type:
-    """The class ``class_path`` names, if it is a model class of this package: an ``nn.Module`` that
-    inherits :class:`Configurable`, defined in ``videogen.models.*`` under exactly that name.
-    Anything else (a function, another package's class, a helper of the data pipeline) is refused
-    before it is looked up further or called."""
-    if not isinstance(class_path, str) or not class_path.startswith(MODEL_PACKAGE):
-        raise RefusedFile(f"{where}: class_path {class_path!r} is not a videogen model class (only classes under "
-                          f"{MODEL_PACKAGE}* are built from export folders and checkpoints)")
-    module_name, _, name = class_path.rpartition(".")
-    if not name.isidentifier() or not all(part.isidentifier() for part in module_name.split(".")):
-        raise RefusedFile(f"{where}: class_path {class_path!r} is not a dotted Python name")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as e:
-        raise RefusedFile(f"{where}: class_path {class_path!r}: no such module ({e})") from None
-    cls = module.__dict__.get(name)
-    if not (inspect.isclass(cls) and issubclass(cls, torch.nn.Module) and issubclass(cls, Configurable)
-            and cls.__module__.startswith(MODEL_PACKAGE)):
-        raise RefusedFile(f"{where}: class_path {class_path!r} is not a videogen model class (an nn.Module "
-                          "inheriting videogen.pretrained.Configurable under videogen.models)")
-    return cls
-
-
-MAX_CONFIG_DEPTH = 32  # nested mappings/lists in a config tree: far more than any model needs
-
-
-def _check_tree(config: Any, where: str, expect: type | tuple[type, ...] | None = None, depth: int = 0) -> None:
-    """Walk a ``class_path`` + ``init_args`` tree without building anything: every class_path is a
-    model class, the top one is ``expect`` (when given), every init_args key is a constructor argument."""
-    if depth > MAX_CONFIG_DEPTH:
-        raise RefusedFile(f"{where}: nested deeper than {MAX_CONFIG_DEPTH} levels")
-    if not isinstance(config, dict) or not isinstance(config.get("class_path"), str):
-        raise RefusedFile(f"{where}: not a class_path + init_args mapping")
-    extra = set(config) - {"class_path", "init_args"}
-    if extra:
-        raise RefusedFile(f"{where}: unknown keys {sorted(extra)} beside class_path and init_args")
-    cls = _model_class(config["class_path"], where)
-    if expect is not None and not issubclass(cls, expect):
-        wanted = " or a ".join(e.__name__ for e in (expect if isinstance(expect, tuple) else (expect,)))
-        raise RefusedFile(f"{where}: holds a {cls.__name__}, expected a {wanted}")
-    init_args = config.get("init_args") or {}
-    if not isinstance(init_args, dict):
-        raise RefusedFile(f"{where}: init_args of {cls.__name__} is a {type(init_args).__name__}, not a mapping")
-    params = {k: p for k, p in inspect.signature(cls.__init__).parameters.items()
-              if k != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
-    unknown = [k for k in init_args if k not in params]
-    if unknown:
-        raise RefusedFile(f"{where}: {cls.__name__} takes no argument {unknown[0]!r} (it takes {', '.join(params)})")
-
-    def walk(value: Any, at: str, level: int) -> None:
-        if level > MAX_CONFIG_DEPTH:
-            raise RefusedFile(f"{at}: nested deeper than {MAX_CONFIG_DEPTH} levels")
-        if isinstance(value, dict) and "class_path" in value:
-            _check_tree(value, at, depth=level)
-        elif isinstance(value, dict):
-            for k, v in value.items():
-                walk(v, f"{at}.{k}", level + 1)
-        elif isinstance(value, list):
-            for i, v in enumerate(value):
-                walk(v, f"{at}[{i}]", level + 1)
-        elif not (value is None or isinstance(value, (bool, int, float, str))):
-            raise RefusedFile(f"{at}: a {type(value).__name__} is not a config value")
-
-    for k, v in init_args.items():
-        walk(v, f"{where} at {cls.__name__}.{k}", depth + 1)
-
-
-def from_config(config: dict[str, Any], expect: type | tuple[type, ...] | None = None, where: str = "config") -> Any:
-    """Build a module from :func:`to_config` output (nested ``class_path`` dicts included). The whole
-    tree is checked first (:func:`_check_tree`): a refused tree raises :class:`RefusedFile` before
-    any constructor runs."""
-    _check_tree(config, where, expect)
-    return _build(config)
-
-
-def _build(config: dict[str, Any]) -> Any:
-    def decode(value: Any) -> Any:
-        if isinstance(value, dict) and "class_path" in value:
-            return _build(value)
-        if isinstance(value, list):
-            return [decode(v) for v in value]
-        if isinstance(value, dict):
-            return {k: decode(v) for k, v in value.items()}
-        return value
-
-    cls = _model_class(config["class_path"], "config")
-    params = inspect.signature(cls.__init__).parameters
-    kwargs = {}
-    for k, v in (config.get("init_args") or {}).items():
-        v = decode(v)
-        annotation = str(params[k].annotation)
-        kwargs[k] = tuple(v) if isinstance(v, list) and "tuple" in annotation else v
-    return cls(**kwargs)
 
 
 def state_mismatch(expected: dict[str, Any], given: dict[str, Any], limit: int = 3) -> str | None:
@@ -217,7 +61,7 @@ def check_shapes_first(config: dict[str, Any], state: dict[str, Any], where: str
     cannot run on the meta device (one that reads a folder of its own) is left to the real build."""
     try:
         with torch.device("meta"):
-            skeleton = _build(config)
+            skeleton = build_tree(config)
     except Exception:
         return
     problem = state_mismatch(skeleton.state_dict(), state)
@@ -430,7 +274,7 @@ def load_export(folder: str | os.PathLike, expect: type | tuple[type, ...] | Non
     except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError) as e:
         reason = (str(e) or type(e).__name__).splitlines()[0][:200]
         raise RefusedFile(f"{folder / CONFIG}: not readable YAML ({reason})") from None
-    _check_tree(config, str(folder / CONFIG), expect)
+    check_tree(config, str(folder / CONFIG), expect)
     manifest, stats = read_json(folder / MANIFEST), read_json(folder / STATS)
     if sha256_file(folder / WEIGHTS) != manifest.get("weights_sha256"):
         raise RefusedFile(f"{folder / WEIGHTS}: its sha256 is not the weights_sha256 of {folder / MANIFEST} (the "
@@ -442,7 +286,7 @@ def load_export(folder: str | os.PathLike, expect: type | tuple[type, ...] | Non
         state = load_file(str(folder / WEIGHTS))
     except (SafetensorError, ValueError) as e:
         raise RefusedFile(f"{folder / WEIGHTS}: not readable safetensors ({e})") from None
-    module = _build(config)
+    module = build_tree(config)
     load_weights(module, state, str(folder / WEIGHTS))
     module.eval()
     return Export(module, stats, manifest, config, folder)
@@ -479,11 +323,11 @@ def module_from_state(record: dict[str, Any], state_dict: dict[str, Any], expect
         raise RefusedFile(f"{where}: not a stage record (a mapping with stage, config, stats and export_prefix)")
     if not isinstance(state_dict, dict):
         raise RefusedFile(f"{where}: the checkpoint has no state_dict mapping")
-    _check_tree(record.get("config"), where, expect)
+    check_tree(record.get("config"), where, expect)
     prefix = record["export_prefix"]
     weights = {k[len(prefix):]: v for k, v in state_dict.items() if isinstance(k, str) and k.startswith(prefix)}
     check_shapes_first(record["config"], weights, where)
-    module = _build(record["config"])
+    module = build_tree(record["config"])
     load_weights(module, weights, where)
     return module.eval()
 

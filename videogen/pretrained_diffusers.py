@@ -25,7 +25,8 @@ from typing import Any
 
 import torch
 
-from videogen.pretrained import Export, RefusedFile, read_json, sha256_files, state_mismatch
+from videogen.errors import RefusedFile
+from videogen.pretrained import Export, read_json, sha256_files, state_mismatch
 
 VAE_CLASSES = ("AutoencoderKLWan", "AutoencoderKLCogVideoX", "AutoencoderKLLTXVideo", "AutoencoderKLHunyuanVideo")
 CONFIG_JSON = "config.json"

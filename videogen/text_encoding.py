@@ -78,7 +78,7 @@ def cache_record(encoder, identity: dict[str, Any]) -> dict[str, Any]:
 def null_record(encoder) -> dict[str, Any]:
     """``created_by.text_encoder.null_caption``: the encoded ``NULL_CAPTION`` (float16 values as JSON
     numbers, exact)."""
-    from videogen.sampling import NULL_CAPTION
+    from videogen.pipelines.video import NULL_CAPTION
 
     null = encode_captions(encoder, [NULL_CAPTION])[0]
     return {"text": NULL_CAPTION, "tokens": [[float(v) for v in row] for row in null]}

@@ -8,9 +8,7 @@ decode the frames they keep at full size and re-encode them with :func:`encode_r
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass, field, fields
-from fractions import Fraction
 from typing import Any
 
 import numpy as np
@@ -69,27 +67,11 @@ def full_frames(clip: Clip, decoder: Decoder, start: int = 0, stop: int | None =
 def encode_rgb(frames: np.ndarray, fps: float, crf: int = 18) -> bytes:
     """(T, H, W, 3) uint8 RGB -> H.264 mp4 (yuv420p; odd sides lose their last row/column).
 
-    One thread, no B-frames, no lookahead: the same frames give the same bytes (see
-    ``data_recipes.synthetic.encode_mp4``); any frame rate, fractional ones included."""
-    import av
+    :func:`videogen.evaluation.report.mp4_bytes` on the even-sided frames: the same frames give the same
+    bytes; any frame rate, fractional ones included."""
+    from videogen.evaluation.report import mp4_bytes
 
-    frames = frames[:, : frames.shape[1] // 2 * 2, : frames.shape[2] // 2 * 2]
-    rate = Fraction(fps).limit_denominator(1001)
-    buf = io.BytesIO()
-    with av.open(buf, mode="w", format="mp4", options={"fflags": "+bitexact"}) as container:
-        stream = container.add_stream("libx264", rate=rate, options={
-            "crf": str(crf), "preset": "veryfast", "threads": "1", "bf": "0",
-            "x264-params": "rc-lookahead=0:mbtree=0:asm=0"})
-        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
-        stream.thread_count = 1
-        for i, rgb in enumerate(frames):
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
-            frame.pts, frame.time_base = i, 1 / rate
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return buf.getvalue()
+    return mp4_bytes(frames[:, : frames.shape[1] // 2 * 2, : frames.shape[2] // 2 * 2], fps, crf)
 
 
 def luma(frames: np.ndarray) -> np.ndarray:

@@ -12,7 +12,7 @@ STEPS = ("scene-split", "quality", "motion", "dedup")
 
 @dataclass
 class CurateOptions:
-    steps: tuple[str, ...] = ("scene-split", "quality", "motion", "dedup")
+    steps: tuple[str, ...] = STEPS
     analysis_side: int = field(default=128, metadata={"help": "frames are analysed with their shorter side scaled "
                                                               "down to this many pixels"})
     max_frames: int = field(default=512, metadata={"help": "analyse at most this many evenly spaced frames per clip"})

@@ -33,8 +33,9 @@ from pathlib import Path
 import numpy as np
 
 from data_recipes.curate.frames import encode_rgb
-from data_recipes.synthetic import BACKGROUNDS, ClipSpec, draw_spec, generate_sample, long_caption, render_frames, \
-    shape_coverage, short_caption
+from data_recipes.synthetic import ClipSpec, draw_spec, generate_sample, long_caption, render_frames, shape_coverage, \
+    short_caption
+from videogen.evaluation.synthetic_world import BACKGROUNDS
 
 # share of each kind (the rest are normal clips)
 MIX = {"static": 0.1, "two_scene": 0.1, "duplicate": 0.12, "black": 0.06, "jittery": 0.08, "letterbox": 0.08,

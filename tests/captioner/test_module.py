@@ -39,8 +39,8 @@ def fit(synthetic_set, root, **module_kw):
 def test_fit_logs_metrics_exports_and_recaptions_from_ckpt(synthetic_set, tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from videogen.captioning import load_captioner
-    from videogen.commands.recaption import recaption
+    from videogen.pipelines.captioning import load_captioner
+    from videogen.pipelines.recaption import recaption
     from videogen.models.captioner import VideoCaptioner
 
     trainer, module = fit(synthetic_set, tmp_path, txt_prob=0.5, video_dropout=0.5,
@@ -87,7 +87,7 @@ def test_missing_captions_are_counted_not_trained(synthetic_set):
 
 
 def test_upsample_prompt_with_a_text_only_captioner(captioner_export, tmp_path):
-    from videogen.captioning import upsample_prompt
+    from videogen.pipelines.captioning import upsample_prompt
     from videogen.models.captioner import captioner_tiny
     from videogen.modules.captioner import CaptionerModule
     from videogen.pretrained import save_export
@@ -107,7 +107,7 @@ def test_upsample_prompt_with_a_text_only_captioner(captioner_export, tmp_path):
 def test_upsample_prompt_with_a_causal_lm(tmp_path):
     from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
-    from videogen.captioning import upsample_prompt
+    from videogen.pipelines.captioning import upsample_prompt
     from videogen.models.text import default_text_encoder_path
 
     tok = AutoTokenizer.from_pretrained(default_text_encoder_path(), local_files_only=True)
@@ -129,7 +129,7 @@ def test_upsample_prompt_with_a_causal_lm(tmp_path):
 def test_upsample_with_picks_captioner_or_causal_lm(captioner_export, tmp_path):
     from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
-    from videogen.captioning import upsample_prompt, upsample_with
+    from videogen.pipelines.captioning import upsample_prompt, upsample_with
     from videogen.models.text import default_text_encoder_path
 
     assert upsample_with(captioner_export, ["a red circle"], max_new_tokens=6) == upsample_prompt(
@@ -146,7 +146,7 @@ def test_upsample_with_picks_captioner_or_causal_lm(captioner_export, tmp_path):
 def test_captioner_on_vae_latents(synthetic_set, tmp_path):
     """With vae: the captioner reads the frozen VAE's normalised latents; recaption loads the same VAE."""
     from tests.test_configs import make_vae_export
-    from videogen.commands.recaption import recaption
+    from videogen.pipelines.recaption import recaption
     from videogen.models.captioner import VideoCaptioner
     from videogen.modules.captioner import CaptionerModule
     from videogen.pretrained import save_export

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import make_mp4, write_tar
-from videogen.commands.recaption import rank_and_world, recaption
+from videogen.pipelines.recaption import rank_and_world, recaption
 from videogen.data.manifest import DatasetManifest
 
 
@@ -168,3 +168,27 @@ def test_another_captioner_may_not_continue_a_folder(synthetic_set, captioner_ex
     other_export = save_export(tmp_path / "other", other.captioner, other.export_stats())
     with pytest.raises(ValueError, match="by another captioner"):
         recaption(str(other_export), str(synthetic_set / "train"), out, max_new_tokens=4, progress=False)
+
+
+def test_a_shard_cut_short_is_left_out_whole_and_the_rest_are_written(synthetic_set, captioner_export, tmp_path,
+                                                                       capsys):
+    """A shard that cannot be read to its end leaves no output shard (not half a one), no done record and
+    no ``.tmp``; the other shards are written, and dataset.json waits until every input shard is done."""
+    import shutil
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for shard in sorted((synthetic_set / "train").glob("*.tar"))[:2]:
+        shutil.copy(shard, src / shard.name)
+    cut = src / "shard-000001.tar"
+    data = cut.read_bytes()
+    cut.write_bytes(data[: len(data) // 2])  # in the middle of a member
+    out = tmp_path / "out"
+    summary = recaption(str(captioner_export), str(src), out, batch_size=1, max_new_tokens=4, progress=False)
+    assert summary["shards"] == 1 and summary["captions"] == 3
+    assert summary["skipped"] == {"unreadable_shard": 1} and not summary["manifest"]
+    assert "shard-000001.tar could not be read" in capsys.readouterr().out
+    assert sorted(p.name for p in out.iterdir() if p.is_file()) == ["shard-000000.tar"]
+    assert sorted(p.name for p in (out / ".done").iterdir()) == ["shard-000000.tar.json"]
+    before, after = members(src / "shard-000000.tar"), members(out / "shard-000000.tar")
+    assert [n for n, _ in after] == [n for n, _ in before]

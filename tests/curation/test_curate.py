@@ -280,7 +280,7 @@ def test_bad_options_are_clear_errors(labelled, tmp_path):
         run(src, tmp_path / "o", workers=0)
     with pytest.raises(CurateError, match="give both --shard-index and --num-shard-groups"):
         run(src, tmp_path / "o", shard_index=0)
-    from videogen.pretrained import RefusedFile
+    from videogen.errors import RefusedFile
 
     with pytest.raises(RefusedFile, match="is the input folder"):
         run(src, src)

@@ -90,7 +90,7 @@ def test_dit_ddp_trains_from_caption_embeddings_with_no_encoder_on_any_rank(tmp_
     sys.path.insert(0, str(Path(__file__).parents[1]))
     from models.pretrained_parts import tiny_t5
     from conftest import tiny_export
-    from videogen.commands.encode import encode
+    from videogen.pipelines.encode import encode
 
     write_shards(tmp_path / "shards", [2, 2])
     vae, t5 = tiny_export(tmp_path / "vae"), tiny_t5(tmp_path / "t5")

@@ -12,10 +12,11 @@ pyyaml, safetensors and pytest only: no data stack, no text encoder.
 """
 
 import os
-import socket
 
 import pytest
 import torch
+
+from conftest import free_port
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 
@@ -96,12 +97,6 @@ def test_packed_bf16_equals_clips_one_by_one(text_attention):
         assert (g_packed[n] - g_single[n]).abs().max() <= 0.05 * scale, n
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_fsdp_on_one_gpu_trains_like_the_unwrapped_dit():
     import copy
     import functools
@@ -113,7 +108,7 @@ def test_fsdp_on_one_gpu_trains_like_the_unwrapped_dit():
     from videogen.models.dit.blocks import DiTBlock
     from videogen.models.dit.model import DiT
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()))
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()))
     dist.init_process_group("nccl", rank=0, world_size=1)
     try:
         plain = dit()

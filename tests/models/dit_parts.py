@@ -1,6 +1,7 @@
 """The tiny DiT and the packed clips with captions that the DiT model tests share (one home, so no test module
 imports another)."""
 
+import pytest
 import torch
 
 from videogen.models.dit import DiT, dit_tiny
@@ -26,3 +27,9 @@ def clips_and_text(seed=0):
     text = torch.randn(3, 5, TEXT_DIM, generator=g)
     text_mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 0, 0, 0, 0]], dtype=torch.bool)
     return latents, t, text, text_mask
+
+
+@pytest.fixture(params=TEXT_ATTENTION)
+def packed(request):
+    """(model, latents, t, text, text_mask): :func:`tiny` with each text attention, and :func:`clips_and_text`."""
+    return tiny(text_attention=request.param), *clips_and_text()

@@ -74,7 +74,7 @@ def test_text_length_must_be_the_models_and_the_sampler_must_be_ddim(parts):
     net = CogVideoXTransformer(parts["sincos"])
     with pytest.raises(ValueError, match="exactly max_text_seq_length=8 text tokens.*text_max_length: 8"):
         net(torch.randn(1, 4, 3, 8, 12), torch.rand(1), torch.randn(1, 5, 32), torch.ones(1, 5, dtype=torch.bool))
-    from videogen.sampling import generate_latents
+    from videogen.pipelines.video import generate_latents
 
     stats = {"temporal_compression": 4, "spatial_compression": 4, "latent_channels": 4}
     with pytest.raises(ValueError, match="--sampler euler does not sample the ddpm_discrete process: use ddim"):
@@ -88,7 +88,7 @@ def test_lora_export_loads_into_cogvideox_pipeline_and_matches_our_ddim(parts, t
 
     from videogen.models.text import FrozenTextEncoder
     from videogen.pretrained import save_export
-    from videogen.sampling import NULL_CAPTION, generate_latents, load_trained_dit, sampling_kwargs
+    from videogen.pipelines.video import NULL_CAPTION, generate_latents, load_trained_dit, sampling_kwargs
 
     module = cog_module(parts, lora_rank=4, lora_alpha=8)
     module.optimizer = partial(AdamW, lr=5e-2, betas=(0.9, 0.99), weight_decay=0.0)
@@ -161,7 +161,7 @@ def test_image_to_video_cogvideox_refused(tmp_path):
 
 
 def test_cached_caption_embeddings_refused_for_a_text_path_that_reads_the_padding(parts):
-    from videogen.callbacks.config_check import ConfigError
+    from videogen.errors import ConfigError
 
     module = cog_module(parts, lora_rank=2)
     assert module._decide_text_cache(None) is None  # auto: the live encoder

@@ -14,8 +14,8 @@ diffusers = pytest.importorskip("diffusers")
 from videogen.encoding import (  # noqa: E402
     decode_latents, default_overlap, denormalize_latents, encode_latents, load_vae, normalize_latents, plan_for,
 )
+from videogen.errors import RefusedFile  # noqa: E402
 from videogen.models.vae.diffusers_vae import DiffusersVideoVAE  # noqa: E402
-from videogen.pretrained import RefusedFile  # noqa: E402
 from diffusers_vaes import COG, HUNYUAN, LTX, WAN, save_vae  # noqa: E402
 
 @pytest.fixture(scope="module")

@@ -128,7 +128,7 @@ def test_lora_export_loads_into_wan_pipeline_and_matches_our_sampler(parts, lora
     import json
 
     from videogen.models.text import FrozenTextEncoder
-    from videogen.sampling import NULL_CAPTION, generate_latents, load_trained_dit, sampling_kwargs
+    from videogen.pipelines.video import NULL_CAPTION, generate_latents, load_trained_dit, sampling_kwargs
 
     files = sorted(p.name for p in lora_export.iterdir())
     assert files == ["config.yaml", "manifest.json", "model.safetensors", "pytorch_lora_weights.safetensors",
@@ -216,7 +216,7 @@ def test_videos_equal_wan_pipelines_through_its_diffusers_vae(parts, tmp_path):
     normalisation), exported; our generate() decodes through that VAE to the video WanPipeline decodes."""
     from videogen.models.text import FrozenTextEncoder
     from videogen.pretrained import save_export
-    from videogen.sampling import NULL_CAPTION, generate, load_trained_dit, sampling_kwargs
+    from videogen.pipelines.video import NULL_CAPTION, generate, load_trained_dit, sampling_kwargs
 
     vae = tiny_wan_vae(4)
     vae.register_to_config(latents_mean=[0.1, -0.2, 0.0, 0.3], latents_std=[1.0, 2.0, 0.5, 1.5])

@@ -84,7 +84,7 @@ def test_network_call_matches_wan_image_to_video_pipeline(parts, tmp_path):
     from videogen.models.dit.image_encoder import FrozenImageEncoder
     from videogen.models.text import FrozenTextEncoder
     from videogen.pretrained import save_export
-    from videogen.sampling import NULL_CAPTION, Conditioning, generate_latents, load_trained_dit, sampling_kwargs
+    from videogen.pipelines.video import NULL_CAPTION, Conditioning, generate_latents, load_trained_dit, sampling_kwargs
 
     module = i2v_module(parts, lora_rank=4, lora_alpha=8)
     train_steps(module, video_batch(), 2)
@@ -134,7 +134,7 @@ def test_videogen_sample_image_keeps_the_first_frame_latent(parts, tmp_path, mon
     from videogen.cli import main
     from videogen.data.decode import PyAVDecoder
     from videogen.pretrained import save_export
-    import videogen.sampling as sampling
+    import videogen.pipelines.video as sampling
 
     module = i2v_module(parts, lora_rank=2)
     export = save_export(tmp_path / "export", module.dit, module.export_stats())

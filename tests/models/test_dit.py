@@ -6,7 +6,7 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-from models.dit_parts import C, TEXT_ATTENTION, TEXT_DIM, clips_and_text, tiny
+from models.dit_parts import C, TEXT_ATTENTION, TEXT_DIM, clips_and_text, packed, tiny  # noqa: F401 (packed: a fixture)
 from videogen.models.dit import (
     DiT,
     RotaryEmbedding3D,
@@ -116,11 +116,9 @@ def test_bucket_forward_in_fp32_is_mains(text_attention):
     assert got == pytest.approx(MAIN_BUCKET_OUTPUT[text_attention], rel=1e-5, abs=1e-5)
 
 
-@pytest.mark.parametrize("text_attention", TEXT_ATTENTION)
-def test_clips_never_see_each_other(text_attention):
+def test_clips_never_see_each_other(packed):
     """Changing one clip's latent, caption or timestep leaves every other clip's output bit-identical."""
-    model = tiny(text_attention=text_attention)
-    latents, t, text, text_mask = clips_and_text()
+    model, latents, t, text, text_mask = packed
     with torch.no_grad():
         before = model(latents, t, text, text_mask)
         changed = [latents[0], latents[1] + 5 * torch.randn_like(latents[1]), latents[2]]
@@ -134,11 +132,9 @@ def test_clips_never_see_each_other(text_attention):
         torch.testing.assert_close(before[i], after[i], atol=1e-6, rtol=0)
 
 
-@pytest.mark.parametrize("text_attention", TEXT_ATTENTION)
-def test_padding_tokens_are_ignored(text_attention):
+def test_padding_tokens_are_ignored(packed):
     """Rows padded with segment id -1 (as a packer that fills fixed-length rows makes) change nothing."""
-    model = tiny(text_attention=text_attention)
-    latents, t, text, text_mask = clips_and_text()
+    model, latents, t, text, text_mask = packed
     packed = pack(latents[:2], model.patch_size)
     n = packed.tokens.shape[1]
     tokens = torch.cat([packed.tokens, torch.randn(1, 7, packed.tokens.shape[2])], dim=1)
@@ -238,10 +234,8 @@ def test_gradient_checkpointing_gives_the_same_gradients(text_attention):
     torch.testing.assert_close(grads[0], grads[1], atol=1e-6, rtol=1e-5)
 
 
-@pytest.mark.parametrize("text_attention", TEXT_ATTENTION)
-def test_forward_flops_match_torch_flop_counter(text_attention):
-    model = tiny(text_attention=text_attention)
-    latents, t, text, text_mask = clips_and_text()
+def test_forward_flops_match_torch_flop_counter(packed):
+    model, latents, t, text, text_mask = packed
     x = torch.randn(2, C, 3, 8, 8)
     # the math SDPA backend runs attention as matmuls the counter sees (the fused CPU kernel is not counted)
     with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:

@@ -4,7 +4,7 @@ alone, no N x N tensor, the clip offsets (Segments), padding to a token budget, 
 import pytest
 import torch
 
-from models.dit_parts import C, TEXT_ATTENTION, TEXT_DIM, clips_and_text, tiny
+from models.dit_parts import C, TEXT_ATTENTION, TEXT_DIM, clips_and_text, packed, tiny  # noqa: F401 (packed: a fixture)
 from videogen.models.dit import dit_tiny, pack
 from videogen.models.dit.attention import Segments, text_segments, token_runs
 
@@ -74,11 +74,9 @@ def test_segments_from_clip_offsets():
         token_runs(torch.tensor([[0, 0, 1, 0]]))
 
 
-@pytest.mark.parametrize("text_attention", TEXT_ATTENTION)
-def test_pack_padded_to_a_token_budget_gives_the_same_outputs(text_attention):
+def test_pack_padded_to_a_token_budget_gives_the_same_outputs(packed):
     """``pad_to`` (a fixed row length for compiled kernels) adds ignored padding tokens and changes nothing."""
-    model = tiny(text_attention=text_attention)
-    latents, t, text, text_mask = clips_and_text()
+    model, latents, t, text, text_mask = packed
     with torch.no_grad():
         plain = model(latents, t, text, text_mask)
         padded = model(latents, t, text, text_mask, pad_to=128)
@@ -88,11 +86,9 @@ def test_pack_padded_to_a_token_budget_gives_the_same_outputs(text_attention):
         model(latents, t, text, text_mask, pad_to=60)
 
 
-@pytest.mark.parametrize("text_attention", TEXT_ATTENTION)
-def test_two_packed_rows_equal_each_row_alone(text_attention):
+def test_two_packed_rows_equal_each_row_alone(packed):
     """forward_tokens with B = 2 rows (different clips, padding in one): each row's output is what it gets alone."""
-    model = tiny(text_attention=text_attention)
-    latents, t, text, text_mask = clips_and_text()
+    model, latents, t, text, text_mask = packed
     a, b = pack(latents[:2], model.patch_size), pack([latents[2], latents[0]], model.patch_size)  # 54 and 60 tokens
     pad = b.tokens.shape[1] - a.tokens.shape[1]
     rows = {
@@ -109,8 +105,7 @@ def test_two_packed_rows_equal_each_row_alone(text_attention):
     torch.testing.assert_close(both[1:], alone_b, atol=1e-6, rtol=1e-5)
 
 
-@pytest.mark.parametrize("text_attention", TEXT_ATTENTION)
-def test_varlen_call_gets_offsets_that_match_the_per_clip_path(text_attention, monkeypatch):
+def test_varlen_call_gets_offsets_that_match_the_per_clip_path(packed, monkeypatch):
     """The CUDA branch's glue, on the CPU: varlen_attn replaced by a reference that reads only what it is given
     (flat (T, heads, d) q/k/v, int32 cu_seqlens, launch bounds) gives the per-clip path's outputs."""
     import torch.nn.functional as F
@@ -129,8 +124,7 @@ def test_varlen_call_gets_offsets_that_match_the_per_clip_path(text_attention, m
                                                          v[c:d].transpose(0, 1)).transpose(0, 1)
                           for a, b, c, d in zip(cu_q[:-1], cu_q[1:], cu_k[:-1], cu_k[1:])])
 
-    model = tiny(text_attention=text_attention)
-    latents, t, text, text_mask = clips_and_text()
+    model, latents, t, text, text_mask = packed
     with torch.no_grad():
         per_clip = model(latents, t, text, text_mask, pad_to=128)
         monkeypatch.setattr(attention, "varlen_attn", reference_varlen)

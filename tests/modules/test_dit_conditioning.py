@@ -19,7 +19,7 @@ from videogen.diffusion import make_process, sampling_timesteps, timestep_shift
 from videogen.encoding import encode_latents, load_vae, normalize_latents
 from videogen.models.dit import DiT
 from videogen.modules.dit import DiTModule
-from videogen.sampling import NULL_CAPTION, conditioning_from_video, connect_frames, frame_mask, generate
+from videogen.pipelines.video import NULL_CAPTION, conditioning_from_video, connect_frames, frame_mask, generate
 
 
 def tiny_dit(**kw):

@@ -17,12 +17,12 @@ pytest.importorskip("diffusers")
 
 from diffusers_vaes import COG, WAN, save_vae  # noqa: E402
 from conftest import tiny_dit  # noqa: E402
-from videogen.commands.encode import buckets_from, encode  # noqa: E402
+from videogen.pipelines.encode import buckets_from, encode  # noqa: E402
 from videogen.data import Bucket, VideoDataModule  # noqa: E402
 from videogen.encoding import check_cache_identity, decode_latents, encode_latents, load_vae  # noqa: E402
+from videogen.errors import RefusedFile  # noqa: E402
 from videogen.modules.dit import DiTModule  # noqa: E402
-from videogen.modules.lr_schedule import WarmupCosine
-from videogen.pretrained import RefusedFile  # noqa: E402
+from videogen.modules.lr_schedule import WarmupCosine  # noqa: E402
 
 BUCKETS = [{"num_frames": 9, "height": 64, "width": 96}, {"num_frames": 9, "height": 64, "width": 64}]
 
@@ -160,10 +160,10 @@ def test_vae_stats_measures_and_load_vae_uses_them(tmp_path, shards, capsys):
     assert export.stats["latent_mean"] != WAN["latents_mean"] and export.stats["stats_from"].startswith("measured")
     assert export.manifest["weights_sha256"] == load_vae(vae_dir).manifest["weights_sha256"]  # same cache identity
     # the numbers are the moments of the posterior means of those clips (first 5 frames, as eval-vae trims)
-    from videogen.commands.eval_vae import frames_to_video, iter_records
     from videogen.data.decode import make_decoder
     from videogen.data.shards import expand_urls
     from videogen.data.stages import Skips
+    from videogen.evaluation.reconstruction import frames_to_video, iter_records
 
     decoder, moments = make_decoder("auto"), LatentMoments(4)
     for i, r in zip(range(3), iter_records(expand_urls(str(shards)), decoder, Skips())):

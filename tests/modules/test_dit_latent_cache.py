@@ -13,7 +13,7 @@ import torch
 from lightning.pytorch import Trainer
 
 from conftest import tiny_dit, tiny_export
-from videogen.commands.encode import buckets_from, encode
+from videogen.pipelines.encode import buckets_from, encode
 from videogen.data import Bucket, VideoDataModule
 from videogen.data import stages
 from videogen.encoding import encode_latents

@@ -17,12 +17,12 @@ from torch.optim import AdamW
 
 from conftest import clip_sample, tiny_export, write_tar
 from models.pretrained_parts import tiny_clip, tiny_t5
-from videogen.callbacks.config_check import ConfigError
 from videogen.callbacks.export import StageExport
 from videogen.cli import main
 from videogen.data import Bucket, VideoDataModule, stages
 from videogen.data.decode import PyAVDecoder
 from videogen.data.text_embeddings import TextSpec, read_embeddings
+from videogen.errors import ConfigError
 from videogen.models import text as text_module
 from videogen.models.dit import DiT
 from videogen.models.text import FrozenTextEncoder

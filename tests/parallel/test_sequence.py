@@ -3,24 +3,13 @@ parameter's gradient (after the data-parallel average DDP/FSDP apply) equal one 
 and packed batches, cross and joint text attention, token counts that divide the degree and ones that
 need padding."""
 
-import json
-import os
-import socket
-
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 
-from conftest import end_rank
+from conftest import spawn_ranks
 
 HEADS = 4  # divisible by both degrees
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _dit(text_attention: str):
@@ -72,9 +61,7 @@ def _forward_backward(dit, kind: str, inputs: dict) -> tuple[list[torch.Tensor],
     return [o.detach() for o in outs], {n: p.grad.clone() for n, p in dit.named_parameters()}
 
 
-def _rank_main(rank: int, world: int, port: int, out: str):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+def _rank_main(rank: int, world: int) -> dict:
     torch.set_num_threads(1)
     from videogen.parallel.sequence import UlyssesAttention, UlyssesShard, apply_sequence_parallel, sequence_groups
 
@@ -97,21 +84,13 @@ def _rank_main(rank: int, world: int, port: int, out: str):
                 "shapes": [list(o.shape) for o in out_sp], "ref_shapes": [list(o.shape) for o in ref_out],
                 "grad_rel_err": max(grad_err.values()), "worst": max(grad_err, key=grad_err.get),
                 "zero_grads": [n for n, g in ref_grad.items() if not g.abs().max() > 0]}
-    gathered = [None] * world
-    dist.all_gather_object(gathered, result)
-    if rank == 0:
-        with open(out, "w") as f:
-            json.dump(gathered, f)
-    end_rank()
+    return result
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("degree", [2, 4])
 def test_ulysses_forward_and_gradients_equal_one_process(tmp_path, degree):
-    out = str(tmp_path / "result.json")
-    mp.spawn(_rank_main, args=(degree, _free_port(), out), nprocs=degree, join=True)
-    with open(out) as f:
-        ranks = json.load(f)
+    ranks = spawn_ranks(_rank_main, degree, out=tmp_path / "result.json")
     assert [r["seq_rank"] for r in ranks] == list(range(degree)) and {r["data_rank"] for r in ranks} == {0}
     for name, case in ranks[0]["cases"].items():
         assert case["dits"] == 1 and case["wrapped"] == 2  # the self-attention core of both blocks

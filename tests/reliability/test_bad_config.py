@@ -12,13 +12,6 @@ def shards(tmp_path_factory):
     return make_shards(tmp_path_factory.mktemp("cfg") / "shards", n=2, shards=1)
 
 
-@pytest.fixture(scope="module")
-def vae_export(tmp_path_factory):
-    from conftest import tiny_export
-
-    return tiny_export(tmp_path_factory.mktemp("vae") / "export")
-
-
 def fit_error(tmp_path, capsys, model, shards, *overrides, **data):
     record = tmp_path / "steps.jsonl"
     cfg = fit_config(tmp_path / "c.yaml", tmp_path / "run", shards, model, 2, every=1, record=record, **data)
@@ -88,7 +81,7 @@ def test_latent_cache_written_by_another_vae(tmp_path, capsys, shards, vae_expor
     """(The identity check itself: tests/test_encode.py::test_stale_cache_is_refused.) Through `videogen fit`
     the DiT refuses, at setup, a cache that another VAE wrote, naming both; no step runs."""
     from conftest import tiny_export
-    from videogen.commands.encode import encode
+    from videogen.pipelines.encode import encode
 
     other = tiny_export(tmp_path / "other-vae", seed=1)
     cache = encode(str(other), str(shards), tmp_path / "cache", max_area=32 * 48, max_frames=9, num_workers=0,
@@ -104,8 +97,9 @@ def test_a_vae_that_needs_longer_frame_steps_refuses_buckets_between_them():
 
     import pytest
 
-    from videogen.callbacks.config_check import ConfigError, bucket_problem, check_shapes
+    from videogen.callbacks.config_check import bucket_problem, check_shapes
     from videogen.data.buckets import Bucket
+    from videogen.errors import ConfigError
 
     assert bucket_problem(13, 64, 64, tc=4, sc=8, patch=(1, 2, 2)) is None
     assert bucket_problem(13, 64, 64, tc=4, sc=8, patch=(1, 2, 2), frame_multiple=8) == \

@@ -9,8 +9,10 @@ import torch
 
 from videogen import pretrained
 from videogen.cli import main
+from videogen.errors import RefusedFile
+from videogen.models.configurable import to_config
 from videogen.models.vae import VideoAutoencoder
-from videogen.pretrained import load_export, load_stage, save_export, to_config
+from videogen.pretrained import load_export, load_stage, save_export
 
 STATS = {"latent_channels": 4, "latent_mean": [0.0] * 4, "latent_std": [1.0] * 4, "temporal_compression": 4,
          "spatial_compression": 4}
@@ -50,12 +52,12 @@ def test_videogen_export_refuses_to_wipe_a_run_folder(tmp_path, capsys):
 def test_a_file_or_a_folder_with_extra_files_is_not_replaced(tmp_path):
     target = tmp_path / "notes.txt"
     target.write_text("mine")
-    with pytest.raises(pretrained.RefusedFile, match="is not an export folder"):
+    with pytest.raises(RefusedFile, match="is not an export folder"):
         save_export(target, tiny_vae(0), STATS)
     assert target.read_text() == "mine"
     export = save_export(tmp_path / "e", tiny_vae(0), STATS)
     (export / "README.md").write_text("my notes about this export")
-    with pytest.raises(pretrained.RefusedFile, match="README.md"):
+    with pytest.raises(RefusedFile, match="README.md"):
         save_export(export, tiny_vae(1), STATS)
     assert (export / "README.md").is_file() and same_weights(load_export(export).module, tiny_vae(0))
 

@@ -162,7 +162,7 @@ def test_expect_is_checked_before_the_class_is_constructed(tmp_path, capsys):
 
 @pytest.mark.parametrize("class_path", [
     "videogen.pretrained.save_export",           # a function of the package
-    "videogen.pretrained.Configurable",          # a class of the package, not a model
+    "videogen.models.configurable.Configurable",  # a class of the model package, not a model
     "videogen.checkpoint_io.atomic_torch_save",  # overwrites files
     "os.system",                                 # not videogen at all
     "videogen.models.vae.autoencoder.torch.load",  # reached through a model module's namespace
@@ -224,7 +224,7 @@ def test_an_untouched_export_still_loads(tmp_path):
 
 def test_a_checkpoint_whose_weights_are_not_tensors_is_one_line(tmp_path, capsys):
     """A record of the right model, its state dict holding a number where a weight belongs."""
-    from videogen.pretrained import to_config
+    from videogen.models.configurable import to_config
 
     vae = tiny_vae()
     ckpt = tmp_path / "odd.ckpt"

@@ -23,13 +23,6 @@ def shards(tmp_path_factory):
     return make_shards(tmp_path_factory.mktemp("kill") / "shards")
 
 
-@pytest.fixture(scope="module")
-def vae_export(tmp_path_factory):
-    from conftest import tiny_export
-
-    return tiny_export(tmp_path_factory.mktemp("vae") / "export")
-
-
 def kill_step() -> int:
     """Finished steps when the kill lands, from a printed seed (``VG_KILL_SEED`` replays one)."""
     seed = int(os.environ.get("VG_KILL_SEED") or random.SystemRandom().randrange(2**32))

@@ -11,9 +11,9 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from torch.optim import AdamW
 
 from reliability_helpers import make_shards
-from videogen.callbacks.config_check import ConfigError
 from videogen.callbacks.guards import OOM_ADVICE, NumericGuard, OOMAdvice, StepGuard
 from videogen.data import Bucket, VideoDataModule
+from videogen.errors import ConfigError
 from videogen.models.dit import DiT
 from videogen.models.vae import VideoAutoencoder
 from videogen.modules.lr_schedule import WarmupCosine
@@ -22,13 +22,6 @@ from videogen.modules.lr_schedule import WarmupCosine
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory):
     return make_shards(tmp_path_factory.mktemp("num") / "shards", n=4, shards=1)
-
-
-@pytest.fixture(scope="module")
-def vae_export(tmp_path_factory):
-    from conftest import tiny_export
-
-    return tiny_export(tmp_path_factory.mktemp("vae") / "export")
 
 
 def datamodule(shards):

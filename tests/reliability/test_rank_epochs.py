@@ -3,30 +3,19 @@ appeared between the ranks' listings, a transient read error while counting, a m
 sizing is decided once (rank 0) and shared, so both ranks get the same shard list and batch count
 and finish an epoch of per-batch collectives, or both stop at setup with the same error; no hang."""
 
-import json
 import os
-import socket
-import time
 
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 
+from conftest import spawn_ranks
 from reliability_helpers import clip_sample, write_tar
 
 HANG = 120  # seconds: ranks that disagree on the epoch length wait in a collective until killed here
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _rank(rank: int, port: int, folder: str, extra: str, fault: str, out: str):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=2)
+def _rank(rank: int, world: int, folder: str, extra: str, fault: str) -> dict:
     from videogen.data import Bucket, VideoDataModule
 
     spec: str | list[str] = folder
@@ -58,11 +47,7 @@ def _rank(rank: int, port: int, folder: str, extra: str, fault: str, out: str):
         result["batches"] = batches
     except Exception as e:  # noqa: BLE001 - the error each rank stopped with is what the test compares
         result["error"] = f"{type(e).__name__}: {e}"
-    with open(f"{out}/rank{rank}.json", "w") as f:
-        json.dump(result, f)
-    from reliability_helpers import _conftest
-
-    _conftest.end_rank()
+    return result
 
 
 def run_ranks(tmp_path, fault: str) -> tuple[dict, dict]:
@@ -72,15 +57,7 @@ def run_ranks(tmp_path, fault: str) -> tuple[dict, dict]:
     for s in range(2):  # 2 shards x 3 clips, no manifest: sized by scanning their headers
         write_tar(folder / f"shard-{s:06d}.tar", [clip_sample(f"s{s}k{i}", 64, 64, 9, seed=s * 3 + i) for i in range(3)])
     write_tar(extra, [clip_sample(f"late{i}", 64, 64, 9, seed=50 + i) for i in range(4)])
-    ctx = mp.start_processes(_rank, args=(_free_port(), str(folder), str(extra), fault, str(tmp_path)), nprocs=2,
-                             join=False, start_method="spawn")
-    deadline = time.time() + HANG
-    while not ctx.join(timeout=1):
-        if time.time() > deadline:
-            for p in ctx.processes:
-                p.kill()
-            raise AssertionError(f"{fault}: the ranks hung for {HANG} s (they disagree on the epoch)")
-    return tuple(json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
+    return tuple(spawn_ranks(_rank, 2, str(folder), str(extra), fault, out=tmp_path / "ranks.json", hang=HANG))
 
 
 @pytest.mark.slow

@@ -8,7 +8,7 @@
   patch too. A table that breaks this would fail at the first batch of that bucket, possibly hours
   into a run.
 
-Each problem raises :class:`ConfigError` naming the key, what it holds and what would work
+Each problem raises :class:`~videogen.errors.ConfigError` naming the key, what it holds and what would work
 (``videogen fit`` prints it as one line and exits with status 2). The stage is read from the module
 as it is: ``module.vae`` (a ``VideoAutoencoder``: the VAE stage) or ``module.vae_export.stats`` +
 ``module.dit.patch_size`` (the DiT stage); other modules get the shard check only.
@@ -21,9 +21,7 @@ from typing import Any
 
 from lightning.pytorch import Callback
 
-
-class ConfigError(ValueError):
-    """A configuration the run cannot use (found before any compute)."""
+from videogen.errors import ConfigError
 
 
 def _requirements(module: Any) -> tuple[int, int, tuple[int, int, int], str, int] | None:

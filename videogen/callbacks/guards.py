@@ -35,6 +35,8 @@ from typing import Any, Callable, Iterable
 import torch
 from lightning.pytorch import Callback
 
+from videogen.errors import ConfigError
+
 log = logging.getLogger("videogen.guard")
 
 OOM_ADVICE = (
@@ -188,8 +190,6 @@ class NumericGuard(Callback):
 
     def setup(self, trainer, pl_module, stage: str) -> None:
         if not pl_module.automatic_optimization:
-            from videogen.callbacks.config_check import ConfigError
-
             raise ConfigError(f"trainer.callbacks: NumericGuard guards automatic optimisation, but "
                               f"{type(pl_module).__name__} optimises manually and guards its own updates (its "
                               "max_bad_steps): remove NumericGuard from trainer.callbacks")

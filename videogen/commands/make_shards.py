@@ -1,5 +1,5 @@
 """``videogen make-shards``: a folder of videos/images + captions -> WebDataset shards (see
-``data_recipes/make_shards.py`` and ``docs/shards.md``)."""
+``data_recipes/make_shards/`` and ``docs/shards.md``)."""
 
 from __future__ import annotations
 

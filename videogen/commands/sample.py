@@ -83,8 +83,8 @@ def sample_videos(args: argparse.Namespace, prompts: list[str], shard=None):
     import torch
 
     from videogen.encoding import normalize_latents, encode_latents
-    from videogen.sampling import (NULL_CAPTION, conditioning_from_video, connect_frames, generate, load_trained_dit,
-                                   sampling_kwargs)
+    from videogen.pipelines.video import (NULL_CAPTION, conditioning_from_video, connect_frames, generate,
+                                          load_trained_dit, sampling_kwargs)
 
     trained = load_trained_dit(args.ckpt)
     stats = trained.stats
@@ -138,7 +138,7 @@ def _sample_wan_i2v(args: argparse.Namespace, trained, dit, vae, text, mask, nul
     """A Wan i2v export: --image's CLIP tokens and the latents of [image, zero frames...] condition every
     step (as WanImageToVideoPipeline does); the image's own latent is kept as latent frame 0."""
     from videogen.models.dit.image_encoder import FrozenImageEncoder
-    from videogen.sampling import generate, sampling_kwargs, wan_image_condition
+    from videogen.pipelines.video import generate, sampling_kwargs, wan_image_condition
 
     stats = trained.stats
     if not args.image or args.video:
@@ -203,7 +203,7 @@ def sample_parallel(args: argparse.Namespace, prompts: list[str]):
 
 def write_mp4(path: Path, video, fps: int) -> None:
     """(3, T, H, W) in [-1, 1] -> an H.264 mp4."""
-    from data_recipes.synthetic import encode_mp4
+    from videogen.data.media import encode_mp4
 
     frames = ((video.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 3, 0).cpu().numpy()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -220,7 +220,7 @@ def run(args: argparse.Namespace) -> int:
         prompts = [args.prompt]
     try:
         if args.upsample_prompt:  # short prompt -> a caption in the style the DiT was trained on
-            from videogen.captioning import upsample_with
+            from videogen.pipelines.captioning import upsample_with
 
             prompts = upsample_with(args.upsampler, prompts, device=args.device)
             print("\n".join(f"upsampled prompt: {p}" for p in prompts))

@@ -108,11 +108,12 @@ def load_exports(args: argparse.Namespace):
     ScorecardError naming the option. The captioner is loaded here only to refuse a bad one early."""
     import torch
 
-    from videogen.captioning import load_captioner
+    from videogen.errors import RefusedFile
     from videogen.evaluation.generation import load_generator
     from videogen.models.dit import DiT
     from videogen.models.vae import VideoAutoencoder
-    from videogen.pretrained import RefusedFile, load_stage
+    from videogen.pipelines.captioning import load_captioner
+    from videogen.pretrained import load_stage
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     loaded = {}
@@ -172,9 +173,9 @@ def heldout_prompts(data: str, limit: int) -> tuple[list[str], list[dict[str, st
 def measure_vae(vae, urls: list[str], device: str, progress: bool) -> tuple[dict[str, Any], dict[str, Any]]:
     import torch
 
-    from videogen.commands.eval_vae import evaluate
+    from videogen.evaluation.reconstruction import evaluate_vae
 
-    report = evaluate(vae.eval(), urls, torch.device(device), progress=progress)
+    report = evaluate_vae(vae.eval(), urls, torch.device(device), progress=progress)
     if not report["num_clips"]:
         raise ScorecardError(f"no held-out clip could be reconstructed ({report['num_skipped']} skipped); run "
                              "`videogen inspect` on --data")
@@ -184,7 +185,7 @@ def measure_vae(vae, urls: list[str], device: str, progress: bool) -> tuple[dict
 
 
 def measure_recaptions(captioner: str, data: str, device: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    from videogen.commands.recaption import recaption
+    from videogen.pipelines.recaption import recaption
     from videogen.data.stages import Skips
     from videogen.evaluation.scorecard import attribute_accuracy
     from videogen.evaluation.videos import shard_records

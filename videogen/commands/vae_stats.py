@@ -42,11 +42,11 @@ def measure(vae_dir: str | Path, data: str, out: str | Path, max_clips: int | No
     import torch
 
     from videogen import pretrained_diffusers as hf
-    from videogen.commands.eval_vae import frames_to_video, iter_records, trimmed_shape
     from videogen.data.decode import DecodeError, decoder_for, make_decoder
     from videogen.data.shards import expand_urls
     from videogen.data.stages import Skips
     from videogen.encoding import encode_latents
+    from videogen.evaluation.reconstruction import frames_to_video, iter_records, trimmed_shape
     from videogen.modules.vae import LatentMoments
 
     vae_dir, out = Path(vae_dir).resolve(), Path(out).resolve()

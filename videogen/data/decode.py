@@ -18,6 +18,7 @@ Nothing here unpickles anything.
 from __future__ import annotations
 
 import io
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Protocol, Sequence
 
@@ -133,7 +134,10 @@ class PyAVDecoder:
 
         self.thread_type = thread_type
 
-    def _open(self, data: bytes):
+    @contextmanager
+    def _opened(self, data: bytes, failure: str):
+        """The open container, closed afterwards; an error other than a :class:`DecodeError` (stops
+        included) becomes one that starts with ``failure``."""
         import av
 
         _check_nonempty(data)
@@ -141,14 +145,19 @@ class PyAVDecoder:
             container = av.open(io.BytesIO(data), mode="r")
         except Exception as e:
             raise DecodeError(f"PyAV could not open the media: {str(e)[:200]}") from e
-        if not container.streams.video:
+        try:
+            if not container.streams.video:
+                raise DecodeError("no video stream in the container")
+            yield container
+        except DecodeError:
+            raise
+        except Exception as e:
+            raise DecodeError(f"{failure}: {str(e)[:200]}") from e
+        finally:
             container.close()
-            raise DecodeError("no video stream in the container")
-        return container
 
     def probe(self, data: bytes) -> MediaInfo:
-        container = self._open(data)
-        try:
+        with self._opened(data, "PyAV could not probe the media") as container:
             stream = container.streams.video[0]
             fps = float(stream.average_rate or stream.guessed_rate or 0.0)
             n = int(stream.frames or 0)
@@ -163,21 +172,14 @@ class PyAVDecoder:
                 duration = n / fps
             ctx = stream.codec_context
             return MediaInfo(width=ctx.width, height=ctx.height, fps=fps, num_frames=n, duration=duration, codec=ctx.name)
-        except DecodeError:
-            raise
-        except Exception as e:
-            raise DecodeError(f"PyAV could not probe the media: {str(e)[:200]}") from e
-        finally:
-            container.close()
 
     def decode(self, data: bytes, indices: Sequence[int], size: tuple[int, int] | None = None,
                stop=None) -> np.ndarray:
         wanted = sorted(set(int(i) for i in indices))
         if not wanted:
             raise DecodeError("no frame indices requested")
-        container = self._open(data)
         got: dict[int, np.ndarray] = {}
-        try:
+        with self._opened(data, "PyAV failed mid-stream") as container:
             stream = container.streams.video[0]
             stream.thread_type = self.thread_type
             wanted_set, last = set(wanted), wanted[-1]
@@ -190,12 +192,6 @@ class PyAVDecoder:
                 if size is not None:
                     frame = frame.reformat(width=int(size[1]), height=int(size[0]))
                 got[i] = frame.to_ndarray(format="rgb24")
-        except DecodeStopped:
-            raise
-        except Exception as e:
-            raise DecodeError(f"PyAV failed mid-stream: {str(e)[:200]}") from e
-        finally:
-            container.close()
         missing = [i for i in wanted if i not in got]
         if missing:
             raise DecodeError(f"video ended before frame {missing[0]} ({len(got)} frames decoded)")

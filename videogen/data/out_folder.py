@@ -56,7 +56,7 @@ def check_out_apart(out: str | os.PathLike, inputs: str | os.PathLike | Iterable
                 problem = f"holds the input {path}"
             else:
                 continue
-            from videogen.pretrained import RefusedFile  # (brings torch: only when refusing)
+            from videogen.errors import RefusedFile
 
             raise RefusedFile(f"{out}: the output folder {problem} ({option} {item}); nothing was written: "
                               "give --out a folder apart from the inputs")

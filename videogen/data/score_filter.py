@@ -191,19 +191,19 @@ class _Parser:
             raise _error(self.text, tok.pos, f"unexpected {tok.value!r} (expected and, or or the end)")
         return node
 
-    def expr(self):
-        nodes = [self.and_expr()]
-        while self.at("or"):
+    def chain(self, keyword: str, node, operand):
+        """``operand (keyword operand)*``: the operand alone, or ``node`` of all of them."""
+        nodes = [operand()]
+        while self.at(keyword):
             self.take()
-            nodes.append(self.and_expr())
-        return nodes[0] if len(nodes) == 1 else Or(tuple(nodes))
+            nodes.append(operand())
+        return nodes[0] if len(nodes) == 1 else node(tuple(nodes))
+
+    def expr(self):
+        return self.chain("or", Or, self.and_expr)
 
     def and_expr(self):
-        nodes = [self.not_expr()]
-        while self.at("and"):
-            self.take()
-            nodes.append(self.not_expr())
-        return nodes[0] if len(nodes) == 1 else And(tuple(nodes))
+        return self.chain("and", And, self.not_expr)
 
     def not_expr(self):
         if self.at("not"):

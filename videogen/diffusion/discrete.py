@@ -78,7 +78,7 @@ class DiscreteDDPM:
         """Deterministic DDIM (eta = 0) from t to t_next, as CogVideoXDDIMScheduler.step computes it."""
         abar = expand_like(self._abar(t), xt)
         abar_next = expand_like(self._abar(t_next), xt)
-        x0 = abar.sqrt() * xt - (1 - abar).sqrt() * pred
+        x0 = self.predict_x0(pred, xt, t)
         a = ((1 - abar_next) / (1 - abar)).sqrt()
         b = abar_next.sqrt() - abar.sqrt() * a
         return a * xt + b * x0

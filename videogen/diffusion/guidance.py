@@ -4,7 +4,7 @@
 
 scale = 1 is the conditional model, 0 the unconditional one. Guidance is linear in
 the prediction, and every process's ``velocity`` is affine in it, so guiding the
-velocity equals guiding the eps/v/flow prediction. :func:`videogen.sampling.generate_latents` guides
+velocity equals guiding the eps/v/flow prediction. :func:`videogen.pipelines.video.generate_latents` guides
 through :func:`guided` (the null branch: the encoded ``NULL_CAPTION``).
 """
 

@@ -6,10 +6,12 @@ validation callback share them (see docs/evaluate.md for every formula and the w
 * ``features.py``: feature extractors (I3D, the stage-1 VAE's encoder, CLIP) and the reference-feature cache;
 * ``dims.py``: per-video VBench-style dimensions computed from pixels (flicker, smoothness, dynamics,
   consistency of frame features);
-* ``judge.py``: the synthetic set's pixel judge applied to generated videos;
+* ``synthetic_world.py``: the synthetic set's attributes and their values;
+* ``judge.py``: the synthetic set's pixel judge (``judge_clip``), applied to generated videos;
 * ``videos.py``: reading the videos to evaluate (an mp4 folder, a shard set) into one shape;
 * ``suite.py``: which metrics run, on what, producing one flat dict;
 * ``report.py``: the report folder (metrics.json, grid PNG, mp4s, plots over training steps);
 * ``generation.py``: videos from a DiT export or checkpoint, a fixed seed per prompt;
-* ``runner.py``: ``videogen evaluate`` end to end (a folder of mp4s, an export, a run folder).
+* ``runner.py``: ``videogen evaluate`` end to end (a folder of mp4s, an export, a run folder);
+* ``reconstruction.py``: how well a VAE reconstructs a shard set (``videogen eval-vae``).
 """

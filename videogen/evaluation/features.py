@@ -138,33 +138,50 @@ class VAEFeatures:
         return subject.float().cpu().numpy(), z.flatten(1).float().cpu().numpy()
 
 
-class CLIPFeatures:
-    def __init__(self, folder: str | os.PathLike, device: str | torch.device = "cpu", batch_size: int = 32):
-        from transformers import AutoTokenizer, CLIPModel
+def _load_folder(flag: str, folder: Path, kind: str, hint: str, loaded: str, load):
+    """``load(str(folder))`` for a local ``transformers`` folder given as ``flag``: a folder without
+    config.json or one it cannot load is refused with what to give instead."""
+    if not (folder / "config.json").is_file():
+        raise FileNotFoundError(f"{flag} {folder}: not a {kind} folder (no config.json); give {hint}")
+    try:
+        return load(str(folder))
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{flag} {folder}: cannot load {loaded} from it: {str(e).splitlines()[0][:200]}") from None
 
-        folder = Path(folder)
-        if not (folder / "config.json").is_file():
-            raise FileNotFoundError(f"--clip {folder}: not a CLIP model folder (no config.json); give a local "
-                                    "transformers CLIP folder (see docs/evaluate.md)")
-        try:
-            self.model = CLIPModel.from_pretrained(str(folder), local_files_only=True).to(device).eval()
-            self.tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            raise ValueError(f"--clip {folder}: cannot load a CLIP model and tokenizer from it: "
-                             f"{str(e).splitlines()[0][:200]}") from None
-        self.device, self.batch_size = torch.device(device), batch_size
-        self.size = self.model.config.vision_config.image_size
+
+class _FramePixels:
+    """Frames scaled to the model's square input and normalised with its preprocessor's mean and std
+    (``preprocessor_config.json`` when the folder has one, else the given defaults)."""
+
+    def _set_pixels(self, folder: Path, device, default_mean, default_std) -> dict:
         pre = folder / "preprocessor_config.json"
         conf = json.loads(pre.read_text()) if pre.is_file() else {}
-        self.mean = torch.tensor(conf.get("image_mean", CLIP_MEAN)).view(1, 3, 1, 1)
-        self.std = torch.tensor(conf.get("image_std", CLIP_STD)).view(1, 3, 1, 1)
-        weights = sorted(folder.glob("*.safetensors")) or sorted(folder.glob("*.bin"))
-        self.identity = {"extractor": "clip", "sha256": [sha256_file(w) for w in weights]}
+        self.device = torch.device(device)
+        self.mean = torch.tensor(conf.get("image_mean", default_mean)).view(1, 3, 1, 1)
+        self.std = torch.tensor(conf.get("image_std", default_std)).view(1, 3, 1, 1)
+        return conf
 
     def _pixels(self, video: torch.Tensor) -> torch.Tensor:
         frames = (video.transpose(0, 1).float() + 1) / 2  # (T, 3, H, W) in [0, 1]
         frames = F.interpolate(frames, size=(self.size, self.size), mode="bicubic", align_corners=False)
         return ((frames.clamp(0, 1) - self.mean) / self.std).to(self.device)
+
+
+class CLIPFeatures(_FramePixels):
+    def __init__(self, folder: str | os.PathLike, device: str | torch.device = "cpu", batch_size: int = 32):
+        from transformers import AutoTokenizer, CLIPModel
+
+        folder = Path(folder)
+        self.model, self.tokenizer = _load_folder(
+            "--clip", folder, "CLIP model", "a local transformers CLIP folder (see docs/evaluate.md)",
+            "a CLIP model and tokenizer", lambda path: (
+                CLIPModel.from_pretrained(path, local_files_only=True).to(device).eval(),
+                AutoTokenizer.from_pretrained(path, local_files_only=True)))
+        self.batch_size = batch_size
+        self.size = self.model.config.vision_config.image_size
+        self._set_pixels(folder, device, CLIP_MEAN, CLIP_STD)
+        weights = sorted(folder.glob("*.safetensors")) or sorted(folder.glob("*.bin"))
+        self.identity = {"extractor": "clip", "sha256": [sha256_file(w) for w in weights]}
 
     @torch.no_grad()
     def _vision(self, video: torch.Tensor):
@@ -192,33 +209,22 @@ class CLIPFeatures:
         return embeds.float().cpu().numpy(), patches.flatten(1).float().cpu().numpy()
 
 
-class ImageEncoderFeatures:
+class ImageEncoderFeatures(_FramePixels):
     def __init__(self, folder: str | os.PathLike, device: str | torch.device = "cpu"):
         from transformers import AutoModel
 
         folder = Path(folder)
-        if not (folder / "config.json").is_file():
-            raise FileNotFoundError(f"--image-encoder {folder}: not a model folder (no config.json); give a local "
-                                    "transformers image model folder, e.g. facebook/dinov2-small")
-        try:
-            self.model = AutoModel.from_pretrained(str(folder), local_files_only=True).to(device).eval()
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            raise ValueError(f"--image-encoder {folder}: cannot load a model from it: "
-                             f"{str(e).splitlines()[0][:200]}") from None
-        self.device = torch.device(device)
-        pre = folder / "preprocessor_config.json"
-        conf = json.loads(pre.read_text()) if pre.is_file() else {}
+        self.model = _load_folder(
+            "--image-encoder", folder, "model", "a local transformers image model folder, e.g. facebook/dinov2-small",
+            "a model", lambda path: AutoModel.from_pretrained(path, local_files_only=True).to(device).eval())
+        conf = self._set_pixels(folder, device, IMAGENET_MEAN, IMAGENET_STD)
         size = conf.get("crop_size") or conf.get("size") or getattr(self.model.config, "image_size", 224)
         size = size.get("height") or size.get("shortest_edge") if isinstance(size, dict) else size
         self.size = int(size)
-        self.mean = torch.tensor(conf.get("image_mean", IMAGENET_MEAN)).view(1, 3, 1, 1)
-        self.std = torch.tensor(conf.get("image_std", IMAGENET_STD)).view(1, 3, 1, 1)
 
     @torch.no_grad()
     def frame_features(self, video: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-        frames = (video.transpose(0, 1).float() + 1) / 2  # (T, 3, H, W) in [0, 1]
-        frames = F.interpolate(frames, size=(self.size, self.size), mode="bicubic", align_corners=False)
-        out = self.model(pixel_values=((frames.clamp(0, 1) - self.mean) / self.std).to(self.device))
+        out = self.model(pixel_values=self._pixels(video))
         hidden = out.last_hidden_state  # (T, 1 + P, W)
         pooled = getattr(out, "pooler_output", None)
         subject = pooled if pooled is not None else hidden[:, 0]

@@ -23,7 +23,7 @@ class Generator:
 
 def load_generator(path: str, device: str = "cpu") -> Generator:
     """The DiT at ``path`` with the VAE and text encoder its export names (a changed VAE is refused)."""
-    from videogen.sampling import load_trained_dit
+    from videogen.pipelines.video import load_trained_dit
 
     trained = load_trained_dit(path)
     dev = torch.device(device)
@@ -38,7 +38,7 @@ def generate_videos(gen: Generator, prompts: Sequence[str], *, num_frames: int, 
     """One (3, T, H, W) video in [-1, 1] (on the CPU) per prompt."""
     from tqdm import tqdm
 
-    from videogen.sampling import NULL_CAPTION, generate, sampling_kwargs
+    from videogen.pipelines.video import NULL_CAPTION, generate, sampling_kwargs
 
     null_text, null_mask = gen.text_encoder([NULL_CAPTION])  # the unconditional input caption dropout trained
     out: list[torch.Tensor] = []

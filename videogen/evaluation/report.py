@@ -41,23 +41,28 @@ def _plain(value: Any):
     raise TypeError(f"not JSON: {type(value).__name__}")
 
 
-def mp4_bytes(frames: np.ndarray, fps: float) -> bytes:
-    """(T, H, W, 3) uint8 -> H.264 mp4 (odd sizes padded by one edge pixel)."""
+def mp4_bytes(frames: np.ndarray, fps: float, crf: int = 18) -> bytes:
+    """(T, H, W, 3) uint8 RGB -> H.264 mp4 (yuv420p; odd sizes padded by one edge pixel), any frame rate,
+    fractional ones included. One thread, no B-frames, no lookahead: the same frames give the same bytes
+    (the curation steps re-encode clips with it too, ``data_recipes.curate.frames.encode_rgb``)."""
     import io
 
     import av
 
     t, h, w, _ = frames.shape
     frames = np.pad(frames, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")
+    rate = Fraction(fps).limit_denominator(1001)
     buf = io.BytesIO()
-    rate = Fraction(fps).limit_denominator(1000)
-    with av.open(buf, mode="w", format="mp4") as container:
-        stream = container.add_stream("libx264", rate=rate, options={"crf": "18", "preset": "veryfast"})
+    with av.open(buf, mode="w", format="mp4", options={"fflags": "+bitexact"}) as container:
+        stream = container.add_stream("libx264", rate=rate, options={
+            "crf": str(crf), "preset": "veryfast", "threads": "1", "bf": "0",
+            "x264-params": "rc-lookahead=0:mbtree=0:asm=0"})
         stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
-        for i, frame in enumerate(frames):
-            f = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
-            f.pts, f.time_base = i, 1 / rate
-            for packet in stream.encode(f):
+        stream.thread_count = 1
+        for i, rgb in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+            frame.pts, frame.time_base = i, 1 / rate
+            for packet in stream.encode(frame):
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)

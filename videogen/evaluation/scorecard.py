@@ -10,7 +10,7 @@ this file holds what they are judged against and how, so the command, the tests 
 * :func:`attribute_accuracy`: recaptions judged against the synthetic ground truth (a caption is right
   about an attribute when it names the true value and no other value of it).
 * :func:`t2v_accuracy`: videos sampled from held-out prompts, judged from their pixels by the synthetic
-  set's judge (``data_recipes.synthetic.judge_clip`` through :mod:`videogen.evaluation.judge`).
+  set's judge (``judge_clip`` of :mod:`videogen.evaluation.judge`).
 * :func:`judge_figures` (pass/fail per figure), :func:`advice` (one line per miss: which stage, and
   which step budget to raise), :func:`format_card`.
 """

@@ -42,8 +42,8 @@ def bleu4(hypotheses: list[str], references: list[str]) -> float:
 
 
 def synthetic_vocabulary() -> dict[str, tuple[str, ...]]:
-    """The values each judged attribute of the synthetic set takes (from data_recipes.synthetic)."""
-    from data_recipes.synthetic import COLOURS, DIRECTIONS, SHAPES
+    """The values each judged attribute of the synthetic set takes (videogen.evaluation.synthetic_world)."""
+    from videogen.evaluation.synthetic_world import COLOURS, DIRECTIONS, SHAPES
 
     return {"colour": tuple(COLOURS), "shape": tuple(SHAPES), "direction": tuple(DIRECTIONS)}
 

@@ -31,9 +31,9 @@ from videogen.captioning import (IGNORE, Tokens, build_token_map, caption_texts,
                                  pad_batch, swap_words)
 from videogen.data.stages import Skips
 from videogen.models.captioner import generate_tokens
+from videogen.models.configurable import to_config
 from videogen.modules.caption_metrics import attribute_hits, bleu4
 from videogen.modules.lr_schedule import WarmupCosine, optimizer_config
-from videogen.pretrained import to_config
 
 log = logging.getLogger("videogen.captioner")
 

@@ -27,7 +27,6 @@ import torch
 from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 
-from videogen.callbacks.config_check import ConfigError
 from videogen.callbacks.video_logging import log_videos
 from videogen.data.text_embeddings import CAPTION_NAME
 from videogen.diffusion import PROCESS_NAMES, logit_normal, make_process, shift_timesteps, timestep_shift
@@ -35,14 +34,15 @@ from videogen.diffusion.timesteps import SPACINGS, dynamic_shift
 from videogen.encoding import (
     check_cache_identity, encode_latents, latent_cache_folders, load_vae, normalize_latents, vae_identity,
 )
+from videogen.errors import ConfigError
+from videogen.models.configurable import to_config
 from videogen.models.dit import DiT
 from videogen.models.dit.diffusers_adapters import DiffusersTransformer
 from videogen.modules.dit_text import CaptionText
 from videogen.modules.ema import ema_of, update_ema
 from videogen.modules.lr_schedule import WarmupCosine, optimizer_config
 from videogen.modules.randomness import step_generator
-from videogen.pretrained import to_config
-from videogen.sampling import frame_mask, generate, sampling_kwargs, wan_image_condition
+from videogen.pipelines.video import frame_mask, generate, sampling_kwargs, wan_image_condition
 
 log = logging.getLogger("videogen.dit")
 

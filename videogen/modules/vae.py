@@ -28,11 +28,11 @@ from videogen.callbacks.guards import StepGuard, bad_ranks, reliability_callback
 from videogen.callbacks.video_logging import log_videos, side_by_side
 from videogen.encoding import decode_latents, encode_latents
 from videogen.losses.adversarial import adaptive_weight, hinge_d_loss, hinge_g_loss
+from videogen.models.configurable import to_config
 from videogen.models.vae import PatchDiscriminator3D, VideoAutoencoder
 from videogen.modules.ema import ema_of, update_ema
 from videogen.modules.lr_schedule import WarmupCosine, optimizer_config
 from videogen.modules.randomness import step_generator
-from videogen.pretrained import to_config
 
 log = logging.getLogger("videogen.vae")
 

@@ -22,7 +22,7 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from videogen.models.captioner.encoder import sample_indices
-from videogen.pretrained import Configurable
+from videogen.models.configurable import Configurable
 
 LORA_TARGETS = ("query", "value", "q_proj", "v_proj", "c_attn", "qkv")
 
@@ -102,7 +102,7 @@ class HFVisionCaptioner(Configurable, nn.Module):
 
     def null_memory(self, batch: int) -> Tensor:
         raise ValueError("HFVisionCaptioner has no text-only mode: set video_dropout: 0, and upsample prompts with "
-                         "the built-in captioner or a causal LM (videogen.captioning.upsample_prompt)")
+                         "the built-in captioner or a causal LM (videogen.pipelines.captioning.upsample_prompt)")
 
     def decode(self, memory: Tensor, ids: Tensor, key_mask: Tensor | None = None, positions: Tensor | None = None,
                cache=None):

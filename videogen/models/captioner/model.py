@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from videogen.models.captioner.decoder import CaptionDecoder, KVCache
 from videogen.models.captioner.encoder import FrameEncoder
-from videogen.pretrained import Configurable
+from videogen.models.configurable import Configurable
 
 
 class VideoCaptioner(Configurable, nn.Module):

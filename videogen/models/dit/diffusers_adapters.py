@@ -41,7 +41,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from videogen.pretrained import Configurable
+from videogen.models.configurable import Configurable
 
 MAX_CONFIG_BYTES = 1 << 20  # a model's config.json is a few KB
 WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"

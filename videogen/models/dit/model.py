@@ -28,11 +28,11 @@ from einops import rearrange
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from videogen.models.configurable import Configurable
 from videogen.models.dit.attention import AttentionBackend, Layout, self_segments, text_segments, token_runs
 from videogen.models.dit.blocks import DiTBlock, FinalLayer, TimestepEmbedder
 from videogen.models.dit.patchify import grid_positions, pack, patch_grid, patchify, unpack, unpatchify
 from videogen.models.dit.rope import RotaryEmbedding3D
-from videogen.pretrained import Configurable
 
 
 FRACTION_FREQUENCIES = 8  # sin/cos pairs per axis for the fractional position embedding

@@ -14,7 +14,7 @@ from fractions import Fraction
 import torch
 from torch import nn
 
-from videogen.pretrained import Configurable
+from videogen.models.configurable import Configurable
 
 from videogen.models.vae.bottleneck import DiagonalGaussian, DiagonalGaussianPosterior, QuantizedLatent
 from videogen.models.vae.causal_conv import CausalCache
@@ -113,9 +113,6 @@ class VideoAutoencoder(Configurable, nn.Module):
 
     # ---- shapes and checks -------------------------------------------------------------------
 
-    def num_latent_frames(self, num_frames: int) -> int:
-        return 1 + (num_frames - 1) // self.temporal_compression
-
     def num_frames(self, num_latent_frames: int) -> int:
         return 1 + (num_latent_frames - 1) * self.temporal_compression
 
@@ -166,10 +163,24 @@ class VideoAutoencoder(Configurable, nn.Module):
 
     # ---- encode / decode ---------------------------------------------------------------------
 
-    def _check_chunks(self, chunk_frames: int | None, multiple: int, what: str) -> None:
+    def _plan(self, what: str, t: int, chunk_frames: int | None, tile: tuple[int, int] | None,
+              tile_overlap: int | None, head: int, multiple: int) -> tuple[int, list[int], dict | None]:
+        """Check the chunk and tile settings of an encode or decode over ``t`` frames; returns the tile
+        overlap, the chunk bounds along time (the first chunk ``head`` frames longer) and the causal
+        caches, one per tile (None: one pass, no caches)."""
+        overlap = default_tile_overlap(self) if tile_overlap is None else tile_overlap
+        self._check_tiling(tile, overlap)
         if chunk_frames is not None and (chunk_frames <= 0 or chunk_frames % multiple):
             unit = f"a positive multiple of temporal_compression={multiple}" if multiple > 1 else "positive"
             raise ValueError(f"VideoAutoencoder.{what}: chunk_frames={chunk_frames} must be {unit}")
+        if chunk_frames is None or t <= head + chunk_frames:
+            return overlap, [0, t], None
+        return overlap, [0, *range(head + chunk_frames, t, chunk_frames), t], {}
+
+    @staticmethod
+    def _with_caches(net: nn.Module, caches: dict | None):
+        """``net(part, cache)`` with tile ``i``'s cache carried across chunks (none for one pass)."""
+        return lambda part, i: net(part, None if caches is None else caches.setdefault(i, CausalCache()))
 
     def encode(
         self,
@@ -191,18 +202,12 @@ class VideoAutoencoder(Configurable, nn.Module):
                 at which tiled equals untiled (up to float rounding); smaller overlaps only blend seams.
         """
         self._check_video(x)
-        overlap = default_tile_overlap(self) if tile_overlap is None else tile_overlap
-        self._check_tiling(tile, overlap)
-        self._check_chunks(chunk_frames, self.temporal_compression, "encode")
-        t = x.shape[2]
-        if chunk_frames is None or t <= 1 + chunk_frames:
-            bounds, caches = [0, t], None
-        else:
-            bounds, caches = [0, *range(1 + chunk_frames, t, chunk_frames), t], {}
+        overlap, bounds, caches = self._plan("encode", x.shape[2], chunk_frames, tile, tile_overlap, head=1,
+                                             multiple=self.temporal_compression)
         scale, margin = Fraction(1, self.spatial_compression), encode_margin(self)
+        run = self._with_caches(self.encoder, caches)
         parts = []
         for a, b in zip(bounds, bounds[1:]):  # time outside, tiles inside: one cache per tile
-            run = lambda part, i: self.encoder(part, None if caches is None else caches.setdefault(i, CausalCache()))  # noqa: E731
             parts.append(tiled_apply(run, x[:, :, a:b], tile, overlap, scale, margin))
         return self.bottleneck(parts[0] if len(parts) == 1 else torch.cat(parts, dim=2))
 
@@ -218,17 +223,11 @@ class VideoAutoencoder(Configurable, nn.Module):
         caller can consume a long clip without holding all of it."""
         self._check_latent(z)
         sc = self.spatial_compression
-        overlap = default_tile_overlap(self) if tile_overlap is None else tile_overlap
-        self._check_tiling(tile, overlap)
-        self._check_chunks(chunk_frames, 1, "decode")
-        t = z.shape[2]
-        if chunk_frames is None or t <= chunk_frames:
-            bounds, caches = [0, t], None
-        else:
-            bounds, caches = [*range(0, t, chunk_frames), t], {}
+        overlap, bounds, caches = self._plan("decode", z.shape[2], chunk_frames, tile, tile_overlap, head=0,
+                                             multiple=1)
         latent_tile = None if tile is None else (tile[0] // sc, tile[1] // sc)
+        run = self._with_caches(self.decoder, caches)
         for a, b in zip(bounds, bounds[1:]):
-            run = lambda part, i: self.decoder(part, None if caches is None else caches.setdefault(i, CausalCache()))  # noqa: E731
             yield tiled_apply(run, z[:, :, a:b], latent_tile, overlap // sc, Fraction(sc), decode_margin(self))
 
     def decode(

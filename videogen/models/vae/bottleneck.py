@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from videogen.pretrained import Configurable
+from videogen.models.configurable import Configurable
 
 
 class DiagonalGaussianPosterior:

@@ -4,7 +4,7 @@
 ``AutoencoderKLLTXVideo`` or ``AutoencoderKLHunyuanVideo`` instance (built and loaded by
 ``videogen.pretrained_diffusers``; this module reads no file) and gives it what the callers of our
 own VAE use: ``encode(x, chunk_frames, tile, tile_overlap)`` returning a posterior with ``mode()`` /
-``sample()``, ``decode_chunks``, ``decode``, ``num_frames``, ``num_latent_frames``,
+``sample()``, ``decode_chunks``, ``decode``, ``num_frames``,
 ``temporal_compression``, ``spatial_compression``, ``latent_channels`` and :meth:`plan` (the chunk
 and tile plan for a memory budget).
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from videogen.pretrained import Configurable
+from videogen.models.configurable import Configurable
 
 
 def _norm(channels: int) -> nn.GroupNorm:

@@ -15,12 +15,16 @@ from torch import nn
 from videogen.models.vae.causal_conv import CausalCache
 
 
-class Patchify(nn.Module):
-    """(B, C, 1 + k pt, H, W) -> (B, C pt p p, 1 + k, H / p, W / p); no parameters."""
+class _Fold(nn.Module):
+    """``patch_t x patch x patch`` pixels <-> channels; no parameters."""
 
     def __init__(self, patch: int = 1, patch_t: int = 1) -> None:
         super().__init__()
         self.patch, self.patch_t = patch, patch_t
+
+
+class Patchify(_Fold):
+    """(B, C, 1 + k pt, H, W) -> (B, C pt p p, 1 + k, H / p, W / p); no parameters."""
 
     def forward(self, x: torch.Tensor, cache: CausalCache | None = None) -> torch.Tensor:
         first_chunk = cache is None or cache.first_call(self)
@@ -31,12 +35,8 @@ class Patchify(nn.Module):
                          pt=self.patch_t, ph=self.patch, pw=self.patch)
 
 
-class Unpatchify(nn.Module):
+class Unpatchify(_Fold):
     """(B, C pt p p, 1 + k, h, w) -> (B, C, 1 + k pt, h p, w p); inverse of :class:`Patchify`."""
-
-    def __init__(self, patch: int = 1, patch_t: int = 1) -> None:
-        super().__init__()
-        self.patch, self.patch_t = patch, patch_t
 
     def forward(self, x: torch.Tensor, cache: CausalCache | None = None) -> torch.Tensor:
         first_chunk = cache is None or cache.first_call(self)
