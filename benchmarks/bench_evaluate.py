@@ -31,7 +31,7 @@ def main() -> None:
     from videogen.data.stages import Skips
     from videogen.evaluation.features import VAEFeatures
     from videogen.evaluation.runner import read_prompts
-    from videogen.evaluation.suite import Tools, evaluate, plan, reference_stats
+    from videogen.evaluation.suite import Tools, evaluate, plan_metrics, reference_stats
     from videogen.evaluation.videos import EvalVideo, to_frames
     from videogen.models.configurable import from_config
     from videogen.modules.dit import DiTModule
@@ -66,7 +66,7 @@ def main() -> None:
         reference_s = time.perf_counter() - began
         videos = [EvalVideo(str(i), to_frames(v), p, a) for i, (v, (p, a)) in enumerate(zip(clips, targets))]
         began = time.perf_counter()
-        groups, _ = plan(None, tools, True)
+        groups, _ = plan_metrics(None, tools, True)
         metrics, _ = evaluate(videos, groups, tools, skips)
         metrics_s = time.perf_counter() - began
     result = {"prompts": len(targets), "shape": [f, h, w], "steps": dit_cfg["val_steps"], "cfg": dit_cfg["val_cfg"],

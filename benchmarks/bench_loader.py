@@ -261,13 +261,14 @@ def profile_in_process(make_loader, out: Path) -> str:
 
 def main() -> int:
     args = parse_args()
-    from videogen.data import Bucket, VideoDataModule
+    from videogen.data import Bucket, Bucketer, LoaderOptions, StreamOptions, VideoDataModule
 
     data = make_data(args)
 
     def make_loader(workers: int):
-        return VideoDataModule(data, buckets=[Bucket(*b) for b in BUCKETS], batch_size=args.batch_size,
-                               num_workers=workers, seed=args.seed, decoder="decord").train_dataloader()
+        return VideoDataModule(data, bucketer=Bucketer([Bucket(*b) for b in BUCKETS], batch_size=args.batch_size),
+                               clips=StreamOptions(decoder="decord"),
+                               loader=LoaderOptions(num_workers=workers, seed=args.seed)).train_dataloader()
 
     loader = make_loader(args.workers)
     plans = [epoch_plan(loader, e) for e in range(args.epochs)]

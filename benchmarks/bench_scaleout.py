@@ -30,7 +30,7 @@ def timed_fit(shards: Path, steps: int, callbacks: list) -> float:
     import torch
     from lightning.pytorch import Callback, Trainer
 
-    from videogen.data import Bucket, VideoDataModule
+    from videogen.data import Bucket, Bucketer, LoaderOptions, VideoDataModule
     from videogen.models.vae import VideoAutoencoder
     from videogen.modules.lr_schedule import WarmupCosine
     from videogen.modules.vae import VAEModule
@@ -45,7 +45,8 @@ def timed_fit(shards: Path, steps: int, callbacks: list) -> float:
     torch.manual_seed(0)
     vae = VideoAutoencoder(latent_channels=4, base_channels=8, channel_mult=(1, 2), temporal_compression=4,
                            spatial_compression=4, patch_size=2, patch_size_t=2)
-    dm = VideoDataModule(str(shards), buckets=[Bucket(9, 32, 32)], batch_size=2, num_workers=0, shuffle_buffer=4)
+    dm = VideoDataModule(str(shards), bucketer=Bucketer([Bucket(9, 32, 32)], batch_size=2),
+                         loader=LoaderOptions(num_workers=0, shuffle_buffer=4))
     clock = Clock()
     with tempfile.TemporaryDirectory() as tmp:
         Trainer(accelerator="cpu", max_steps=steps, logger=False, enable_checkpointing=False, enable_progress_bar=False,

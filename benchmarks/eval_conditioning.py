@@ -123,7 +123,8 @@ class Bench:
     """The loaded exports and the one sampling call every mode goes through."""
 
     def __init__(self, args: argparse.Namespace):
-        from videogen.pipelines.video import NULL_CAPTION, load_trained_dit
+        from videogen.text_encoding import NULL_CAPTION
+        from videogen.pipelines.video import load_trained_dit
 
         try:
             trained = load_trained_dit(args.dit, vae=args.vae)

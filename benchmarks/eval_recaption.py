@@ -65,7 +65,7 @@ def main() -> None:
     from videogen.pipelines.recaption import recaption
     from videogen.data.manifest import DatasetManifest
     from videogen.evaluation.scorecard import attribute_accuracy
-    from videogen.modules.caption_metrics import attribute_hits, bleu4
+    from videogen.evaluation.caption_metrics import attribute_hits, bleu4
 
     src, work = Path(args.data), Path(args.work)
     shutil.rmtree(work, ignore_errors=True)

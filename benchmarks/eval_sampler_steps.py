@@ -29,12 +29,12 @@ def main() -> None:
     parser.add_argument("--out", default="benchmarks/out/sampler_steps")
     args = parser.parse_args()
 
-    from videogen.evaluation.runner import Options, run
+    from videogen.evaluation.runner import Options, run_evaluation
 
     rows = []
     for sampler in args.samplers:
         for steps in args.steps:
-            metrics = run(Options(out=str(Path(args.out) / f"{sampler}-{steps}"), ckpt=args.ckpt, prompts=args.prompts,
+            metrics = run_evaluation(Options(out=str(Path(args.out) / f"{sampler}-{steps}"), ckpt=args.ckpt, prompts=args.prompts,
                                   num_prompts=args.num_prompts, caption="long", moving_only=True, metrics=["judge"],
                                   shape=tuple(args.shape), steps=steps, cfg=args.cfg, sampler=sampler,
                                   device=args.device, save_videos=False))

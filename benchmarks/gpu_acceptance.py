@@ -244,13 +244,15 @@ def case_loader(dev: Device, args) -> dict:
 
     import bench_loader
     from data_recipes.synthetic import write_synthetic
-    from videogen.data import Bucket, VideoDataModule
+    from videogen.data import Bucket, Bucketer, LoaderOptions, StreamOptions, VideoDataModule
 
     workers, samples = (2, 16) if args.dry_run else (16, 512)
     folder = Path(tempfile.mkdtemp(prefix="videogen-gpu-acceptance-"))
     write_synthetic(folder, samples, seed=0, val_fraction=0.0, shard_size=16, workers=workers)
-    loader = VideoDataModule(str(folder / "train"), buckets=[Bucket(*b) for b in bench_loader.BUCKETS], batch_size=4,
-                             num_workers=workers, seed=0, decoder="decord").train_dataloader()
+    loader = VideoDataModule(str(folder / "train"),
+                             bucketer=Bucketer([Bucket(*b) for b in bench_loader.BUCKETS], batch_size=4),
+                             clips=StreamOptions(decoder="decord"),
+                             loader=LoaderOptions(num_workers=workers, seed=0)).train_dataloader()
     plan = bench_loader.epoch_plan(loader, 0)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

@@ -1,9 +1,10 @@
 """The timestep shift and the share of training timesteps below 0.5 for every bucket of a DiT config.
 
-    .venv/bin/python benchmarks/shift_table.py configs/dit/base_256p.yaml
+    .venv/bin/python benchmarks/shift_table.py configs/dit/base_256p.yaml 4x16x16
 
-Tokens per bucket come from the data's ``token_shape`` (pixels per token: VAE compression times DiT
-patch, causal in time: 1 + (frames - 1) / tt latent frames); the shift is
+Tokens per bucket come from the token shape (pixels per token: VAE compression times DiT patch, causal
+in time: 1 + (frames - 1) / tt latent frames), given as the second argument: a config does not type it
+(training takes it from the model; ``data.init_args.bucketer.token_shape`` when one does); the shift is
 ``videogen.diffusion.timestep_shift`` with the module's ``shift_base_tokens``/``shift_max``, as
 training and sampling use it. Training timesteps are ``shift(sigmoid(N(mean, std)), s)``, below 0.5
 exactly when ``N(mean, std) < -ln s``: the share is ``Phi((-ln s - mean) / std)``. docs/dit.md holds
@@ -19,16 +20,20 @@ import yaml
 
 
 def rows(config_path: str, token_shape: tuple[int, int, int] | None = None) -> list[dict]:
-    """One row per bucket; ``token_shape`` (pixels per token) when the config's data has none."""
+    """One row per bucket of the config's ``data.init_args.bucketer``; ``token_shape`` (pixels per token)
+    when it has none."""
     from videogen.diffusion import timestep_shift
 
     config = yaml.safe_load(open(config_path, encoding="utf-8"))
     model, data = config["model"]["init_args"], config["data"]["init_args"]
     base, cap = model.get("shift_base_tokens", 256), model.get("shift_max", 5.0)
     mean, std = model.get("timestep_mean", 0.0), model.get("timestep_std", 1.0)
-    tt, th, tw = token_shape or data["token_shape"]
+    bucketer = data["bucketer"]
+    if not (token_shape or bucketer.get("token_shape")):
+        raise SystemExit(f"{config_path}: give the token shape (VAE compression x DiT patch), e.g. 4x16x16")
+    tt, th, tw = token_shape or bucketer["token_shape"]
     out = []
-    for b in data["buckets"]:
+    for b in bucketer["buckets"]:
         temporal, spatial = 1 + (b["num_frames"] - 1) // tt, (b["height"] // th) * (b["width"] // tw)
         shift = timestep_shift(temporal, spatial, base, cap)
         uncapped = timestep_shift(temporal, spatial, base, None)

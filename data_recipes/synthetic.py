@@ -334,7 +334,7 @@ def write_synthetic(out_dir: str | Path, num_samples: int, seed: int, val_fracti
     from tqdm import tqdm
 
     from videogen.data.manifest import DatasetManifest, ShardStats, provenance
-    from videogen.data.writer import shard_name
+    from videogen.data.writer import numbered_shard_name
 
     check_arguments(num_samples, seed, val_fraction, image_fraction, shard_size, workers)
     out_dir = Path(out_dir)
@@ -351,7 +351,7 @@ def write_synthetic(out_dir: str | Path, num_samples: int, seed: int, val_fracti
                               "shards": len(kept.shards) if kept else 0, "seconds": 0.0, "skipped": True}
             continue
         chunks = [indices[i:i + shard_size] for i in range(0, len(indices), shard_size)]
-        paths = [str(split_dir / shard_name(j)) for j in range(len(chunks))]
+        paths = [str(split_dir / numbered_shard_name(j)) for j in range(len(chunks))]
         bar = tqdm(total=len(indices), desc=f"make-synthetic {split}", unit="sample", disable=not progress)
         with bar:
             if workers == 1:

@@ -28,12 +28,13 @@ def write_configs(tmp_path, shards, **trainer):
                     "limit_val_batches": 0, "default_root_dir": str(tmp_path / "run"), **trainer},
         "model": {"class_path": "cli_fixtures.TinyVideoModel", "init_args": {"lr": 0.05}},
         "data": {"class_path": "videogen.data.VideoDataModule",
-                 "init_args": {"train_shards": str(shards), "num_workers": 2, "batch_size": 2, "shuffle_buffer": 8,
-                               "buckets": [{"num_frames": 9, "height": 64, "width": 96},
-                                           {"num_frames": 9, "height": 64, "width": 64}]}},
+                 "init_args": {"train_shards": str(shards), "loader": {"num_workers": 2, "shuffle_buffer": 8},
+                               "bucketer": {"batch_size": 2,
+                                            "buckets": [{"num_frames": 9, "height": 64, "width": 96},
+                                                        {"num_frames": 9, "height": 64, "width": 64}]}}},
     }
-    override = {"model": {"init_args": {"lr": "${data.init_args.batch_size}"}},  # omegaconf interpolation
-                "data": {"init_args": {"batch_size": 3}}}
+    override = {"model": {"init_args": {"lr": "${data.init_args.bucketer.batch_size}"}},  # omegaconf interpolation
+                "data": {"init_args": {"bucketer": {"batch_size": 3}}}}
     a, b = tmp_path / "base.yaml", tmp_path / "override.yaml"
     a.write_text(yaml.safe_dump(base))
     b.write_text(yaml.safe_dump(override))
@@ -46,15 +47,16 @@ def test_configs_merge_in_order_with_interpolation(tmp_path, clip_shards, capsys
         main(["fit", "--config", str(a), "--config", str(b), "--print_config"])
     assert e.value.code == 0
     cfg = yaml.safe_load(capsys.readouterr().out)
-    assert cfg["data"]["init_args"]["batch_size"] == 3  # the second file wins
-    assert cfg["data"]["init_args"]["num_workers"] == 2  # the first file's other keys stay
-    assert cfg["model"]["init_args"]["lr"] == 3  # ${data.init_args.batch_size}, resolved
+    assert cfg["data"]["init_args"]["bucketer"]["batch_size"] == 3  # the second file wins
+    assert len(cfg["data"]["init_args"]["bucketer"]["buckets"]) == 2  # the first file's other keys stay
+    assert cfg["data"]["init_args"]["loader"]["num_workers"] == 2
+    assert cfg["model"]["init_args"]["lr"] == 3  # ${data.init_args.bucketer.batch_size}, resolved
 
 
 def test_wrong_config_value_is_a_clear_error(tmp_path, clip_shards, capsys):
     a, _ = write_configs(tmp_path, clip_shards)
     with pytest.raises(SystemExit) as e:
-        main(["fit", "--config", str(a), "--data.init_args.batch_size=many"])
+        main(["fit", "--config", str(a), "--data.init_args.bucketer.batch_size=many"])
     assert e.value.code != 0
     assert "batch_size" in capsys.readouterr().err
 

@@ -75,8 +75,8 @@ def test_training_configs_name_every_optimizer_figure(path):
 
 def test_data_overrides_apply():
     path = next(p for p in CONFIGS if p.name == "quickstart.yaml" and p.parent.name == "data")
-    dm = build_datamodule([str(path)], ["--data.num_workers=0", "--data.batch_size=7"])
-    assert dm.num_workers == 0 and dm.bucketer.batch_size == 7
+    dm = build_datamodule([str(path)], ["--data.loader.num_workers=0", "--data.bucketer.batch_size=7"])
+    assert dm.loader.num_workers == 0 and dm.bucketer.batch_size == 7
 
 
 def test_sequence_parallel_fragment_merges_after_a_dit_config(tmp_path):

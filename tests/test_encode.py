@@ -106,20 +106,20 @@ def test_buckets_from_reads_the_data_section_as_training_does(tmp_path, capsys):
     cfg = tmp_path / "dit.yaml"
     cfg.write_text("model:\n  init_args:\n    side: 48\n"
                    "data:\n  class_path: videogen.data.VideoDataModule\n  init_args:\n    train_shards: nowhere\n"
-                   "    span_clip: true\n    buckets:\n      - num_frames: 9\n        height: ${model.init_args.side}\n"
-                   "        width: 64\n")
+                   "    clips: {span_clip: true}\n    bucketer:\n      buckets:\n        - num_frames: 9\n"
+                   "          height: ${model.init_args.side}\n          width: 64\n")
     got = buckets_from(cfg)
     assert got == {"buckets": [{"num_frames": 9, "height": 48, "width": 64, "batch_size": None}], "frame_stride": 1,
                    "target_fps": None, "span_clip": True}
-    assert buckets_from(cfg, ["--data.frame_stride=2", "--data.span_clip=false"])["frame_stride"] == 2
-    assert buckets_from(cfg, ["--data.span_clip=false"])["span_clip"] is False
+    assert buckets_from(cfg, ["--data.clips.frame_stride=2", "--data.clips.span_clip=false"])["frame_stride"] == 2
+    assert buckets_from(cfg, ["--data.clips.span_clip=false"])["span_clip"] is False
     with pytest.raises(FileNotFoundError, match="--buckets-from .*missing.yaml: no such config file"):
         buckets_from(tmp_path / "missing.yaml")
     packing = tmp_path / "packing.yaml"
-    packing.write_text("data:\n  init_args:\n    packing: true\n    token_budget: 4096\n")
+    packing.write_text("data:\n  init_args:\n    bucketer: {packing: true, token_budget: 4096}\n")
     with pytest.raises(ValueError, match="packing.yaml: its data section has no bucket table"):
         buckets_from(packing)
-    assert main(["encode", "--vae", "v", "--data", "d", "--out", "o", "--data.span_clip=true"]) == 2
+    assert main(["encode", "--vae", "v", "--data", "d", "--out", "o", "--data.clips.span_clip=true"]) == 2
     assert "only --data.* overrides of the --buckets-from config are accepted" in capsys.readouterr().out
 
 

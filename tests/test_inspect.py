@@ -7,7 +7,7 @@ import pytest
 
 from conftest import clip_sample, write_tar
 from videogen.cli import main
-from videogen.data import VideoDataModule
+from videogen.data import Bucketer, LoaderOptions, VideoDataModule
 from videogen.data.inspection import frame_indices
 from videogen.data.manifest import DatasetManifest
 
@@ -141,16 +141,17 @@ def test_buckets_counts_match_what_the_loader_fills(clip_shards, tmp_path, capsy
     assert rows == {"13x64x96": (2, 2, 1, 0), "9x64x96": (10, 4, 2, 2), "9x64x64": (12, 5, 2, 2)}
     assert rep["too_short"] == 0 and rep["full_batches"] == 5
 
-    # a training config (data.init_args); clips under 12 frames fit no bucket
+    # a training config (data.init_args.bucketer); clips under 12 frames fit no bucket
     train_cfg = tmp_path / "train.yaml"
-    train_cfg.write_text("data:\n  class_path: videogen.data.VideoDataModule\n  init_args:\n"
-                         "    batch_size: 3\n    buckets:\n      - {num_frames: 12, height: 64, width: 64}\n")
+    train_cfg.write_text("data:\n  class_path: videogen.data.VideoDataModule\n  init_args:\n    bucketer:\n"
+                         "      batch_size: 3\n      buckets:\n        - {num_frames: 12, height: 64, width: 64}\n")
     rep = inspect_json(capsys, clip_shards, "--buckets", train_cfg)["bucketing"]
     assert rep["buckets"] == [{"bucket": "12x64x64", "samples": 9, "batch_size": 3, "full_batches": 3,
                                "left_over": 0}]
     assert rep["too_short"] == 15
     from videogen.data import Bucket
-    dm = VideoDataModule(str(clip_shards), buckets=[Bucket(12, 64, 64)], batch_size=3, num_workers=0)
+    dm = VideoDataModule(str(clip_shards), bucketer=Bucketer([Bucket(12, 64, 64)], batch_size=3),
+                         loader=LoaderOptions(num_workers=0))
     assert len(dm.train_dataloader()) == rep["full_batches"]
 
     capsys.readouterr()
@@ -162,16 +163,30 @@ def test_buckets_reads_the_data_section_as_training_does(clip_shards, tmp_path, 
     """omegaconf interpolation and --data.* overrides, as `videogen fit` applies them to the section."""
     cfg = tmp_path / "train.yaml"
     cfg.write_text("model:\n  init_args:\n    frames: 12\n"
-                   "data:\n  class_path: videogen.data.VideoDataModule\n  init_args:\n    batch_size: 3\n"
-                   "    buckets:\n      - num_frames: ${model.init_args.frames}\n        height: 64\n        width: 64\n")
+                   "data:\n  class_path: videogen.data.VideoDataModule\n  init_args:\n    bucketer:\n"
+                   "      batch_size: 3\n      buckets:\n        - num_frames: ${model.init_args.frames}\n          height: 64\n"
+                   "          width: 64\n")
     rep = inspect_json(capsys, clip_shards, "--buckets", cfg)["bucketing"]
     assert rep["buckets"][0]["bucket"] == "12x64x64" and rep["too_short"] == 15  # as the literal 12 above
-    rep = inspect_json(capsys, clip_shards, "--buckets", cfg, "--data.frame_stride=2")["bucketing"]
+    rep = inspect_json(capsys, clip_shards, "--buckets", cfg, "--data.clips.frame_stride=2")["bucketing"]
     assert rep["too_short"] == 24 and rep["full_batches"] == 0  # 9..13 frames at stride 2 give 5..7: none fit
-    assert main(["inspect", str(clip_shards), "--buckets", str(cfg), "--data.batch_size=0"]) == 2
+    assert main(["inspect", str(clip_shards), "--buckets", str(cfg), "--data.bucketer.batch_size=0"]) == 2
     assert "train.yaml: its data section cannot be used" in capsys.readouterr().err
-    assert main(["inspect", str(clip_shards), "--data.batch_size=2"]) == 2
+    assert main(["inspect", str(clip_shards), "--data.bucketer.batch_size=2"]) == 2
     assert "only --data.* overrides of the --buckets config" in capsys.readouterr().err
+
+
+def test_buckets_of_a_token_budget_need_the_token_shape(clip_shards, tmp_path, capsys):
+    """Training takes the token shape from the DiT; without a model it is given, or the report is refused."""
+    cfg = tmp_path / "budget.yaml"
+    cfg.write_text("buckets:\n  - {num_frames: 9, height: 64, width: 64}\ntoken_budget: 100\n")
+    assert main(["inspect", str(clip_shards), "--buckets", str(cfg)]) == 2
+    assert "give it, e.g. --data.init_args.bucketer.token_shape" in capsys.readouterr().err
+    train_cfg = tmp_path / "train.yaml"
+    train_cfg.write_text("data:\n  init_args:\n    bucketer:\n      token_budget: 100\n      buckets:\n"
+                         "        - {num_frames: 9, height: 64, width: 64}\n")
+    rep = inspect_json(capsys, clip_shards, "--buckets", train_cfg, "--data.init_args.bucketer.token_shape=[4,16,16]")
+    assert rep["bucketing"]["buckets"][0]["batch_size"] == 100 // (3 * 4 * 4)
 
 
 def _npy(array) -> bytes:

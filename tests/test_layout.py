@@ -1,6 +1,7 @@
 """The layout rules of issue 20, checked statically (the source is parsed, nothing is imported):
 
 * no import cycle among the ``videogen`` modules;
+* the packages depend one way, down the layers of ``LAYERS`` (docs/architecture.md draws them);
 * the library never imports ``data_recipes``, except the commands that run a recipe;
 * no ``.py`` file over 500 lines in ``videogen/`` or ``data_recipes/`` (house rule 9);
 * no top-level function or class name defined in two ``videogen`` modules (one meaning per name).
@@ -37,6 +38,22 @@ PROTOCOL_NAMES = {
     "run": "videogen/commands/",
 }
 # Dunder names (``__getattr__``: a package's lazy attributes, PEP 562) belong to the language.
+
+# The layers of the package, bottom first (docs/architecture.md): a module may import from its own
+# layer and the layers below, never from a layer above. A top-level name is a package or module of
+# ``videogen`` (``videogen`` itself is its ``__init__``: the version).
+LAYERS = (
+    ("videogen", "errors", "memory"),                    # the version, the error types, the memory budget
+    ("diffusion", "losses", "models"),                   # pure math and pure nn.Modules (models/configurable too)
+    ("data",),                                           # shards in, shards out, the streams, the datamodule
+    ("pretrained", "pretrained_diffusers", "checkpoint_io"),  # how a stage hands itself on (exports, checkpoints)
+    ("encoding", "text_encoding", "captioning"),         # frozen stages applied: latents, caption embeddings, tokens
+    ("pipelines",),                                      # inference: video, captions, corpus-wide predict jobs
+    ("evaluation",),                                     # metrics, the judge, the scorecard
+    ("callbacks",),                                      # what a Trainer run adds around a stage
+    ("modules", "parallel"),                             # the stages' training loops; parallelism applied from outside
+    ("cli", "commands"),                                 # the `videogen` command: parse, call
+)
 
 
 def _modules() -> dict[str, tuple[Path, ast.Module]]:
@@ -148,6 +165,20 @@ def test_no_import_cycle_among_videogen_modules():
         "videogen.data.datamodule"}, "a lazily exported name leads to the module that defines it"
     cycle = find_cycle(graph)
     assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+def layer_of(module: str) -> int:
+    top = module.split(".")[1] if "." in module else module
+    for i, names in enumerate(LAYERS):
+        if top in names:
+            return i
+    raise AssertionError(f"{module}: its package {top!r} is in no layer of LAYERS (add it, and to docs/architecture.md)")
+
+
+def test_packages_depend_one_way_down_the_layers():
+    upward = sorted(f"{a} -> {b}" for a, targets in import_graph().items() for b in targets
+                    if layer_of(b) > layer_of(a))
+    assert not upward, "imports up the layers (move the code down, or the import up): " + "; ".join(upward)
 
 
 def test_the_library_imports_data_recipes_only_in_the_recipe_commands():

@@ -48,7 +48,7 @@ def test_quickstart_config_logs_config_metrics_and_videos_to_wandb_offline(tmp_p
     env.update(WANDB_SILENT="true", OMP_NUM_THREADS="1")
     proc = subprocess.run([str(Path(sys.executable).parent / "videogen"), "fit", "--config", str(CONFIG),
                            f"--data.init_args.train_shards={clip_shards}", f"--data.init_args.val_shards={clip_shards}",
-                           "--data.init_args.num_workers=0", "--data.init_args.val_batches=1", "--trainer.max_steps=4",
+                           "--data.init_args.loader.num_workers=0", "--data.init_args.loader.val_batches=1", "--trainer.max_steps=4",
                            "--trainer.val_check_interval=4", "--trainer.log_every_n_steps=2",
                            "--trainer.enable_progress_bar=false"], cwd=tmp_path, env=env, capture_output=True, text=True,
                           timeout=300)

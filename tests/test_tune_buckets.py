@@ -23,7 +23,8 @@ def config(tmp_path_factory):
     write_shards(tmp / "shards", [2])
     cfg = {"trainer": {"accelerator": "cpu", "precision": "32-true"}, "model": tiny_vae_model(),
            "data": {"class_path": "videogen.data.VideoDataModule",
-                    "init_args": {"train_shards": str(tmp / "shards"), "buckets": BUCKETS, "num_workers": 0}}}
+                    "init_args": {"train_shards": str(tmp / "shards"), "bucketer": {"buckets": BUCKETS},
+                                  "loader": {"num_workers": 0}}}}
     path = tmp / "tiny.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
@@ -35,7 +36,7 @@ def test_batch_sizes_are_the_largest_that_fit_and_merge_into_the_config(config, 
     assert main(["tune-buckets", "--config", str(config), "--memory-gb", str(budget / 2**30), "--max-batch", "16",
                  "--out", str(out)]) == 0
     text = out.read_text()
-    tuned = yaml.safe_load(text)["data"]["init_args"]["buckets"]
+    tuned = yaml.safe_load(text)["data"]["init_args"]["bucketer"]["buckets"]
     assert [(b["height"], b["width"]) for b in tuned] == [(32, 48)]  # 64x64 does not fit one clip in 8 MiB
     assert "bucket 9x64x64: left out" in text and "CPU proxy" in text
     cli = lightning_cli(["--config", str(config), "--trainer.logger=false"], run=False)
@@ -67,7 +68,7 @@ def test_bad_inputs_are_refused_with_the_reason(config, tmp_path):
     with pytest.raises(SystemExit, match="no such file"):
         main(["tune-buckets", "--config", str(tmp_path / "missing.yaml"), "--memory-gb", "1"])
     packing = yaml.safe_load(config.read_text())
-    packing["data"]["init_args"].update(buckets=None, packing=True, token_budget=4096)
+    packing["data"]["init_args"]["bucketer"] = {"packing": True, "token_budget": 4096}
     path = tmp_path / "packing.yaml"
     path.write_text(yaml.safe_dump(packing))
     with pytest.raises(SystemExit, match="no bucket table to tune"):

@@ -27,6 +27,7 @@ log = logging.getLogger("videogen.text")
 
 # the files that decide what an encoder outputs (weights, config, tokenizer); other formats of the
 # same weights that hub folders also carry (pytorch_model.bin, tf_model.h5, ...) are left out
+NULL_CAPTION = ""  # "no caption": what caption dropout trains on and the guided sampler's null branch
 IDENTITY_SUFFIXES = (".safetensors", ".json", ".model", ".txt")
 FLOAT16_MAX = 65504.0
 
@@ -78,8 +79,6 @@ def cache_record(encoder, identity: dict[str, Any]) -> dict[str, Any]:
 def null_record(encoder) -> dict[str, Any]:
     """``created_by.text_encoder.null_caption``: the encoded ``NULL_CAPTION`` (float16 values as JSON
     numbers, exact)."""
-    from videogen.pipelines.video import NULL_CAPTION
-
     null = encode_captions(encoder, [NULL_CAPTION])[0]
     return {"text": NULL_CAPTION, "tokens": [[float(v) for v in row] for row in null]}
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from videogen.data.decode import IMAGE_EXTENSIONS, Decoder, decoder_for
+from videogen.data.decode import IMAGE_EXTENSIONS, MediaDecoder, decoder_for
 from videogen.data.stages import Record
 
 
@@ -49,7 +49,7 @@ def spread(num_frames: int, wanted: int) -> list[int]:
     return sorted({round(i * (num_frames - 1) / (wanted - 1)) for i in range(wanted)})
 
 
-def decode_clip(record: Record, decoder: Decoder, side: int, max_frames: int) -> Clip:
+def decode_clip(record: Record, decoder: MediaDecoder, side: int, max_frames: int) -> Clip:
     """Decode the analysis frames of one sample (raises ``DecodeError`` for media that cannot be read)."""
     indices = spread(record.num_frames, max_frames)
     size = analysis_size(record.width, record.height, side)
@@ -58,7 +58,7 @@ def decode_clip(record: Record, decoder: Decoder, side: int, max_frames: int) ->
     return Clip(**{**members, "meta": dict(record.meta)}, frames=frames, indices=indices)
 
 
-def full_frames(clip: Clip, decoder: Decoder, start: int = 0, stop: int | None = None) -> np.ndarray:
+def full_frames(clip: Clip, decoder: MediaDecoder, start: int = 0, stop: int | None = None) -> np.ndarray:
     """Native-size frames ``[start, stop)`` of the clip, (T, H, W, 3) uint8."""
     stop = clip.num_frames if stop is None else stop
     return decoder_for(clip.ext, decoder).decode(clip.media, list(range(start, stop)))

@@ -21,7 +21,7 @@ from data_recipes.curate import dedup, motion, quality, scene
 from data_recipes.curate.frames import Clip, decode_clip, encode_rgb, full_frames
 from data_recipes.curate.options import CurateOptions
 from videogen.data import stages
-from videogen.data.decode import DecodeError, Decoder, make_decoder
+from videogen.data.decode import DecodeError, MediaDecoder, make_decoder
 from videogen.data.shards import is_remote
 from videogen.data.writer import TarShardWriter
 
@@ -32,7 +32,7 @@ def _shape(clip: Clip) -> list:
     return [clip.width, clip.height, clip.num_frames, clip.fps]
 
 
-def _reencoded(parent: Clip, key: str, frames, decoder: Decoder, opts: CurateOptions, meta: dict) -> Clip:
+def _reencoded(parent: Clip, key: str, frames, decoder: MediaDecoder, opts: CurateOptions, meta: dict) -> Clip:
     """A new mp4 clip from native ``frames`` (T, H, W, 3), decoded again at the analysis size."""
     mp4 = encode_rgb(frames, parent.fps)
     t, h, w = frames.shape[0], frames.shape[1] // 2 * 2, frames.shape[2] // 2 * 2
@@ -43,7 +43,7 @@ def _reencoded(parent: Clip, key: str, frames, decoder: Decoder, opts: CurateOpt
     return decode_clip(record, decoder, opts.analysis_side, opts.max_frames)
 
 
-def split_scenes(clip: Clip, decoder: Decoder, opts: CurateOptions) -> tuple[list[Clip], list[dict]]:
+def split_scenes(clip: Clip, decoder: MediaDecoder, opts: CurateOptions) -> tuple[list[Clip], list[dict]]:
     """The clip's scenes as new clips (or the clip itself when it has one), and the fragments dropped."""
     cuts = scene.detect_cuts(scene.cut_scores(clip.frames), opts.cut_threshold, opts.cut_ratio)
     ranges = scene.scene_ranges(clip.num_frames, clip.indices, cuts)
@@ -64,7 +64,7 @@ def split_scenes(clip: Clip, decoder: Decoder, opts: CurateOptions) -> tuple[lis
     return pieces, fragments
 
 
-def crop_letterbox(clip: Clip, bars: list[int], decoder: Decoder, opts: CurateOptions) -> Clip:
+def crop_letterbox(clip: Clip, bars: list[int], decoder: MediaDecoder, opts: CurateOptions) -> Clip:
     t, b, l, r = bars
     frames = full_frames(clip, decoder)[:, t: clip.height - b, l: clip.width - r]  # (T, H', W', 3)
     cropped = _reencoded(clip, clip.key, frames, decoder, opts, clip.meta)
@@ -72,7 +72,7 @@ def crop_letterbox(clip: Clip, bars: list[int], decoder: Decoder, opts: CurateOp
     return cropped
 
 
-def score_clip(clip: Clip, decoder: Decoder, opts: CurateOptions, scorers: list) -> Clip:
+def score_clip(clip: Clip, decoder: MediaDecoder, opts: CurateOptions, scorers: list) -> Clip:
     """Every score the run's steps and scorers give (``clip.scores``); may return a cropped clip."""
     if "quality" in opts.steps:
         q = quality.quality_scores(clip.frames, len(clip.media), clip.width, clip.height, clip.duration)

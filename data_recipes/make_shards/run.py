@@ -16,7 +16,7 @@ from data_recipes.make_shards.plan import MakeShardsError, build_plan, list_file
 from data_recipes.make_shards.write import STATE_DIR, write_json, write_shard_job
 from videogen.data.manifest import MANIFEST_NAME, DatasetManifest, ShardStats, provenance
 from videogen.data.out_folder import check_out_apart
-from videogen.data.writer import shard_name
+from videogen.data.writer import numbered_shard_name
 
 PLAN_FORMAT = "videogen-make-shards-plan/1"
 
@@ -111,7 +111,7 @@ def make_shards(src: str | os.PathLike, out: str | os.PathLike, *, captions: str
                                  disable=not progress), key=lambda r: r["file"])
             shards, skipped = build_plan(probed, {rel for rel, _, _ in files}, src, caption_map, args)
             plan = {"format": PLAN_FORMAT, "args": args, "sources": sources, "files_seen": len(files),
-                    "skipped": skipped, "shards": [{"name": shard_name(i), "samples": s} for i, s in enumerate(shards)]}
+                    "skipped": skipped, "shards": [{"name": numbered_shard_name(i), "samples": s} for i, s in enumerate(shards)]}
             write_json(out / STATE_DIR / "plan.json", plan)
         records = _finished_shards(out, plan)
         todo = [(str(src), str(out), i, sh["samples"]) for i, sh in enumerate(plan["shards"]) if i not in records]

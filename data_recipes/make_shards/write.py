@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from videogen.data.decode import DecodeError
-from videogen.data.writer import TarShardWriter, shard_name
+from videogen.data.writer import TarShardWriter, numbered_shard_name
 
 STATE_DIR = ".make-shards"
 CLIP_CODEC, CLIP_CRF, CLIP_PRESET = "libx264", 18, "veryfast"
@@ -139,7 +139,7 @@ def write_shard(src: str, out: str, index: int, items: list[dict]) -> dict:
     """Write shard ``index`` atomically, then its done record; returns the record
     ``{"name", "stats", "skipped"}``."""
     out_dir, skipped = Path(out), []
-    with TarShardWriter(out_dir / shard_name(index)) as writer:
+    with TarShardWriter(out_dir / numbered_shard_name(index)) as writer:
         for sample in _samples_of_shard(Path(src), items, skipped):
             writer.write(sample)
     record = {"name": writer.path.name, "stats": writer.stats.to_dict(), "skipped": skipped}

@@ -11,7 +11,7 @@ from lightning.pytorch.loggers import CSVLogger
 
 from conftest import tiny_export
 from videogen.callbacks.throughput import Throughput, clip_shapes
-from videogen.data import Bucket, VideoDataModule
+from videogen.data import Bucket, Bucketer, LoaderOptions, VideoDataModule
 from videogen.models.dit import DiT
 from videogen.models.vae import VideoAutoencoder
 from videogen.modules.dit import DiTModule
@@ -22,8 +22,8 @@ PEAK = 1e12  # a stated peak: MFU on a CPU needs one
 
 
 def fit(tmp_path, shards, module, steps=4):
-    dm = VideoDataModule(str(shards), buckets=[Bucket(9, 32, 48), Bucket(9, 32, 32)], batch_size=2, num_workers=0,
-                         shuffle_buffer=0)
+    dm = VideoDataModule(str(shards), bucketer=Bucketer([Bucket(9, 32, 48), Bucket(9, 32, 32)], batch_size=2),
+                         loader=LoaderOptions(num_workers=0, shuffle_buffer=0))
     cb = Throughput(peak_flops=PEAK)
     logger = CSVLogger(tmp_path, name="csv")
     Trainer(accelerator="cpu", max_steps=steps, logger=logger, log_every_n_steps=2, enable_checkpointing=False,

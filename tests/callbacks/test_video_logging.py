@@ -4,7 +4,8 @@ import torch
 from lightning.pytorch import Trainer
 from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 
-from videogen.callbacks.video_logging import log_videos, side_by_side, to_uint8
+from videogen.callbacks.video_logging import log_videos, side_by_side
+from videogen.data.stages import to_uint8
 
 
 def test_to_uint8_and_side_by_side():

@@ -8,7 +8,7 @@ from lightning.pytorch import Trainer
 
 from cli_fixtures import TinyVideoModel
 from videogen.callbacks.watchdog import HangWatchdog
-from videogen.data import Bucket, VideoDataModule
+from videogen.data import Bucket, Bucketer, LoaderOptions, VideoDataModule
 
 
 class HangsAtStep2(TinyVideoModel):
@@ -19,7 +19,8 @@ class HangsAtStep2(TinyVideoModel):
 
 
 def fit(tmp_path, shards, module, watchdog):
-    dm = VideoDataModule(str(shards), buckets=[Bucket(9, 32, 32)], batch_size=2, num_workers=0, shuffle_buffer=0)
+    dm = VideoDataModule(str(shards), bucketer=Bucketer([Bucket(9, 32, 32)], batch_size=2),
+                         loader=LoaderOptions(num_workers=0, shuffle_buffer=0))
     Trainer(accelerator="cpu", max_steps=4, logger=False, enable_checkpointing=False, enable_progress_bar=False,
             enable_model_summary=False, default_root_dir=str(tmp_path), callbacks=[watchdog]).fit(module, datamodule=dm)
 

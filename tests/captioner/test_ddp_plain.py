@@ -25,7 +25,7 @@ def test_captioner_plain_ddp_with_video_dropout(tmp_path):
                                             "init_args": {"warmup": 1}}}}
     buckets = [{"num_frames": 5, "height": 32, "width": 48}, {"num_frames": 5, "height": 48, "width": 32},
                {"num_frames": 5, "height": 32, "width": 32}]
-    data = data_section(tmp_path / "synthetic" / "train", buckets=buckets, frame_stride=2)
+    data = data_section(tmp_path / "synthetic" / "train", bucketer={"buckets": buckets}, clips={"frame_stride": 2})
     cfg = fit_config(tmp_path / "captioner.yaml", model, data, tmp_path, max_steps=3, strategy="ddp")
     run_fit(cfg)
     r0, r1 = records(tmp_path)

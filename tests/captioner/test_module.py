@@ -16,7 +16,7 @@ def fit(synthetic_set, root, **module_kw):
     from lightning.pytorch.loggers import TensorBoardLogger
 
     from videogen.callbacks.export import StageExport
-    from videogen.data import VideoDataModule
+    from videogen.data import Bucket, Bucketer, LoaderOptions, StreamOptions, VideoDataModule
     from videogen.models.captioner import captioner_tiny
     from videogen.modules.captioner import CaptionerModule
 
@@ -24,10 +24,9 @@ def fit(synthetic_set, root, **module_kw):
     module = CaptionerModule(captioner_tiny(), lr_scheduler=partial(WarmupCosine, warmup=1), val_max_new_tokens=12,
                              val_log_captions=2, flip_prob=0.5, flip_swaps={"left": "right", "right": "left"}, **module_kw)
 
-    data = VideoDataModule(str(synthetic_set / "train"), str(synthetic_set / "val"), frame_stride=2,
-                           buckets=[{"num_frames": 5, "height": 32, "width": 48}, {"num_frames": 5, "height": 48, "width": 32},
-                                    {"num_frames": 5, "height": 32, "width": 32}], batch_size=2, num_workers=0,
-                           val_batches=1)
+    data = VideoDataModule(str(synthetic_set / "train"), str(synthetic_set / "val"),
+                           bucketer=Bucketer([Bucket(5, 32, 48), Bucket(5, 48, 32), Bucket(5, 32, 32)], batch_size=2),
+                           clips=StreamOptions(frame_stride=2), loader=LoaderOptions(num_workers=0, val_batches=1))
     trainer = Trainer(accelerator="cpu", max_steps=4, val_check_interval=4, check_val_every_n_epoch=None,
                       limit_val_batches=1, num_sanity_val_steps=0, enable_progress_bar=False, log_every_n_steps=1,
                       default_root_dir=root, logger=TensorBoardLogger(root, name="tb"),

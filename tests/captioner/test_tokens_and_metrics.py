@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from videogen.captioning import IGNORE, encode_example, load_tokenizer, swap_words
 from videogen.models.captioner import captioner_tiny
-from videogen.modules.caption_metrics import attribute_hits, bleu4
+from videogen.evaluation.caption_metrics import attribute_hits, bleu4
 from videogen.modules.captioner import CaptionerModule
 
 CAPTION = "A small red circle moves to the left across the frame. The background is a plain, solid slate colour."

@@ -11,7 +11,7 @@ from torch.optim import AdamW
 
 from curation_fixtures import labelled  # noqa: F401  (fixture)
 from data_recipes.curate import CurateOptions, curate
-from videogen.data import Bucket, VideoDataModule
+from videogen.data import Bucket, Bucketer, LoaderOptions, VideoDataModule
 from videogen.data.score_filter import FilterError
 from videogen.models.vae import VideoAutoencoder
 from videogen.modules.lr_schedule import WarmupCosine
@@ -41,8 +41,8 @@ def test_filter_at_load_time_drops_and_counts(curated):
     expr = "not static and not black and not jittery and not duplicate"
     passing = {s["key"] for s in kept["samples"] if s["kept"]
                and not any(s["scores"].get(f) for f in ("static", "black", "jittery", "duplicate"))}
-    dm = VideoDataModule(str(base / "all"), buckets=BUCKETS, batch_size=1, num_workers=0, shuffle_buffer=0,
-                         filter=expr)
+    dm = VideoDataModule(str(base / "all"), bucketer=Bucketer(BUCKETS, batch_size=1),
+                         loader=LoaderOptions(num_workers=0, shuffle_buffer=0), filter=expr)
     keys, skipped = keys_of_one_epoch(dm)
     assert len(keys) == len(passing)  # the epoch is sized by the samples that pass (manifest counts would say more)
     assert set(keys) == passing
@@ -57,11 +57,13 @@ def test_filter_at_load_time_drops_and_counts(curated):
 def test_filter_errors_name_what_is_wrong(curated, labelled):
     base = curated[0]
     with pytest.raises(FilterError, match="column 9: expected a number"):
-        VideoDataModule(str(base / "all"), buckets=BUCKETS, filter="motion >")
-    dm = VideoDataModule(str(base / "all"), buckets=BUCKETS, num_workers=0, filter="motoin > 0.1")
+        VideoDataModule(str(base / "all"), bucketer=Bucketer(BUCKETS), filter="motion >")
+    dm = VideoDataModule(str(base / "all"), bucketer=Bucketer(BUCKETS), loader=LoaderOptions(num_workers=0),
+                         filter="motoin > 0.1")
     with pytest.raises(FilterError, match="unknown name 'motoin'.*duplicate.*motion"):
         dm.train_dataloader()
-    raw = VideoDataModule(str(labelled[0]), buckets=BUCKETS, num_workers=0, filter="motion > 0.1")
+    raw = VideoDataModule(str(labelled[0]), bucketer=Bucketer(BUCKETS), loader=LoaderOptions(num_workers=0),
+                          filter="motion > 0.1")
     with pytest.raises(FilterError, match="lists no curation scores: run `videogen curate`"):
         raw.train_dataloader()
 
@@ -73,8 +75,9 @@ def test_vae_trains_on_curated_shards(curated, tmp_path):
                            spatial_compression=4, patch_size=2, patch_size_t=2)
     module = VAEModule(vae, optimizer=partial(AdamW, lr=3e-3, betas=(0.5, 0.9), weight_decay=0.0),
                        lr_scheduler=partial(WarmupCosine, warmup=1))
-    dm = VideoDataModule(str(base / "dropped"), buckets=[Bucket(9, 32, 48), Bucket(9, 48, 32), Bucket(9, 32, 32)],
-                         batch_size=2, num_workers=0, shuffle_buffer=4)
+    dm = VideoDataModule(str(base / "dropped"),
+                         bucketer=Bucketer([Bucket(9, 32, 48), Bucket(9, 48, 32), Bucket(9, 32, 32)], batch_size=2),
+                         loader=LoaderOptions(num_workers=0, shuffle_buffer=4))
     trainer = Trainer(accelerator="cpu", max_steps=6, enable_progress_bar=False, enable_model_summary=False,
                       logger=False, enable_checkpointing=False, default_root_dir=str(tmp_path), limit_val_batches=0)
     before = [p.detach().clone() for p in vae.parameters()]

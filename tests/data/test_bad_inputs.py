@@ -7,7 +7,7 @@ import tarfile
 import pytest
 
 from conftest import clip_sample, make_mp4, make_png, write_tar
-from videogen.data import Bucket, VideoDataModule
+from videogen.data import Bucket, Bucketer, LoaderOptions, StreamOptions, VideoDataModule
 from videogen.data import stages
 from videogen.data.decode import DecodeError
 
@@ -53,8 +53,9 @@ def bad_shards(tmp_path):
 
 def test_bad_samples_are_skipped_counted_and_logged(bad_shards, caplog):
     caplog.set_level(logging.WARNING, logger="videogen.data")
-    dm = VideoDataModule(str(bad_shards), buckets=[Bucket(9, 64, 64)], batch_size=1, num_workers=0,
-                         shuffle_buffer=0, max_member_mb=0.25, val_shards=str(bad_shards), val_batches=7)
+    dm = VideoDataModule(str(bad_shards), val_shards=str(bad_shards),
+                         bucketer=Bucketer([Bucket(9, 64, 64)], batch_size=1), clips=StreamOptions(max_member_mb=0.25),
+                         loader=LoaderOptions(num_workers=0, shuffle_buffer=0, val_batches=7))
     dl = dm.val_dataloader()
     keys = [k for b in dl for k in b["key"]]
     assert set(keys) == {"good0", "good1", "good2", "good3", "ok", "t0", "t1"}  # t0, t1: before the cut
@@ -70,8 +71,9 @@ def test_bad_samples_are_skipped_counted_and_logged(bad_shards, caplog):
 
 
 def test_unicode_caption_survives(bad_shards):
-    dm = VideoDataModule(str(bad_shards / "a.tar"), buckets=[Bucket(9, 64, 64)], batch_size=1, num_workers=0,
-                         val_shards=str(bad_shards / "a.tar"), val_batches=4)
+    dm = VideoDataModule(str(bad_shards / "a.tar"), val_shards=str(bad_shards / "a.tar"),
+                         bucketer=Bucketer([Bucket(9, 64, 64)], batch_size=1),
+                         loader=LoaderOptions(num_workers=0, val_batches=4))
     captions = {k: c for b in dm.val_dataloader() for k, c in zip(b["key"], b["caption"])}
     assert captions["good0"] == "漢字 • émoji 🎥 • עברית"
 
@@ -127,8 +129,8 @@ def test_failed_sample_slot_is_filled_so_batch_shape_holds():
 
 def test_all_unusable_shards_fail_loudly_not_hang(tmp_path):
     (tmp_path / "x.tar").write_bytes(b"garbage" * 100)
-    dm = VideoDataModule(str(tmp_path), buckets=[Bucket(1, 64, 64)], num_workers=0, val_shards=str(tmp_path),
-                         val_batches=1)
+    dm = VideoDataModule(str(tmp_path), val_shards=str(tmp_path), bucketer=Bucketer([Bucket(1, 64, 64)]),
+                         loader=LoaderOptions(num_workers=0, val_batches=1))
     with pytest.raises(RuntimeError, match="no usable sample"):
         list(dm.val_dataloader())
 
@@ -136,6 +138,7 @@ def test_all_unusable_shards_fail_loudly_not_hang(tmp_path):
 def test_images_are_one_frame_clips(tmp_path):
     write_tar(tmp_path / "img.tar", [{"__key__": f"i{k}", "png": make_png(80, 60), "txt": "an image",
                                       "json": {"width": 80, "height": 60}} for k in range(2)])
-    dm = VideoDataModule(str(tmp_path), buckets=[Bucket(1, 48, 64), Bucket(9, 48, 64)], batch_size=2, num_workers=0)
+    dm = VideoDataModule(str(tmp_path), bucketer=Bucketer([Bucket(1, 48, 64), Bucket(9, 48, 64)], batch_size=2),
+                         loader=LoaderOptions(num_workers=0))
     (b,) = list(dm.train_dataloader())
     assert b["video"].shape == (2, 3, 1, 48, 64) and b["bucket"] == "1x48x64"

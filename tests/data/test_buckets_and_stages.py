@@ -148,7 +148,10 @@ def test_token_budget_sets_batch_sizes_and_rejects_oversized_buckets():
     assert tokens(9, 64, 112, (4, 16, 16)) == 3 * 4 * 7
     assert b.batch_size_of(b.buckets[0]) == 400 // 84 and b.batch_size_of(b.buckets[1]) == 7
     with pytest.raises(ValueError, match="more than token_budget"):
-        Bucketer([Bucket(33, 256, 256)], token_budget=100)
+        Bucketer([Bucket(33, 256, 256)], token_budget=100, token_shape=(4, 16, 16))
+    unset = Bucketer([Bucket(33, 256, 256)], token_budget=100)  # checked once a DiT stage gives the token shape
+    with pytest.raises(ValueError, match="needs the token shape"):
+        unset.batch_size_of(unset.buckets[0])
 
 
 def test_expected_batches_counts_full_batches_per_rank():

@@ -6,9 +6,10 @@ from conftest import clip_sample, spawn_ranks, write_tar
 
 
 def _rank_main(rank: int, world: int, folder: str, workers: int) -> dict:
-    from videogen.data import Bucket, VideoDataModule
+    from videogen.data import Bucket, Bucketer, LoaderOptions, VideoDataModule
 
-    dm = VideoDataModule(folder, buckets=[Bucket(9, 64, 64)], batch_size=2, num_workers=workers, shuffle_buffer=4)
+    dm = VideoDataModule(folder, bucketer=Bucketer([Bucket(9, 64, 64)], batch_size=2),
+                         loader=LoaderOptions(num_workers=workers, shuffle_buffer=4))
     dl = dm.train_dataloader()
     keys = [k for b in dl for k in b["key"]]
     return {"len": len(dl), "batches": len(keys) // 2, "keys": keys}  # gathered once every rank ends its epoch

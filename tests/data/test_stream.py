@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from conftest import clip_sample, make_png, write_tar
-from videogen.data import Bucket, VideoDataModule
+from videogen.data import Bucket, Bucketer, LoaderOptions, VideoDataModule
 from videogen.data.manifest import DatasetManifest, scan_shard
 from videogen.data.writer import ShardSequenceWriter
 
@@ -20,9 +20,9 @@ def batch_hash(b) -> str:
     return h.hexdigest()[:16]
 
 
-def loader(folder, workers=2, **kw):
-    kw = {"buckets": BUCKETS, "batch_size": 2, "shuffle_buffer": 8, **kw}
-    return VideoDataModule(str(folder), num_workers=workers, **kw).train_dataloader()
+def loader(folder, workers=2):
+    return VideoDataModule(str(folder), bucketer=Bucketer(BUCKETS, batch_size=2),
+                           loader=LoaderOptions(num_workers=workers, shuffle_buffer=8)).train_dataloader()
 
 
 def test_round_trip_through_writer_keeps_pixels_captions_and_meta(tmp_path):
@@ -34,8 +34,8 @@ def test_round_trip_through_writer_keeps_pixels_captions_and_meta(tmp_path):
             w.write(s)
     DatasetManifest(shards=w.finished).save(tmp_path)
     assert [s.num_samples for s in w.finished] == [2, 2]
-    dl = VideoDataModule(str(tmp_path), buckets=[Bucket(9, 64, 96)], batch_size=2, num_workers=0,
-                         val_shards=str(tmp_path)).val_dataloader()
+    dl = VideoDataModule(str(tmp_path), val_shards=str(tmp_path), bucketer=Bucketer([Bucket(9, 64, 96)], batch_size=2),
+                         loader=LoaderOptions(num_workers=0)).val_dataloader()
     got = {k: (b["video"][i], b["caption"][i], b["meta"][i]) for b in dl for i, k in enumerate(b["key"])}
     assert sorted(got) == ["k0", "k1", "k2", "k3"]
     video, caption, meta = got["k1"]
@@ -64,7 +64,8 @@ def test_epochs_differ_and_are_reproducible(clip_shards):
 
 
 def test_validation_batches_are_the_same_every_time(clip_shards):
-    dm = VideoDataModule(str(clip_shards), val_shards=str(clip_shards), buckets=BUCKETS, batch_size=2, num_workers=2)
+    dm = VideoDataModule(str(clip_shards), val_shards=str(clip_shards), bucketer=Bucketer(BUCKETS, batch_size=2),
+                         loader=LoaderOptions(num_workers=2))
     val = dm.val_dataloader()
     assert [batch_hash(b) for b in val] == [batch_hash(b) for b in val]
 
@@ -103,8 +104,9 @@ def test_foreign_tarfile_shards_without_manifest_or_shape_metadata_load(tmp_path
         s["json"] = {"url": "http://example.invalid/v.mp4", "status": "success"}  # no shape fields
     samples.append({"__key__": "00003", "jpg": make_png(64, 64), "txt": "an image"})
     write_tar(tmp_path / "00000.tar", samples)
-    dm = VideoDataModule(str(tmp_path / "00000.tar"), buckets=[Bucket(9, 64, 96), Bucket(1, 64, 64)],
-                         batch_size=1, num_workers=0)
+    dm = VideoDataModule(str(tmp_path / "00000.tar"),
+                         bucketer=Bucketer([Bucket(9, 64, 96), Bucket(1, 64, 64)], batch_size=1),
+                         loader=LoaderOptions(num_workers=0))
     batches = list(dm.train_dataloader())
     shapes = sorted((b["key"][0], tuple(b["video"].shape)) for b in batches)
     assert shapes == [("00000", (1, 3, 9, 64, 96)), ("00001", (1, 3, 9, 64, 96)), ("00002", (1, 3, 9, 64, 96)),
@@ -113,11 +115,13 @@ def test_foreign_tarfile_shards_without_manifest_or_shape_metadata_load(tmp_path
 
 def test_zero_batch_configuration_is_a_clear_error(clip_shards):
     with pytest.raises(ValueError, match="fill 0 batches"):
-        VideoDataModule(str(clip_shards), buckets=[Bucket(33, 64, 64)], num_workers=0).train_dataloader()
+        VideoDataModule(str(clip_shards), bucketer=Bucketer([Bucket(33, 64, 64)]),
+                        loader=LoaderOptions(num_workers=0)).train_dataloader()
 
 
 def test_float_conversion_on_device(clip_shards):
-    dm = VideoDataModule(str(clip_shards), buckets=BUCKETS, batch_size=2, num_workers=0)
+    dm = VideoDataModule(str(clip_shards), bucketer=Bucketer(BUCKETS, batch_size=2),
+                         loader=LoaderOptions(num_workers=0))
     b = dm.on_after_batch_transfer(next(iter(dm.train_dataloader())), 0)
     assert b["video"].dtype == torch.float32 and -1.0 <= b["video"].min() and b["video"].max() <= 1.0
 

@@ -69,10 +69,12 @@ def tiny_dit_model(vae_export: str, **kw) -> dict:
                                            "init_args": {"warmup": 1}}, **kw}}
 
 
-def data_section(shards: Path, batch_size: int = 1, **kw) -> dict:
+def data_section(shards: Path, batch_size: int = 1, bucketer: dict | None = None, clips: dict | None = None,
+                 loader: dict | None = None, **kw) -> dict:
+    bucketer = {"buckets": [{"num_frames": 9, "height": 32, "width": 32}], "batch_size": batch_size, **(bucketer or {})}
     return {"class_path": "videogen.data.VideoDataModule",
-            "init_args": {"train_shards": str(shards), "buckets": [{"num_frames": 9, "height": 32, "width": 32}],
-                          "batch_size": batch_size, "num_workers": 0, "shuffle_buffer": 4, **kw}}
+            "init_args": {"train_shards": str(shards), "bucketer": bucketer, "clips": clips or {},
+                          "loader": {"num_workers": 0, "shuffle_buffer": 4, **(loader or {})}, **kw}}
 
 
 def fit_config(path: Path, model: dict, data: dict, out: Path, *, devices: int | str = 2, num_nodes: int = 1,

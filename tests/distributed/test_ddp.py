@@ -69,7 +69,7 @@ def test_captioner_ddp_two_ranks_sync_weights(tmp_path):
                                             "init_args": {"warmup": 1}}}}
     buckets = [{"num_frames": 5, "height": 32, "width": 48}, {"num_frames": 5, "height": 48, "width": 32},
                {"num_frames": 5, "height": 32, "width": 32}]
-    data = data_section(tmp_path / "synthetic" / "train", buckets=buckets, frame_stride=2)
+    data = data_section(tmp_path / "synthetic" / "train", bucketer={"buckets": buckets}, clips={"frame_stride": 2})
     # steps without video (video_dropout) or without some decoder inputs leave parameters unused: DDP must look
     cfg = fit_config(tmp_path / "captioner.yaml", model, data, tmp_path, max_steps=3,
                      strategy="ddp_find_unused_parameters_true")
@@ -101,7 +101,7 @@ def test_dit_ddp_trains_from_caption_embeddings_with_no_encoder_on_any_rank(tmp_
                            text_embeddings="cache", val_prompts=["a red square", "a blue circle", "a red circle"],
                            val_steps=1, val_shape=[9, 32, 32])
     model["init_args"]["dit"]["init_args"]["text_dim"] = 32
-    cfg = fit_config(tmp_path / "dit.yaml", model, data_section(cache, val_shards=str(cache), val_batches=1),
+    cfg = fit_config(tmp_path / "dit.yaml", model, data_section(cache, val_shards=str(cache), loader={"val_batches": 1}),
                      tmp_path, max_steps=2, val_check_interval=2, check_val_every_n_epoch=None, limit_val_batches=1,
                      num_sanity_val_steps=0,
                      callbacks=[{"class_path": "text_counter.TextEncoderCounter",

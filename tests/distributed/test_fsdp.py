@@ -102,8 +102,9 @@ def test_fsdp_packed_batches_match_ddp(tmp_path):
     model = tiny_dit_model(vae, ema_decay=0.5)
     model["init_args"]["dit"]["init_args"]["text_attention"] = "joint"
     # 9 x 32 x 32 clips are 3 x 4 x 4 = 48 tokens (VAE 4 x 4 x 4, patch 1 x 2 x 2): two clips per 100-token pack
-    data = data_section(tmp_path / "shards", val_shards=str(tmp_path / "shards"), packing=True, token_budget=100,
-                        token_shape=[4, 8, 8], max_area=32 * 32, max_frames=9, size_multiple=16, frame_multiple=4)
+    data = data_section(tmp_path / "shards", val_shards=str(tmp_path / "shards"),
+                        bucketer={"buckets": [], "packing": True, "token_budget": 100, "max_area": 32 * 32,
+                                  "max_frames": 9, "size_multiple": 16, "frame_multiple": 4})
     runs = {}
     for name, strategy in (("ddp", "ddp"), ("fsdp", fsdp_strategy())):
         out = tmp_path / name

@@ -17,7 +17,7 @@ from eval_clips import moving_square, static_clip
 from eval_models import tiny_clip, tiny_dino, torchscript_i3d
 from videogen.callbacks.evaluation import VideoEvaluation
 from videogen.cli import main
-from videogen.data import Bucket, VideoDataModule
+from videogen.data import Bucket, Bucketer, LoaderOptions, VideoDataModule
 from videogen.evaluation.report import mp4_bytes
 from videogen.models.dit import DiT
 from videogen.modules.dit import DiTModule
@@ -50,8 +50,8 @@ def run(tmp_path_factory):
                       limit_val_batches=1, num_sanity_val_steps=0,
                       callbacks=[ModelCheckpoint(dirpath=tmp / "ckpt", every_n_train_steps=2, save_last=True,
                                                  save_top_k=-1), callback])
-    dm = VideoDataModule(str(shards), val_shards=str(shards), buckets=[Bucket(9, 32, 48)], batch_size=2,
-                         num_workers=0, shuffle_buffer=2, val_batches=1)
+    dm = VideoDataModule(str(shards), val_shards=str(shards), bucketer=Bucketer([Bucket(9, 32, 48)], batch_size=2),
+                         loader=LoaderOptions(num_workers=0, shuffle_buffer=2, val_batches=1))
     trainer.fit(module, datamodule=dm)
     export = save_export(tmp / "export", module.sample_dit, module.export_stats())
     return {"tmp": tmp, "shards": shards, "vae": vae, "export": export, "callback": callback, "csv": csv, "tb": tb}

@@ -27,7 +27,7 @@ def test_two_ranks_share_the_prompts_and_rank_zero_logs_every_video(tmp_path):
     logger = {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": str(tmp_path / "logs"),
                                                                                  "name": "csv"}}
     cfg = fit_config(tmp_path / "dit.yaml", model, data_section(tmp_path / "shards", val_shards=str(tmp_path / "shards"),
-                                                                val_batches=1),
+                                                                loader={"val_batches": 1}),
                      tmp_path, max_steps=2, callbacks=[callback], logger=logger, val_check_interval=2,
                      check_val_every_n_epoch=None, limit_val_batches=1, num_sanity_val_steps=0, log_every_n_steps=1)
     run_fit(cfg)

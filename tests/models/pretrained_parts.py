@@ -174,7 +174,8 @@ def pixels_ours_and_pipelines(module, folder, t5, pipeline, transformer, vae, sc
 
     from videogen.models.text import FrozenTextEncoder
     from videogen.pretrained import save_export
-    from videogen.pipelines.video import NULL_CAPTION, generate, load_trained_dit, sampling_kwargs
+    from videogen.text_encoding import NULL_CAPTION
+    from videogen.pipelines.video import generate, load_trained_dit, sampling_kwargs
 
     export = save_export(folder, module.dit, module.export_stats())
     trained = load_trained_dit(str(export))

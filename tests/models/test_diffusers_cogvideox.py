@@ -88,7 +88,8 @@ def test_lora_export_loads_into_cogvideox_pipeline_and_matches_our_ddim(parts, t
 
     from videogen.models.text import FrozenTextEncoder
     from videogen.pretrained import save_export
-    from videogen.pipelines.video import NULL_CAPTION, generate_latents, load_trained_dit, sampling_kwargs
+    from videogen.text_encoding import NULL_CAPTION
+    from videogen.pipelines.video import generate_latents, load_trained_dit, sampling_kwargs
 
     module = cog_module(parts, lora_rank=4, lora_alpha=8)
     module.optimizer = partial(AdamW, lr=5e-2, betas=(0.9, 0.99), weight_decay=0.0)

@@ -61,7 +61,8 @@ def test_lora_export_loads_into_ltx_pipeline_and_matches_our_sampler(parts, tmp_
 
     from videogen.models.text import FrozenTextEncoder
     from videogen.pretrained import save_export
-    from videogen.pipelines.video import NULL_CAPTION, generate_latents, load_trained_dit, sampling_kwargs
+    from videogen.text_encoding import NULL_CAPTION
+    from videogen.pipelines.video import generate_latents, load_trained_dit, sampling_kwargs
 
     module = ltx_module(parts, lora_rank=4, lora_alpha=8)
     train_steps(module, latent_batch(), 3)

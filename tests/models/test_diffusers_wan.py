@@ -97,7 +97,7 @@ def lora_export(parts, tmp_path_factory):
     from lightning.pytorch import Trainer
 
     from videogen.callbacks.export import StageExport
-    from videogen.data import Bucket, VideoDataModule
+    from videogen.data import Bucket, Bucketer, LoaderOptions, VideoDataModule
 
     root = tmp_path_factory.mktemp("fit")
     shards = root / "shards"
@@ -108,8 +108,8 @@ def lora_export(parts, tmp_path_factory):
     trainer = Trainer(accelerator="cpu", max_steps=3, enable_progress_bar=False, enable_model_summary=False,
                       logger=False, default_root_dir=str(root), limit_val_batches=0,
                       callbacks=[StageExport(str(root / "export"))])
-    trainer.fit(module, datamodule=VideoDataModule(str(shards), buckets=[Bucket(9, 32, 48)], batch_size=2,
-                                                   num_workers=0, shuffle_buffer=2))
+    trainer.fit(module, datamodule=VideoDataModule(str(shards), bucketer=Bucketer([Bucket(9, 32, 48)], batch_size=2),
+                                                   loader=LoaderOptions(num_workers=0, shuffle_buffer=2)))
     assert trainer.global_step == 3
     return root / "export"
 
@@ -128,7 +128,8 @@ def test_lora_export_loads_into_wan_pipeline_and_matches_our_sampler(parts, lora
     import json
 
     from videogen.models.text import FrozenTextEncoder
-    from videogen.pipelines.video import NULL_CAPTION, generate_latents, load_trained_dit, sampling_kwargs
+    from videogen.text_encoding import NULL_CAPTION
+    from videogen.pipelines.video import generate_latents, load_trained_dit, sampling_kwargs
 
     files = sorted(p.name for p in lora_export.iterdir())
     assert files == ["config.yaml", "manifest.json", "model.safetensors", "pytorch_lora_weights.safetensors",
@@ -216,7 +217,8 @@ def test_videos_equal_wan_pipelines_through_its_diffusers_vae(parts, tmp_path):
     normalisation), exported; our generate() decodes through that VAE to the video WanPipeline decodes."""
     from videogen.models.text import FrozenTextEncoder
     from videogen.pretrained import save_export
-    from videogen.pipelines.video import NULL_CAPTION, generate, load_trained_dit, sampling_kwargs
+    from videogen.text_encoding import NULL_CAPTION
+    from videogen.pipelines.video import generate, load_trained_dit, sampling_kwargs
 
     vae = tiny_wan_vae(4)
     vae.register_to_config(latents_mean=[0.1, -0.2, 0.0, 0.3], latents_std=[1.0, 2.0, 0.5, 1.5])

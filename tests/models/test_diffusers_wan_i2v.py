@@ -84,7 +84,8 @@ def test_network_call_matches_wan_image_to_video_pipeline(parts, tmp_path):
     from videogen.models.dit.image_encoder import FrozenImageEncoder
     from videogen.models.text import FrozenTextEncoder
     from videogen.pretrained import save_export
-    from videogen.pipelines.video import NULL_CAPTION, Conditioning, generate_latents, load_trained_dit, sampling_kwargs
+    from videogen.text_encoding import NULL_CAPTION
+    from videogen.pipelines.video import Conditioning, generate_latents, load_trained_dit, sampling_kwargs
 
     module = i2v_module(parts, lora_rank=4, lora_alpha=8)
     train_steps(module, video_batch(), 2)

@@ -14,12 +14,13 @@ from torch.optim import AdamW
 
 from conftest import clip_sample, tiny_export, write_tar
 from videogen.callbacks.export import StageExport
-from videogen.data import Bucket, VideoDataModule
+from videogen.data import Bucket, Bucketer, LoaderOptions, VideoDataModule
 from videogen.diffusion import make_process, sampling_timesteps, timestep_shift
 from videogen.encoding import encode_latents, load_vae, normalize_latents
 from videogen.models.dit import DiT
 from videogen.modules.dit import DiTModule
-from videogen.pipelines.video import NULL_CAPTION, conditioning_from_video, connect_frames, frame_mask, generate
+from videogen.text_encoding import NULL_CAPTION
+from videogen.pipelines.video import conditioning_from_video, connect_frames, frame_mask, generate
 
 
 def tiny_dit(**kw):
@@ -134,7 +135,8 @@ def test_process_is_trained_exported_and_sampled(tmp_path, vae_dir, process):
     torch.manual_seed(0)
     module = DiTModule(tiny_dit(), vae=str(vae_dir), text_max_length=16, cond_prob=0.5, ema_decay=None,
                        process=process, optimizer=partial(AdamW, lr=1e-3, betas=(0.9, 0.99), weight_decay=0.0))
-    dm = VideoDataModule(str(shards), buckets=[Bucket(9, 32, 32)], batch_size=2, num_workers=0, shuffle_buffer=4)
+    dm = VideoDataModule(str(shards), bucketer=Bucketer([Bucket(9, 32, 32)], batch_size=2),
+                         loader=LoaderOptions(num_workers=0, shuffle_buffer=4))
     trainer = Trainer(accelerator="cpu", max_steps=5, enable_progress_bar=False, enable_model_summary=False,
                       logger=False, default_root_dir=str(tmp_path), limit_val_batches=0, enable_checkpointing=False,
                       callbacks=[StageExport(str(tmp_path / "export"))])

@@ -18,7 +18,7 @@ pytest.importorskip("diffusers")
 from diffusers_vaes import COG, WAN, save_vae  # noqa: E402
 from conftest import tiny_dit  # noqa: E402
 from videogen.pipelines.encode import buckets_from, encode  # noqa: E402
-from videogen.data import Bucket, VideoDataModule  # noqa: E402
+from videogen.data import Bucket, Bucketer, LoaderOptions, StreamOptions, VideoDataModule  # noqa: E402
 from videogen.encoding import check_cache_identity, decode_latents, encode_latents, load_vae  # noqa: E402
 from videogen.errors import RefusedFile  # noqa: E402
 from videogen.modules.dit import DiTModule  # noqa: E402
@@ -28,8 +28,9 @@ BUCKETS = [{"num_frames": 9, "height": 64, "width": 96}, {"num_frames": 9, "heig
 
 
 def datamodule(shards):
-    return VideoDataModule(str(shards), val_shards=str(shards), buckets=[Bucket(**b) for b in BUCKETS], batch_size=2,
-                           num_workers=0, shuffle_buffer=4, span_clip=True)
+    return VideoDataModule(str(shards), val_shards=str(shards),
+                           bucketer=Bucketer([Bucket(**b) for b in BUCKETS], batch_size=2),
+                           clips=StreamOptions(span_clip=True), loader=LoaderOptions(num_workers=0, shuffle_buffer=4))
 
 
 def trainer(tmp_path, steps):
@@ -59,7 +60,8 @@ def wan_cache(tmp_path_factory, shards):
     tmp_path = tmp_path_factory.mktemp("wan_cache")
     vae_dir = save_vae(tmp_path / "wan", "AutoencoderKLWan", WAN)
     config = tmp_path / "dit.yaml"
-    config.write_text(json.dumps({"data": {"init_args": {"buckets": BUCKETS, "span_clip": True}}}))
+    data = {"bucketer": {"buckets": BUCKETS}, "clips": {"span_clip": True}}
+    config.write_text(json.dumps({"data": {"init_args": data}}))
     out = encode(str(vae_dir), str(shards), tmp_path / "lat", buckets=buckets_from(config), num_workers=0,
                  accelerator="cpu", devices=1, progress=False)
     return {"vae": vae_dir, "out": out, "pixels": shards}

@@ -14,7 +14,7 @@ from lightning.pytorch import Trainer
 
 from conftest import tiny_dit, tiny_export
 from videogen.pipelines.encode import buckets_from, encode
-from videogen.data import Bucket, VideoDataModule
+from videogen.data import Bucket, Bucketer, LoaderOptions, StreamOptions, VideoDataModule
 from videogen.data import stages
 from videogen.encoding import encode_latents
 from videogen.modules.dit import DiTModule
@@ -26,15 +26,18 @@ BUCKETS = [{"num_frames": 9, "height": 64, "width": 96}, {"num_frames": 9, "heig
 def cache(tmp_path, clip_shards):
     vae_dir = tiny_export(tmp_path / "vae")
     config = tmp_path / "dit.yaml"
-    config.write_text(json.dumps({"data": {"init_args": {"buckets": BUCKETS, "span_clip": True}}}))  # JSON is YAML
+    data = {"bucketer": {"buckets": BUCKETS}, "clips": {"span_clip": True}}
+    config.write_text(json.dumps({"data": {"init_args": data}}))  # JSON is YAML
     out = encode(str(vae_dir), str(clip_shards), tmp_path / "lat", buckets=buckets_from(config), num_workers=0,
                  accelerator="cpu", devices=1, progress=False)
     return {"vae": vae_dir, "out": out, "pixels": clip_shards}
 
 
 def datamodule(shards, **kw):
-    return VideoDataModule(str(shards), val_shards=str(shards), buckets=[Bucket(**b) for b in BUCKETS], batch_size=2,
-                           num_workers=0, shuffle_buffer=4, span_clip=True, **kw)
+    return VideoDataModule(str(shards), val_shards=str(shards),
+                           bucketer=Bucketer([Bucket(**b) for b in BUCKETS], batch_size=2),
+                           clips=StreamOptions(span_clip=True), loader=LoaderOptions(num_workers=0, shuffle_buffer=4),
+                           **kw)
 
 
 def test_cached_latents_equal_the_pixel_path(cache):

@@ -14,7 +14,7 @@ from torch.optim import AdamW
 from conftest import make_png, tiny_dit, tiny_export
 from videogen.callbacks.export import StageExport
 from videogen.cli import main
-from videogen.data import Bucket, VideoDataModule
+from videogen.data import Bucket, Bucketer, LoaderOptions, VideoDataModule
 from videogen.data.decode import PyAVDecoder
 from videogen.models.dit import DiT
 from videogen.modules.dit import DiTModule
@@ -22,8 +22,9 @@ from videogen.pretrained import load_export
 
 
 def datamodule(shards):
-    return VideoDataModule(str(shards), val_shards=str(shards), buckets=[Bucket(9, 32, 48), Bucket(9, 32, 32)],
-                           batch_size=2, num_workers=0, shuffle_buffer=4, val_batches=1)
+    return VideoDataModule(str(shards), val_shards=str(shards),
+                           bucketer=Bucketer([Bucket(9, 32, 48), Bucket(9, 32, 32)], batch_size=2),
+                           loader=LoaderOptions(num_workers=0, shuffle_buffer=4, val_batches=1))
 
 
 @pytest.fixture(scope="module")
@@ -141,15 +142,18 @@ def test_packing_datamodule_trains(trained, tmp_path):
 
     torch.manual_seed(0)
     module = DiTModule(tiny_dit(), vae=str(trained["vae"]), text_max_length=16, cond_prob=0.5, ema_decay=0.9)
-    dm = VideoDataModule(str(trained["shards"]), packing=True, token_budget=40, token_shape=(4, 16, 16),
-                         max_area=48 * 32, max_frames=9, size_multiple=16, frame_multiple=4, num_workers=0,
-                         shuffle_buffer=4)
+    # the token shape is the DiT's (VAE 4x4x4 x patch 1x2x2): 9x32x48 clips are 72 tokens, 9x32x32 ones 48
+    dm = VideoDataModule(str(trained["shards"]),
+                         bucketer=Bucketer(packing=True, token_budget=160, max_area=48 * 32, max_frames=9,
+                                           size_multiple=16, frame_multiple=4),
+                         loader=LoaderOptions(num_workers=0, shuffle_buffer=4))
     trainer = Trainer(accelerator="cpu", max_steps=3, enable_progress_bar=False, enable_model_summary=False,
                       logger=False, default_root_dir=str(tmp_path), limit_val_batches=0, callbacks=[Record()])
     trainer.fit(module, datamodule=dm)
     assert trainer.global_step == 3 and torch.isfinite(trainer.logged_metrics["train/loss"])
     assert "train/loss_bucket/packed" in trainer.logged_metrics
     assert any(len(shapes) > 1 for shapes in seen), seen  # a step held clips of different sizes
+    assert dm.bucketer.token_shape == (4, 8, 8)
 
 
 @pytest.mark.parametrize("mode", ["text", "image", "extend", "connect"])

@@ -19,7 +19,7 @@ from conftest import clip_sample, tiny_export, write_tar
 from models.pretrained_parts import tiny_clip, tiny_t5
 from videogen.callbacks.export import StageExport
 from videogen.cli import main
-from videogen.data import Bucket, VideoDataModule, stages
+from videogen.data import Bucket, Bucketer, LoaderOptions, VideoDataModule, stages
 from videogen.data.decode import PyAVDecoder
 from videogen.data.text_embeddings import TextSpec, read_embeddings
 from videogen.errors import ConfigError
@@ -71,9 +71,9 @@ def members(shard):
     return out
 
 
-def datamodule(shards, **kw):
-    return VideoDataModule(str(shards), buckets=[Bucket(9, 32, 48)], batch_size=2, num_workers=0, shuffle_buffer=2,
-                           **kw)
+def datamodule(shards, val_shards=None, **loader):
+    return VideoDataModule(str(shards), val_shards, bucketer=Bucketer([Bucket(9, 32, 48)], batch_size=2),
+                           loader=LoaderOptions(**{"num_workers": 0, "shuffle_buffer": 2, **loader}))
 
 
 def tiny_module(world, which, **kw):
@@ -280,8 +280,9 @@ def test_val_prompts_are_encoded_once_at_setup_on_the_cpu(world, tmp_path, const
     trainer = Trainer(accelerator="cpu", max_steps=2, enable_progress_bar=False, enable_model_summary=False,
                       logger=False, default_root_dir=str(tmp_path), limit_val_batches=1, val_check_interval=2,
                       check_val_every_n_epoch=None, num_sanity_val_steps=0)
-    trainer.fit(module, datamodule=VideoDataModule(str(out), val_shards=str(out), buckets=[Bucket(9, 32, 48)],
-                                                   batch_size=2, num_workers=0, val_batches=1))
+    trainer.fit(module, datamodule=VideoDataModule(str(out), val_shards=str(out),
+                                                   bucketer=Bucketer([Bucket(9, 32, 48)], batch_size=2),
+                                                   loader=LoaderOptions(num_workers=0, val_batches=1)))
     assert trainer.global_step == 2 and torch.isfinite(trainer.logged_metrics["val/loss"])
     assert len(constructions) == 1 and "text" not in module._frozen  # built once at setup, then let go
     live = FrozenTextEncoder(str(world["t5"]), max_length=8)

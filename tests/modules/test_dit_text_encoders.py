@@ -12,7 +12,7 @@ from conftest import clip_sample, tiny_export, write_tar
 from models.pretrained_parts import tiny_clip, tiny_t5
 from videogen.callbacks.export import StageExport
 from videogen.cli import main
-from videogen.data import Bucket, VideoDataModule
+from videogen.data import Bucket, Bucketer, LoaderOptions, VideoDataModule
 from videogen.data.decode import PyAVDecoder
 from videogen.models.dit import DiT
 from videogen.modules.dit import DiTModule
@@ -31,8 +31,8 @@ def test_fit_five_steps_then_sample(which, tmp_path):
     trainer = Trainer(accelerator="cpu", max_steps=5, enable_progress_bar=False, enable_model_summary=False,
                       logger=False, default_root_dir=str(tmp_path), limit_val_batches=0,
                       callbacks=[StageExport(str(tmp_path / "export"))])
-    trainer.fit(module, datamodule=VideoDataModule(str(shards), buckets=[Bucket(9, 32, 48)], batch_size=2,
-                                                   num_workers=0, shuffle_buffer=2))
+    trainer.fit(module, datamodule=VideoDataModule(str(shards), bucketer=Bucketer([Bucket(9, 32, 48)], batch_size=2),
+                                                   loader=LoaderOptions(num_workers=0, shuffle_buffer=2)))
     assert trainer.global_step == 5 and torch.isfinite(trainer.logged_metrics["train/loss"])
     assert type(module.text_encoder.encoder).__name__ == ("T5EncoderModel" if which == "t5" else "CLIPTextModel")
     out = tmp_path / "out.mp4"

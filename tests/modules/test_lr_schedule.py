@@ -91,8 +91,10 @@ def test_a_resumed_fit_goes_on_with_the_optimizer_and_schedule(tmp_path, clip_sh
                               "callbacks": [{"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
                                              "init_args": {"dirpath": str(root / "ckpt"), "save_last": True}}]},
                   "data": {"class_path": "videogen.data.VideoDataModule",
-                           "init_args": {"train_shards": str(clip_shards), "batch_size": 2, "num_workers": 0,
-                                         "shuffle_buffer": 0, "buckets": [{"num_frames": 9, "height": 32, "width": 48}]}}}
+                           "init_args": {"train_shards": str(clip_shards),
+                                         "loader": {"num_workers": 0, "shuffle_buffer": 0},
+                                         "bucketer": {"batch_size": 2,
+                                                      "buckets": [{"num_frames": 9, "height": 32, "width": 48}]}}}}
         root.mkdir(exist_ok=True)
         (root / "c.yaml").write_text(yaml.safe_dump(config))
         assert main(["fit", "--config", str(root / "c.yaml"), *extra]) == 0

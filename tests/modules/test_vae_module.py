@@ -15,7 +15,7 @@ from torch.optim import AdamW
 
 from videogen.callbacks.export import StageExport
 from videogen.commands.export import export_checkpoint
-from videogen.data import Bucket, VideoDataModule
+from videogen.data import Bucket, Bucketer, LoaderOptions, VideoDataModule
 from videogen.models.vae import PatchDiscriminator3D, VideoAutoencoder
 from videogen.modules.lr_schedule import WarmupCosine
 from videogen.modules.vae import VAEModule, psnr, ssim
@@ -28,8 +28,9 @@ def tiny_vae():
 
 
 def datamodule(shards, **kw):
-    return VideoDataModule(str(shards), val_shards=str(shards), buckets=[Bucket(9, 32, 48), Bucket(9, 32, 32)],
-                           batch_size=2, num_workers=0, shuffle_buffer=4, val_batches=2, **kw)
+    return VideoDataModule(str(shards), val_shards=str(shards),
+                           bucketer=Bucketer([Bucket(9, 32, 48), Bucket(9, 32, 32)], batch_size=2),
+                           loader=LoaderOptions(num_workers=0, shuffle_buffer=4, val_batches=2), **kw)
 
 
 def trainer(tmp_path, steps, **kw):

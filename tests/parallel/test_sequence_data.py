@@ -26,7 +26,7 @@ class RankedStrategy(SequenceParallelStrategy):
 @pytest.mark.slow
 
 def test_sequence_groups_share_batches_and_data_groups_split_them(tmp_path):
-    from videogen.data import Bucket, VideoDataModule
+    from videogen.data import Bucket, Bucketer, LoaderOptions, VideoDataModule
 
     for s in range(2):
         write_tar(tmp_path / f"shard-{s:06d}.tar", [clip_sample(f"s{s}k{i}", 64, 64, 9, seed=s * 10 + i) for i in range(4)])
@@ -34,7 +34,8 @@ def test_sequence_groups_share_batches_and_data_groups_split_them(tmp_path):
     for rank in range(4):
         kw = RankedStrategy(rank).distributed_sampler_kwargs
         assert kw == {"num_replicas": 2, "rank": rank // 2}
-        dm = VideoDataModule(str(tmp_path), buckets=[Bucket(9, 64, 64)], batch_size=2, num_workers=0, shuffle_buffer=4)
+        dm = VideoDataModule(str(tmp_path), bucketer=Bucketer([Bucket(9, 64, 64)], batch_size=2),
+                             loader=LoaderOptions(num_workers=0, shuffle_buffer=4))
         dm.trainer = SimpleNamespace(distributed_sampler_kwargs=kw)
         keys.append([list(b["key"]) for b in dm.train_dataloader()])
     assert keys[0] == keys[1] and keys[2] == keys[3] and len(keys[0]) == 2  # 8 clips / 2 data ranks / batch 2

@@ -38,7 +38,7 @@ def _fit(cwd: Path, *extra: str) -> tuple[list[tuple[int, float]], dict, str]:
     cwd.mkdir()
     args = [VIDEOGEN, "fit", "--config", str(REPO / "configs/dit/quickstart.yaml"), *extra,
             "--model.init_args.vae=../vae", "--data.init_args.train_shards=../syn/train",
-            "--data.init_args.val_shards=../syn/val", "--data.init_args.batch_size=2", "--trainer.max_steps=10",
+            "--data.init_args.val_shards=../syn/val", "--data.init_args.bucketer.batch_size=2", "--trainer.max_steps=10",
             "--trainer.log_every_n_steps=1", "--trainer.val_check_interval=10", "--trainer.limit_val_batches=1",
             "--model.init_args.val_steps=2", "--model.init_args.val_shape=[5, 32, 32]",
             "--trainer.enable_progress_bar=false",
@@ -102,8 +102,9 @@ def test_sequence_parallel_under_fsdp_logs_the_one_process_losses(one_process):
     _assert_same_run(one, (losses, end), log)
 
 
-PACKED = ["--data.init_args.packing=true", "--data.init_args.token_budget=600", "--data.init_args.token_shape=[4, 8, 8]",
-          "--data.init_args.max_area=6144", "--data.init_args.max_frames=9"]  # 288-token clips, 2 per pack
+# tokens of the DiT's 4x8x8 pixels (VAE 4x4x4 x patch 1x2x2): 288-token clips, 2 per pack
+PACKED = ["--data.init_args.bucketer.packing=true", "--data.init_args.bucketer.token_budget=600",
+          "--data.init_args.bucketer.max_area=6144", "--data.init_args.bucketer.max_frames=9"]
 
 
 def test_sequence_parallel_fit_with_packed_batches_logs_the_one_process_losses(one_process):

@@ -88,9 +88,10 @@ def fit_config(path: Path, run: Path, shards: Path, model: dict, max_steps: int,
                     "num_sanity_val_steps": 0, "default_root_dir": str(run), "callbacks": callbacks},
         "model": model,
         "data": {"class_path": "videogen.data.VideoDataModule",
-                 "init_args": {"train_shards": str(shards), "batch_size": 2, "num_workers": 0, "shuffle_buffer": 4,
-                               "buckets": [{"num_frames": 9, "height": 32, "width": 48},
-                                           {"num_frames": 9, "height": 32, "width": 32}], **data}},
+                 "init_args": {"train_shards": str(shards), "loader": {"num_workers": 0, "shuffle_buffer": 4},
+                               "bucketer": {"batch_size": 2, "buckets": [{"num_frames": 9, "height": 32, "width": 48},
+                                                                         {"num_frames": 9, "height": 32, "width": 32}]},
+                               **data}},
     }
     path.write_text(yaml.safe_dump(config))
     return path

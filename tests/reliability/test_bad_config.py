@@ -49,17 +49,47 @@ def test_impossible_value_in_a_constructor(tmp_path, capsys, shards):
 
 def test_frames_that_do_not_match_the_vae_temporal_compression(tmp_path, capsys, shards):
     err = fit_error(tmp_path, capsys, tiny_vae_model(), shards,
-                    buckets=[{"num_frames": 8, "height": 32, "width": 48}])
-    line_with(err, "videogen: error:", "data.init_args.buckets[0] (8x32x48)", "num_frames=8 is not 1 + k*4",
+                    bucketer={"batch_size": 2, "buckets": [{"num_frames": 8, "height": 32, "width": 48}]})
+    line_with(err, "videogen: error:", "data.init_args.bucketer.buckets[0] (8x32x48)", "num_frames=8 is not 1 + k*4",
               "use 5 or 9")
 
 
 def test_sizes_not_divisible_by_the_vae_compression_times_the_dit_patch(tmp_path, capsys, shards, vae_export):
     # 36 is fine for the VAE (x4) but not for its latents cut into 2x2 patches (x8)
     err = fit_error(tmp_path, capsys, tiny_dit_model(vae_export), shards,
-                    buckets=[{"num_frames": 9, "height": 36, "width": 48}])
-    line_with(err, "videogen: error:", "data.init_args.buckets[0] (9x36x48)", "height=36 is not a multiple of 8",
+                    bucketer={"batch_size": 2, "buckets": [{"num_frames": 9, "height": 36, "width": 48}]})
+    line_with(err, "videogen: error:", "data.init_args.bucketer.buckets[0] (9x36x48)", "height=36 is not a multiple of 8",
               "patch_size=(1, 2, 2)")
+
+
+def test_a_typed_token_shape_that_is_not_the_dits_is_refused(tmp_path, capsys, shards, vae_export):
+    """The tiny VAE (4x4x4) under a 1x2x2 patch makes tokens of 4x8x8 pixels: a config typing 4x16x16 (a
+    token budget would size its batches 4x too large) is refused at setup in one line, before any step."""
+    err = fit_error(tmp_path, capsys, tiny_dit_model(vae_export), shards, "--data.init_args.bucketer.token_budget=400",
+                    "--data.init_args.bucketer.token_shape=[4, 16, 16]")
+    line_with(err, "videogen: error:", "data.init_args.bucketer.token_shape=[4, 16, 16]", "makes tokens of [4, 8, 8]",
+              "leave token_shape out")
+
+
+def test_an_unset_token_shape_is_the_dits():
+    """Left unset, the bucketer's token shape is the DiT stage's (VAE compression x patch), so a token budget
+    sizes batches by the model's real tokens; a VAE stage (no DiT tokens) leaves it as it is."""
+    from types import SimpleNamespace
+
+    from videogen.callbacks.config_check import check_token_shape
+    from videogen.data import Bucket, Bucketer, VideoDataModule
+
+    export = SimpleNamespace(folder="vae", stats={"temporal_compression": 4, "spatial_compression": 8})
+    dit = SimpleNamespace(dit=SimpleNamespace(patch_size=(1, 2, 2)), vae_export=export)
+    dm = VideoDataModule("unused", bucketer=Bucketer([Bucket(9, 64, 64)], token_budget=100))
+    with pytest.raises(ValueError, match="needs the token shape"):
+        dm.bucketer.batch_size_of(dm.bucketer.buckets[0])
+    check_token_shape(dit, dm)
+    assert dm.bucketer.token_shape == (4, 16, 16) and dm.bucketer.batch_size_of(dm.bucketer.buckets[0]) == 100 // 48
+    vae = SimpleNamespace(vae=SimpleNamespace(temporal_compression=4, spatial_compression=8))
+    unset = VideoDataModule("unused", bucketer=Bucketer([Bucket(9, 64, 64)], token_budget=100))
+    check_token_shape(vae, unset)
+    assert unset.bucketer.token_shape is None
 
 
 def test_missing_checkpoint_path(tmp_path, capsys, shards):

@@ -15,7 +15,7 @@ import torch
 from lightning.pytorch import Trainer
 
 from reliability_helpers import clip_sample, make_mp4, make_png, write_tar
-from videogen.data import Bucket, VideoDataModule
+from videogen.data import Bucket, Bucketer, LoaderOptions, StreamOptions, VideoDataModule
 from videogen.data import stages
 from videogen.data.decode import make_decoder
 from videogen.modules.lr_schedule import WarmupCosine
@@ -51,8 +51,9 @@ def test_mislabelled_media_is_a_decode_error_at_decode_time(tmp_path):
     png_as_mp4 = {"__key__": "png_as_mp4", "mp4": make_png(64, 64), "txt": "x", "json": META}
     mp4_as_jpg = {"__key__": "mp4_as_jpg", "jpg": make_mp4(64, 64, 9), "txt": "x", "json": {"width": 64, "height": 64}}
     write_tar(tmp_path / "m.tar", [png_as_mp4, mp4_as_jpg] + [clip_sample(f"g{i}", 64, 64, 9, seed=i) for i in range(2)])
-    dm = VideoDataModule(str(tmp_path), buckets=[Bucket(9, 32, 32), Bucket(1, 32, 32)], batch_size=1, num_workers=0,
-                         val_shards=str(tmp_path), val_batches=2)
+    dm = VideoDataModule(str(tmp_path), val_shards=str(tmp_path),
+                         bucketer=Bucketer([Bucket(9, 32, 32), Bucket(1, 32, 32)], batch_size=1),
+                         loader=LoaderOptions(num_workers=0, val_batches=2))
     dl = dm.val_dataloader()
     assert sorted(k for b in dl for k in b["key"]) == ["g0", "g1"]
     assert dl.skipped["decode_error"] == 2
@@ -143,8 +144,8 @@ def test_a_real_training_run_over_every_kind_of_bad_sample_finishes_and_logs_cou
 
     caplog.set_level(logging.WARNING, logger="videogen.data")
     shards = every_bad_kind(tmp_path / "shards")
-    dm = VideoDataModule(str(shards), buckets=[Bucket(9, 32, 32)], batch_size=2, num_workers=0, shuffle_buffer=4,
-                         max_member_mb=0.25)
+    dm = VideoDataModule(str(shards), bucketer=Bucketer([Bucket(9, 32, 32)], batch_size=2),
+                         clips=StreamOptions(max_member_mb=0.25), loader=LoaderOptions(num_workers=0, shuffle_buffer=4))
     torch.manual_seed(0)
     module = VAEModule(VideoAutoencoder(latent_channels=4, base_channels=8, channel_mult=(1, 2), temporal_compression=4,
                                         spatial_compression=4, patch_size=2, patch_size_t=2),

@@ -16,7 +16,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from hostile_shards_helpers import raw_tar, sample_members
 from reliability_helpers import clip_sample, fit_config, make_shards, tiny_vae_model
 from videogen.cli import main
-from videogen.data import VideoDataModule
+from videogen.data import Bucketer, LoaderOptions, StreamOptions, VideoDataModule
 from videogen.data.buckets import Bucket
 from videogen.data.manifest import DatasetManifest, scan_shard
 from videogen.modules.lr_schedule import WarmupCosine
@@ -56,8 +56,9 @@ def fit(shards, root, max_steps, ckpt_path=None, every=None):
     from videogen.modules.vae import VAEModule
 
     torch.manual_seed(0)
-    dm = VideoDataModule(str(shards), buckets=[Bucket(9, 32, 32)], batch_size=2, num_workers=0, shuffle_buffer=4,
-                         target_fps=12.0, filter="width > 0 and fps > 1")
+    dm = VideoDataModule(str(shards), bucketer=Bucketer([Bucket(9, 32, 32)], batch_size=2),
+                         clips=StreamOptions(target_fps=12.0), loader=LoaderOptions(num_workers=0, shuffle_buffer=4),
+                         filter="width > 0 and fps > 1")
     module = VAEModule(VideoAutoencoder(latent_channels=4, base_channels=8, channel_mult=(1, 2), temporal_compression=4,
                                         spatial_compression=4, patch_size=2, patch_size_t=2),
                                         lr_scheduler=partial(WarmupCosine, warmup=1))
@@ -122,15 +123,17 @@ def test_pipe_shards_with_an_explicit_manifest(tmp_path):
 
     shards = make_shards(tmp_path / "shards", n=4, shards=2)
     urls = [f"pipe:cat {p}" for p in sorted(shards.glob("*.tar"))]
-    dm = VideoDataModule(urls, manifest=f"pipe:cat {shards / 'dataset.json'}", buckets=[Bucket(9, 32, 32)],
-                         batch_size=2, num_workers=0, shuffle_buffer=0)
+    dm = VideoDataModule(urls, bucketer=Bucketer([Bucket(9, 32, 32)], batch_size=2),
+                         loader=LoaderOptions(num_workers=0, shuffle_buffer=0),
+                         manifest=f"pipe:cat {shards / 'dataset.json'}")
     loader = dm.train_dataloader()
     assert len(loader) == 4
     keys = sorted(k for b in loader for k in b["key"])
     assert len(keys) == 8 and len(set(keys)) == 8 and not loader.skipped
     with pytest.raises(ManifestError, match="data.manifest"):
-        VideoDataModule(urls, buckets=[Bucket(9, 32, 32)], batch_size=2, num_workers=0).train_dataloader()
-    dm = VideoDataModule(urls, manifest=str(tmp_path / "nowhere.json"), buckets=[Bucket(9, 32, 32)], num_workers=0)
+        VideoDataModule(urls, bucketer=Bucketer([Bucket(9, 32, 32)], batch_size=2), loader=LoaderOptions(num_workers=0)).train_dataloader()
+    dm = VideoDataModule(urls, bucketer=Bucketer([Bucket(9, 32, 32)]), loader=LoaderOptions(num_workers=0),
+                         manifest=str(tmp_path / "nowhere.json"))
     with pytest.raises(ManifestError, match="nowhere.json: no dataset.json can be read there"):
         dm.train_dataloader()
 

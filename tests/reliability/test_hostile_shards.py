@@ -14,8 +14,8 @@ import pytest
 
 from hostile_shards_helpers import gzip_bomb, peak_rss_mib, png_bomb, raw_tar, sample_members
 from reliability_helpers import clip_sample, make_mp4
-from videogen.data import VideoDataModule, stages
-from videogen.data.buckets import Bucket
+from videogen.data import LoaderOptions, StreamOptions, VideoDataModule, stages
+from videogen.data.buckets import Bucket, Bucketer
 
 MIB = 2**20
 
@@ -59,14 +59,16 @@ def test_budgets_hold_on_compressed_shards_and_per_sample(tmp_path):
     raw_tar(folder / "plain.tar", [m for s in (good[0], many, good[1]) for m in sample_members(s)])
     raw_tar(folder / "packed.tar", sample_members(good[2]), mode="w:gz")
     gzip_bomb(folder / "bomb.tar", [("b.txt", b"x"), ("b.mp4", 64 * MIB), ("c.txt", b"y")])
-    kwargs = dict(buckets=[Bucket(9, 32, 32)], batch_size=1, num_workers=0, max_member_mb=1, max_sample_mb=2)
+    bucketer, limits = Bucketer([Bucket(9, 32, 32)], batch_size=1), dict(max_member_mb=1, max_sample_mb=2)
     dm = VideoDataModule(str(folder), val_shards=[str(folder / n) for n in ("bomb.tar", "packed.tar", "plain.tar")],
-                         val_batches=2, **kwargs)
+                         bucketer=bucketer, clips=StreamOptions(**limits),
+                         loader=LoaderOptions(num_workers=0, val_batches=2))
     batches, skipped = skips_of(dm)
     assert [k for b in batches for k in b["key"]] == ["g0", "g1"]
     assert skipped == {"compressed_shard": 2, "sample_too_large": 1}, skipped
     dm = VideoDataModule(str(folder), val_shards=[str(folder / "bomb.tar"), str(folder / "packed.tar")],
-                         compressed_shards=True, val_batches=1, **kwargs)
+                         bucketer=bucketer, clips=StreamOptions(compressed_shards=True, **limits),
+                         loader=LoaderOptions(num_workers=0, val_batches=1))
     batches, skipped = skips_of(dm)
     assert [k for b in batches for k in b["key"]] == ["g2"]
     assert skipped == {"member_too_large": 1, "no_media": 1}, skipped
@@ -89,8 +91,9 @@ def test_an_image_pixel_bomb_is_refused_not_decoded(tmp_path, caplog):
                {"__key__": "probed", "png": png, "txt": "x"},  # no json: its shape is probed from the header
                {"__key__": "ok", "png": png_bomb(96, 64), "txt": "x"}]
     raw_tar(folder / "a.tar", [m for s in samples for m in sample_members(s)])
-    dm = VideoDataModule(str(folder), val_shards=str(folder / "a.tar"), buckets=[Bucket(1, 64, 64)], batch_size=1,
-                         num_workers=0, val_batches=1)
+    dm = VideoDataModule(str(folder), val_shards=str(folder / "a.tar"),
+                         bucketer=Bucketer([Bucket(1, 64, 64)], batch_size=1),
+                         loader=LoaderOptions(num_workers=0, val_batches=1))
     began = time.perf_counter()
     batches, skipped = skips_of(dm)
     assert time.perf_counter() - began < 10
@@ -116,7 +119,6 @@ def test_twenty_timed_out_decodes_leave_no_more_live_decodes_than_the_bound(tmp_
 
     (record,) = stages.parse(stages.group_samples(stages.read_tar([str(tmp_path / "long.tar")], skips, 2**30)), skips,
                              make_decoder("decord"))
-    from videogen.data.buckets import Bucketer
     import random
 
     bucketer = Bucketer([Bucket(240, 128, 128)], batch_size=1)

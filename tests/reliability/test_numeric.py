@@ -12,7 +12,7 @@ from torch.optim import AdamW
 
 from reliability_helpers import make_shards
 from videogen.callbacks.guards import OOM_ADVICE, NumericGuard, OOMAdvice, StepGuard
-from videogen.data import Bucket, VideoDataModule
+from videogen.data import Bucket, Bucketer, LoaderOptions, VideoDataModule
 from videogen.errors import ConfigError
 from videogen.models.dit import DiT
 from videogen.models.vae import VideoAutoencoder
@@ -25,8 +25,8 @@ def shards(tmp_path_factory):
 
 
 def datamodule(shards):
-    return VideoDataModule(str(shards), buckets=[Bucket(9, 32, 48), Bucket(9, 32, 32)], batch_size=2, num_workers=0,
-                           shuffle_buffer=0)
+    return VideoDataModule(str(shards), bucketer=Bucketer([Bucket(9, 32, 48), Bucket(9, 32, 32)], batch_size=2),
+                           loader=LoaderOptions(num_workers=0, shuffle_buffer=0))
 
 
 def trainer(tmp_path, steps, callbacks=()):

@@ -16,7 +16,7 @@ HANG = 120  # seconds: ranks that disagree on the epoch length wait in a collect
 
 
 def _rank(rank: int, world: int, folder: str, extra: str, fault: str) -> dict:
-    from videogen.data import Bucket, VideoDataModule
+    from videogen.data import Bucket, Bucketer, LoaderOptions, VideoDataModule
 
     spec: str | list[str] = folder
     if rank == 1 and fault == "extra_shard":  # the glob on this rank found one shard more
@@ -36,7 +36,8 @@ def _rank(rank: int, world: int, folder: str, extra: str, fault: str) -> dict:
         spec = folder + "-gone"
     result = {"rank": rank}
     try:
-        dm = VideoDataModule(spec, buckets=[Bucket(9, 64, 64)], batch_size=1, num_workers=0, shuffle_buffer=0)
+        dm = VideoDataModule(spec, bucketer=Bucketer([Bucket(9, 64, 64)], batch_size=1),
+                             loader=LoaderOptions(num_workers=0, shuffle_buffer=0))
         loader = dm.train_dataloader()
         result.update(len=len(loader), urls=[os.path.basename(u) for u in loader.dataset.urls])
         batches = 0

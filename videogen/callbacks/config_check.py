@@ -7,6 +7,9 @@
   cuts the latent into ``patch_size`` patches, so its latent frames and sides must be multiples of the
   patch too. A table that breaks this would fail at the first batch of that bucket, possibly hours
   into a run.
+* **Token shape** (DiT stage): a token is ``temporal x spatial x spatial`` compression times the DiT
+  patch in pixels. A config's ``data.init_args.bucketer.token_shape`` left unset is set from the stage
+  here (a token budget sizes batches by it); a typed one that disagrees is refused.
 
 Each problem raises :class:`~videogen.errors.ConfigError` naming the key, what it holds and what would work
 (``videogen fit`` prints it as one line and exits with status 2). The stage is read from the module
@@ -17,6 +20,7 @@ as it is: ``module.vae`` (a ``VideoAutoencoder``: the VAE stage) or ``module.vae
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Any
 
 from lightning.pytorch import Callback
@@ -72,14 +76,33 @@ def check_shapes(module: Any, datamodule: Any) -> None:
         fm, sm = bucketer.frame_multiple, bucketer.size_multiple
         problem = bucket_problem(1 + fm, sm, sm, tc, sc, patch, vae_fm)
         if problem:
-            raise ConfigError(f"data.init_args.frame_multiple={fm} / size_multiple={sm} (packing): {problem} for "
-                              f"{what}; make frame_multiple a multiple of {math.lcm(vae_fm, tc * patch[0])} and size_multiple a "
+            raise ConfigError(f"data.init_args.bucketer.frame_multiple={fm} / size_multiple={sm} (packing): "
+                              f"{problem} for {what}; make frame_multiple a multiple of {math.lcm(vae_fm, tc * patch[0])} and size_multiple a "
                               f"multiple of {sc * max(patch[1:])}")
         return
     for i, b in enumerate(bucketer.buckets):
         problem = bucket_problem(b.num_frames, b.height, b.width, tc, sc, patch, vae_fm)
         if problem:
-            raise ConfigError(f"data.init_args.buckets[{i}] ({b.name}): {problem}, as {what} needs")
+            raise ConfigError(f"data.init_args.bucketer.buckets[{i}] ({b.name}): {problem}, as {what} needs")
+
+
+def check_token_shape(module: Any, datamodule: Any) -> None:
+    """Give the datamodule's bucketer the DiT stage's token shape when the config leaves it unset; raise
+    :class:`ConfigError` when a typed one disagrees (or the stage's shape breaks the token budget)."""
+    need = _requirements(module)
+    bucketer = getattr(datamodule, "bucketer", None)
+    if need is None or bucketer is None or getattr(module, "dit", None) is None:  # tokens are the DiT's
+        return
+    tc, sc, (pt, ph, pw), what, _ = need
+    shape = (tc * pt, sc * ph, sc * pw)
+    if bucketer.token_shape is None:
+        try:
+            datamodule.bucketer = replace(bucketer, token_shape=shape)
+        except ValueError as e:
+            raise ConfigError(f"data.init_args.bucketer with token_shape={list(shape)} ({what}): {e}") from None
+    elif tuple(bucketer.token_shape) != shape:
+        raise ConfigError(f"data.init_args.bucketer.token_shape={list(bucketer.token_shape)}, but {what} makes "
+                          f"tokens of {list(shape)} pixels: leave token_shape out (it is taken from the model)")
 
 
 def check_shards(datamodule: Any) -> None:
@@ -97,7 +120,7 @@ def check_shards(datamodule: Any) -> None:
 
 
 class ConfigCheck(Callback):
-    """Check the datamodule's shards and buckets against the stage at ``setup`` (see module doc)."""
+    """Check the datamodule's shards, buckets and token shape against the stage at ``setup`` (see module doc)."""
 
     def setup(self, trainer, pl_module, stage: str) -> None:
         datamodule = trainer.datamodule
@@ -105,3 +128,4 @@ class ConfigCheck(Callback):
             return
         check_shards(datamodule)
         check_shapes(pl_module, datamodule)
+        check_token_shape(pl_module, datamodule)

@@ -108,11 +108,11 @@ class VideoEvaluation(Callback):
     def _evaluate_and_log(self, trainer, pl_module, clips: torch.Tensor) -> None:
         from videogen.callbacks.video_logging import log_videos
         from videogen.evaluation.report import grid_image
-        from videogen.evaluation.suite import evaluate, plan
+        from videogen.evaluation.suite import evaluate, plan_metrics
         from videogen.evaluation.videos import EvalVideo, to_frames
 
         videos = [EvalVideo(f"{i:03d}", to_frames(c), p, a) for i, (c, (p, a)) in enumerate(zip(clips, self._targets))]
-        groups, _ = plan(self.metrics, self._tools, True)
+        groups, _ = plan_metrics(self.metrics, self._tools, True)
         metrics, _ = evaluate(videos, groups, self._tools, self._skips)
         self.last = metrics
         self._log_scalars(trainer, {f"eval/{k}": float(v) for k, v in metrics.items()

@@ -7,17 +7,14 @@ from typing import Sequence
 
 import torch
 
+from videogen.data.stages import to_uint8
+
 log = logging.getLogger("videogen")
 
 
 def side_by_side(*videos: torch.Tensor) -> torch.Tensor:
     """Videos (B, C, T, H, W) placed left to right: (B, C, T, H, sum W)."""
     return torch.cat([v.detach() for v in videos], dim=-1)
-
-
-def to_uint8(video: torch.Tensor) -> torch.Tensor:
-    """(C, T, H, W) float in [-1, 1] -> (T, C, H, W) uint8."""
-    return ((video.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 0, 2, 3)
 
 
 def log_videos(trainer, tag: str, videos: Sequence[torch.Tensor], step: int, fps: int = 8) -> int:

@@ -40,7 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-nodes", type=int, default=1)
     parser.add_argument("--precision", default="32-true")
     parser.epilog = ("--data.KEY=VALUE overrides a setting of the --buckets-from config's data section, as for "
-                     "videogen fit (e.g. --data.span_clip=true).")
+                     "videogen fit (e.g. --data.clips.span_clip=true).")
 
 
 TAKES_OVERRIDES = True

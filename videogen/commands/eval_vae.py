@@ -43,7 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "the free CUDA memory, or a tenth of the RAM on CPU)")
     parser.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
     parser.add_argument("--decoder", default="auto", choices=["auto", "decord", "pyav"],
-                        help="video decoder, as data.decoder (default auto: decord, PyAV fallback)")
+                        help="video decoder, as data.init_args.clips.decoder (default auto: decord, PyAV fallback)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
 
 

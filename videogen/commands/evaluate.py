@@ -55,7 +55,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from videogen.evaluation.runner import Options, run as evaluate
+    from videogen.evaluation.runner import Options, run_evaluation as evaluate
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     opts = Options(out=args.out, videos=args.videos, ckpt=args.ckpt, prompts=args.prompts, num_prompts=args.num_prompts,

@@ -29,17 +29,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--frames", type=int, default=0,
                         help="decode this many evenly spaced frames per clip (default 0: every frame)")
     parser.add_argument("--decoder", default="auto", choices=["auto", "decord", "pyav"],
-                        help="video decoder, as data.decoder (default auto: decord, PyAV fallback)")
+                        help="video decoder, as data.init_args.clips.decoder (default auto: decord, PyAV fallback)")
     parser.add_argument("--workers", type=int, default=1, help="processes, one shard each at a time (default 1)")
     parser.add_argument("--max-member-mb", type=float, default=512.0,
-                        help="members larger than this are not read (as data.max_member_mb; default 512)")
+                        help="members larger than this are not read (as data.init_args.clips.max_member_mb; default 512)")
     parser.add_argument("--max-sample-mb", type=float, default=1024.0,
-                        help="samples larger than this are not read (as data.max_sample_mb; default 1024)")
+                        help="samples larger than this are not read (as data.init_args.clips.max_sample_mb; default 1024)")
     parser.add_argument("--compressed", action="store_true",
-                        help="also read gzip/bzip2/xz-compressed tars (as data.compressed_shards; default: refused)")
+                        help="also read gzip/bzip2/xz-compressed tars (as data.init_args.clips.compressed_shards; default: refused)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     parser.epilog = ("--data.KEY=VALUE overrides a setting of the --buckets config's data section, as for "
-                     "videogen fit (e.g. --data.frame_stride=2).")
+                     "videogen fit (e.g. --data.clips.frame_stride=2).")
 
 
 TAKES_OVERRIDES = True
@@ -55,7 +55,7 @@ def load_bucket_config(path: str, shards: str = "", overrides: list[str] = ()) -
         dm = load_data_config(path, shards or "-", overrides, option="--buckets", need_buckets=True)
     except FileNotFoundError as e:
         raise ValueError(str(e)) from None
-    return dm.bucketer, dm.options.frame_stride, dm.options.target_fps
+    return dm.bucketer, dm.clips.frame_stride, dm.clips.target_fps
 
 
 def run(args: argparse.Namespace) -> int:

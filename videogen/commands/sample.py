@@ -83,7 +83,8 @@ def sample_videos(args: argparse.Namespace, prompts: list[str], shard=None):
     import torch
 
     from videogen.encoding import normalize_latents, encode_latents
-    from videogen.pipelines.video import (NULL_CAPTION, conditioning_from_video, connect_frames, generate,
+    from videogen.text_encoding import NULL_CAPTION
+    from videogen.pipelines.video import (conditioning_from_video, connect_frames, generate,
                                           load_trained_dit, sampling_kwargs)
 
     trained = load_trained_dit(args.ckpt)

@@ -203,7 +203,7 @@ def measure_recaptions(captioner: str, data: str, device: str) -> tuple[dict[str
 
 
 def _all_right(rows):
-    from videogen.modules.caption_metrics import attribute_hits
+    from videogen.evaluation.caption_metrics import attribute_hits
 
     return [all(attribute_hits(caption, truth).values()) for truth, caption in rows]
 

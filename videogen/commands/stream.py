@@ -23,7 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="training config(s) with a data: section; several are merged in order")
     parser.add_argument("--epochs", type=int, default=1, help="epochs to stream (default 1)")
     parser.add_argument("--max-batches", type=int, default=None, help="stop after this many batches per epoch")
-    parser.epilog = "Any --data.KEY=VALUE overrides a data setting, e.g. --data.num_workers=0."
+    parser.epilog = "Any --data.KEY=VALUE overrides a data setting, e.g. --data.loader.num_workers=0."
 
 
 TAKES_OVERRIDES = True
@@ -65,13 +65,13 @@ def build_datamodule(configs: list[str], overrides: list[str], shards: str | lis
 BUCKET_KEYS = ("num_frames", "height", "width", "batch_size")
 
 
-def check_bucket_table(section: dict, where: str, need: bool = False) -> None:
+def check_bucket_table(bucketer: dict, where: str, need: bool = False) -> None:
     """A one-line ``ValueError`` naming the entry for a ``buckets:`` list that is not a list of
     ``{num_frames, height, width[, batch_size]}`` (``need``: also for a missing or empty one)."""
-    table = section.get("buckets")
+    table = bucketer.get("buckets")
     if need and not (isinstance(table, list) and table):
         raise ValueError(f"{where}: needs a non-empty `buckets:` list of {{num_frames, height, width, batch_size}} "
-                         "(at the top level or under data.init_args)")
+                         "(at the top level or under data.init_args.bucketer)")
     for i, b in enumerate(table if isinstance(table, list) else []):
         if not isinstance(b, dict):
             raise ValueError(f"{where}: buckets[{i}] is {b!r}; write it as {{num_frames: 9, height: 64, width: 96}}")
@@ -86,9 +86,9 @@ def load_data_config(config: str, shards: str | list[str], overrides: list[str] 
     """The ``VideoDataModule`` of a config's ``data:`` section, read the one way every command reads
     it (:func:`build_datamodule`: class_path + init_args, omegaconf interpolation, ``--data.*``
     overrides), reading ``shards``. A file with a bare bucket table (``buckets:``, ``batch_size``, ...
-    at the top level) is read as the section's ``init_args``. Errors are one ``ValueError`` line naming
+    at the top level) is read as the section's ``bucketer``. Errors are one ``ValueError`` line naming
     the file (``FileNotFoundError`` for a missing one); ``need_buckets``: a section without a bucket
-    table is one too."""
+    table, or whose token budget has no token shape to size batches by, is one too."""
     import yaml
 
     from videogen.data.datamodule import VideoDataModule
@@ -105,16 +105,21 @@ def load_data_config(config: str, shards: str | list[str], overrides: list[str] 
     if not isinstance(doc, dict):
         raise ValueError(f"{config}: not a mapping of settings (a training config with a data: section, or a "
                          "bucket table)")
-    data = doc.get("data")  # a training config: data.init_args (or data itself); else a bare bucket table
-    section = doc if "buckets" in doc or not isinstance(data, dict) else data.get("init_args", data)
-    check_bucket_table(section if isinstance(section, dict) else {}, config, need_buckets)
+    data = doc.get("data")
+    if "buckets" in doc or not isinstance(data, dict):  # a bare bucket table
+        bucketer = doc
+    else:  # a training config: data.init_args.bucketer (or data.bucketer)
+        section = data.get("init_args", data)
+        bucketer = section.get("bucketer") if isinstance(section, dict) else None
+    check_bucket_table(bucketer if isinstance(bucketer, dict) else {}, config, need_buckets)
     try:
-        if "buckets" in doc and "data" not in doc:  # a bare bucket table: the init_args of the data section
+        if "buckets" in doc and "data" not in doc:  # a bare bucket table: the data section's bucketer
             if overrides:
                 raise ValueError(f"--data.* overrides apply to a training config's data section, not to a bare "
                                  f"bucket table ({overrides[0]}); edit the table")
             parser = data_parser()
-            cfg = parser.parse_object({"data": {"class_path": DEFAULT_DATA, "init_args": {**doc, "train_shards": shards}}})
+            cfg = parser.parse_object({"data": {"class_path": DEFAULT_DATA,
+                                                "init_args": {"bucketer": doc, "train_shards": shards}}})
             dm = parser.instantiate_classes(cfg)["data"]
         else:
             dm = build_datamodule([str(path)], list(overrides), shards)
@@ -122,6 +127,9 @@ def load_data_config(config: str, shards: str | list[str], overrides: list[str] 
         raise ValueError(f"{config}: its data section cannot be used: {' '.join(str(e).split())[:400]}") from None
     if not isinstance(dm, VideoDataModule):
         raise ValueError(f"{config}: its data section is a {type(dm).__name__}, not a {DEFAULT_DATA}")
+    if need_buckets and dm.bucketer.token_budget and dm.bucketer.token_shape is None:  # no model to take it from
+        raise ValueError(f"{config}: its token_budget sizes batches by the DiT's token shape, which training takes "
+                         "from the model: give it, e.g. --data.init_args.bucketer.token_shape=[4,16,16]")
     return dm
 
 
@@ -149,7 +157,7 @@ def run(args: argparse.Namespace) -> int:
                 break
         seconds = time.perf_counter() - start
         print(f"epoch {epoch}: {sum(per_bucket.values())} batches, {clips} clips, {frames} frames in {seconds:.1f} s "
-              f"({clips / seconds:.1f} clips/s, {frames / seconds:.0f} frames/s, {dm.num_workers} workers)")
+              f"({clips / seconds:.1f} clips/s, {frames / seconds:.0f} frames/s, {dm.loader.num_workers} workers)")
         for bucket, n in sorted(per_bucket.items()):
             print(f"  bucket {bucket:<14} {n:>6} batches")
         skipped = loader.skipped

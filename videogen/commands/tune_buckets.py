@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     bucketer = getattr(dm, "bucketer", None)
     if bucketer is None or bucketer.packing or not bucketer.buckets:
         raise SystemExit("videogen tune-buckets: the config's data has no bucket table to tune (packing mode is "
-                         "sized by data.init_args.token_budget: lower it until a step fits)")
+                         "sized by data.init_args.bucketer.token_budget: lower it until a step fits)")
     accelerator = "gpu" if cli.trainer.accelerator.__class__.__name__ == "CUDAAccelerator" else "cpu"
     precision = cli.trainer.precision
     device, method = peak_method(accelerator)

@@ -1,10 +1,11 @@
 """The streaming video data layer: shards -> samples -> bucketed batches.
 
-``VideoDataModule`` and ``Bucket`` load lazily, so tools that only need ``decode``, ``manifest``
-or ``writer`` (the data recipes and their worker processes) do not import Lightning.
+``VideoDataModule`` and the values it is built from (``Bucket``, ``Bucketer``, ``StreamOptions``,
+``LoaderOptions``) load lazily, so tools that only need ``decode``, ``manifest`` or ``writer`` (the
+data recipes and their worker processes) do not import Lightning.
 """
 
-__all__ = ["Bucket", "Bucketer", "VideoDataModule"]
+__all__ = ["Bucket", "Bucketer", "LoaderOptions", "StreamOptions", "VideoDataModule"]
 
 
 def __getattr__(name: str):
@@ -12,6 +13,10 @@ def __getattr__(name: str):
         from videogen.data import buckets
 
         return getattr(buckets, name)
+    if name in ("LoaderOptions", "StreamOptions"):
+        from videogen.data import loader
+
+        return getattr(loader, name)
     if name == "VideoDataModule":
         from videogen.data.datamodule import VideoDataModule
 

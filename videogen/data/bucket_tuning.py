@@ -180,6 +180,6 @@ def write_fragment(path: Path, data_class: str, tuned: list, dropped: list, devi
     lines += [f"# bucket {name}: left out, one clip does not fit the budget" for name in dropped]
     buckets = [{"num_frames": b.num_frames, "height": b.height, "width": b.width, "batch_size": b.batch_size}
                for b in tuned]
-    body = yaml.safe_dump({"data": {"class_path": data_class, "init_args": {"buckets": buckets}}},
+    body = yaml.safe_dump({"data": {"class_path": data_class, "init_args": {"bucketer": {"buckets": buckets}}}},
                           sort_keys=False, default_flow_style=None)
     path.write_text("\n".join(lines) + "\n" + body)

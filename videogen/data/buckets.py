@@ -8,19 +8,19 @@ every bucket is skipped as ``too_short``.
 
 Batch size per bucket: the bucket's own ``batch_size`` if set, else ``token_budget // tokens``
 (tokens = the number of ``token_shape`` voxels in the clip: the VAE compression times the DiT patch
-size), else the loader's default ``batch_size``.
+size; unset, a DiT stage's own), else the default ``batch_size``.
 
 In **packing** mode (``packing=True``) a clip is not forced into a bucket: it keeps its native aspect
 and duration, scaled down to at most ``max_area`` pixels with sides multiples of ``size_multiple``
 and frames of the form ``1 + k * frame_multiple``; batches are filled greedily up to
-``token_budget`` tokens (see ``packing.py``), for NaViT-style sequence packing downstream.
+``token_budget`` tokens (``stages.batch``), for NaViT-style sequence packing downstream.
 """
 
 from __future__ import annotations
 
 import math
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
@@ -58,36 +58,57 @@ def tokens(num_frames: int, height: int, width: int, token_shape: tuple[int, int
     return math.ceil(num_frames / pt) * math.ceil(height / ph) * math.ceil(width / pw)
 
 
+@dataclass(frozen=True)
 class Bucketer:
-    def __init__(
-        self,
-        buckets: list[Bucket] | None = None,
-        batch_size: int = 1,
-        token_budget: int | None = None,
-        token_shape: tuple[int, int, int] = (4, 16, 16),
-        packing: bool = False,
-        max_area: int = 256 * 256,
-        max_frames: int = 33,
-        size_multiple: int = 16,
-        frame_multiple: int = 4,
-    ):
-        if not packing and not buckets:
-            raise ValueError("give a bucket table (data.buckets) or set packing: true")
-        if packing and not token_budget:
+    """The shape table and how many clips make a batch: ``data.init_args.bucketer`` of a config.
+
+    Args:
+        buckets: the shape table (frames, height, width, optional batch_size).
+        batch_size: batch size for buckets without their own and no token budget.
+        token_budget: tokens per batch; sets per-bucket batch sizes (and the pack size when packing).
+        token_shape: pixel voxels per token, (frames, height, width): VAE compression x DiT patch.
+            Left unset, a DiT stage sets it at setup (``videogen/callbacks/config_check.py``); a typed
+            value that disagrees with the stage is refused.
+        packing: emit variable-size clips packed up to ``token_budget`` instead of buckets.
+        max_area, max_frames, size_multiple, frame_multiple: clip sizes in packing mode.
+    """
+
+    buckets: list[Bucket] = field(default_factory=list)
+    batch_size: int = 1
+    token_budget: int | None = None
+    token_shape: tuple[int, int, int] | None = None
+    packing: bool = False
+    max_area: int = 256 * 256
+    max_frames: int = 33
+    size_multiple: int = 16
+    frame_multiple: int = 4
+
+    def __post_init__(self):
+        if not self.packing and not self.buckets:
+            raise ValueError("give a bucket table (data.init_args.bucketer.buckets) or set packing: true")
+        if self.packing and not self.token_budget:
             raise ValueError("packing needs a token_budget (tokens per packed batch)")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.buckets = list(buckets or [])
-        self.batch_size, self.token_budget, self.token_shape = batch_size, token_budget, tuple(token_shape)
-        self.packing, self.max_area, self.max_frames = packing, max_area, max_frames
-        self.size_multiple, self.frame_multiple = size_multiple, frame_multiple
-        if packing and tokens(max_frames, *self._fit_area(1, 1), self.token_shape) > token_budget:
-            raise ValueError(f"token_budget {token_budget} is smaller than one clip of max_area {max_area} "
-                             f"and max_frames {max_frames}: raise it or lower those")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        object.__setattr__(self, "buckets", list(self.buckets))
+        if self.token_shape is None:  # the budget is checked once the shape is known (see token_shape above)
+            return
+        object.__setattr__(self, "token_shape", tuple(self.token_shape))
+        if self.packing and tokens(self.max_frames, *self._fit_area(1, 1), self.token_shape) > self.token_budget:
+            raise ValueError(f"token_budget {self.token_budget} is smaller than one clip of max_area {self.max_area} "
+                             f"and max_frames {self.max_frames}: raise it or lower those")
         for b in self.buckets:
             if self.batch_size_of(b) < 1:
-                raise ValueError(f"bucket {b.name} holds {tokens(b.num_frames, b.height, b.width, self.token_shape)}"
-                                 f" tokens, more than token_budget {token_budget}: raise the budget or drop it")
+                raise ValueError(f"bucket {b.name} holds {self.tokens(b.num_frames, b.height, b.width)} tokens, "
+                                 f"more than token_budget {self.token_budget}: raise the budget or drop it")
+
+    def tokens(self, num_frames: int, height: int, width: int) -> int:
+        """Tokens of a clip (:func:`tokens` at this bucketer's token shape)."""
+        if self.token_shape is None:
+            raise ValueError("data.init_args.bucketer.token_budget needs the token shape (VAE compression x DiT "
+                             "patch): a DiT stage sets it at setup; without one give data.init_args.bucketer."
+                             "token_shape, e.g. [4, 16, 16]")
+        return tokens(num_frames, height, width, self.token_shape)
 
     def largest_area(self) -> int:
         """Pixels of the largest frame a clip is cut to (the image pixel limit is set from it)."""
@@ -97,7 +118,7 @@ class Bucketer:
         if bucket.batch_size is not None:
             return bucket.batch_size
         if self.token_budget is not None:
-            return self.token_budget // tokens(bucket.num_frames, bucket.height, bucket.width, self.token_shape)
+            return self.token_budget // self.tokens(bucket.num_frames, bucket.height, bucket.width)
         return self.batch_size
 
     def target(self, width: int, height: int, available_frames: int) -> Target | None:
@@ -149,7 +170,7 @@ class Bucketer:
         return Target(f, h, w, key="packed")
 
     def batch_tokens(self, t: Target) -> int:
-        return tokens(t.num_frames, t.height, t.width, self.token_shape)
+        return self.tokens(t.num_frames, t.height, t.width)
 
     def expected_batches(self, shapes: dict[tuple[int, int, int, float], int], frame_stride: int,
                          target_fps: float | None, world_size: int) -> int:

@@ -63,7 +63,7 @@ class MediaInfo:
         return asdict(self)
 
 
-class Decoder(Protocol):
+class MediaDecoder(Protocol):
     name: str
 
     def probe(self, data: bytes) -> MediaInfo: ...
@@ -219,12 +219,12 @@ class ImageDecoder:
                 img = Image.open(io.BytesIO(data))  # reads the header only
                 if img.width * img.height > self.max_pixels:
                     raise DecodeError(f"image of {img.width}x{img.height} = {img.width * img.height} pixels is over "
-                                      f"the limit of {self.max_pixels} (data.max_image_pixels); refused undecoded")
+                                      f"the limit of {self.max_pixels} (data.init_args.clips.max_image_pixels); refused undecoded")
                 img.load()
         except DecodeError:
             raise
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:  # Pillow saw it first
-            raise DecodeError(f"image is over the limit of {self.max_pixels} pixels (data.max_image_pixels): "
+            raise DecodeError(f"image is over the limit of {self.max_pixels} pixels (data.init_args.clips.max_image_pixels): "
                               f"{str(e)[:120]}; refused undecoded") from None
         except Exception as e:
             raise DecodeError(f"Pillow could not decode the image: {str(e)[:200]}") from e
@@ -249,7 +249,7 @@ class ImageDecoder:
 class FallbackDecoder:
     """Try each decoder in turn; the error of the last one is raised if all fail."""
 
-    def __init__(self, decoders: Sequence[Decoder]):
+    def __init__(self, decoders: Sequence[MediaDecoder]):
         if not decoders:
             raise ValueError("FallbackDecoder needs at least one decoder")
         self.decoders = list(decoders)
@@ -275,7 +275,7 @@ class FallbackDecoder:
         return self._first("decode", data, indices, size, stop)
 
 
-def make_decoder(backend: str = "auto") -> Decoder:
+def make_decoder(backend: str = "auto") -> MediaDecoder:
     """``auto``: decord with PyAV as the fallback (PyAV alone where decord is not installed)."""
     if backend == "decord":
         return DecordDecoder()
@@ -289,7 +289,7 @@ def make_decoder(backend: str = "auto") -> Decoder:
     raise ValueError(f"unknown decoder backend {backend!r}: expected 'auto', 'decord' or 'pyav'")
 
 
-def decoder_for(ext: str, video_decoder: Decoder, max_pixels: int = DEFAULT_MAX_PIXELS) -> Decoder:
+def decoder_for(ext: str, video_decoder: MediaDecoder, max_pixels: int = DEFAULT_MAX_PIXELS) -> MediaDecoder:
     ext = ext.lower()
     if ext in IMAGE_EXTENSIONS:
         return ImageDecoder(max_pixels)

@@ -40,39 +40,80 @@ MAX_FAILED_BATCHES = 50
 
 @dataclass(frozen=True)
 class StreamOptions:
-    """How samples become clips (shared by the training and validation streams)."""
+    """How each sample becomes a clip (the training and validation streams alike): ``data.init_args.clips``.
+
+    Args:
+        frame_stride: take every n-th frame; ``target_fps`` overrides it per clip.
+        span_clip: widen each clip's stride to the largest that fits its bucket's frames, so a
+            sample spans (nearly) the whole clip instead of a window at the native frame rate.
+        require_caption: skip samples without a ``txt`` caption.
+        max_member_mb: members larger than this are skipped without being read.
+        max_sample_mb: a sample whose members add up to more than this is skipped, the members
+            past the budget unread (``sample_too_large``).
+        compressed_shards: also read gzip/bzip2/xz-compressed tars (inflated bytes count against
+            the budgets); by default a compressed stream is refused (``compressed_shard``).
+        max_image_pixels: images over this many pixels are refused undecoded (default: 64x the
+            largest bucket's area, at least 64 Mi pixels).
+        decode_timeout: seconds one sample may take to decode before it is skipped.
+        decoder: ``auto`` (decord, PyAV fallback), ``decord`` or ``pyav``.
+    """
 
     frame_stride: int = 1
     target_fps: float | None = None
     span_clip: bool = False
     require_caption: bool = True
-    max_member_bytes: int = 512 * 1024 * 1024
-    max_sample_bytes: int = 1024 * 1024 * 1024
-    compressed_shards: bool = False  # read gzip/bzip2/xz tars too (else they are refused)
-    max_image_pixels: int | None = None  # None: from the largest bucket (decode.pixel_limit)
+    max_member_mb: float = 512.0
+    max_sample_mb: float = 1024.0
+    compressed_shards: bool = False
+    max_image_pixels: int | None = None
     decode_timeout: float | None = 30.0
     decoder: str = "auto"
-    filter: ScoreFilter | str | None = None  # a score filter (videogen/data/score_filter.py), parsed once
-    text_spec: TextSpec | None = None  # a latent cache's caption embeddings: read and checked
 
     @property
     def tar_limits(self) -> TarLimits:
-        return TarLimits(member_bytes=self.max_member_bytes, sample_bytes=max(self.max_sample_bytes, 1),
-                         compressed=self.compressed_shards)
+        return TarLimits(member_bytes=int(self.max_member_mb * 2**20),
+                         sample_bytes=max(int(self.max_sample_mb * 2**20), 1), compressed=self.compressed_shards)
 
     def image_pixels(self, bucketer: Bucketer) -> int:
         return self.max_image_pixels or pixel_limit(bucketer.largest_area())
+
+
+@dataclass(frozen=True)
+class LoaderOptions:
+    """How the batches are loaded: ``data.init_args.loader``.
+
+    Args:
+        num_workers: dataloader worker processes per rank.
+        shuffle_buffer: samples held for shuffling (training only).
+        seed: the stream's seed (shard order, shuffling, clip starts, crops).
+        pin_memory: the loader's ``pin_memory``.
+        val_batches: validation batches per rank (default: what the val shards fill).
+    """
+
+    num_workers: int = 2
+    shuffle_buffer: int = 64
+    seed: int = 0
+    pin_memory: bool = False
+    val_batches: int | None = None
+
+    def __post_init__(self):
+        if self.num_workers < 0:
+            raise ValueError(f"data.init_args.loader.num_workers must be >= 0, got {self.num_workers}")
 
 
 class VideoStream(IterableDataset):
     """One rank's epoch of batches; ``len()`` is the number of batches per epoch on this rank."""
 
     def __init__(self, urls: list[str], bucketer: Bucketer, batches_per_rank: int, *, options: StreamOptions,
-                 rank: int = 0, world_size: int = 1, seed: int = 0, shuffle_buffer: int = 0, train: bool = True):
+                 rank: int = 0, world_size: int = 1, seed: int = 0, shuffle_buffer: int = 0, train: bool = True,
+                 score_filter: ScoreFilter | None = None, text_spec: TextSpec | None = None):
+        """``score_filter``: keep the samples whose scores pass (parsed and checked once, by the datamodule);
+        ``text_spec``: a latent cache's caption embeddings, read and checked."""
         if batches_per_rank < 1:
             raise ValueError("batches_per_rank must be >= 1")
         self.urls, self.bucketer, self.batches_per_rank = list(urls), bucketer, batches_per_rank
         self.options, self.rank, self.world_size = options, rank, world_size
+        self.score_filter, self.text_spec = score_filter, text_spec
         self.seed, self.shuffle_buffer, self.train = seed, shuffle_buffer, train
         # set by the loader before each iteration (workers receive a copy)
         self.epoch = 0
@@ -100,8 +141,8 @@ class VideoStream(IterableDataset):
             members = stages.read_tar(pass_urls, skips, self.options.tar_limits)
             samples = take_share(stages.group_samples(members), split)
             records = stages.parse(samples, skips, decoder, self.options.require_caption,
-                                   self.options.image_pixels(self.bucketer), self.options.text_spec)
-            records = stages.select(records, self.options.filter, skips)
+                                   self.options.image_pixels(self.bucketer), self.text_spec)
+            records = stages.select(records, self.score_filter, skips)
             if self.train:  # shuffled within a pass, so a wrap-around never overtakes the pass before it
                 records = stages.shuffle(records, self.shuffle_buffer, rng)
             n = 0
@@ -151,7 +192,7 @@ class VideoStream(IterableDataset):
                     raise RuntimeError(
                         f"rank {self.rank} worker {v}: no sample of the last {failed_in_a_row} planned batches "
                         f"could be decoded (skips: {dict(skips.counts)}); the shards look unusable. "
-                        "Check them with `videogen inspect`, or raise data.decode_timeout.")
+                        "Check them with `videogen inspect`, or raise data.init_args.clips.decode_timeout.")
                 continue
             failed_in_a_row = 0
             out = stages.collate(items, self.bucketer.packing)
@@ -186,7 +227,6 @@ class ShardPassStream(IterableDataset):
             skips = stages.Skips()
             samples = stages.group_samples(stages.read_tar([url], skips, self.options.tar_limits))
             records = stages.parse(samples, skips, decoder, self.options.require_caption, pixels)
-            records = stages.select(records, self.options.filter, skips)
             planned = stages.plan(records, self.bucketer, skips, random.Random(0),
                                   frame_stride=self.options.frame_stride, target_fps=self.options.target_fps,
                                   random_clip=False, span_clip=self.options.span_clip)
@@ -269,5 +309,5 @@ class StatefulLoader(DataLoader):
                 raise ValueError(
                     f"cannot resume the data stream exactly: the checkpoint was saved with {key}={state.get(key)}, "
                     f"this run has {key}={now}. Resume with the same data settings and number of devices "
-                    f"(data.num_workers, trainer.devices/num_nodes, the same shards).")
+                    f"(data.init_args.loader.num_workers, trainer.devices/num_nodes, the same shards).")
         self._state = {k: state[k] for k in ("epoch", "delivered", "progress", "skipped")}

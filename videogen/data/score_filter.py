@@ -297,7 +297,7 @@ class ScoreFilter:
 
     def __call__(self, values: Mapping[str, Any]) -> bool:
         """True when the sample's ``values`` satisfy the expression; raises :class:`MissingScore`."""
-        return bool(evaluate(self.tree, values))
+        return bool(evaluate_node(self.tree, values))
 
 
 def _pos(node: Node) -> int:
@@ -307,7 +307,7 @@ def _pos(node: Node) -> int:
     return getattr(node, "pos", 0)
 
 
-def evaluate(node: Node, values: Mapping[str, Any]):
+def evaluate_node(node: Node, values: Mapping[str, Any]):
     """The value of ``node`` for a sample's ``values``; raises :class:`MissingScore`."""
     if isinstance(node, (Num, Bool)):
         return node.value
@@ -316,14 +316,14 @@ def evaluate(node: Node, values: Mapping[str, Any]):
             raise MissingScore(node.name)
         return values[node.name]
     if isinstance(node, Neg):
-        return -evaluate(node.operand, values)
+        return -evaluate_node(node.operand, values)
     if isinstance(node, Not):
-        return not evaluate(node.operand, values)
+        return not evaluate_node(node.operand, values)
     if isinstance(node, And):
-        return all(evaluate(n, values) for n in node.operands)
+        return all(evaluate_node(n, values) for n in node.operands)
     if isinstance(node, Or):
-        return any(evaluate(n, values) for n in node.operands)
-    vals = [evaluate(n, values) for n in node.operands]
+        return any(evaluate_node(n, values) for n in node.operands)
+    vals = [evaluate_node(n, values) for n in node.operands]
     return all(_COMPARE[op](vals[k], vals[k + 1]) for k, (op, _) in enumerate(node.ops))
 
 

@@ -28,7 +28,7 @@ import torch
 
 from videogen.data.buckets import Bucketer, Target, frame_stride_for
 from videogen.data.tar_reader import RawSample, TarLimits, group_samples, read_tar  # noqa: F401 (the stages' first two)
-from videogen.data.decode import (DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, MEDIA_EXTENSIONS, DecodeError, Decoder,
+from videogen.data.decode import (DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, MEDIA_EXTENSIONS, DecodeError, MediaDecoder,
                                   decoder_for)
 from videogen.data.manifest import meta_problem
 from videogen.data.npy import read_npy
@@ -106,7 +106,7 @@ def _meta_shape(meta: dict[str, Any], ext: str) -> tuple[int, int, int, float] |
     return w, h, n, float(fps)
 
 
-def parse(samples: Iterable[RawSample], skips: Skips, video_decoder: Decoder,
+def parse(samples: Iterable[RawSample], skips: Skips, video_decoder: MediaDecoder,
           require_caption: bool = True, max_pixels: int = DEFAULT_MAX_PIXELS,
           text_spec: TextSpec | None = None) -> Iterator[Record]:
     """Check a raw sample against the shard contract and read its caption, metadata and shape.
@@ -310,7 +310,7 @@ class TimedDecoder:
     never piles up beyond the bound.
     """
 
-    def __init__(self, video_decoder: Decoder, timeout_s: float | None = 30.0,
+    def __init__(self, video_decoder: MediaDecoder, timeout_s: float | None = 30.0,
                  max_pixels: int = DEFAULT_MAX_PIXELS, max_abandoned: int = 2):
         self.video_decoder, self.timeout_s = video_decoder, timeout_s
         self.max_pixels, self.max_abandoned = max_pixels, max_abandoned
@@ -469,3 +469,9 @@ def to_float(batch: dict[str, Any]) -> dict[str, Any]:
     if latent is not None:
         batch["latent"] = [z.float() for z in latent] if isinstance(latent, list) else latent.float()
     return batch
+
+
+def to_uint8(video: torch.Tensor) -> torch.Tensor:
+    """One video (C, T, H, W) float in [-1, 1] -> (T, C, H, W) uint8: :func:`to_float`'s inverse, for
+    logging and writing."""
+    return ((video.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 0, 2, 3)

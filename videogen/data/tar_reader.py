@@ -7,7 +7,7 @@ members are skipped over unread (``data=None``), so a scan never holds media in 
 A shard comes from someone else and is read as hostile:
 
 * **plain tar only** (tarfile mode ``r|``), unless a compressed shard is explicitly asked for
-  (``TarLimits.compressed``; ``data.compressed_shards``, ``--compressed``). A gzip, bzip2, xz or
+  (``TarLimits.compressed``; ``data.init_args.clips.compressed_shards``, ``--compressed``). A gzip, bzip2, xz or
   zstd stream named ``.tar`` is refused (``compressed_shard``) before a byte of it is inflated;
 * **byte budgets**: a member over ``member_bytes`` is not read; a sample (consecutive members of one
   key) whose members add up to more than ``sample_bytes`` has the members past the budget left
@@ -91,7 +91,7 @@ def open_tar(stream, url: str, limits: TarLimits) -> tarfile.TarFile:
     kind = next((k for magic, k in _MAGIC.items() if head.startswith(magic)), None)
     if kind and not limits.compressed:
         raise ShardRefused("compressed_shard", f"{url} is a {kind}-compressed stream, not a plain tar; shards are "
-                           "read as plain tars unless compressed ones are asked for (data.compressed_shards: true, "
+                           "read as plain tars unless compressed ones are asked for (data.init_args.clips.compressed_shards: true, "
                            "or --compressed), with the inflated bytes held to the byte budgets")
     return tarfile.open(fileobj=_Prefixed(head, stream), mode="r|*" if limits.compressed else "r|")
 

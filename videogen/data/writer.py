@@ -134,7 +134,7 @@ class TarShardWriter:
             self.abort()
 
 
-def shard_name(index: int, prefix: str = "shard") -> str:
+def numbered_shard_name(index: int, prefix: str = "shard") -> str:
     return f"{prefix}-{index:06d}.tar"
 
 
@@ -156,7 +156,7 @@ class ShardSequenceWriter:
         if cur is not None and (cur.stats.num_samples >= self.max_count or cur.size >= self.max_bytes):
             self._roll()
         if self._current is None:
-            self._current = TarShardWriter(self.out_dir / shard_name(self.index, self.prefix))
+            self._current = TarShardWriter(self.out_dir / numbered_shard_name(self.index, self.prefix))
             self.index += 1
         self._current.write(sample)
 

@@ -38,7 +38,8 @@ def generate_videos(gen: Generator, prompts: Sequence[str], *, num_frames: int, 
     """One (3, T, H, W) video in [-1, 1] (on the CPU) per prompt."""
     from tqdm import tqdm
 
-    from videogen.pipelines.video import NULL_CAPTION, generate, sampling_kwargs
+    from videogen.pipelines.video import generate, sampling_kwargs
+    from videogen.text_encoding import NULL_CAPTION
 
     null_text, null_mask = gen.text_encoder([NULL_CAPTION])  # the unconditional input caption dropout trained
     out: list[torch.Tensor] = []

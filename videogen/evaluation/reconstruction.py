@@ -193,7 +193,7 @@ def frames_to_video(frames, device):
 
 def video_to_frames(video):
     """(1, 3, T, H, W) in [-1, 1] -> (T, H, W, 3) uint8 numpy (the rounding used for logged videos)."""
-    from videogen.callbacks.video_logging import to_uint8
+    from videogen.data.stages import to_uint8
 
     return to_uint8(video[0].cpu()).permute(0, 2, 3, 1).numpy()  # (T, C, H, W) -> (T, H, W, C)
 

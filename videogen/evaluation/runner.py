@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from videogen.evaluation import report
-from videogen.evaluation.suite import Tools, evaluate, plan
+from videogen.evaluation.suite import Tools, evaluate, plan_metrics
 from videogen.evaluation.videos import EvalVideo, caption_of, read_video_folder, shard_records, to_frames
 
 log = logging.getLogger("videogen.evaluate")
@@ -115,7 +115,7 @@ def _tools(opts: Options, vae_export=None) -> Tools:
 
 def _evaluate_and_write(videos: list[EvalVideo], opts: Options, tools: Tools, out: Path, skips,
                         settings: dict[str, Any], extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    groups, skipped = plan(opts.metrics, tools, any(v.prompt or v.attributes for v in videos))
+    groups, skipped = plan_metrics(opts.metrics, tools, any(v.prompt or v.attributes for v in videos))
     for g, why in skipped.items():
         log.info("metric %s not computed: %s", g, why)
     metrics, details = evaluate(videos, groups, tools, skips)
@@ -126,7 +126,7 @@ def _evaluate_and_write(videos: list[EvalVideo], opts: Options, tools: Tools, ou
     return metrics
 
 
-def run(opts: Options) -> dict[str, Any]:
+def run_evaluation(opts: Options) -> dict[str, Any]:
     """Evaluate and write the report; returns the flat metrics (the last step's for a run folder)."""
     from videogen.data.stages import Skips
 

@@ -27,7 +27,7 @@ STAGE_NAMES = {"vae": "VAE", "captioner": "captioner", "dit": "DiT"}
 
 
 @dataclass(frozen=True)
-class Target:
+class FigureTarget:
     key: str  # the figure's key in the card
     stage: str  # which stage's training decides it: vae | captioner | dit
     label: str
@@ -35,15 +35,15 @@ class Target:
     unit: str  # "dB", "%" (a fraction shown as a percentage) or "" (a plain number)
 
 
-TARGETS: tuple[Target, ...] = (
-    Target("vae_psnr", "vae", "VAE PSNR", 30.0, "dB"),
-    Target("vae_ssim", "vae", "VAE SSIM", None, ""),
-    Target("vae_colour_kept", "vae", "VAE colour kept", None, "%"),
-    Target("recaption_colour", "captioner", "recaption colour", 0.95, "%"),
-    Target("recaption_shape", "captioner", "recaption shape", 0.95, "%"),
-    Target("recaption_direction", "captioner", "recaption direction", 0.95, "%"),
-    Target("t2v_colour", "dit", "text-to-video colour", 0.95, "%"),
-    Target("t2v_direction", "dit", "text-to-video direction", 0.90, "%"),
+TARGETS: tuple[FigureTarget, ...] = (
+    FigureTarget("vae_psnr", "vae", "VAE PSNR", 30.0, "dB"),
+    FigureTarget("vae_ssim", "vae", "VAE SSIM", None, ""),
+    FigureTarget("vae_colour_kept", "vae", "VAE colour kept", None, "%"),
+    FigureTarget("recaption_colour", "captioner", "recaption colour", 0.95, "%"),
+    FigureTarget("recaption_shape", "captioner", "recaption shape", 0.95, "%"),
+    FigureTarget("recaption_direction", "captioner", "recaption direction", 0.95, "%"),
+    FigureTarget("t2v_colour", "dit", "text-to-video colour", 0.95, "%"),
+    FigureTarget("t2v_direction", "dit", "text-to-video direction", 0.90, "%"),
 )
 
 
@@ -57,7 +57,7 @@ def format_value(value: float | None, unit: str) -> str:
     return f"{value:.4f}"
 
 
-def judge_figures(figures: dict[str, float | None], targets: Sequence[Target] = TARGETS) -> list[dict[str, Any]]:
+def judge_figures(figures: dict[str, float | None], targets: Sequence[FigureTarget] = TARGETS) -> list[dict[str, Any]]:
     """One row per target: ``key``, ``stage``, ``label``, ``value``, ``target``, ``unit``, ``passed``
     (None for a figure without a floor; False for a floor whose figure is missing or not a number)."""
     rows = []
@@ -131,7 +131,7 @@ def format_card(card: dict[str, Any]) -> str:
 
 
 def build_card(figures: dict[str, float | None], stages: dict[str, dict[str, Any]],
-               targets: Sequence[Target] = TARGETS, **extra: Any) -> dict[str, Any]:
+               targets: Sequence[FigureTarget] = TARGETS, **extra: Any) -> dict[str, Any]:
     """The card: ``passed`` (every floor met), ``figures`` (the judged rows), ``misses`` (advice lines),
     ``stages``, and whatever ``extra`` adds (the data, the settings, the details of each measurement)."""
     rows = judge_figures(figures, targets)
@@ -147,7 +147,7 @@ def attribute_accuracy(rows: Sequence[tuple[dict[str, Any], str]],
     """Recaptions judged against ground truth: ``rows`` are ``(attributes, caption)``; per attribute the
     ``correct`` count, ``n`` (captions whose clip has that attribute in the vocabulary) and ``accuracy``
     (None when n is 0)."""
-    from videogen.modules.caption_metrics import attribute_hits
+    from videogen.evaluation.caption_metrics import attribute_hits
 
     hits = [attribute_hits(caption, truth or {}) for truth, caption in rows]
     out = {}

@@ -60,7 +60,7 @@ def _needs(group: str, tools: Tools, prompts: bool) -> str | None:
     return None
 
 
-def plan(requested: Sequence[str] | None, tools: Tools, prompts: bool) -> tuple[list[str], dict[str, str]]:
+def plan_metrics(requested: Sequence[str] | None, tools: Tools, prompts: bool) -> tuple[list[str], dict[str, str]]:
     """``(groups to run, {group: why skipped})``; a requested group that cannot run raises ValueError."""
     if requested:
         unknown = [g for g in requested if g not in GROUPS]

@@ -3,7 +3,7 @@
 One large coloured shape moving in a straight line over a dark background. The recipe that draws
 the clips (``data_recipes/synthetic.py``), the pixel judge that reads them back
 (:func:`videogen.evaluation.judge.judge_clip`) and the caption metrics
-(:mod:`videogen.modules.caption_metrics`) share these names and numbers; changing one changes the
+(:mod:`videogen.evaluation.caption_metrics`) share these names and numbers; changing one changes the
 synthetic samples (bump ``data_recipes.synthetic.RECIPE_VERSION``).
 """
 

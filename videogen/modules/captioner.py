@@ -32,7 +32,7 @@ from videogen.captioning import (IGNORE, Tokens, build_token_map, caption_texts,
 from videogen.data.stages import Skips
 from videogen.models.captioner import generate_tokens
 from videogen.models.configurable import to_config
-from videogen.modules.caption_metrics import attribute_hits, bleu4
+from videogen.evaluation.caption_metrics import attribute_hits, bleu4
 from videogen.modules.lr_schedule import WarmupCosine, optimizer_config
 
 log = logging.getLogger("videogen.captioner")
@@ -214,7 +214,7 @@ class CaptionerModule(LightningModule):
     def _batch(self, batch: dict[str, Any], rng: random.Random | None):
         video = batch["video"]
         if isinstance(video, list):
-            raise ValueError("CaptionerModule takes bucketed batches: set data.init_args.packing: false")
+            raise ValueError("CaptionerModule takes bucketed batches: set data.init_args.bucketer.packing: false")
         found = self.targets(batch)
         keep = [i for i, c in enumerate(found) if c]
         for i, c in enumerate(found):

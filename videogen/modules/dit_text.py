@@ -3,7 +3,7 @@
 Caption tokens come from one of two places, decided once at setup (``text_embeddings``): the live frozen
 text encoder (loaded on first use), or the caption embeddings of a latent cache written with
 ``videogen encode --text-encoder`` (``videogen.text_encoding.text_cache_for``; then no encoder is ever
-loaded). Either way the "no caption" is the encoded :data:`~videogen.pipelines.video.NULL_CAPTION`: what caption
+loaded). Either way the "no caption" is the encoded :data:`~videogen.text_encoding.NULL_CAPTION`: what caption
 dropout trains on and the guided sampler's null branch. Per sample, the caption trained on is picked by the
 ``captions`` weights (``videogen.data.text_embeddings.picked``) or dropped (``caption_dropout``).
 """
@@ -17,7 +17,7 @@ import torch
 
 from videogen.data.text_embeddings import caption_text, picked
 from videogen.errors import ConfigError
-from videogen.pipelines.video import NULL_CAPTION
+from videogen.text_encoding import NULL_CAPTION
 from videogen.text_encoding import pad_embeddings, text_cache_for
 
 

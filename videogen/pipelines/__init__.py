@@ -7,8 +7,9 @@ its models and schedulers; here ``videogen/models`` and ``videogen/diffusion``).
   and upsampling short prompts (``videogen sample --upsampler``).
 * :mod:`videogen.pipelines.encode` and :mod:`videogen.pipelines.recaption` -- ``videogen encode`` (the
   latent cache) and ``videogen recaption``: corpus-wide predict jobs of one shape, a stream of whole
-  shards -> a predict module (``videogen/modules/``) -> a shard-writer callback
-  (``videogen/callbacks/shard_writer.py``).
+  shards -> a predict module (:mod:`~videogen.pipelines.encode_module`,
+  :mod:`~videogen.pipelines.recaption_module`) -> a shard-writer callback (:mod:`~videogen.pipelines.shard_writer`).
+  They live here, not beside the training stages in ``videogen/modules``: they train nothing.
 
 Nothing is imported here: each module is imported where it is used.
 """

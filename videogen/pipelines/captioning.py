@@ -3,7 +3,7 @@
 * :func:`load_captioner` -- a captioner export folder or checkpoint -> ``(export, tokens)``.
 * :class:`CaptionRunner` -- a loaded captioner (and the frozen VAE it reads latents from, when it was
   trained on latents) that captions clips: what ``videogen recaption`` runs
-  (:mod:`videogen.modules.recaption`).
+  (:mod:`videogen.pipelines.recaption_module`).
 * :func:`upsample_prompt` / :func:`upsample_with` -- a short user prompt -> a long caption in the
   recaption style, with a finetuned captioner's decoder (conditioned on the short caption, no video) or
   a causal LM (``videogen sample --upsampler``).

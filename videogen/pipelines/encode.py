@@ -7,7 +7,7 @@ the VAE's posterior mean and written as ``latent.npy`` (float16, ``(C, t, h, w)`
 ``txt`` and ``json``. One output shard per input shard; finished shards are kept by a rerun. The
 output's ``dataset.json`` records the VAE's identity: a DiT given another VAE refuses the cache. The job
 has ``videogen recaption``'s shape: ``ShardPassStream`` (whole shards by ``split_shards``) ->
-:class:`~videogen.modules.encode.EncodeModule` -> :class:`~videogen.callbacks.shard_writer.LatentShardWriter`.
+:class:`~videogen.pipelines.encode_module.EncodeModule` -> :class:`~videogen.pipelines.shard_writer.LatentShardWriter`.
 
 ``--buckets-from CONFIG`` encodes each clip at its training bucket instead (the bucket table,
 ``frame_stride``, ``target_fps`` and ``span_clip`` of the config's ``data``, centre crops), so a DiT
@@ -34,9 +34,9 @@ def buckets_from(config: str | Path, overrides: list[str] = (), shards: str | li
 
     dm = load_data_config(str(config), shards, overrides, option="--buckets-from")
     if not dm.bucketer.buckets:
-        raise ValueError(f"--buckets-from {config}: its data section has no bucket table (data.init_args.buckets)")
-    return {"buckets": [asdict(b) for b in dm.bucketer.buckets], "frame_stride": dm.options.frame_stride,
-            "target_fps": dm.options.target_fps, "span_clip": dm.options.span_clip}
+        raise ValueError(f"--buckets-from {config}: its data section has no bucket table (data.init_args.bucketer.buckets)")
+    return {"buckets": [asdict(b) for b in dm.bucketer.buckets], "frame_stride": dm.clips.frame_stride,
+            "target_fps": dm.clips.target_fps, "span_clip": dm.clips.span_clip}
 
 
 def check_same_text_encoder(out: Path, before: dict | None, now: dict | None) -> None:
@@ -60,14 +60,14 @@ def encode(vae: str, data: list[str] | str, out: str | Path, *, max_area: int = 
     from lightning.pytorch import Trainer
     from torch.utils.data import DataLoader
 
-    from videogen.callbacks.shard_writer import LatentShardWriter, finished_shards
+    from videogen.pipelines.shard_writer import LatentShardWriter, finished_shards
     from videogen.data.buckets import Bucket, Bucketer
     from videogen.data.loader import ShardPassStream, StreamOptions
     from videogen.data.manifest import DatasetManifest, provenance
     from videogen.data.out_folder import check_out_apart
     from videogen.data.shards import expand_urls
     from videogen.encoding import vae_identity
-    from videogen.modules.encode import EncodeModule
+    from videogen.pipelines.encode_module import EncodeModule
 
     text = None
     if text_encoder is not None:  # hashed before anything loads: a rerun must use the same encoder

@@ -8,8 +8,8 @@ object) is copied unchanged, counted by reason, logged and listed in the manifes
 
 The job has ``videogen encode``'s shape: :class:`CaptionStream` reads this rank's whole shards
 (``split_shards(..., whole=True)``) and yields batches of samples, then a marker per shard;
-:class:`~videogen.modules.recaption.RecaptionModule` captions each batch in a Trainer predict run;
-:class:`~videogen.callbacks.shard_writer.CaptionShardWriter` writes the shards atomically, a done
+:class:`~videogen.pipelines.recaption_module.RecaptionModule` captions each batch in a Trainer predict run;
+:class:`~videogen.pipelines.shard_writer.CaptionShardWriter` writes the shards atomically, a done
 record per shard in ``OUT/.done/`` (a rerun skips finished shards: resumable by shard) and
 ``dataset.json``, which records the captioner that wrote each caption name (path and weights sha256).
 
@@ -221,11 +221,11 @@ def recaption(ckpt: str, data: list[str] | str, out: str | Path, *, name: str = 
     from lightning.pytorch.plugins.environments import LightningEnvironment
     from torch.utils.data import DataLoader
 
-    from videogen.callbacks.shard_writer import CaptionShardWriter, finished_shards
+    from videogen.pipelines.shard_writer import CaptionShardWriter, finished_shards
     from videogen.data.manifest import DatasetManifest
     from videogen.data.out_folder import check_out_apart
     from videogen.data.shards import expand_urls
-    from videogen.modules.recaption import RecaptionModule
+    from videogen.pipelines.recaption_module import RecaptionModule
 
     if not name or "." in name:
         raise ValueError(f"--name {name!r}: give a plain caption name (no dots), e.g. recaption")

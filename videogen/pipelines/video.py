@@ -7,7 +7,7 @@
 The process (rectified flow or DDPM, ``process`` in the export) and the timestep shift
 (:func:`videogen.diffusion.timestep_shift` with the export's ``shift_base_tokens``/``shift_max``, or a
 fixed ``shift``) are the ones training used. Classifier-free guidance's unconditional branch is the
-encoded :data:`NULL_CAPTION`, exactly what caption dropout trains on.
+encoded :data:`~videogen.text_encoding.NULL_CAPTION`, exactly what caption dropout trains on.
 
 Per-frame conditioning (a DiT built with ``frame_conditioning=True``): clean latents of given frames
 and a mask. Training noises the given frames like the rest, ``x_t = add_noise(cond, noise, t)``, and
@@ -38,10 +38,10 @@ from videogen.diffusion.samplers import ddim
 from videogen.diffusion.timesteps import dynamic_shift as dynamic_shift_of
 from videogen.diffusion.timesteps import flow_match_timesteps, stretch_to_terminal
 from videogen.encoding import decode_latents, denormalize_latents, encode_latents, normalize_latents
+from videogen.text_encoding import NULL_CAPTION
 
 SAMPLERS = {"euler": euler, "heun": heun}  # and "ddim" for the discrete DDPM (CogVideoX)
 MODES = ("text", "image", "extend", "extend-backward", "connect", "edit")
-NULL_CAPTION = ""  # "no caption": what caption dropout trains on and the guided sampler's null branch
 
 
 @dataclass
@@ -216,7 +216,7 @@ def generate_latents(dit, stats: dict[str, Any], text: Tensor, text_mask: Tensor
                      shift_terminal: float | None = None) -> Tensor:
     """The sampled normalised latents (B, C, t, h, w) for encoded prompts (see :func:`generate`).
 
-    ``null_text``/``null_mask`` (1 or B rows): the encoded :data:`NULL_CAPTION`, needed when ``cfg`` != 1.
+    ``null_text``/``null_mask`` (1 or B rows): the encoded :data:`~videogen.text_encoding.NULL_CAPTION`, needed when ``cfg`` != 1.
     ``seed``: one seed for the batch's noise, or one per video (video i then gets the noise a batch
     of one with ``seed[i]`` gets, however the prompts are batched).
     ``shift``: a fixed timestep shift instead of the trained one. ``init`` (normalised latents) with

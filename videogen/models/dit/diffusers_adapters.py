@@ -200,7 +200,7 @@ class DiffusersTransformer(nn.Module):
     def _refuse_pack(self, x) -> None:
         if isinstance(x, (list, tuple)):
             raise ValueError(f"{self.diffusers_class} cannot train on packed rows (its attention spans every token "
-                             "of a row): give the data buckets (data.init_args.buckets), not a token_budget")
+                             "of a row): give the data buckets (data.init_args.bucketer.buckets), not a token_budget")
 
     def _text_to_video_only(self, x, cond) -> None:
         """A text-to-video network's inputs: one bucket batch (no packs), no given frames."""

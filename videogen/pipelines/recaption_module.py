@@ -1,7 +1,7 @@
 """``RecaptionModule``: the predict-time wrapper around a trained captioner (used by ``videogen recaption``).
 
-The same shape as :class:`~videogen.modules.encode.EncodeModule`: a predict run through the Trainer,
-whose predictions :class:`videogen.callbacks.shard_writer.CaptionShardWriter` writes to shards. A
+The same shape as :class:`~videogen.pipelines.encode_module.EncodeModule`: a predict run through the Trainer,
+whose predictions :class:`videogen.pipelines.shard_writer.CaptionShardWriter` writes to shards. A
 batch is a shard's next samples (``CopiedSample``, decoded frames or None for one that cannot be
 captioned); ``predict_step`` captions those with frames and hands every sample on to be copied.
 """

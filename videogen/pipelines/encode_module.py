@@ -1,7 +1,7 @@
 """``EncodeModule``: the predict-time wrapper around the frozen VAE (used by ``videogen encode``).
 
 A predict run through the Trainer gets devices, precision, DDP and SLURM for free; the latents it
-returns are written to shards by :class:`videogen.callbacks.shard_writer.LatentShardWriter`. With a
+returns are written to shards by :class:`videogen.pipelines.shard_writer.LatentShardWriter`. With a
 ``text_encoder`` it also returns each sample's caption embeddings (``videogen/text_encoding.py``).
 """
 
