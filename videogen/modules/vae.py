@@ -6,11 +6,12 @@ loss and the adaptive weight of taming/LDM. Manual optimisation with two optimiz
 discriminator), each update through one guarded step (:meth:`VAEModule._guarded_update`): gradient
 clipping; a NaN/Inf loss or gradient skips the update and is counted, ``max_bad_steps`` of them in a
 row stop the run, loss spikes are logged (``videogen/callbacks/guards.py``). Optional EMA of the
-autoencoder's weights, used for validation and export. Latent statistics (per-channel mean and std of the posterior mean) are measured
-with the exported weights (the EMA when on, in eval mode) over each validation run and again by
-:class:`~videogen.callbacks.export.StageExport` at fit end when the weights moved since; they live in
-buffers, so a checkpoint alone is enough to export the stage. Without validation data the export
-falls back to a running mean of the online encoder on training batches (``stats.json`` says which).
+autoencoder's weights, used for validation and export. Latent statistics (per-channel mean and std of
+the posterior mean) are measured with the exported weights (the EMA when on, in eval mode) over each
+validation run and again by :class:`~videogen.callbacks.export.StageExport` at fit end when the weights
+moved since; they live in buffers, so a checkpoint alone is enough to export the stage. Without
+validation data the export falls back to a running mean of the online encoder on training batches
+(``stats.json`` says which).
 """
 
 from __future__ import annotations
