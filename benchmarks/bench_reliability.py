@@ -44,7 +44,7 @@ def checkpoint_rows(sizes_mb: list[float], repeats: int, folder: Path) -> list[d
 def guard_rows(repeats: int) -> list[dict]:
     from videogen.models.dit import DiT
     from videogen.models.vae import VideoAutoencoder
-    from videogen.modules.guards import nonfinite_gradients
+    from videogen.callbacks.guards import nonfinite_gradients
 
     torch.manual_seed(0)
     dit = DiT(in_channels=8, patch_size=(1, 2, 2), hidden_size=192, depth=4, num_heads=4, text_dim=384)

@@ -18,6 +18,7 @@ import statistics
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 ROOT = Path(__file__).parents[1]
@@ -31,6 +32,7 @@ def timed_fit(shards: Path, steps: int, callbacks: list) -> float:
 
     from videogen.data import Bucket, Bucketer, LoaderOptions, VideoDataModule
     from videogen.models.vae import VideoAutoencoder
+    from videogen.modules.lr_schedule import WarmupCosine
     from videogen.modules.vae import VAEModule
 
     class Clock(Callback):
@@ -49,7 +51,8 @@ def timed_fit(shards: Path, steps: int, callbacks: list) -> float:
     with tempfile.TemporaryDirectory() as tmp:
         Trainer(accelerator="cpu", max_steps=steps, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                 enable_model_summary=False, log_every_n_steps=10, default_root_dir=tmp,
-                callbacks=[clock, *callbacks]).fit(VAEModule(vae, warmup_steps=1), datamodule=dm)
+                callbacks=[clock, *callbacks]).fit(VAEModule(vae, lr_scheduler=partial(WarmupCosine, warmup=1)),
+                                                   datamodule=dm)
     return clock.seconds
 
 

@@ -83,7 +83,10 @@ def tiny_vae_model(**init_args) -> dict:
                                   "init_args": {"latent_channels": 4, "base_channels": 8, "channel_mult": [1, 2],
                                                 "temporal_compression": 4, "spatial_compression": 4,
                                                 "patch_size": 2, "patch_size_t": 2}},
-                          "lr": 3e-3, "warmup_steps": 1, **init_args}}
+                          "optimizer": {"class_path": "torch.optim.AdamW",
+                                        "init_args": {"lr": 3e-3, "betas": [0.5, 0.9], "weight_decay": 0.0}},
+                          "lr_scheduler": {"class_path": "videogen.modules.lr_schedule.WarmupCosine",
+                                           "init_args": {"warmup": 1}}, **init_args}}
 
 
 def end_rank() -> None:

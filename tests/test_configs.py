@@ -61,6 +61,18 @@ def test_config_parses_and_instantiates(path, tmp_path):
         pytest.skip(f"{path.name}: a fragment (merged into training configs)")
 
 
+@pytest.mark.parametrize("path", [p for p in CONFIGS if "model" in yaml.safe_load(p.read_text())],
+                         ids=lambda p: str(p.relative_to(p.parents[1])))
+def test_training_configs_name_every_optimizer_figure(path):
+    """The optimizer and schedule are given in full: an init arg left out would be the class's own default
+    (torch's AdamW: betas (0.9, 0.999), weight_decay 0.01), not the stage's."""
+    init = yaml.safe_load(path.read_text())["model"]["init_args"]
+    assert init["optimizer"]["class_path"] == "torch.optim.AdamW"
+    assert {"lr", "betas", "weight_decay"} <= set(init["optimizer"]["init_args"])
+    assert init["lr_scheduler"]["class_path"] == "videogen.modules.lr_schedule.WarmupCosine"
+    assert set(init["lr_scheduler"]["init_args"]) == {"warmup", "decay", "floor"}
+
+
 def test_data_overrides_apply():
     path = next(p for p in CONFIGS if p.name == "quickstart.yaml" and p.parent.name == "data")
     dm = build_datamodule([str(path)], ["--data.loader.num_workers=0", "--data.bucketer.batch_size=7"])

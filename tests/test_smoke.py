@@ -63,7 +63,7 @@ def test_the_smoke_preset_runs_the_whole_chain(tmp_path):
     assert 0 < rows["vae_psnr"]["value"] < 30  # a 12-step VAE reconstructs something, far from the target
     assert card["passed"] is False and len(card["misses"]) == sum(r["passed"] is False for r in card["figures"]) > 0
     assert card["misses"][0].startswith("VAE PSNR ") and card["misses"][0].endswith(
-        "train the VAE longer: --trainer.max_steps=100 --model.init_args.decay_steps=100 (set both in "
+        "train the VAE longer: --trainer.max_steps=100 --model.init_args.lr_scheduler.init_args.decay=100 (set both in "
         "configs/vae/smoke.yaml; it trained 12 steps), then rerun")
     assert card["details"]["t2v"]["n"] == 6 and card["details"]["recaption"]["num_captions"] == 6
     assert card["details"]["vae"]["num_clips"] == 6

@@ -2,6 +2,7 @@
 bucket, the VAE's FLOPs counted on each bucket's first step, logged to a CSV logger."""
 
 import csv
+from functools import partial
 
 import pytest
 import torch
@@ -14,6 +15,7 @@ from videogen.data import Bucket, Bucketer, LoaderOptions, VideoDataModule
 from videogen.models.dit import DiT
 from videogen.models.vae import VideoAutoencoder
 from videogen.modules.dit import DiTModule
+from videogen.modules.lr_schedule import WarmupCosine
 from videogen.modules.vae import VAEModule
 
 PEAK = 1e12  # a stated peak: MFU on a CPU needs one
@@ -55,7 +57,7 @@ def test_vae_flops_counted_once_per_bucket(tmp_path, clip_shards):
     torch.manual_seed(0)
     vae = VideoAutoencoder(latent_channels=4, base_channels=8, channel_mult=(1,), temporal_compression=4,
                            spatial_compression=4, patch_size=4, patch_size_t=4)
-    cb, rows = fit(tmp_path, clip_shards, VAEModule(vae, warmup_steps=1))
+    cb, rows = fit(tmp_path, clip_shards, VAEModule(vae, lr_scheduler=partial(WarmupCosine, warmup=1)))
     assert set(cb.flops_per_bucket) <= {"9x32x48", "9x32x32"} and cb.flops_per_bucket
     from torch.utils.flop_counter import FlopCounterMode
 

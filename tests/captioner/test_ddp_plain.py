@@ -20,7 +20,9 @@ def test_captioner_plain_ddp_with_video_dropout(tmp_path):
                                          "init_args": {"vocab_size": 30522, "dim": 32, "depth": 1, "heads": 2,
                                                        "max_length": 64, "channels": [8, 16], "num_frames": 4,
                                                        "grid": [2, 2]}},
-                           "max_length": 64, "warmup_steps": 1, "txt_prob": 0.5, "video_dropout": 0.5}}
+                           "max_length": 64, "txt_prob": 0.5, "video_dropout": 0.5,
+                           "lr_scheduler": {"class_path": "videogen.modules.lr_schedule.WarmupCosine",
+                                            "init_args": {"warmup": 1}}}}
     buckets = [{"num_frames": 5, "height": 32, "width": 48}, {"num_frames": 5, "height": 48, "width": 32},
                {"num_frames": 5, "height": 32, "width": 32}]
     data = data_section(tmp_path / "synthetic" / "train", bucketer={"buckets": buckets}, clips={"frame_stride": 2})

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import pytest
 import torch
+from torch.optim import AdamW
 
 from videogen.models.captioner import HFVisionCaptioner, generate_tokens
+from videogen.modules.lr_schedule import WarmupCosine
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +43,9 @@ def train(module, steps=8):
 def test_full_finetuning_learns_and_generates(tiny_vlm):
     from videogen.modules.captioner import CaptionerModule
 
-    module = CaptionerModule(HFVisionCaptioner(str(tiny_vlm), num_frames=3), lr=1e-2, warmup_steps=1)
+    module = CaptionerModule(HFVisionCaptioner(str(tiny_vlm), num_frames=3),
+                             optimizer=partial(AdamW, lr=1e-2, betas=(0.9, 0.98), weight_decay=0.01),
+                             lr_scheduler=partial(WarmupCosine, warmup=1))
     assert module.tokenizer_path == str(tiny_vlm)  # the model folder's own tokenizer
     memory = module.captioner.encode(batch()["video"])
     assert memory.shape[0] == 2 and memory.shape[1] == 3 * (1 + (32 // 8) ** 2)  # frames x (CLS + patches)
@@ -65,7 +71,8 @@ def test_lora_trains_only_adapters_and_exports(tiny_vlm, tmp_path):
     trainable = {n for n, p in captioner.named_parameters() if p.requires_grad}
     assert trainable and all("lora_" in n or n == "time" for n in trainable)
     frozen = {n: p.detach().clone() for n, p in captioner.named_parameters() if not p.requires_grad}
-    module = CaptionerModule(captioner, lr=1e-2, warmup_steps=1)
+    module = CaptionerModule(captioner, optimizer=partial(AdamW, lr=1e-2, betas=(0.9, 0.98), weight_decay=0.01),
+                             lr_scheduler=partial(WarmupCosine, warmup=1))
     losses = train(module, steps=6)
     assert losses[-1] < losses[0]
     assert all(torch.equal(frozen[n], p) for n, p in captioner.named_parameters() if n in frozen)

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import pytest
 import torch
+
+from videogen.modules.lr_schedule import WarmupCosine
 
 
 def fit(synthetic_set, root, **module_kw):
@@ -17,8 +21,8 @@ def fit(synthetic_set, root, **module_kw):
     from videogen.modules.captioner import CaptionerModule
 
     torch.manual_seed(0)
-    module = CaptionerModule(captioner_tiny(), warmup_steps=1, val_max_new_tokens=12, val_log_captions=2,
-                             flip_prob=0.5, flip_swaps={"left": "right", "right": "left"}, **module_kw)
+    module = CaptionerModule(captioner_tiny(), lr_scheduler=partial(WarmupCosine, warmup=1), val_max_new_tokens=12,
+                             val_log_captions=2, flip_prob=0.5, flip_swaps={"left": "right", "right": "left"}, **module_kw)
 
     data = VideoDataModule(str(synthetic_set / "train"), str(synthetic_set / "val"),
                            bucketer=Bucketer([Bucket(5, 32, 48), Bucket(5, 48, 32), Bucket(5, 32, 32)], batch_size=2),

@@ -2,15 +2,19 @@
 asked, with the drops counted and epochs sized by what passes) and the real VAEModule trains on it
 through a Lightning Trainer."""
 
+from functools import partial
+
 import pytest
 import torch
 from lightning.pytorch import Trainer
+from torch.optim import AdamW
 
 from curation_fixtures import labelled  # noqa: F401  (fixture)
 from data_recipes.curate import CurateOptions, curate
 from videogen.data import Bucket, Bucketer, LoaderOptions, VideoDataModule
 from videogen.data.score_filter import FilterError
 from videogen.models.vae import VideoAutoencoder
+from videogen.modules.lr_schedule import WarmupCosine
 from videogen.modules.vae import VAEModule
 
 BUCKETS = [Bucket(9, 64, 96), Bucket(9, 96, 64), Bucket(9, 64, 64)]
@@ -69,7 +73,8 @@ def test_vae_trains_on_curated_shards(curated, tmp_path):
     torch.manual_seed(0)
     vae = VideoAutoencoder(latent_channels=4, base_channels=8, channel_mult=(1, 2), temporal_compression=4,
                            spatial_compression=4, patch_size=2, patch_size_t=2)
-    module = VAEModule(vae, lr=3e-3, warmup_steps=1)
+    module = VAEModule(vae, optimizer=partial(AdamW, lr=3e-3, betas=(0.5, 0.9), weight_decay=0.0),
+                       lr_scheduler=partial(WarmupCosine, warmup=1))
     dm = VideoDataModule(str(base / "dropped"),
                          bucketer=Bucketer([Bucket(9, 32, 48), Bucket(9, 48, 32), Bucket(9, 32, 32)], batch_size=2),
                          loader=LoaderOptions(num_workers=0, shuffle_buffer=4))

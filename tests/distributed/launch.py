@@ -62,7 +62,11 @@ def tiny_dit_model(vae_export: str, **kw) -> dict:
             "init_args": {"dit": {"class_path": "videogen.models.dit.DiT",
                                   "init_args": {"in_channels": 4, "hidden_size": 32, "depth": 2, "num_heads": 2,
                                                 "text_dim": 384}},
-                          "vae": vae_export, "text_max_length": 16, "lr": 1.0e-3, "warmup_steps": 1, **kw}}
+                          "vae": vae_export, "text_max_length": 16,
+                          "optimizer": {"class_path": "torch.optim.AdamW",
+                                        "init_args": {"lr": 1.0e-3, "betas": [0.9, 0.99], "weight_decay": 0.0}},
+                          "lr_scheduler": {"class_path": "videogen.modules.lr_schedule.WarmupCosine",
+                                           "init_args": {"warmup": 1}}, **kw}}
 
 
 def data_section(shards: Path, batch_size: int = 1, bucketer: dict | None = None, clips: dict | None = None,

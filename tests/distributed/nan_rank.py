@@ -18,7 +18,7 @@ from recorder import weights_hash
 
 
 def _guard(trainer, pl_module):
-    from videogen.modules.guards import NumericGuard
+    from videogen.callbacks.guards import NumericGuard
 
     if not pl_module.automatic_optimization:
         return pl_module.guard  # the VAE guards its own manual steps

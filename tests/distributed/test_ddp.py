@@ -64,7 +64,9 @@ def test_captioner_ddp_two_ranks_sync_weights(tmp_path):
                                          "init_args": {"vocab_size": 30522, "dim": 32, "depth": 1, "heads": 2,
                                                        "max_length": 64, "channels": [8, 16], "num_frames": 4,
                                                        "grid": [2, 2]}},
-                           "max_length": 64, "warmup_steps": 1}}
+                           "max_length": 64,
+                           "lr_scheduler": {"class_path": "videogen.modules.lr_schedule.WarmupCosine",
+                                            "init_args": {"warmup": 1}}}}
     buckets = [{"num_frames": 5, "height": 32, "width": 48}, {"num_frames": 5, "height": 48, "width": 32},
                {"num_frames": 5, "height": 32, "width": 32}]
     data = data_section(tmp_path / "synthetic" / "train", bucketer={"buckets": buckets}, clips={"frame_stride": 2})

@@ -2,6 +2,7 @@
 written by a real Trainer run, in which the VideoEvaluation callback logged the metrics to its loggers."""
 
 import json
+from functools import partial
 
 import numpy as np
 import pytest
@@ -9,6 +10,7 @@ import torch
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from torch.optim import AdamW
 
 from conftest import clip_sample, tiny_export, write_tar
 from eval_clips import moving_square, static_clip
@@ -40,7 +42,7 @@ def run(tmp_path_factory):
     vae = tiny_export(tmp / "vae")
     torch.manual_seed(0)
     module = DiTModule(tiny_dit(), vae=str(vae), text_max_length=16, ema_decay=0.9, val_shape=(9, 32, 48),
-                       val_steps=2, lr=1e-3)
+                       val_steps=2, optimizer=partial(AdamW, lr=1e-3, betas=(0.9, 0.99), weight_decay=0.0))
     callback = VideoEvaluation(prompts=PROMPTS, every_n_validations=2, reference=str(shards), log_videos=1)
     csv, tb = CSVLogger(tmp / "logs", name="csv"), TensorBoardLogger(tmp / "logs", name="tb")
     trainer = Trainer(accelerator="cpu", max_steps=6, enable_progress_bar=False, enable_model_summary=False,

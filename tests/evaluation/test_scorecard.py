@@ -50,14 +50,16 @@ def test_advice_names_the_budget_to_raise_and_the_config():
     rows = judge_figures({**GOOD, "vae_psnr": 28.61, "t2v_direction": 0.1667})
     card = build_card({**GOOD, "vae_psnr": 28.61, "t2v_direction": 0.1667}, STAGES)
     assert card["misses"] == [
-        "VAE PSNR 28.61 dB < 30.00 dB: train the VAE longer: --trainer.max_steps=4500 --model.init_args.decay_steps=4500 "
-        "(set both in configs/vae/quickstart.yaml; it trained 3000 steps), then rerun",
+        "VAE PSNR 28.61 dB < 30.00 dB: train the VAE longer: --trainer.max_steps=4500 "
+        "--model.init_args.lr_scheduler.init_args.decay=4500 (set both in configs/vae/quickstart.yaml; it trained 3000 "
+        "steps), then rerun",
         "text-to-video direction 16.7% < 90.0%: train the DiT longer: --trainer.max_steps=3900 "
-        "--model.init_args.decay_steps=3900 (set both in configs/dit/quickstart.yaml; it trained 2600 steps), then rerun"]
+        "--model.init_args.lr_scheduler.init_args.decay=3900 (set both in configs/dit/quickstart.yaml; it trained 2600 "
+        "steps), then rerun"]
     # without its config the flags go on the stage's fit
     dit = next(r for r in rows if r["key"] == "t2v_direction")
     assert advice(dit, {"steps": 2600}).endswith(
-        "train the DiT longer: --trainer.max_steps=3900 --model.init_args.decay_steps=3900 on its fit "
+        "train the DiT longer: --trainer.max_steps=3900 --model.init_args.lr_scheduler.init_args.decay=3900 on its fit "
         "(it trained 2600 steps), then rerun")
     assert [suggested_steps(s) for s in (12, 2600, 3000, 1001)] == [100, 3900, 4500, 1600]
 

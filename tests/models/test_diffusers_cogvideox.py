@@ -5,8 +5,11 @@ whose DDIM (trailing) samples match ours from the same weights, prompt, noise an
 
 from __future__ import annotations
 
+from functools import partial
+
 import pytest
 import torch
+from torch.optim import AdamW
 
 from models.pretrained_parts import (
     PROMPT, assert_full_finetune_moves_the_base, assert_lora_trains_only_adapters, fixed_loss, latent_batch,
@@ -15,6 +18,7 @@ from models.pretrained_parts import (
 from conftest import tiny_export
 from videogen.models.dit.diffusers_adapters import CogVideoXTransformer
 from videogen.modules.dit import DiTModule
+from videogen.modules.lr_schedule import WarmupCosine
 
 
 @pytest.fixture(scope="module")
@@ -28,12 +32,14 @@ def cog_module(parts, kind="rotary", **net) -> DiTModule:
     torch.manual_seed(0)
     return DiTModule(CogVideoXTransformer(parts[kind], **net), vae=parts["vae"], text_encoder=parts["t5"],
                      text_max_length=8, caption_dropout=0.0, process="ddpm_discrete", snr_shift_scale=3.0,
-                     shift_base_tokens=None, timestep_spacing="trailing", ema_decay=None, lr=1e-2, warmup_steps=0)
+                     shift_base_tokens=None, timestep_spacing="trailing", ema_decay=None,
+                     optimizer=partial(AdamW, lr=1e-2, betas=(0.9, 0.99), weight_decay=0.0),
+                     lr_scheduler=partial(WarmupCosine, warmup=0))
 
 
 def test_lora_steps_change_only_adapters_and_lower_the_loss(parts):
     module = cog_module(parts, lora_rank=4)
-    module.hparams.lr = 5e-2
+    module.optimizer = partial(AdamW, lr=5e-2, betas=(0.9, 0.99), weight_decay=0.0)
     assert_lora_trains_only_adapters(module, latent_batch(), gain=0.98)
 
 
@@ -86,7 +92,7 @@ def test_lora_export_loads_into_cogvideox_pipeline_and_matches_our_ddim(parts, t
     from videogen.pipelines.video import generate_latents, load_trained_dit, sampling_kwargs
 
     module = cog_module(parts, lora_rank=4, lora_alpha=8)
-    module.hparams.lr = 5e-2
+    module.optimizer = partial(AdamW, lr=5e-2, betas=(0.9, 0.99), weight_decay=0.0)
     train_steps(module, latent_batch(), 3)
     export = save_export(tmp_path / "export", module.dit, module.export_stats())
     assert (export / "pytorch_lora_weights.safetensors").is_file()
@@ -177,7 +183,8 @@ def test_videos_equal_cogvideox_pipelines_through_its_diffusers_vae(parts, tmp_p
     module = DiTModule(CogVideoXTransformer(parts["rotary"], lora_rank=4, lora_alpha=8), vae=str(tmp_path / "cog_vae"),
                        text_encoder=parts["t5"], text_max_length=8, caption_dropout=0.0, process="ddpm_discrete",
                        snr_shift_scale=3.0, shift_base_tokens=None, timestep_spacing="trailing", ema_decay=None,
-                       lr=5e-2, warmup_steps=0)
+                       optimizer=partial(AdamW, lr=5e-2, betas=(0.9, 0.99), weight_decay=0.0),
+                       lr_scheduler=partial(WarmupCosine, warmup=0))
     train_steps(module, latent_batch(), 2)
     noise = torch.randn(1, 4, 3, 8, 12, generator=torch.Generator().manual_seed(7))
     ours, theirs = pixels_ours_and_pipelines(

@@ -5,8 +5,11 @@ loads into LTXPipeline, whose latents equal ours from the same weights, prompt, 
 
 from __future__ import annotations
 
+from functools import partial
+
 import pytest
 import torch
+from torch.optim import AdamW
 
 from models.pretrained_parts import (
     PROMPT, assert_full_finetune_moves_the_base, assert_lora_trains_only_adapters, latent_batch,
@@ -15,6 +18,7 @@ from models.pretrained_parts import (
 from conftest import tiny_export
 from videogen.models.dit.diffusers_adapters import LTXVideoTransformer
 from videogen.modules.dit import DiTModule
+from videogen.modules.lr_schedule import WarmupCosine
 
 LTX_SHIFT = (1024, 4096, 0.95, 2.05)
 
@@ -30,7 +34,9 @@ def ltx_module(parts, **net) -> DiTModule:
     torch.manual_seed(0)
     return DiTModule(LTXVideoTransformer(parts["ltx"], vae_temporal_compression=4, vae_spatial_compression=4, **net),
                      vae=parts["vae"], text_encoder=parts["t5"], text_max_length=8, caption_dropout=0.0,
-                     dynamic_shift=LTX_SHIFT, shift_terminal=0.1, ema_decay=None, lr=5e-2, warmup_steps=0)
+                     dynamic_shift=LTX_SHIFT, shift_terminal=0.1, ema_decay=None,
+                     optimizer=partial(AdamW, lr=5e-2, betas=(0.9, 0.99), weight_decay=0.0),
+                     lr_scheduler=partial(WarmupCosine, warmup=0))
 
 
 def test_lora_steps_change_only_adapters_and_lower_the_loss(parts):

@@ -5,8 +5,11 @@ sampler and WanPipeline give the same latents from the same weights, prompt, noi
 
 from __future__ import annotations
 
+from functools import partial
+
 import pytest
 import torch
+from torch.optim import AdamW
 
 from conftest import clip_sample, tiny_export, write_tar
 from models.pretrained_parts import (
@@ -15,6 +18,7 @@ from models.pretrained_parts import (
 )
 from videogen.models.dit.diffusers_adapters import WanTransformer
 from videogen.modules.dit import DiTModule
+from videogen.modules.lr_schedule import WarmupCosine
 
 @pytest.fixture(scope="module")
 def parts(tmp_path_factory):
@@ -27,7 +31,8 @@ def wan_module(parts, **net) -> DiTModule:
     torch.manual_seed(0)
     return DiTModule(WanTransformer(parts["wan"], **net), vae=parts["vae"], text_encoder=parts["umt5"],
                      text_max_length=8, caption_dropout=0.0, shift=3.0, timestep_spacing="flow_match",
-                     ema_decay=None, lr=1e-2, warmup_steps=0)
+                     ema_decay=None, optimizer=partial(AdamW, lr=1e-2, betas=(0.9, 0.99), weight_decay=0.0),
+                     lr_scheduler=partial(WarmupCosine, warmup=0))
 
 
 def test_lora_steps_change_only_adapters_and_lower_the_loss(parts):
@@ -99,7 +104,7 @@ def lora_export(parts, tmp_path_factory):
     shards.mkdir()
     write_tar(shards / "shard-000000.tar", [clip_sample(f"k{i}", 48, 32, 9, seed=i) for i in range(4)])
     module = wan_module(parts, lora_rank=4, lora_alpha=8)
-    module.hparams.lr = 5e-2
+    module.optimizer = partial(AdamW, lr=5e-2, betas=(0.9, 0.99), weight_decay=0.0)
     trainer = Trainer(accelerator="cpu", max_steps=3, enable_progress_bar=False, enable_model_summary=False,
                       logger=False, default_root_dir=str(root), limit_val_batches=0,
                       callbacks=[StageExport(str(root / "export"))])
@@ -221,7 +226,9 @@ def test_videos_equal_wan_pipelines_through_its_diffusers_vae(parts, tmp_path):
     torch.manual_seed(0)
     module = DiTModule(WanTransformer(parts["wan"], lora_rank=4, lora_alpha=8), vae=str(tmp_path / "wan_vae"),
                        text_encoder=parts["umt5"], text_max_length=8, caption_dropout=0.0, shift=3.0,
-                       timestep_spacing="flow_match", ema_decay=None, lr=5e-2, warmup_steps=0)
+                       timestep_spacing="flow_match", ema_decay=None,
+                       optimizer=partial(AdamW, lr=5e-2, betas=(0.9, 0.99), weight_decay=0.0),
+                       lr_scheduler=partial(WarmupCosine, warmup=0))
     assert module.vae_export.stats["latent_std"] == [1.0, 2.0, 0.5, 1.5]
     train_steps(module, latent_batch(), 2)
     export = save_export(tmp_path / "export", module.dit, module.export_stats())

@@ -6,9 +6,12 @@ WanImageToVideoPipeline given its own conditioning, our CLIP path matches its en
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import pytest
 import torch
+from torch.optim import AdamW
 
 from models.pretrained_parts import (
     PROMPT, fixed_loss, tiny_clip_vision, tiny_t5_encoder, tiny_wan, tiny_wan_vae, train_steps,
@@ -16,6 +19,7 @@ from models.pretrained_parts import (
 from conftest import tiny_export
 from videogen.models.dit.diffusers_adapters import WanTransformer
 from videogen.modules.dit import DiTModule
+from videogen.modules.lr_schedule import WarmupCosine
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +34,9 @@ def i2v_module(parts, **net) -> DiTModule:
     torch.manual_seed(0)
     return DiTModule(WanTransformer(parts["wan"], **net), vae=parts["vae"], text_encoder=parts["umt5"],
                      image_encoder=parts["clip"], text_max_length=8, caption_dropout=0.0, shift=3.0,
-                     timestep_spacing="flow_match", ema_decay=None, lr=5e-2, warmup_steps=0)
+                     timestep_spacing="flow_match", ema_decay=None,
+                     optimizer=partial(AdamW, lr=5e-2, betas=(0.9, 0.99), weight_decay=0.0),
+                     lr_scheduler=partial(WarmupCosine, warmup=0))
 
 
 def video_batch():

@@ -5,10 +5,12 @@ the config, recorded in the export and used by `videogen sample`."""
 import argparse
 import json
 import random
+from functools import partial
 
 import pytest
 import torch
 from lightning.pytorch import Trainer
+from torch.optim import AdamW
 
 from conftest import clip_sample, tiny_export, write_tar
 from videogen.callbacks.export import StageExport
@@ -132,7 +134,7 @@ def test_process_is_trained_exported_and_sampled(tmp_path, vae_dir, process):
     write_tar(shards / "shard-000000.tar", [clip_sample(f"k{i}", 64, 64, 9, seed=i) for i in range(4)])
     torch.manual_seed(0)
     module = DiTModule(tiny_dit(), vae=str(vae_dir), text_max_length=16, cond_prob=0.5, ema_decay=None,
-                       process=process, lr=1e-3)
+                       process=process, optimizer=partial(AdamW, lr=1e-3, betas=(0.9, 0.99), weight_decay=0.0))
     dm = VideoDataModule(str(shards), bucketer=Bucketer([Bucket(9, 32, 32)], batch_size=2),
                          loader=LoaderOptions(num_workers=0, shuffle_buffer=4))
     trainer = Trainer(accelerator="cpu", max_steps=5, enable_progress_bar=False, enable_model_summary=False,

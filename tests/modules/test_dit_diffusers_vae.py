@@ -6,6 +6,7 @@ refused, and `videogen vae-stats` measures statistics that `--vae STATS.json` th
 import io
 import json
 import tarfile
+from functools import partial
 
 import numpy as np
 import pytest
@@ -21,6 +22,7 @@ from videogen.data import Bucket, Bucketer, LoaderOptions, StreamOptions, VideoD
 from videogen.encoding import check_cache_identity, decode_latents, encode_latents, load_vae  # noqa: E402
 from videogen.errors import RefusedFile  # noqa: E402
 from videogen.modules.dit import DiTModule  # noqa: E402
+from videogen.modules.lr_schedule import WarmupCosine  # noqa: E402
 
 BUCKETS = [{"num_frames": 9, "height": 64, "width": 96}, {"num_frames": 9, "height": 64, "width": 64}]
 
@@ -106,7 +108,8 @@ def test_a_cache_of_another_vae_is_refused(wan_cache, tmp_path):
 
 def test_our_dit_trains_on_a_diffusers_vae_from_the_cache_and_from_pixels(wan_cache, tmp_path):
     torch.manual_seed(0)
-    module = DiTModule(tiny_dit(), vae=str(wan_cache["vae"]), text_max_length=16, ema_decay=None, warmup_steps=1)
+    module = DiTModule(tiny_dit(), vae=str(wan_cache["vae"]), text_max_length=16, ema_decay=None,
+                       lr_scheduler=partial(WarmupCosine, warmup=1))
 
     def no_encode(*args, **kwargs):
         raise AssertionError("the VAE encoder ran although the batch came from a latent cache")
@@ -119,7 +122,8 @@ def test_our_dit_trains_on_a_diffusers_vae_from_the_cache_and_from_pixels(wan_ca
     assert any(not torch.equal(before[k], v) for k, v in module.dit.state_dict().items())
     # on the fly from pixels through a CogVideoX VAE (9-frame buckets: 3 latent frames, odd as it needs)
     save_vae(tmp_path / "cog", "AutoencoderKLCogVideoX", COG)
-    module = DiTModule(tiny_dit(), vae=str(tmp_path / "cog"), text_max_length=16, ema_decay=None, warmup_steps=1)
+    module = DiTModule(tiny_dit(), vae=str(tmp_path / "cog"), text_max_length=16, ema_decay=None,
+                       lr_scheduler=partial(WarmupCosine, warmup=1))
     assert module.vae_export.stats["latent_std"] == [pytest.approx(1 / COG["scaling_factor"])] * 4
     t = trainer(tmp_path / "pixels", 2)
     t.fit(module, datamodule=datamodule(wan_cache["pixels"]))

@@ -2,12 +2,14 @@
 MiniLM text encoder; export; `videogen sample` writes playable mp4s in text, image and extend modes."""
 
 import json
+from functools import partial
 
 import numpy as np
 import pytest
 import torch
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
+from torch.optim import AdamW
 
 from conftest import make_png, tiny_dit, tiny_export
 from videogen.callbacks.export import StageExport
@@ -41,7 +43,8 @@ def trained(tmp_path_factory):
     vae_dir = tiny_export(tmp / "vae")
     torch.manual_seed(0)
     module = DiTModule(tiny_dit(), vae=str(vae_dir), text_max_length=16, cond_prob=0.5, ema_decay=0.9,
-                       val_prompts=["a red square moving right"], val_shape=(9, 32, 48), val_steps=2, lr=1e-3)
+                       val_prompts=["a red square moving right"], val_shape=(9, 32, 48), val_steps=2,
+                       optimizer=partial(AdamW, lr=1e-3, betas=(0.9, 0.99), weight_decay=0.0))
     trainer = Trainer(accelerator="cpu", max_steps=6, enable_progress_bar=False, enable_model_summary=False,
                       logger=False, default_root_dir=str(tmp), val_check_interval=6, check_val_every_n_epoch=None,
                       limit_val_batches=1,

@@ -7,11 +7,13 @@ import io
 import json
 import random
 import tarfile
+from functools import partial
 
 import numpy as np
 import pytest
 import torch
 from lightning.pytorch import Trainer
+from torch.optim import AdamW
 
 from conftest import clip_sample, tiny_export, write_tar
 from models.pretrained_parts import tiny_clip, tiny_t5
@@ -76,7 +78,8 @@ def datamodule(shards, val_shards=None, **loader):
 
 def tiny_module(world, which, **kw):
     return DiTModule(DiT(in_channels=4, hidden_size=32, depth=1, num_heads=2, text_dim=32), vae=str(world["vae"]),
-                     text_encoder=str(world[which]), text_max_length=8, lr=1e-3, **kw)
+                     text_encoder=str(world[which]), text_max_length=8,
+                     optimizer=partial(AdamW, lr=1e-3, betas=(0.9, 0.99), weight_decay=0.0), **kw)
 
 
 @pytest.fixture

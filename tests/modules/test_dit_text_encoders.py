@@ -1,9 +1,12 @@
 """A DiT trained 5 steps with a tiny T5 (encoder-only) and a tiny CLIP text encoder saved locally, then
 `videogen sample` from its export: the text encoder travels by its folder and loads the same way."""
 
+from functools import partial
+
 import pytest
 import torch
 from lightning.pytorch import Trainer
+from torch.optim import AdamW
 
 from conftest import clip_sample, tiny_export, write_tar
 from models.pretrained_parts import tiny_clip, tiny_t5
@@ -23,7 +26,8 @@ def test_fit_five_steps_then_sample(which, tmp_path):
     write_tar(shards / "shard-000000.tar", [clip_sample(f"k{i}", 48, 32, 9, seed=i) for i in range(4)])
     torch.manual_seed(0)
     module = DiTModule(DiT(in_channels=4, hidden_size=32, depth=1, num_heads=2, text_dim=32),
-                       vae=str(tiny_export(tmp_path / "vae")), text_encoder=str(folder), text_max_length=8, lr=1e-3)
+                       vae=str(tiny_export(tmp_path / "vae")), text_encoder=str(folder), text_max_length=8,
+                       optimizer=partial(AdamW, lr=1e-3, betas=(0.9, 0.99), weight_decay=0.0))
     trainer = Trainer(accelerator="cpu", max_steps=5, enable_progress_bar=False, enable_model_summary=False,
                       logger=False, default_root_dir=str(tmp_path), limit_val_batches=0,
                       callbacks=[StageExport(str(tmp_path / "export"))])

@@ -4,17 +4,20 @@ exact resume with both optimizers, export folders, video logging."""
 import itertools
 import json
 import math
+from functools import partial
 
 import pytest
 import torch
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
+from torch.optim import AdamW
 
 from videogen.callbacks.export import StageExport
 from videogen.commands.export import export_checkpoint
 from videogen.data import Bucket, Bucketer, LoaderOptions, VideoDataModule
 from videogen.models.vae import PatchDiscriminator3D, VideoAutoencoder
+from videogen.modules.lr_schedule import WarmupCosine
 from videogen.modules.vae import VAEModule, psnr, ssim
 from videogen.pretrained import load_export
 
@@ -45,7 +48,8 @@ def test_metrics_known_values():
 
 def test_training_lowers_loss_and_measures_latent_stats(tmp_path, clip_shards):
     torch.manual_seed(0)
-    module = VAEModule(tiny_vae(), lr=3e-3, warmup_steps=1)
+    module = VAEModule(tiny_vae(), optimizer=partial(AdamW, lr=3e-3, betas=(0.5, 0.9), weight_decay=0.0),
+                       lr_scheduler=partial(WarmupCosine, warmup=1))
     t = trainer(tmp_path, 30)
     t.fit(module, datamodule=datamodule(clip_shards))
     logged = t.logged_metrics
@@ -147,7 +151,8 @@ def test_export_refuses_bad_checkpoints(tmp_path):
 
 def test_bf16_mixed_precision_trains(tmp_path, clip_shards):
     torch.manual_seed(0)
-    module = VAEModule(tiny_vae(), lr=3e-3, warmup_steps=1)
+    module = VAEModule(tiny_vae(), optimizer=partial(AdamW, lr=3e-3, betas=(0.5, 0.9), weight_decay=0.0),
+                       lr_scheduler=partial(WarmupCosine, warmup=1))
     t = trainer(tmp_path, 4, precision="bf16-mixed")
     t.fit(module, datamodule=datamodule(clip_shards))
     assert torch.isfinite(t.logged_metrics["train/loss"]) and int(module.bad_steps) == 0
@@ -157,7 +162,9 @@ def test_bf16_mixed_precision_trains(tmp_path, clip_shards):
 def test_exported_latent_stats_are_a_fresh_measurement_with_the_exported_weights(tmp_path, clip_shards):
     # no validation at the last step: StageExport measures at fit end with the EMA weights it exports
     torch.manual_seed(0)
-    module = VAEModule(tiny_vae(), ema_decay=0.5, lr=3e-3, warmup_steps=1)
+    module = VAEModule(tiny_vae(), ema_decay=0.5,
+                       optimizer=partial(AdamW, lr=3e-3, betas=(0.5, 0.9), weight_decay=0.0),
+                       lr_scheduler=partial(WarmupCosine, warmup=1))
     t = trainer(tmp_path, 6, callbacks=[StageExport(str(tmp_path / "export"), stats_batches=2)])
     dm = datamodule(clip_shards)
     t.fit(module, datamodule=dm)

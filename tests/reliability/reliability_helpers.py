@@ -66,7 +66,10 @@ def tiny_dit_model(vae_export: Path) -> dict:
                                   "init_args": {"in_channels": 4, "hidden_size": 32, "depth": 1, "num_heads": 2,
                                                 "text_dim": 384, "frame_conditioning": True}},
                           "vae": str(vae_export), "text_max_length": 16, "cond_prob": 0.5, "ema_decay": 0.9,
-                          "lr": 1e-3, "warmup_steps": 1}}
+                          "optimizer": {"class_path": "torch.optim.AdamW",
+                                        "init_args": {"lr": 1e-3, "betas": [0.9, 0.99], "weight_decay": 0.0}},
+                          "lr_scheduler": {"class_path": "videogen.modules.lr_schedule.WarmupCosine",
+                                           "init_args": {"warmup": 1}}}}
 
 
 def fit_config(path: Path, run: Path, shards: Path, model: dict, max_steps: int, every: int | None = None,
@@ -171,4 +174,8 @@ def tiny_captioner_model() -> dict:
                                                       "max_length": 64, "channels": [8, 16], "num_frames": 4,
                                                       "grid": [2, 2]}},
                           "caption_key": "txt", "frame_size": 32, "max_length": 32, "flip_prob": 0.5,
-                          "flip_swaps": {"left": "right"}, "lr": 1e-3, "warmup_steps": 1}}
+                          "flip_swaps": {"left": "right"},
+                          "optimizer": {"class_path": "torch.optim.AdamW",
+                                        "init_args": {"lr": 1e-3, "betas": [0.9, 0.98], "weight_decay": 0.01}},
+                          "lr_scheduler": {"class_path": "videogen.modules.lr_schedule.WarmupCosine",
+                                           "init_args": {"warmup": 1}}}}

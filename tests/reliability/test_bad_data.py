@@ -8,6 +8,7 @@ import io
 import logging
 import re
 import tarfile
+from functools import partial
 
 import pytest
 import torch
@@ -17,6 +18,7 @@ from reliability_helpers import clip_sample, make_mp4, make_png, write_tar
 from videogen.data import Bucket, Bucketer, LoaderOptions, StreamOptions, VideoDataModule
 from videogen.data import stages
 from videogen.data.decode import make_decoder
+from videogen.modules.lr_schedule import WarmupCosine
 
 META = {"width": 64, "height": 64, "num_frames": 9, "fps": 12}
 UNICODE = ["漢字かなカナ 한국어", "עברית ‏العربية‏ RTL", "e\u0301 combining, zero\u200bwidth, emoji 👩‍👩‍👧 🎥",
@@ -146,7 +148,8 @@ def test_a_real_training_run_over_every_kind_of_bad_sample_finishes_and_logs_cou
                          clips=StreamOptions(max_member_mb=0.25), loader=LoaderOptions(num_workers=0, shuffle_buffer=4))
     torch.manual_seed(0)
     module = VAEModule(VideoAutoencoder(latent_channels=4, base_channels=8, channel_mult=(1, 2), temporal_compression=4,
-                                        spatial_compression=4, patch_size=2, patch_size_t=2), warmup_steps=1)
+                                        spatial_compression=4, patch_size=2, patch_size_t=2),
+                                        lr_scheduler=partial(WarmupCosine, warmup=1))
     trainer = Trainer(accelerator="cpu", max_epochs=1, logger=False, enable_progress_bar=False,
                       enable_model_summary=False, default_root_dir=str(tmp_path), limit_val_batches=0)
     trainer.fit(module, datamodule=dm)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+from functools import partial
 
 import pytest
 import torch
@@ -18,6 +19,7 @@ from videogen.cli import main
 from videogen.data import Bucketer, LoaderOptions, StreamOptions, VideoDataModule
 from videogen.data.buckets import Bucket
 from videogen.data.manifest import DatasetManifest, scan_shard
+from videogen.modules.lr_schedule import WarmupCosine
 
 HOSTILE = {"fps_inf": {"fps": float("inf")}, "width_inf": {"width": float("inf")},
            "frames_nan": {"num_frames": float("nan")}, "height_negative": {"height": -64},
@@ -58,7 +60,8 @@ def fit(shards, root, max_steps, ckpt_path=None, every=None):
                          clips=StreamOptions(target_fps=12.0), loader=LoaderOptions(num_workers=0, shuffle_buffer=4),
                          filter="width > 0 and fps > 1")
     module = VAEModule(VideoAutoencoder(latent_channels=4, base_channels=8, channel_mult=(1, 2), temporal_compression=4,
-                                        spatial_compression=4, patch_size=2, patch_size_t=2), warmup_steps=1)
+                                        spatial_compression=4, patch_size=2, patch_size_t=2),
+                                        lr_scheduler=partial(WarmupCosine, warmup=1))
     recorder = KeyRecorder()
     callbacks = [recorder]
     if every:

@@ -34,7 +34,7 @@ def models(tmp_path: Path, max_bad_steps: int):
 
     vae = tiny_vae_model()
     vae["init_args"]["max_bad_steps"] = max_bad_steps
-    guard = {"class_path": "videogen.modules.guards.NumericGuard", "init_args": {"max_bad_steps": max_bad_steps}}
+    guard = {"class_path": "videogen.callbacks.guards.NumericGuard", "init_args": {"max_bad_steps": max_bad_steps}}
     dit = tiny_dit_model(str(tiny_export(tmp_path / "vae-export")), ema_decay=None)
     return {"vae": (vae, []), "dit": (dit, [guard])}
 

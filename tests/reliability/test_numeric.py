@@ -2,16 +2,21 @@
 many in a row stop the run with a clear error and a checkpoint from before the fault; loss spikes are
 logged; an out-of-memory error names the settings to change."""
 
+from functools import partial
+
 import pytest
 import torch
 from lightning.pytorch import Callback, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
+from torch.optim import AdamW
 
 from reliability_helpers import make_shards
+from videogen.callbacks.guards import OOM_ADVICE, NumericGuard, OOMAdvice, StepGuard
 from videogen.data import Bucket, Bucketer, LoaderOptions, VideoDataModule
+from videogen.errors import ConfigError
 from videogen.models.dit import DiT
 from videogen.models.vae import VideoAutoencoder
-from videogen.modules.guards import NumericGuard, OOM_ADVICE, StepGuard
+from videogen.modules.lr_schedule import WarmupCosine
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +39,9 @@ def dit_module(vae_export):
 
     torch.manual_seed(0)
     dit = DiT(in_channels=4, hidden_size=32, depth=1, num_heads=2, text_dim=384)
-    return DiTModule(dit, vae=str(vae_export), text_max_length=16, ema_decay=None, lr=1e-3, warmup_steps=1)
+    return DiTModule(dit, vae=str(vae_export), text_max_length=16, ema_decay=None,
+                     optimizer=partial(AdamW, lr=1e-3, betas=(0.9, 0.99), weight_decay=0.0),
+                     lr_scheduler=partial(WarmupCosine, warmup=1))
 
 
 def vae_module(**kw):
@@ -43,7 +50,8 @@ def vae_module(**kw):
     torch.manual_seed(0)
     vae = VideoAutoencoder(latent_channels=4, base_channels=8, channel_mult=(1, 2), temporal_compression=4,
                            spatial_compression=4, patch_size=2, patch_size_t=2)
-    return VAEModule(vae, lr=1e-3, warmup_steps=1, **kw)
+    return VAEModule(vae, optimizer=partial(AdamW, lr=1e-3, betas=(0.5, 0.9), weight_decay=0.0),
+                     lr_scheduler=partial(WarmupCosine, warmup=1), **kw)
 
 
 class Poison(Callback):
@@ -69,7 +77,9 @@ def captioner_module():
     from videogen.modules.captioner import CaptionerModule
 
     torch.manual_seed(0)
-    return CaptionerModule(captioner_tiny(), caption_key="txt", lr=1e-3, warmup_steps=1)
+    return CaptionerModule(captioner_tiny(), caption_key="txt",
+                           optimizer=partial(AdamW, lr=1e-3, betas=(0.9, 0.98), weight_decay=0.01),
+                           lr_scheduler=partial(WarmupCosine, warmup=1))
 
 
 @pytest.mark.parametrize("stage", ["dit", "captioner"])
@@ -143,6 +153,17 @@ def test_spike_is_logged_by_both_stages(tmp_path, shards, vae_export):
     Poison(module.vae.decoder, steps=[5], value=1e3)
     trainer(tmp_path / "vae", 6, [record]).fit(module, datamodule=datamodule(shards))
     assert record.values == [0, 0, 0, 0, 0, 1] and module.guard.spikes == 1
+
+
+def test_a_manual_loop_gets_no_numeric_guard_and_refuses_one(tmp_path, shards):
+    """The VAE guards its own updates: its run adds out-of-memory advice but no (idle) NumericGuard, and a
+    NumericGuard configured for it is refused before any step."""
+    t = trainer(tmp_path / "a", 1)
+    t.fit(vae_module(), datamodule=datamodule(shards))
+    assert any(isinstance(c, OOMAdvice) for c in t.callbacks)
+    assert not any(isinstance(c, NumericGuard) for c in t.callbacks)
+    with pytest.raises(ConfigError, match="VAEModule optimises manually"):
+        trainer(tmp_path / "b", 1, [NumericGuard()]).fit(vae_module(), datamodule=datamodule(shards))
 
 
 def test_spike_detector_on_known_sequences():

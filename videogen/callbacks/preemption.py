@@ -15,7 +15,7 @@ what any of them received (one tiny ``all_gather``), and then all ranks, at the 
 * on SIGTERM: the run ends with exit status 143 (128 + SIGTERM) after the save.
 
 A signal that arrives during validation waits for it to end. Every stage adds this callback
-(``videogen.modules.guards.reliability_callbacks``); see docs/cluster.md and docker/README.md.
+(``videogen.callbacks.guards.reliability_callbacks``); see docs/cluster.md and docker/README.md.
 """
 
 from __future__ import annotations

@@ -97,9 +97,10 @@ def advice(row: dict[str, Any], stage: dict[str, Any], upstream_missed: bool = F
                 f"raise trainer.max_time{where} (or give the run the machine to itself) and rerun")
     base = budget if isinstance(budget, int) and budget > 0 else steps if isinstance(steps, int) and steps > 0 else None
     if base is None:
-        return f"{what}: train the {name} longer (raise trainer.max_steps and model.init_args.decay_steps{where})"
+        return (f"{what}: train the {name} longer (raise trainer.max_steps and "
+                f"model.init_args.lr_scheduler.init_args.decay{where})")
     more, trained = suggested_steps(base), steps if isinstance(steps, int) else base
-    flags = f"--trainer.max_steps={more} --model.init_args.decay_steps={more}"
+    flags = f"--trainer.max_steps={more} --model.init_args.lr_scheduler.init_args.decay={more}"
     if config:
         return f"{what}: train the {name} longer: {flags} (set both in {config}; it trained {trained} steps), then rerun"
     return f"{what}: train the {name} longer: {flags} on its fit (it trained {trained} steps), then rerun"

@@ -17,7 +17,6 @@ share naming the true colour, shape and direction; a few are logged as a table.
 
 from __future__ import annotations
 
-import functools
 import logging
 import random
 from typing import Any
@@ -25,6 +24,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from lightning.pytorch import LightningModule
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 
 from videogen.captioning import (IGNORE, Tokens, build_token_map, caption_texts, encode_example, load_tokenizer,
@@ -33,9 +33,15 @@ from videogen.data.stages import Skips
 from videogen.models.captioner import generate_tokens
 from videogen.models.configurable import to_config
 from videogen.evaluation.caption_metrics import attribute_hits, bleu4
-from videogen.modules.lr_schedule import warmup_cosine
+from videogen.modules.lr_schedule import WarmupCosine, optimizer_config
 
 log = logging.getLogger("videogen.captioner")
+
+
+def captioner_adamw(params) -> torch.optim.Optimizer:
+    """The captioner's default optimizer (see ``videogen.modules.vae.vae_adamw`` for why a named function)."""
+    return torch.optim.AdamW(params, lr=1e-3, betas=(0.9, 0.98), weight_decay=0.01)
+
 
 DEFAULT_PROMPT = "Describe this video in detail."
 DEFAULT_TXT_PROMPT = "Describe this video in detail. Short caption: {txt}."
@@ -61,12 +67,8 @@ class CaptionerModule(LightningModule):
         vflip_swaps: dict[str, str] | None = None,
         reverse_prob: float = 0.0,
         reverse_swaps: dict[str, str] | None = None,
-        lr: float = 1e-3,
-        betas: tuple[float, float] = (0.9, 0.98),
-        weight_decay: float = 0.01,
-        warmup_steps: int = 50,
-        decay_steps: int | None = None,
-        min_lr_ratio: float = 0.1,
+        optimizer: OptimizerCallable = captioner_adamw,
+        lr_scheduler: LRSchedulerCallable = lambda optimizer: WarmupCosine(optimizer, warmup=50),
         val_max_new_tokens: int = 80,
         val_generate_batches: int = 2,
         val_log_captions: int = 8,
@@ -91,13 +93,17 @@ class CaptionerModule(LightningModule):
             flip_prob, flip_swaps: left-right mirroring and the caption words it swaps.
             vflip_prob, vflip_swaps: top-bottom mirroring and the caption words it swaps.
             reverse_prob, reverse_swaps: time reversal and the caption words it swaps.
-            lr, betas, weight_decay, warmup_steps, decay_steps, min_lr_ratio: AdamW, warm-up, cosine.
+            optimizer: builds the optimizer of the trained parameters (default AdamW, lr 1e-3, betas
+                (0.9, 0.98), weight decay 0.01).
+            lr_scheduler: the learning-rate schedule, stepped every optimizer step (default ``WarmupCosine``
+                with 50 warm-up steps, then constant).
             val_max_new_tokens: caption length for validation generation.
             val_generate_batches: validation batches captioned (BLEU, attribute accuracy).
             val_log_captions: generated captions logged as a table.
         """
         super().__init__()
-        self.save_hyperparameters(ignore=["captioner"])
+        self.save_hyperparameters(ignore=["captioner", "optimizer", "lr_scheduler"])
+        self.optimizer, self.lr_scheduler = optimizer, lr_scheduler
         for name, p in (("txt_prob", txt_prob), ("video_dropout", video_dropout), ("flip_prob", flip_prob),
                         ("vflip_prob", vflip_prob), ("reverse_prob", reverse_prob)):
             if not 0.0 <= p <= 1.0:
@@ -287,20 +293,15 @@ class CaptionerModule(LightningModule):
     # ---- optimisation, export -------------------------------------------------------------------
 
     def configure_callbacks(self):
-        """As every stage (videogen/modules/guards.py): NaN/Inf steps skipped and counted, too many in a
+        """As every stage (videogen/callbacks/guards.py): NaN/Inf steps skipped and counted, too many in a
         row stop the run, loss spikes logged, out-of-memory advice, shards checked before the first step,
         skipped samples in the metrics."""
-        from videogen.modules.guards import reliability_callbacks
+        from videogen.callbacks.guards import reliability_callbacks
 
-        return reliability_callbacks(self.trainer)
+        return reliability_callbacks(self)
 
     def configure_optimizers(self):
-        h = self.hparams
-        params = [p for p in self.captioner.parameters() if p.requires_grad]
-        opt = torch.optim.AdamW(params, lr=h.lr, betas=tuple(h.betas), weight_decay=h.weight_decay)
-        schedule = functools.partial(warmup_cosine, warmup=h.warmup_steps, decay=h.decay_steps, floor=h.min_lr_ratio)
-        return {"optimizer": opt,
-                "lr_scheduler": {"scheduler": torch.optim.lr_scheduler.LambdaLR(opt, schedule), "interval": "step"}}
+        return optimizer_config(self.optimizer, self.lr_scheduler, self.captioner.parameters())
 
     def export_stats(self) -> dict[str, Any]:
         h = self.hparams

@@ -19,13 +19,13 @@ caption embeddings, the null caption, caption picking) is :class:`videogen.modul
 
 from __future__ import annotations
 
-import functools
 import logging
 import random
 from typing import Any
 
 import torch
 from lightning.pytorch import LightningModule
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 
 from videogen.callbacks.video_logging import log_videos
 from videogen.data.text_embeddings import CAPTION_NAME
@@ -40,11 +40,17 @@ from videogen.models.dit import DiT
 from videogen.models.dit.diffusers_adapters import DiffusersTransformer
 from videogen.modules.dit_text import CaptionText
 from videogen.modules.ema import ema_of, update_ema
-from videogen.modules.lr_schedule import warmup_cosine
+from videogen.modules.lr_schedule import WarmupCosine, optimizer_config
 from videogen.modules.randomness import step_generator
 from videogen.pipelines.video import frame_mask, generate, sampling_kwargs, wan_image_condition
 
 log = logging.getLogger("videogen.dit")
+
+
+def dit_adamw(params) -> torch.optim.Optimizer:
+    """The DiT's default optimizer (see ``videogen.modules.vae.vae_adamw`` for why a named function)."""
+    return torch.optim.AdamW(params, lr=3e-4, betas=(0.9, 0.99), weight_decay=0.0)
+
 
 COND_MODES = ("image", "extend", "extend-backward", "connect")
 TEXT_EMBEDDINGS = ("auto", "cache", "encoder")
@@ -81,12 +87,8 @@ class DiTModule(CaptionText, LightningModule):
         snr_shift_scale: float = 3.0,
         timestep_mean: float = 0.0,
         timestep_std: float = 1.0,
-        lr: float = 3e-4,
-        betas: tuple[float, float] = (0.9, 0.99),
-        weight_decay: float = 0.0,
-        warmup_steps: int = 100,
-        decay_steps: int | None = None,
-        min_lr_ratio: float = 0.1,
+        optimizer: OptimizerCallable = dit_adamw,
+        lr_scheduler: LRSchedulerCallable = lambda optimizer: WarmupCosine(optimizer, warmup=100),
         ema_decay: float | None = 0.999,
         val_prompts: list[str] | None = None,
         val_shape: tuple[int, int, int] = (9, 64, 96),
@@ -139,7 +141,10 @@ class DiTModule(CaptionText, LightningModule):
             snr_shift_scale: ``process: ddpm_discrete`` only: CogVideoX's SNR shift of its alphas (3.0 for
                 CogVideoX-2b, 1.0 for 5b).
             timestep_mean, timestep_std: logit-normal training timesteps.
-            lr, betas, weight_decay, warmup_steps, decay_steps, min_lr_ratio: AdamW, warm-up, cosine.
+            optimizer: builds the optimizer of the trained parameters (default AdamW, lr 3e-4, betas
+                (0.9, 0.99), no weight decay).
+            lr_scheduler: the learning-rate schedule, stepped every optimizer step (default ``WarmupCosine``
+                with 100 warm-up steps, then constant).
             ema_decay: EMA of the DiT (validation, sampling, export); None: off.
             val_prompts: prompts sampled at each validation (spread over the ranks, see
                 ``sample_across_ranks``) and logged as videos.
@@ -152,7 +157,8 @@ class DiTModule(CaptionText, LightningModule):
                 ``token_budget``), so compiled kernels see one shape for every pack; None: no padding.
         """
         super().__init__()
-        self.save_hyperparameters(ignore=["dit"])
+        self.save_hyperparameters(ignore=["dit", "optimizer", "lr_scheduler"])
+        self.optimizer, self.lr_scheduler = optimizer, lr_scheduler
         if cond_prob > 0 and not dit.frame_conditioning:
             raise ValueError("model.init_args.cond_prob > 0 needs a DiT built with frame_conditioning: true")
         if getattr(dit, "image_to_video", False):
@@ -401,12 +407,7 @@ class DiTModule(CaptionText, LightningModule):
     # ---- optimisation, export -------------------------------------------------------------------
 
     def configure_optimizers(self):
-        h = self.hparams
-        params = [p for p in self.dit.parameters() if p.requires_grad]  # LoRA: the adapters only
-        opt = torch.optim.AdamW(params, lr=h.lr, betas=tuple(h.betas), weight_decay=h.weight_decay)
-        schedule = functools.partial(warmup_cosine, warmup=h.warmup_steps, decay=h.decay_steps, floor=h.min_lr_ratio)
-        return {"optimizer": opt,
-                "lr_scheduler": {"scheduler": torch.optim.lr_scheduler.LambdaLR(opt, schedule), "interval": "step"}}
+        return optimizer_config(self.optimizer, self.lr_scheduler, self.dit.parameters())  # LoRA: the adapters only
 
     def export_stats(self) -> dict[str, Any]:
         s = self.vae_export.stats
@@ -437,11 +438,11 @@ class DiTModule(CaptionText, LightningModule):
         checkpoint["videogen"] = {"stage": "dit", "config": to_config(self.sample_dit), "stats": self.export_stats(),
                                   "export_prefix": "ema.module." if self.ema else "dit."}
 
-    # ---- numerical faults and shape checks (videogen/modules/guards.py) -------------------------
+    # ---- numerical faults and shape checks (videogen/callbacks/guards.py) -------------------------
 
     def configure_callbacks(self):
         """NaN/Inf steps skipped and counted, too many in a row stop the run, loss spikes logged,
         out-of-memory advice; buckets checked against the VAE and patch size before the first step."""
-        from videogen.modules.guards import reliability_callbacks
+        from videogen.callbacks.guards import reliability_callbacks
 
-        return reliability_callbacks(self.trainer)
+        return reliability_callbacks(self)

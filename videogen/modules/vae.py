@@ -3,14 +3,15 @@
 Losses: L1 + L2 reconstruction, an optional LPIPS-style perceptual term (weights from a local path;
 off with one notice when none is given), KL, and from ``gan_start_step`` on a 3D patch-GAN with hinge
 loss and the adaptive weight of taming/LDM. Manual optimisation with two optimizers (generator,
-discriminator); gradient clipping on both; a NaN/Inf loss or gradient skips the update and is
-counted, ``max_bad_steps`` of them in a row stop the run, loss spikes are logged (one mechanism for
-every stage: ``videogen/modules/guards.py``). Optional EMA of the autoencoder's weights, used for
-validation and export. Latent statistics (per-channel mean and std of the posterior mean) are measured
-with the exported weights (the EMA when on, in eval mode) over each validation run and again by
-:class:`~videogen.callbacks.export.StageExport` at fit end when the weights moved since; they live in
-buffers, so a checkpoint alone is enough to export the stage. Without validation data the export
-falls back to a running mean of the online encoder on training batches (``stats.json`` says which).
+discriminator), each update through one guarded step (:meth:`VAEModule._guarded_update`): gradient
+clipping; a NaN/Inf loss or gradient skips the update and is counted, ``max_bad_steps`` of them in a
+row stop the run, loss spikes are logged (``videogen/callbacks/guards.py``). Optional EMA of the
+autoencoder's weights, used for validation and export. Latent statistics (per-channel mean and std of
+the posterior mean) are measured with the exported weights (the EMA when on, in eval mode) over each
+validation run and again by :class:`~videogen.callbacks.export.StageExport` at fit end when the weights
+moved since; they live in buffers, so a checkpoint alone is enough to export the stage. Without
+validation data the export falls back to a running mean of the online encoder on training batches
+(``stats.json`` says which).
 """
 
 from __future__ import annotations
@@ -22,18 +23,25 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from lightning.pytorch import LightningModule
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 
+from videogen.callbacks.guards import StepGuard, bad_ranks, reliability_callbacks
 from videogen.callbacks.video_logging import log_videos, side_by_side
 from videogen.encoding import decode_latents, encode_latents
 from videogen.losses.adversarial import adaptive_weight, hinge_d_loss, hinge_g_loss
 from videogen.models.configurable import to_config
 from videogen.models.vae import PatchDiscriminator3D, VideoAutoencoder
 from videogen.modules.ema import ema_of, update_ema
-from videogen.modules.guards import StepGuard, bad_ranks, reliability_callbacks
-from videogen.modules.lr_schedule import warmup_cosine
+from videogen.modules.lr_schedule import WarmupCosine, optimizer_config
 from videogen.modules.randomness import step_generator
 
 log = logging.getLogger("videogen.vae")
+
+
+def vae_adamw(params) -> torch.optim.Optimizer:
+    """The VAE's default optimizer, for the autoencoder and the discriminator (a named function, not a
+    lambda: jsonargparse writes it into a run's config.yaml by name; a lambda with tuple betas it cannot)."""
+    return torch.optim.AdamW(params, lr=1e-3, betas=(0.5, 0.9), weight_decay=0.0)
 
 
 def psnr(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -85,13 +93,9 @@ class VAEModule(LightningModule):
         kl_weight: float = 1e-6,
         gan_weight: float = 0.5,
         gan_start_step: int = 2000,
-        lr: float = 1e-3,
+        optimizer: OptimizerCallable = vae_adamw,
+        lr_scheduler: LRSchedulerCallable = lambda optimizer: WarmupCosine(optimizer, warmup=100),
         disc_lr: float | None = None,
-        betas: tuple[float, float] = (0.5, 0.9),
-        weight_decay: float = 0.0,
-        warmup_steps: int = 100,
-        decay_steps: int | None = None,
-        min_lr_ratio: float = 0.1,
         grad_clip: float = 1.0,
         ema_decay: float | None = None,
         max_bad_steps: int = 20,
@@ -108,10 +112,11 @@ class VAEModule(LightningModule):
             gan_start_step: the generator step at which the discriminator and the GAN term start.
                 (Lightning's ``trainer.max_steps`` counts the steps of both optimizers once the
                 GAN runs: two per batch.)
-            lr, disc_lr, betas, weight_decay, warmup_steps: AdamW for both networks (disc_lr
-                defaults to lr), with a linear warm-up.
-            decay_steps, min_lr_ratio: cosine decay of the generator's learning rate to
-                ``min_lr_ratio * lr`` at generator step ``decay_steps`` (None: constant after warm-up).
+            optimizer: builds the optimizer of each network (default AdamW, lr 1e-3, betas (0.5, 0.9), no
+                weight decay).
+            lr_scheduler: the generator's learning-rate schedule, stepped every generator step (default
+                ``WarmupCosine`` with 100 warm-up steps, then constant); the discriminator's is constant.
+            disc_lr: the discriminator's learning rate (None: the optimizer's).
             grad_clip: gradient norm clip for both networks (0 disables).
             ema_decay: keep an EMA of the autoencoder (used for validation and export); None: off.
             max_bad_steps: NaN/Inf losses or gradients in a row before the run stops with an error.
@@ -119,8 +124,9 @@ class VAEModule(LightningModule):
             num_log_videos: validation clips logged as original | reconstruction videos.
         """
         super().__init__()
-        self.save_hyperparameters(ignore=["vae", "discriminator"])
+        self.save_hyperparameters(ignore=["vae", "discriminator", "optimizer", "lr_scheduler"])
         self.automatic_optimization = False
+        self.optimizer, self.lr_scheduler = optimizer, lr_scheduler
         self.vae, self.discriminator = vae, discriminator
         self.perceptual = None
         if perceptual_weights and perceptual_weight > 0:
@@ -233,10 +239,23 @@ class VAEModule(LightningModule):
         """Updates skipped for a NaN/Inf loss or gradient so far (``train/bad_steps``)."""
         return self.guard.bad_steps
 
+    def _guarded_update(self, optimizer, loss: torch.Tensor, what: str, parameters) -> bool:
+        """One network's update: zero the gradients, check the loss, backward, check the gradients, clip,
+        step. False when the guard skipped it (counted; no weight or moment moves)."""
+        optimizer.zero_grad(set_to_none=True)
+        if self._check(loss, what):
+            return False
+        self.manual_backward(loss)
+        if self._check(None, what, parameters):
+            optimizer.zero_grad(set_to_none=True)
+            return False
+        if self.hparams.grad_clip:
+            self.clip_gradients(optimizer, gradient_clip_val=self.hparams.grad_clip, gradient_clip_algorithm="norm")
+        optimizer.step()
+        return True
+
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         opt_g, opt_d = self.optimizers() if self.discriminator is not None else (self.optimizers(), None)
-        sched_g = self.lr_schedulers()
-        sched_g = sched_g[0] if isinstance(sched_g, list) else sched_g
         x = batch["video"]  # (B, 3, T, H, W) in [-1, 1]
         gan = self._gan_active()
         posterior = self.vae.encode(x)
@@ -249,33 +268,16 @@ class VAEModule(LightningModule):
             weight = adaptive_weight(losses["nll"], g_loss, self.vae.last_layer_weight)
             loss = loss + self.hparams.gan_weight * weight * g_loss
             losses.update(g=g_loss, gan_weight=weight)
-        if self._check(loss, "generator loss"):
-            opt_g.zero_grad(set_to_none=True)
+        if not self._guarded_update(opt_g, loss, "generator loss", self.vae.parameters()):
             return
-        opt_g.zero_grad(set_to_none=True)
-        self.manual_backward(loss)
-        if self._check(None, "generator loss", self.vae.parameters()):
-            opt_g.zero_grad(set_to_none=True)
-            return
-        if self.hparams.grad_clip:
-            self.clip_gradients(opt_g, gradient_clip_val=self.hparams.grad_clip, gradient_clip_algorithm="norm")
-        opt_g.step()
-        sched_g.step()
+        self.lr_schedulers().step()  # the schedule counts generator steps
         self.generator_steps += 1
         update_ema(self.ema, self.vae)
         self._update_latent_stats(posterior.mode())
-
         if gan:
             d_loss = hinge_d_loss(self.discriminator(x), self.discriminator(rec.detach()))
-            opt_d.zero_grad(set_to_none=True)
-            if not self._check(d_loss, "discriminator loss"):
-                self.manual_backward(d_loss)
-                if not self._check(None, "discriminator loss", self.discriminator.parameters()):
-                    if self.hparams.grad_clip:
-                        self.clip_gradients(opt_d, gradient_clip_val=self.hparams.grad_clip,
-                                            gradient_clip_algorithm="norm")
-                    opt_d.step()
-                    losses["d"] = d_loss
+            if self._guarded_update(opt_d, d_loss, "discriminator loss", self.discriminator.parameters()):
+                losses["d"] = d_loss
         spike = self.guard.passed(loss.item(), self.global_step)
         bs = x.shape[0]
         self.log("train/loss", loss, prog_bar=True, batch_size=bs)
@@ -321,15 +323,13 @@ class VAEModule(LightningModule):
     # ---- optimizers, checkpoints ----------------------------------------------------------------
 
     def configure_optimizers(self):
-        h = self.hparams
-        opt_g = torch.optim.AdamW(self.vae.parameters(), lr=h.lr, betas=tuple(h.betas), weight_decay=h.weight_decay)
-        schedule = functools.partial(warmup_cosine, warmup=h.warmup_steps, decay=h.decay_steps, floor=h.min_lr_ratio)
-        sched_g = {"scheduler": torch.optim.lr_scheduler.LambdaLR(opt_g, schedule), "interval": "step"}
+        generator = optimizer_config(self.optimizer, self.lr_scheduler, self.vae.parameters())
         if self.discriminator is None:
-            return {"optimizer": opt_g, "lr_scheduler": sched_g}
-        opt_d = torch.optim.AdamW(self.discriminator.parameters(), lr=h.disc_lr or h.lr, betas=tuple(h.betas),
-                                  weight_decay=h.weight_decay)
-        return [opt_g, opt_d], [sched_g]
+            return generator
+        opt_d = self.optimizer(self.discriminator.parameters())
+        for group in opt_d.param_groups:
+            group["lr"] = self.hparams.disc_lr or group["lr"]
+        return generator, {"optimizer": opt_d}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Everything `videogen export` needs, in plain types (loadable with weights_only=True)."""
@@ -341,4 +341,4 @@ class VAEModule(LightningModule):
         self.guard.load_state_dict(checkpoint.get("videogen_guard", {}))
 
     def configure_callbacks(self):
-        return reliability_callbacks(self.trainer)  # out-of-memory advice, bucket shape check
+        return reliability_callbacks(self)  # out-of-memory advice, bucket shape check; no NumericGuard

@@ -13,15 +13,16 @@ Where it is called:
 * automatic optimisation (``DiTModule``, any other stage): the :class:`NumericGuard` callback checks
   the gradients right before ``optimizer.step`` (a NaN/Inf loss makes them non-finite too), drops
   them so the step leaves the weights alone, and logs spikes after the batch. Modules add it with
-  ``configure_callbacks`` -> :func:`reliability_callbacks`.
+  ``configure_callbacks`` -> :func:`reliability_callbacks` (only to a stage that optimises
+  automatically: a manual loop guards itself).
 
 Under DDP/FSDP every decision is collective (:func:`bad_ranks`, one ``all_gather`` of a flag): a
 step that is non-finite on any rank is skipped on every rank, the counters move together, and
 ``max_bad_steps`` stops every rank at the same step with the same message (naming the ranks that
 saw the fault), so no rank is left waiting in a collective for one that stopped.
 
-``NumericGuard`` also turns an out-of-memory error in any step into one that names the settings to
-change (batch size, token budget, activation checkpointing, precision).
+:class:`OOMAdvice`, added to every stage, turns an out-of-memory error in any step into one that names
+the settings to change (batch size, token budget, activation checkpointing, precision).
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ from typing import Any, Callable, Iterable
 
 import torch
 from lightning.pytorch import Callback
+
+from videogen.errors import ConfigError
 
 log = logging.getLogger("videogen.guard")
 
@@ -87,8 +90,8 @@ class StepGuard:
                 f"{self.in_a_row} non-finite losses in a row (NaN/Inf loss or gradient; last: {what}{where} at step "
                 f"{step}); the run stops here and "
                 "its last checkpoint is from before the fault (skipped steps change no weight). Look for bad "
-                "inputs, lower model.init_args.lr, clip gradients harder, or train in fp32 (trainer.precision=32); "
-                "max_bad_steps sets how many in a row are tolerated.")
+                "inputs, lower the learning rate (model.init_args.optimizer.init_args.lr), clip gradients harder, "
+                "or train in fp32 (trainer.precision=32); max_bad_steps sets how many in a row are tolerated.")
 
     def check(self, loss: torch.Tensor | None, step: int, what: str = "loss",
               parameters: Iterable[torch.nn.Parameter] | None = None,
@@ -166,8 +169,16 @@ def with_oom_advice(exception: BaseException) -> bool:
     return oom
 
 
+class OOMAdvice(Callback):
+    """Out-of-memory errors in any stage re-raised with the settings to change (:data:`OOM_ADVICE`)."""
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        if with_oom_advice(exception):
+            log.error(OOM_ADVICE)
+
+
 class NumericGuard(Callback):
-    """:class:`StepGuard` for automatic optimisation, plus out-of-memory advice for every stage.
+    """:class:`StepGuard` for automatic optimisation (a manual loop, the VAE's, guards its own updates).
 
     Args: as :class:`StepGuard`.
     """
@@ -177,12 +188,16 @@ class NumericGuard(Callback):
         self.guard = StepGuard(max_bad_steps, spike_sigmas, spike_warmup, spike_momentum)
         self._skipped = False
 
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        if not pl_module.automatic_optimization:
+            raise ConfigError(f"trainer.callbacks: NumericGuard guards automatic optimisation, but "
+                              f"{type(pl_module).__name__} optimises manually and guards its own updates (its "
+                              "max_bad_steps): remove NumericGuard from trainer.callbacks")
+
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         self._skipped = False
 
     def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
-        if not pl_module.automatic_optimization:  # manual loops (the VAE) guard themselves
-            return
         params = [p for group in optimizer.param_groups for p in group["params"]]
         ranks = functools.partial(bad_ranks, trainer.strategy)
         if self.guard.check(None, trainer.global_step, "the loss", params, ranks, trainer.world_size):
@@ -191,8 +206,6 @@ class NumericGuard(Callback):
             self._skipped = True
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if not pl_module.automatic_optimization:
-            return
         loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
         spike = False
         if isinstance(loss, torch.Tensor) and not self._skipped:
@@ -207,10 +220,6 @@ class NumericGuard(Callback):
         pl_module.log("train/loss_spike", float(spike), on_step=True, on_epoch=False)
         pl_module.log("train/bad_steps", float(self.guard.bad_steps), on_step=True, on_epoch=False)
 
-    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
-        if with_oom_advice(exception):
-            log.error(OOM_ADVICE)
-
     def state_dict(self) -> dict[str, Any]:
         return self.guard.state_dict()
 
@@ -218,15 +227,16 @@ class NumericGuard(Callback):
         self.guard.load_state_dict(state_dict)
 
 
-def reliability_callbacks(trainer) -> list[Callback]:
-    """What every stage adds through ``configure_callbacks``: :class:`NumericGuard`, the config check
-    before the first step, the skipped-sample counts in the metrics and the checkpoint on SIGTERM or
-    SLURM's requeue signal (each only when the trainer has none of its own, so a configured one
-    keeps its settings)."""
+def reliability_callbacks(module) -> list[Callback]:
+    """What every stage adds through ``configure_callbacks``: :class:`NumericGuard` (to a stage that
+    optimises automatically), out-of-memory advice, the config check before the first step, the
+    skipped-sample counts in the metrics and the checkpoint on SIGTERM or SLURM's requeue signal (each
+    only when the trainer has none of its own, so a configured one keeps its settings)."""
     from videogen.callbacks.config_check import ConfigCheck
     from videogen.callbacks.data_skips import DataSkips
     from videogen.callbacks.preemption import Preemption
 
-    have = trainer.callbacks if trainer is not None else []
-    return [cls() for cls in (NumericGuard, ConfigCheck, DataSkips, Preemption)
+    have = module.trainer.callbacks if module._trainer is not None else []
+    guard = (NumericGuard,) if module.automatic_optimization else ()
+    return [cls() for cls in (*guard, OOMAdvice, ConfigCheck, DataSkips, Preemption)
             if not any(isinstance(c, cls) for c in have)]
