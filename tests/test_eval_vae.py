@@ -92,7 +92,7 @@ def test_report_counts_numbers_and_json_shape(capsys, vae_export, shards):
 
 def test_psnr_and_ssim_equal_a_direct_computation(capsys, vae_export, shards):
     from videogen.data.decode import make_decoder
-    from videogen.modules.vae import psnr, ssim
+    from videogen.evaluation.reconstruction import psnr, ssim
     from videogen.pretrained import load_export
 
     rep = report_of(capsys, "--vae", str(vae_export), "--data", str(shards))

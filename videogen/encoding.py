@@ -150,3 +150,23 @@ def latent_cache_folders(shards: str | list[str] | None) -> list[Path]:
 
     local = {Path(manifest_for(u)).parent for u in expand_urls(shards) if local_path(u) is not None}
     return [f for f in sorted(local) if (m := DatasetManifest.find(f)) is not None and m.created_by.get("vae")]
+
+
+class LatentMoments:
+    """Exact per-channel mean and variance of latents (B, C, t, h, w), accumulated in float64."""
+
+    def __init__(self, channels: int) -> None:
+        self.sum = torch.zeros(channels, dtype=torch.float64)
+        self.sq = torch.zeros(channels, dtype=torch.float64)
+        self.count, self.clips = 0, 0
+
+    def add(self, z: torch.Tensor) -> None:
+        zc = z.detach().double().transpose(0, 1).flatten(1).cpu()  # c (b t h w)
+        self.sum += zc.sum(1)
+        self.sq += zc.pow(2).sum(1)
+        self.count += zc.shape[1]
+        self.clips += z.shape[0]
+
+    def result(self) -> tuple[torch.Tensor, torch.Tensor]:
+        mean = self.sum / self.count
+        return mean.float(), (self.sq / self.count - mean.pow(2)).clamp_min(0).float()

@@ -149,7 +149,7 @@ def test_our_dit_trains_on_a_diffusers_vae_from_the_cache_and_from_pixels(wan_ca
 
 def test_vae_stats_measures_and_load_vae_uses_them(tmp_path, shards, capsys):
     from videogen.cli import main
-    from videogen.modules.vae import LatentMoments
+    from videogen.encoding import LatentMoments
 
     vae_dir = save_vae(tmp_path / "wan", "AutoencoderKLWan", WAN)
     out = tmp_path / "wan.stats.json"

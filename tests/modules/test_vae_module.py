@@ -18,7 +18,8 @@ from videogen.commands.export import export_checkpoint
 from videogen.data import Bucket, Bucketer, LoaderOptions, VideoDataModule
 from videogen.models.vae import PatchDiscriminator3D, VideoAutoencoder
 from videogen.modules.lr_schedule import WarmupCosine
-from videogen.modules.vae import VAEModule, psnr, ssim
+from videogen.evaluation.reconstruction import psnr, ssim
+from videogen.modules.vae import VAEModule
 from videogen.pretrained import load_export
 
 

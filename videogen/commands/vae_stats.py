@@ -47,7 +47,7 @@ def measure(vae_dir: str | Path, data: str, out: str | Path, max_clips: int | No
     from videogen.data.stages import Skips
     from videogen.encoding import encode_latents
     from videogen.evaluation.reconstruction import frames_to_video, iter_records, trimmed_shape
-    from videogen.modules.vae import LatentMoments
+    from videogen.encoding import LatentMoments
 
     vae_dir, out = Path(vae_dir).resolve(), Path(out).resolve()
     if not hf.is_diffusers_folder(vae_dir):

@@ -10,7 +10,7 @@ default half the free CUDA memory or a tenth of the RAM; see ``videogen.memory``
 ``--chunk-frames`` / ``--tile`` are given; the tile overlap defaults to the one at which tiling is
 exact (``videogen.models.vae.receptive``); bf16 autocast on CUDA. Reported:
 
-* mean PSNR and SSIM over clips (``videogen.modules.vae.psnr`` / ``ssim``, the validation metrics;
+* mean PSNR and SSIM over clips (``psnr`` / ``ssim`` below, the VAE stage's validation metrics too;
   the reconstruction is clamped to [-1, 1] as in validation);
 * encode and decode seconds per clip (wall clock, CUDA synchronised);
 * for synthetic clips (json ``attributes.colour``): the colour agreement, the fraction of clips
@@ -29,6 +29,25 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterator
+
+
+def psnr(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Per-clip PSNR in dB of videos in [-1, 1]: (B,)."""
+    import torch
+
+    mse = ((x - y) / 2).pow(2).flatten(1).mean(1).clamp_min(1e-10)
+    return -10 * torch.log10(mse)
+
+
+def ssim(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Mean SSIM over frames of videos (B, C, T, H, W) in [-1, 1]: (B,)."""
+    from einops import rearrange
+    from torchmetrics.functional.image import structural_similarity_index_measure
+
+    b = x.shape[0]
+    frames = lambda v: rearrange((v.clamp(-1, 1) + 1) / 2, "b c t h w -> (b t) c h w")  # noqa: E731
+    per_frame = structural_similarity_index_measure(frames(x), frames(y), data_range=1.0, reduction="none")
+    return per_frame.view(b, -1).mean(1)
 
 
 class EvalError(ValueError):
@@ -139,14 +158,13 @@ def reconstruct(vae, video, chunk_frames: int | None = None, tile: tuple[int, in
     """Encode and decode (1, C, T, H, W) in [-1, 1], comparing chunk by chunk as the decoder yields them.
 
     PSNR is over the whole clip (summed squared error / all pixels), SSIM the mean over frames, both on
-    the reconstruction clamped to [-1, 1] (the validation metrics, ``videogen.modules.vae``). Chunks and
+    the reconstruction clamped to [-1, 1] (the validation metrics). Chunks and
     tiles come from the memory budget unless ``chunk_frames`` or ``tile`` is given.
     """
     import torch
 
     from videogen.encoding import plan_for
     from videogen.memory import inference_autocast
-    from videogen.modules.vae import ssim
 
     tc = vae.temporal_compression
     if chunk_frames is None and tile is None:

@@ -27,7 +27,8 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 
 from videogen.callbacks.guards import StepGuard, bad_ranks, reliability_callbacks
 from videogen.callbacks.video_logging import log_videos, side_by_side
-from videogen.encoding import decode_latents, encode_latents
+from videogen.encoding import LatentMoments, decode_latents, encode_latents
+from videogen.evaluation.reconstruction import psnr, ssim
 from videogen.losses.adversarial import adaptive_weight, hinge_d_loss, hinge_g_loss
 from videogen.models.configurable import to_config
 from videogen.models.vae import PatchDiscriminator3D, VideoAutoencoder
@@ -42,43 +43,6 @@ def vae_adamw(params) -> torch.optim.Optimizer:
     """The VAE's default optimizer, for the autoencoder and the discriminator (a named function, not a
     lambda: jsonargparse writes it into a run's config.yaml by name; a lambda with tuple betas it cannot)."""
     return torch.optim.AdamW(params, lr=1e-3, betas=(0.5, 0.9), weight_decay=0.0)
-
-
-def psnr(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Per-clip PSNR in dB of videos in [-1, 1]: (B,)."""
-    mse = ((x - y) / 2).pow(2).flatten(1).mean(1).clamp_min(1e-10)
-    return -10 * torch.log10(mse)
-
-
-def ssim(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Mean SSIM over frames of videos (B, C, T, H, W) in [-1, 1]: (B,)."""
-    from einops import rearrange
-    from torchmetrics.functional.image import structural_similarity_index_measure
-
-    b = x.shape[0]
-    frames = lambda v: rearrange((v.clamp(-1, 1) + 1) / 2, "b c t h w -> (b t) c h w")  # noqa: E731
-    per_frame = structural_similarity_index_measure(frames(x), frames(y), data_range=1.0, reduction="none")
-    return per_frame.view(b, -1).mean(1)
-
-
-class LatentMoments:
-    """Exact per-channel mean and variance of latents (B, C, t, h, w), accumulated in float64."""
-
-    def __init__(self, channels: int) -> None:
-        self.sum = torch.zeros(channels, dtype=torch.float64)
-        self.sq = torch.zeros(channels, dtype=torch.float64)
-        self.count, self.clips = 0, 0
-
-    def add(self, z: torch.Tensor) -> None:
-        zc = z.detach().double().transpose(0, 1).flatten(1).cpu()  # c (b t h w)
-        self.sum += zc.sum(1)
-        self.sq += zc.pow(2).sum(1)
-        self.count += zc.shape[1]
-        self.clips += z.shape[0]
-
-    def result(self) -> tuple[torch.Tensor, torch.Tensor]:
-        mean = self.sum / self.count
-        return mean.float(), (self.sq / self.count - mean.pow(2)).clamp_min(0).float()
 
 
 class VAEModule(LightningModule):
