@@ -189,12 +189,26 @@ def checkpoint_mismatch(error: RuntimeError, ckpt_path, model) -> str | None:
                         "checkpoint of this config, or leave out --ckpt_path to start a new run")
 
 
+# stage-module arguments that became the injected optimizer's / schedule's (a config or checkpoint
+# written before: its hyper-parameters name them)
+RETIRED_ARGUMENTS = {"lr": "optimizer.init_args.lr", "betas": "optimizer.init_args.betas",
+                     "weight_decay": "optimizer.init_args.weight_decay", "warmup_steps": "lr_scheduler.init_args.warmup",
+                     "decay_steps": "lr_scheduler.init_args.decay", "min_lr_ratio": "lr_scheduler.init_args.floor"}
+
+
 def config_error(message: str) -> None:
     """A configuration the run cannot use: one line on stderr, exit status 2, nothing computed.
     (jsonargparse reports a constructor's error among the Union subtypes it tried: keep that one.)"""
+    import re
+
     reasons = [line.strip()[2:] for line in message.splitlines()
                if line.strip().startswith("- ") and "Expected a <class 'NoneType'>" not in line]
-    print(f"videogen: error: {reasons[0] if reasons else message.strip().splitlines()[0]}", file=sys.stderr)
+    reason = reasons[0] if reasons else message.strip().splitlines()[0]
+    retired = re.search(r"unexpected keyword argument '(\w+)'", reason)
+    if retired and retired.group(1) in RETIRED_ARGUMENTS:
+        reason += (f" (a config or checkpoint from before the optimizer was injected: it is now "
+                   f"model.init_args.{RETIRED_ARGUMENTS[retired.group(1)]}, as in configs/*/quickstart.yaml)")
+    print(f"videogen: error: {reason}", file=sys.stderr)
     raise SystemExit(2)
 
 

@@ -117,4 +117,6 @@ def test_a_resumed_fit_goes_on_with_the_optimizer_and_schedule(tmp_path, clip_sh
     with pytest.raises(SystemExit) as stop:
         main(["fit", "--config", str(tmp_path / "b" / "c.yaml"), f"--ckpt_path={tmp_path / 'old.ckpt'}"])
     assert stop.value.code == 2
-    assert "videogen: error: VAEModule.__init__() got an unexpected keyword argument 'lr'" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "videogen: error: VAEModule.__init__() got an unexpected keyword argument 'lr'" in err
+    assert "it is now model.init_args.optimizer.init_args.lr" in err
