@@ -9,6 +9,7 @@ def test_shapes_frames_and_tokens():
     assert grid.latent_frames(1) == 1 and grid.latent_frames(16) == 4  # causal: the first frame alone
     assert grid.frames_for(5) == 17 and grid.frames_for(1) == 1
     assert grid.usable_frames(20) == 17 and grid.usable_frames(17) == 17
+    assert LatentGrid(4, 8, frame_multiple=8).usable_frames(15) == 9  # CogVideoX: an odd latent count
     assert grid.token_shape == (4, 16, 16)
     assert grid.tokens(17, 64, 96) == 5 * 4 * 6
     assert grid.latent_tokens(5, 9, 12) == 5 * 4 * 6  # whole patches only

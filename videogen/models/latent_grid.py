@@ -74,8 +74,8 @@ class LatentGrid:
         return 1 + (latent_frames - 1) * self.temporal_compression
 
     def usable_frames(self, frames: int) -> int:
-        """The longest clip of at most ``frames`` frames the VAE takes whole (``1 + k * tc``)."""
-        return self.frames_for(self.latent_frames(frames))
+        """The longest clip of at most ``frames`` frames the VAE takes whole (``1 + k * frame_multiple``)."""
+        return 1 + (frames - 1) // self.frame_multiple * self.frame_multiple
 
     def latent_tokens(self, t: int, h: int, w: int) -> int:
         """Tokens of a ``t x h x w`` latent (whole patches)."""
