@@ -96,7 +96,7 @@ class LatentGrid:
         if latent_t % pt:
             return f"num_frames={frames} gives {latent_t} latent frames, not a multiple of the patch's {pt}"
         for name, size, p in (("height", height, ph), ("width", width, pw)):
-            m = self.spatial_compression * p
+            m, lo = self.spatial_compression * p, size - size % (self.spatial_compression * p)
             if size % m:
-                return f"{name}={size} is not a multiple of {m} (use {max(m, size - size % m)} or {size - size % m + m})"
+                return f"{name}={size} is not a multiple of {m} (use {max(m, lo)} or {lo + m})"
         return None
