@@ -1,6 +1,9 @@
 """``ConfigCheck`` asks each real stage module for its ``latent_grid``: the DiT (its VAE x patch), the VAE,
 and the captioner when it reads VAE latents are checked; a captioner on pixels has no grid."""
 
+from types import SimpleNamespace
+
+import numpy as np
 import pytest
 
 from videogen.callbacks.config_check import check_shapes, check_token_shape
@@ -43,6 +46,20 @@ def test_the_captioners_vae_is_checked_like_the_dits(vae_export):
     pixels = CaptionerModule(captioner_tiny())
     assert pixels.latent_grid is None
     setup_with(pixels, Bucket(8, 30, 50))  # pixels go in as they are: nothing to check
+
+
+def test_a_stage_without_a_grid_is_refused_not_left_unchecked():
+    """Before, the check looked for ``module.vae_export``: a stage that renamed it went unchecked in silence."""
+    from videogen.callbacks.throughput import dit_tokens
+
+    old_style = SimpleNamespace(dit=SimpleNamespace(patch_size=(1, 2, 2), forward_flops=None),
+                                vae_export=SimpleNamespace(stats={"temporal_compression": 4, "spatial_compression": 4}))
+    with pytest.raises(AttributeError, match="latent_grid"):
+        setup_with(old_style, Bucket(9, 36, 48))
+    with pytest.raises(AttributeError, match="latent_grid"):
+        dit_tokens(old_style, {"latent": [np.zeros((4, 3, 8, 12))]})
+    assert dit_tokens(SimpleNamespace(dit=old_style.dit, latent_grid=LatentGrid(4, 4, (1, 2, 2))),
+                      {"latent": [np.zeros((4, 3, 8, 12))]}) == [3 * 4 * 6]
 
 
 def test_the_vae_stage_is_checked_through_its_grid():

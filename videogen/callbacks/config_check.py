@@ -14,7 +14,9 @@
 Each problem raises :class:`~videogen.errors.ConfigError` naming the key, what it holds and what would work
 (``videogen fit`` prints it as one line and exits with status 2). The stage is asked for its grid,
 ``module.latent_grid`` (a :class:`~videogen.models.latent_grid.LatentGrid`: the VAE's own, the DiT's VAE x
-patch, the captioner's VAE when it reads latents); a module without one (None) gets the shard check only.
+patch, the captioner's VAE when it reads latents); a stage whose grid is None (a captioner on pixels) gets
+the shard check only, and a module with no ``latent_grid`` at all is refused (AttributeError), never
+silently left unchecked.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from videogen.errors import ConfigError
 
 def check_shapes(module: Any, datamodule: Any) -> None:
     """Raise :class:`ConfigError` for the first bucket (or packing multiple) the stage cannot take."""
-    grid = getattr(module, "latent_grid", None)
+    grid = module.latent_grid  # every stage has one: a stage without it fails here, not silently unchecked
     bucketer = getattr(datamodule, "bucketer", None)
     if grid is None or bucketer is None:
         return
@@ -52,7 +54,7 @@ def check_shapes(module: Any, datamodule: Any) -> None:
 def check_token_shape(module: Any, datamodule: Any) -> None:
     """Give the datamodule's bucketer the DiT stage's token shape when the config leaves it unset; raise
     :class:`ConfigError` when a typed one disagrees (or the stage's shape breaks the token budget)."""
-    grid, bucketer = getattr(module, "latent_grid", None), getattr(datamodule, "bucketer", None)
+    grid, bucketer = module.latent_grid, getattr(datamodule, "bucketer", None)
     if grid is None or bucketer is None or getattr(module, "dit", None) is None:  # tokens are the DiT's
         return
     shape, what = grid.token_shape, grid.source

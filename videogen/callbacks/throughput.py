@@ -45,9 +45,10 @@ def clip_shapes(batch: dict[str, Any]) -> list[tuple[int, int, int]]:
 
 def dit_tokens(pl_module, batch: dict[str, Any]) -> list[int] | None:
     """Latent tokens per clip when the module trains a DiT on a VAE's latents, else None."""
-    dit, grid = getattr(pl_module, "dit", None), getattr(pl_module, "latent_grid", None)
-    if dit is None or grid is None or not hasattr(dit, "forward_flops"):
+    dit = getattr(pl_module, "dit", None)
+    if dit is None or not hasattr(dit, "forward_flops"):
         return None
+    grid = pl_module.latent_grid  # the DiT stage's: a stage without one fails here, not silently without MFU
     count = grid.tokens if "video" in batch else grid.latent_tokens  # pixels go through the causal latent grid
     return [count(*shape) for shape in clip_shapes(batch)]
 
