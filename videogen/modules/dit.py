@@ -27,7 +27,7 @@ import torch
 from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 
-from videogen.callbacks.video_logging import log_videos
+from videogen.callbacks.media_logging import log_videos
 from videogen.data.text_embeddings import CAPTION_NAME
 from videogen.diffusion import PROCESS_NAMES, logit_normal, make_process, shift_timesteps, timestep_shift
 from videogen.diffusion.timesteps import SPACINGS, dynamic_shift
