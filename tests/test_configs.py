@@ -57,8 +57,45 @@ def test_config_parses_and_instantiates(path, tmp_path):
         from videogen.commands.pipeline import load_steps
 
         assert load_steps(path)[0]
-    else:
-        pytest.skip(f"{path.name}: a fragment (merged into training configs)")
+    else:  # a fragment: test_fragment_merges_into_a_training_config
+        assert path.parent.name == "trainer" and set(cfg) == {"trainer"}, f"{path}: a config of no known kind"
+
+
+FRAGMENTS = [p for p in CONFIGS if p.parent.name == "trainer"]
+BASE = next(p for p in CONFIGS if p.name == "base_256p.yaml" and p.parent.name == "dit")
+
+
+@pytest.mark.parametrize("fragment", FRAGMENTS, ids=lambda p: p.name)
+def test_fragment_merges_into_a_training_config(fragment, tmp_path):
+    """A trainer fragment merged after the DiT config it is documented with keeps the config's model and
+    data and brings its strategy; the values derived at build time agree (the DiT's input channels are the
+    VAE's latent channels; a mismatch is refused at construction)."""
+    import importlib
+
+    base = yaml.safe_load(BASE.read_text())
+    from jsonargparse import ArgumentParser
+    from lightning.pytorch.strategies import Strategy
+
+    strategy = yaml.safe_load(fragment.read_text())["trainer"]["strategy"]
+    channels = base["model"]["init_args"]["dit"]["init_args"]["in_channels"]
+    vae = make_vae_export(tmp_path / "vae", channels)
+    # the fragment's strategy as jsonargparse builds it (FSDP refuses a CPU Trainer: the run below uses auto)
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_subclass_arguments(Strategy, "strategy")
+    built = parser.instantiate_classes(parser.parse_object({"strategy": strategy}))["strategy"]
+    module, cls = strategy["class_path"].rsplit(".", 1)
+    assert isinstance(built, getattr(importlib.import_module(module), cls))
+    cpu = ["--trainer.logger=false", "--trainer.accelerator=cpu", "--trainer.devices=1", "--trainer.precision=32",
+           "--trainer.num_nodes=1", "--trainer.strategy=auto", f"--model.init_args.vae={vae}"]
+    cli = lightning_cli(["--config", str(BASE), "--config", str(fragment), *cpu], run=False)
+    assert cli.model.dit.in_channels == channels == cli.model.vae_export.stats["latent_channels"]
+    assert len(cli.model.dit.blocks) == base["model"]["init_args"]["dit"]["init_args"]["depth"]
+    assert [b.name for b in cli.datamodule.bucketer.buckets] == [
+        f"{b['num_frames']}x{b['height']}x{b['width']}" for b in base["data"]["init_args"]["bucketer"]["buckets"]]
+    wrong = make_vae_export(tmp_path / "wrong", channels + 1)
+    with pytest.raises(SystemExit):  # the linked value: a VAE of other latent channels is refused, one line
+        lightning_cli(["--config", str(BASE), "--config", str(fragment), *cpu, f"--model.init_args.vae={wrong}"],
+                      run=False)
 
 
 @pytest.mark.parametrize("path", [p for p in CONFIGS if "model" in yaml.safe_load(p.read_text())],

@@ -63,11 +63,14 @@ def report_of(capsys, *argv: str) -> dict:
 
 
 def test_trimmed_shape():
-    assert reconstruction.trimmed_shape(11, 30, 42, tc=4, sc=4) == (9, 28, 40, 1, 1)
-    assert reconstruction.trimmed_shape(13, 64, 96, tc=4, sc=8) == (13, 64, 96, 0, 0)
-    assert reconstruction.trimmed_shape(13, 64, 64, tc=4, sc=8, max_frames=8) == (5, 64, 64, 0, 0)
-    assert reconstruction.trimmed_shape(3, 20, 20, tc=4, sc=8) == (1, 16, 16, 2, 2)  # an image-like clip
-    assert reconstruction.trimmed_shape(9, 6, 64, tc=4, sc=8) is None
+    from videogen.models.latent_grid import LatentGrid
+
+    assert reconstruction.trimmed_shape(11, 30, 42, LatentGrid(4, 4)) == (9, 28, 40, 1, 1)
+    assert reconstruction.trimmed_shape(13, 64, 96, LatentGrid(4, 8)) == (13, 64, 96, 0, 0)
+    assert reconstruction.trimmed_shape(13, 64, 64, LatentGrid(4, 8), max_frames=8) == (5, 64, 64, 0, 0)
+    assert reconstruction.trimmed_shape(3, 20, 20, LatentGrid(4, 8)) == (1, 16, 16, 2, 2)  # an image-like clip
+    assert reconstruction.trimmed_shape(9, 6, 64, LatentGrid(4, 8)) is None
+    assert reconstruction.trimmed_shape(15, 64, 64, LatentGrid(4, 8, frame_multiple=8)) == (9, 64, 64, 0, 0)
 
 
 def test_report_counts_numbers_and_json_shape(capsys, vae_export, shards):

@@ -156,3 +156,19 @@ def test_a_previous_card_is_reused_only_for_the_same_inputs(tmp_path):
         out.write_text(text, errors="surrogateescape") if text != "\xff" else out.write_bytes(b"\xff\xfe")
         assert previous_card(out, inputs) is None
     assert previous_card(tmp_path / "none.json", inputs) is None
+
+
+def test_a_shape_the_models_cannot_sample_is_refused_with_the_grids_reason():
+    from types import SimpleNamespace
+
+    from videogen.commands.scorecard import ScorecardError, check_shape
+
+    generator = SimpleNamespace(stats={"temporal_compression": 2, "spatial_compression": 4},
+                                dit=SimpleNamespace(patch_size=(1, 2, 2)))
+    check_shape(generator, (9, 32, 48))
+    with pytest.raises(ScorecardError, match=re.escape(
+            "--shape 4 32 48: this DiT and VAE sample 1 + k*2 frames (latent frames a multiple of 1) at heights that "
+            "are multiples of 8 and widths of 8, e.g. --shape 9 64 96 (num_frames=4 is not 1 + k*2 (use 3 or 5))")):
+        check_shape(generator, (4, 32, 48))
+    with pytest.raises(ScorecardError, match=re.escape("(width=44 is not a multiple of 8 (use 40 or 48))")):
+        check_shape(generator, (9, 32, 44))

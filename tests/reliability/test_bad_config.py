@@ -79,14 +79,15 @@ def test_an_unset_token_shape_is_the_dits():
     from videogen.callbacks.config_check import check_token_shape
     from videogen.data import Bucket, Bucketer, VideoDataModule
 
-    export = SimpleNamespace(folder="vae", stats={"temporal_compression": 4, "spatial_compression": 8})
-    dit = SimpleNamespace(dit=SimpleNamespace(patch_size=(1, 2, 2)), vae_export=export)
+    from videogen.models.latent_grid import LatentGrid
+
+    dit = SimpleNamespace(dit=SimpleNamespace(patch_size=(1, 2, 2)), latent_grid=LatentGrid(4, 8, (1, 2, 2), source="vae"))
     dm = VideoDataModule("unused", bucketer=Bucketer([Bucket(9, 64, 64)], token_budget=100))
     with pytest.raises(ValueError, match="needs the token shape"):
         dm.bucketer.batch_size_of(dm.bucketer.buckets[0])
     check_token_shape(dit, dm)
     assert dm.bucketer.token_shape == (4, 16, 16) and dm.bucketer.batch_size_of(dm.bucketer.buckets[0]) == 100 // 48
-    vae = SimpleNamespace(vae=SimpleNamespace(temporal_compression=4, spatial_compression=8))
+    vae = SimpleNamespace(latent_grid=LatentGrid(4, 8))
     unset = VideoDataModule("unused", bucketer=Bucketer([Bucket(9, 64, 64)], token_budget=100))
     check_token_shape(vae, unset)
     assert unset.bucketer.token_shape is None
@@ -127,16 +128,16 @@ def test_a_vae_that_needs_longer_frame_steps_refuses_buckets_between_them():
 
     import pytest
 
-    from videogen.callbacks.config_check import bucket_problem, check_shapes
+    from videogen.callbacks.config_check import check_shapes
     from videogen.data.buckets import Bucket
     from videogen.errors import ConfigError
+    from videogen.models.latent_grid import LatentGrid
 
-    assert bucket_problem(13, 64, 64, tc=4, sc=8, patch=(1, 2, 2)) is None
-    assert bucket_problem(13, 64, 64, tc=4, sc=8, patch=(1, 2, 2), frame_multiple=8) == \
-        "num_frames=13 is not 1 + k*8 (use 9 or 17)"
-    export = SimpleNamespace(folder="cogvideox-vae", stats={"temporal_compression": 4, "spatial_compression": 8,
-                                                            "frame_multiple": 8})
-    module = SimpleNamespace(dit=SimpleNamespace(patch_size=(1, 2, 2)), vae_export=export)
+    assert LatentGrid(4, 8, (1, 2, 2)).problem(13, 64, 64) is None
+    grid = LatentGrid.from_stats({"temporal_compression": 4, "spatial_compression": 8, "frame_multiple": 8},
+                                 (1, 2, 2), "cogvideox-vae")
+    assert grid.problem(13, 64, 64) == "num_frames=13 is not 1 + k*8 (use 9 or 17)"
+    module = SimpleNamespace(latent_grid=grid)
     ok = SimpleNamespace(bucketer=SimpleNamespace(buckets=[Bucket(17, 64, 64)]))
     check_shapes(module, ok)
     bad = SimpleNamespace(bucketer=SimpleNamespace(buckets=[Bucket(17, 64, 64), Bucket(13, 64, 64)]))

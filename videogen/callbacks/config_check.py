@@ -12,9 +12,11 @@
   here (a token budget sizes batches by it); a typed one that disagrees is refused.
 
 Each problem raises :class:`~videogen.errors.ConfigError` naming the key, what it holds and what would work
-(``videogen fit`` prints it as one line and exits with status 2). The stage is read from the module
-as it is: ``module.vae`` (a ``VideoAutoencoder``: the VAE stage) or ``module.vae_export.stats`` +
-``module.dit.patch_size`` (the DiT stage); other modules get the shard check only.
+(``videogen fit`` prints it as one line and exits with status 2). The stage is asked for its grid,
+``module.latent_grid`` (a :class:`~videogen.models.latent_grid.LatentGrid`: the VAE's own, the DiT's VAE x
+patch, the captioner's VAE when it reads latents); a stage whose grid is None (a captioner on pixels) gets
+the shard check only, and a module with no ``latent_grid`` at all is refused (AttributeError), never
+silently left unchecked.
 """
 
 from __future__ import annotations
@@ -28,73 +30,34 @@ from lightning.pytorch import Callback
 from videogen.errors import ConfigError
 
 
-def _requirements(module: Any) -> tuple[int, int, tuple[int, int, int], str, int] | None:
-    """(temporal, spatial compression, DiT patch (pt, ph, pw), what, frame multiple) of the stage, or None.
-
-    The frame multiple is the step between clip lengths the VAE takes (``1 + k * frame_multiple``): its
-    temporal compression, or more where the VAE needs it (CogVideoX's decoder: an odd latent count)."""
-    dit, export = getattr(module, "dit", None), getattr(module, "vae_export", None)
-    if dit is not None and export is not None and hasattr(dit, "patch_size"):
-        s = export.stats
-        tc = int(s["temporal_compression"])
-        return tc, int(s["spatial_compression"]), tuple(dit.patch_size), \
-            f"the VAE at {export.folder} x DiT patch_size={tuple(dit.patch_size)}", int(s.get("frame_multiple", tc))
-    vae = getattr(module, "vae", None)
-    if vae is not None and hasattr(vae, "temporal_compression") and hasattr(vae, "spatial_compression"):
-        return int(vae.temporal_compression), int(vae.spatial_compression), (1, 1, 1), \
-            f"VideoAutoencoder(temporal_compression={vae.temporal_compression}, " \
-            f"spatial_compression={vae.spatial_compression})", int(getattr(vae, "frame_multiple", vae.temporal_compression))
-    return None
-
-
-def bucket_problem(frames: int, height: int, width: int, tc: int, sc: int, patch: tuple[int, int, int],
-                   frame_multiple: int | None = None) -> str | None:
-    """Why a (frames, height, width) clip cannot pass through the stage, or None."""
-    pt, ph, pw = patch
-    fm = frame_multiple or tc
-    if (frames - 1) % fm:
-        lo = frames - (frames - 1) % fm
-        return f"num_frames={frames} is not 1 + k*{fm} (use {lo} or {lo + fm})"
-    latent_t = 1 + (frames - 1) // tc
-    if latent_t % pt:
-        return f"num_frames={frames} gives {latent_t} latent frames, not a multiple of the patch's {pt}"
-    for name, size, p in (("height", height, ph), ("width", width, pw)):
-        m = sc * p
-        if size % m:
-            return f"{name}={size} is not a multiple of {m} (use {max(m, size - size % m)} or {size - size % m + m})"
-    return None
-
-
 def check_shapes(module: Any, datamodule: Any) -> None:
     """Raise :class:`ConfigError` for the first bucket (or packing multiple) the stage cannot take."""
-    need = _requirements(module)
+    grid = module.latent_grid  # every stage has one: a stage without it fails here, not silently unchecked
     bucketer = getattr(datamodule, "bucketer", None)
-    if need is None or bucketer is None:
+    if grid is None or bucketer is None:
         return
-    tc, sc, patch, what, vae_fm = need
     if getattr(bucketer, "packing", False):
         fm, sm = bucketer.frame_multiple, bucketer.size_multiple
-        problem = bucket_problem(1 + fm, sm, sm, tc, sc, patch, vae_fm)
+        problem = grid.problem(1 + fm, sm, sm)
         if problem:
+            tt, th, tw = grid.token_shape
             raise ConfigError(f"data.init_args.bucketer.frame_multiple={fm} / size_multiple={sm} (packing): "
-                              f"{problem} for {what}; make frame_multiple a multiple of {math.lcm(vae_fm, tc * patch[0])} and size_multiple a "
-                              f"multiple of {sc * max(patch[1:])}")
+                              f"{problem} for {grid.source}; make frame_multiple a multiple of "
+                              f"{math.lcm(grid.frame_multiple, tt)} and size_multiple a multiple of {max(th, tw)}")
         return
     for i, b in enumerate(bucketer.buckets):
-        problem = bucket_problem(b.num_frames, b.height, b.width, tc, sc, patch, vae_fm)
+        problem = grid.problem(b.num_frames, b.height, b.width)
         if problem:
-            raise ConfigError(f"data.init_args.bucketer.buckets[{i}] ({b.name}): {problem}, as {what} needs")
+            raise ConfigError(f"data.init_args.bucketer.buckets[{i}] ({b.name}): {problem}, as {grid.source} needs")
 
 
 def check_token_shape(module: Any, datamodule: Any) -> None:
     """Give the datamodule's bucketer the DiT stage's token shape when the config leaves it unset; raise
     :class:`ConfigError` when a typed one disagrees (or the stage's shape breaks the token budget)."""
-    need = _requirements(module)
-    bucketer = getattr(datamodule, "bucketer", None)
-    if need is None or bucketer is None or getattr(module, "dit", None) is None:  # tokens are the DiT's
+    grid, bucketer = module.latent_grid, getattr(datamodule, "bucketer", None)
+    if grid is None or bucketer is None or getattr(module, "dit", None) is None:  # tokens are the DiT's
         return
-    tc, sc, (pt, ph, pw), what, _ = need
-    shape = (tc * pt, sc * ph, sc * pw)
+    shape, what = grid.token_shape, grid.source
     if bucketer.token_shape is None:
         try:
             datamodule.bucketer = replace(bucketer, token_shape=shape)

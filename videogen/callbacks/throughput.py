@@ -45,17 +45,12 @@ def clip_shapes(batch: dict[str, Any]) -> list[tuple[int, int, int]]:
 
 def dit_tokens(pl_module, batch: dict[str, Any]) -> list[int] | None:
     """Latent tokens per clip when the module trains a DiT on a VAE's latents, else None."""
-    dit, export = getattr(pl_module, "dit", None), getattr(pl_module, "vae_export", None)
-    if dit is None or export is None or not hasattr(dit, "forward_flops"):
+    dit = getattr(pl_module, "dit", None)
+    if dit is None or not hasattr(dit, "forward_flops"):
         return None
-    pt, ph, pw = dit.patch_size
-    tc, sc = export.stats["temporal_compression"], export.stats["spatial_compression"]
-    out = []
-    for t, h, w in clip_shapes(batch):
-        if "video" in batch:  # pixels -> causal latent grid
-            t, h, w = 1 + (t - 1) // tc, h // sc, w // sc
-        out.append(t // pt * (h // ph) * (w // pw))
-    return out
+    grid = pl_module.latent_grid  # the DiT stage's: a stage without one fails here, not silently without MFU
+    count = grid.tokens if "video" in batch else grid.latent_tokens  # pixels go through the causal latent grid
+    return [count(*shape) for shape in clip_shapes(batch)]
 
 
 class Throughput(Callback):

@@ -83,6 +83,7 @@ def sample_videos(args: argparse.Namespace, prompts: list[str], shard=None):
     import torch
 
     from videogen.encoding import normalize_latents, encode_latents
+    from videogen.models.latent_grid import LatentGrid
     from videogen.text_encoding import NULL_CAPTION
     from videogen.pipelines.video import (conditioning_from_video, connect_frames, generate,
                                           load_trained_dit, sampling_kwargs)
@@ -98,8 +99,8 @@ def sample_videos(args: argparse.Namespace, prompts: list[str], shard=None):
     text_encoder = trained.text_encoder.to(device)
     text, mask = text_encoder(prompts)
     null_text, null_mask = text_encoder([NULL_CAPTION])
-    tc = stats["temporal_compression"]
-    latent_frames = 1 + (args.num_frames - 1) // tc
+    grid = LatentGrid.from_stats(stats)
+    latent_frames = grid.latent_frames(args.num_frames)
     cond, init = None, None
     n = len(prompts)
     if stats.get("image_encoder"):  # Wan 2.1 image-to-video: its own conditioning (WanImageToVideoPipeline's)
@@ -110,7 +111,7 @@ def sample_videos(args: argparse.Namespace, prompts: list[str], shard=None):
             raise ValueError("this DiT was trained without frame conditioning: only text prompts and --mode edit work")
         frames = _read_image(args.image) if args.image else _read_video(args.video)
         clip = _fit(frames, args.height, args.width).to(device)
-        usable = 1 + (clip.shape[2] - 1) // tc * tc
+        usable = grid.usable_frames(clip.shape[2])
         clip = clip[:, :, :usable] if args.mode != "extend-backward" else clip[:, :, clip.shape[2] - usable:]
         if args.image:
             cond = conditioning_from_video(vae, stats, clip, "image", latent_frames)

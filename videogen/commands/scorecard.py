@@ -140,13 +140,16 @@ def load_exports(args: argparse.Namespace):
 
 
 def check_shape(generator, shape) -> None:
+    from videogen.models.latent_grid import LatentGrid
+
     frames, height, width = shape
-    stats, (pt, ph, pw) = generator.stats, generator.dit.patch_size
-    tc, sc = stats["temporal_compression"], stats["spatial_compression"]
-    if (frames - 1) % tc or (1 + (frames - 1) // tc) % pt or height % (sc * ph) or width % (sc * pw):
-        raise ScorecardError(f"--shape {frames} {height} {width}: this DiT and VAE sample 1 + k*{tc} frames (latent "
-                             f"frames a multiple of {pt}) at heights that are multiples of {sc * ph} and widths of "
-                             f"{sc * pw}, e.g. --shape {1 + 4 * tc} {8 * sc * ph} {12 * sc * pw}")
+    grid = LatentGrid.from_stats(generator.stats, tuple(generator.dit.patch_size))
+    problem = grid.problem(frames, height, width)
+    if problem:
+        fm, pt, (_, th, tw) = grid.frame_multiple, grid.patch[0], grid.token_shape
+        raise ScorecardError(f"--shape {frames} {height} {width}: this DiT and VAE sample 1 + k*{fm} frames (latent "
+                             f"frames a multiple of {pt}) at heights that are multiples of {th} and widths of "
+                             f"{tw}, e.g. --shape {grid.frames_for(5)} {8 * th} {12 * tw} ({problem})")
 
 
 def heldout_prompts(data: str, limit: int) -> tuple[list[str], list[dict[str, str]]]:

@@ -47,6 +47,7 @@ def measure(vae_dir: str | Path, data: str, out: str | Path, max_clips: int | No
     from videogen.data.stages import Skips
     from videogen.encoding import encode_latents
     from videogen.evaluation.reconstruction import frames_to_video, iter_records, trimmed_shape
+    from videogen.models.latent_grid import LatentGrid
     from videogen.encoding import LatentMoments
 
     vae_dir, out = Path(vae_dir).resolve(), Path(out).resolve()
@@ -65,12 +66,11 @@ def measure(vae_dir: str | Path, data: str, out: str | Path, max_clips: int | No
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     vae.to(dev)
     decoder, skips = make_decoder(decoder_name), Skips(max_logged=0, keep=True)
-    moments = LatentMoments(vae.latent_channels)
+    moments, grid = LatentMoments(vae.latent_channels), LatentGrid.of_vae(vae)
     for record in iter_records(expand_urls(data), decoder, skips):
         if max_clips is not None and moments.clips >= max_clips:
             break
-        shape = trimmed_shape(record.num_frames, record.height, record.width, vae.frame_multiple,
-                              vae.spatial_compression, max_frames)
+        shape = trimmed_shape(record.num_frames, record.height, record.width, grid, max_frames)
         if shape is None:
             continue
         t, h, w, top, left = shape

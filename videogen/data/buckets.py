@@ -67,8 +67,8 @@ class Bucketer:
         batch_size: batch size for buckets without their own and no token budget.
         token_budget: tokens per batch; sets per-bucket batch sizes (and the pack size when packing).
         token_shape: pixel voxels per token, (frames, height, width): VAE compression x DiT patch.
-            Left unset, a DiT stage sets it at setup (``videogen/callbacks/config_check.py``); a typed
-            value that disagrees with the stage is refused.
+            Left unset, a DiT stage sets it at setup from its ``latent_grid``
+            (``videogen/callbacks/config_check.py``); a typed value that disagrees with the stage is refused.
         packing: emit variable-size clips packed up to ``token_budget`` instead of buckets.
         max_area, max_frames, size_multiple, frame_multiple: clip sizes in packing mode.
     """

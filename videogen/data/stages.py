@@ -34,6 +34,7 @@ from videogen.data.manifest import meta_problem
 from videogen.data.npy import read_npy
 from videogen.data.score_filter import MissingScore, ScoreFilter, sample_values
 from videogen.data.text_embeddings import TextSpec, read_embeddings
+from videogen.models.latent_grid import LatentGrid
 
 log = logging.getLogger("videogen.data")
 
@@ -396,8 +397,7 @@ def read_latent(item: Planned) -> np.ndarray:
     r, target = item.record, item.target
     z, sc, tc = load_latent(r)
     _, lt, lh, lw = z.shape
-    th, tw = target.height // sc, target.width // sc
-    tt = (target.num_frames - 1) // tc + 1
+    tt, th, tw = LatentGrid(tc, sc).latent_shape(target.num_frames, target.height, target.width)
     top, left = int(item.crop[0] * (lh - th)), int(item.crop[1] * (lw - tw))
     return np.ascontiguousarray(z[:, :tt, top: top + th, left: left + tw])
 

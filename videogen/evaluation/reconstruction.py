@@ -30,6 +30,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+from videogen.models.latent_grid import LatentGrid
+
 
 def psnr(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Per-clip PSNR in dB of videos in [-1, 1]: (B,)."""
@@ -103,17 +105,17 @@ def check_options(vae, chunk_frames: int | None, tile: tuple[int, int] | None, t
 # one clip
 
 
-def trimmed_shape(num_frames: int, height: int, width: int, tc: int, sc: int,
+def trimmed_shape(num_frames: int, height: int, width: int, grid: LatentGrid,
                   max_frames: int | None = None) -> tuple[int, int, int, int, int] | None:
-    """``(frames, height, width, top, left)`` the VAE accepts, or None when not even one frame of
-    one latent pixel fits: frames = the largest ``1 + k*tc <= min(num_frames, max_frames)``, H and W
-    cut down to multiples of sc, the crop centred."""
+    """``(frames, height, width, top, left)`` the VAE of ``grid`` accepts, or None when not even one frame
+    of one latent pixel fits: frames = the largest ``1 + k*frame_multiple <= min(num_frames, max_frames)``,
+    H and W cut down to multiples of the spatial compression, the crop centred."""
     n = min(num_frames, max_frames) if max_frames is not None else num_frames
+    sc = grid.spatial_compression
     h, w = height - height % sc, width - width % sc
     if n < 1 or h < sc or w < sc:
         return None
-    t = 1 + (n - 1) // tc * tc
-    return t, h, w, (height - h) // 2, (width - w) // 2
+    return grid.usable_frames(n), h, w, (height - h) // 2, (width - w) // 2
 
 
 @dataclass
@@ -221,8 +223,7 @@ def evaluate_record(record, vae, decoder, device, max_frames=None, chunk_frames=
     """Evaluate one clip; a string is the reason it could not be used."""
     from videogen.data.decode import DecodeError, decoder_for
 
-    shape = trimmed_shape(record.num_frames, record.height, record.width, vae.frame_multiple,
-                          vae.spatial_compression, max_frames)
+    shape = trimmed_shape(record.num_frames, record.height, record.width, LatentGrid.of_vae(vae), max_frames)
     if shape is None:
         return (f"too_small: {record.width}x{record.height}, {record.num_frames} frames is under one latent "
                 f"pixel ({vae.spatial_compression} px)")

@@ -19,6 +19,7 @@ from typing import Any
 from videogen.evaluation import report
 from videogen.evaluation.suite import Tools, evaluate, plan_metrics
 from videogen.evaluation.videos import EvalVideo, caption_of, read_video_folder, shard_records, to_frames
+from videogen.models.latent_grid import LatentGrid
 
 log = logging.getLogger("videogen.evaluate")
 
@@ -106,10 +107,10 @@ def _tools(opts: Options, vae_export=None) -> Tools:
                   reference_limit=opts.reference_limit, cache_dir=cache,
                   shape=tuple(opts.shape), progress=opts.progress)
     if tools.vae is not None:
-        tc, sc = vae_export.stats["temporal_compression"], vae_export.stats["spatial_compression"]
-        f, h, w = tools.shape
-        if (f - 1) % tc or h % sc or w % sc:
-            raise ValueError(f"--shape {f} {h} {w}: the VAE needs frames 1 + k*{tc} and height/width multiples of {sc}")
+        problem = LatentGrid.from_stats(vae_export.stats).problem(*tools.shape)
+        if problem:
+            f, h, w = tools.shape
+            raise ValueError(f"--shape {f} {h} {w}: {problem} for the VAE")
     return tools
 
 

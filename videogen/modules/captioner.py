@@ -33,6 +33,7 @@ from videogen.captioning import (IGNORE, Tokens, build_token_map, caption_texts,
 from videogen.data.stages import Skips
 from videogen.models.captioner import generate_tokens
 from videogen.models.configurable import to_config
+from videogen.models.latent_grid import LatentGrid
 from videogen.evaluation.caption_metrics import attribute_hits, bleu4
 from videogen.modules.lr_schedule import WarmupCosine, optimizer_config
 
@@ -153,6 +154,14 @@ class CaptionerModule(LightningModule):
         log.info("output vocabulary: %d tokens from the captions of %s", self.tokens.vocab_size, h.vocab_from)
 
     # ---- inputs ---------------------------------------------------------------------------------
+
+    @property
+    def latent_grid(self) -> LatentGrid | None:
+        """The VAE's grid when the captioner reads its latents (the setup check reads it), else None."""
+        export = self._frozen.get("vae")
+        if export is None:
+            return None
+        return LatentGrid.from_stats(export.stats, source=f"the captioner's VAE at {export.folder}")
 
     def visual_input(self, video: torch.Tensor) -> torch.Tensor:
         """Pixels (B, 3, T, H, W) in [-1, 1] -> what the captioner reads (pixels, or normalised latents)."""

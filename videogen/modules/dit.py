@@ -40,6 +40,7 @@ from videogen.errors import ConfigError
 from videogen.models.configurable import to_config
 from videogen.models.dit import DiT
 from videogen.models.dit.diffusers_adapters import DiffusersTransformer
+from videogen.models.latent_grid import LatentGrid
 from videogen.modules.dit_text import CaptionText
 from videogen.modules.ema import ema_of, update_ema
 from videogen.modules.lr_schedule import WarmupCosine, optimizer_config
@@ -223,6 +224,13 @@ class DiTModule(CaptionText, LightningModule):
     @property
     def vae(self):
         return self.vae_export.module
+
+    @property
+    def latent_grid(self) -> LatentGrid:
+        """The VAE's compression x the DiT's patch: the setup check, throughput and sampling read it."""
+        patch = tuple(self.dit.patch_size)
+        return LatentGrid.from_stats(self.vae_export.stats, patch,
+                                     f"the VAE at {self.vae_export.folder} x DiT patch_size={patch}")
 
     @property
     def image_encoder(self):

@@ -31,6 +31,7 @@ from videogen.encoding import LatentMoments, decode_latents, encode_latents
 from videogen.evaluation.reconstruction import psnr, ssim
 from videogen.losses.adversarial import adaptive_weight, hinge_d_loss, hinge_g_loss
 from videogen.models.configurable import to_config
+from videogen.models.latent_grid import LatentGrid
 from videogen.models.vae import PatchDiscriminator3D, VideoAutoencoder
 from videogen.modules.ema import ema_of, update_ema
 from videogen.modules.lr_schedule import WarmupCosine, optimizer_config
@@ -119,6 +120,13 @@ class VAEModule(LightningModule):
         self._val_videos: list[torch.Tensor] = []
 
     # ---- the networks used for evaluation and export -----------------------------------------
+
+    @property
+    def latent_grid(self) -> LatentGrid:
+        """The VAE's own compression (no patch): the setup check reads it."""
+        vae = self.vae
+        return LatentGrid.of_vae(vae, f"VideoAutoencoder(temporal_compression={vae.temporal_compression}, "
+                                      f"spatial_compression={vae.spatial_compression})")
 
     @property
     def export_vae(self) -> VideoAutoencoder:

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from videogen.captioning import Tokens, load_tokenizer
+from videogen.models.latent_grid import LatentGrid
 
 
 def load_captioner(path: str | Path):
@@ -100,8 +101,8 @@ class CaptionRunner:
             check_same_vae(recorded, self.vae, f"the captioner at {export.folder} was trained with",
                            "restore that VAE, or train the captioner again")
         # frames to decode per clip: on latents, enough for num_frames latent frames (1 + k * tc pixels)
-        tc = int(self.vae.stats["temporal_compression"]) if self.vae is not None else 1
-        self.decode_frames = 1 + (self.num_frames - 1) * tc
+        self.grid = LatentGrid.from_stats(self.vae.stats) if self.vae is not None else None
+        self.decode_frames = self.grid.frames_for(self.num_frames) if self.grid is not None else self.num_frames
         self.to(device)
 
     def to(self, device: str | torch.device) -> "CaptionRunner":
@@ -120,8 +121,7 @@ class CaptionRunner:
             if self.vae is not None:
                 from videogen.encoding import encode_latents, normalize_latents
 
-                tc = int(self.vae.stats["temporal_compression"])
-                x = x[:, :, : 1 + (x.shape[2] - 1) // tc * tc]  # a causal VAE takes 1 + k * tc frames
+                x = x[:, :, : self.grid.usable_frames(x.shape[2])]  # the frames a causal VAE takes whole
                 x = normalize_latents(encode_latents(self.vae.module, x), self.vae.stats)
             out.append(self.model.encode(x))
         return torch.cat(out)  # (B, N, D)

@@ -67,6 +67,7 @@ def encode(vae: str, data: list[str] | str, out: str | Path, *, max_area: int = 
     from videogen.data.out_folder import check_out_apart
     from videogen.data.shards import expand_urls
     from videogen.encoding import check_same_vae, vae_identity
+    from videogen.models.latent_grid import LatentGrid
     from videogen.pipelines.encode_module import EncodeModule
 
     text = None
@@ -93,13 +94,14 @@ def encode(vae: str, data: list[str] | str, out: str | Path, *, max_area: int = 
     done = finished_shards(out)
     todo = [u for u in urls if Path(u).name not in done]
     vae_module = module.vae
-    tc, sc, fm = vae_module.temporal_compression, vae_module.spatial_compression, vae_module.frame_multiple
+    grid = LatentGrid.of_vae(vae_module)
+    tc, sc, fm = grid.temporal_compression, grid.spatial_compression, grid.frame_multiple
     size_multiple = size_multiple or 2 * sc
     if size_multiple % sc:
         raise ValueError(f"--size-multiple {size_multiple} must be a multiple of the VAE's spatial compression {sc}")
     if buckets:  # the training buckets: batches of one bucket, centre crops
         table = [b if isinstance(b, Bucket) else Bucket(**b) for b in buckets["buckets"]]
-        bad = [b.name for b in table if b.height % sc or b.width % sc or (b.num_frames - 1) % fm]
+        bad = [b.name for b in table if grid.problem(b.num_frames, b.height, b.width)]
         if bad:
             raise ValueError(f"buckets {bad} do not fit the VAE's compression ({tc}x{sc}x{sc}): frames must be "
                              f"1 + k*{fm}, sides multiples of {sc}")
@@ -108,7 +110,7 @@ def encode(vae: str, data: list[str] | str, out: str | Path, *, max_area: int = 
                                 span_clip=buckets.get("span_clip", False), require_caption=False)
         settings = {"buckets": [b.name for b in table], **{k: v for k, v in buckets.items() if k != "buckets"}}
     else:
-        bucketer = Bucketer(packing=True, token_budget=10**12, token_shape=(tc, sc, sc), max_area=max_area,
+        bucketer = Bucketer(packing=True, token_budget=10**12, token_shape=grid.token_shape, max_area=max_area,
                             max_frames=max_frames, size_multiple=size_multiple, frame_multiple=fm)
         options = StreamOptions(frame_stride=frame_stride, require_caption=False)
         settings = {"max_area": max_area, "max_frames": max_frames, "size_multiple": size_multiple,

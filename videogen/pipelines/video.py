@@ -38,6 +38,7 @@ from videogen.diffusion.samplers import ddim
 from videogen.diffusion.timesteps import dynamic_shift as dynamic_shift_of
 from videogen.diffusion.timesteps import flow_match_timesteps, stretch_to_terminal
 from videogen.encoding import decode_latents, denormalize_latents, encode_latents, normalize_latents
+from videogen.models.latent_grid import LatentGrid
 from videogen.text_encoding import NULL_CAPTION
 
 SAMPLERS = {"euler": euler, "heun": heun}  # and "ddim" for the discrete DDPM (CogVideoX)
@@ -100,11 +101,6 @@ def frame_mask(mode: str, latent_frames: int, given: int = 1) -> Tensor:
     return m
 
 
-def clip_frames(stats: dict[str, Any], latent_frames: int) -> int:
-    """Pixel frames of a clip of ``latent_frames`` latent frames for this VAE."""
-    return 1 + (latent_frames - 1) * stats["temporal_compression"]
-
-
 def _encode_in_place(vae, stats: dict[str, Any], clip: Tensor, mode: str, latent_frames: int,
                      given: int = 1) -> Conditioning:
     """Encode a clip-length video (B, 3, T, H, W) whole, as training encodes a clip, and keep the mode's frames."""
@@ -131,7 +127,7 @@ def conditioning_from_video(vae, stats: dict[str, Any], video: Tensor, mode: str
     (the clip-length stretch before them too: the causal latents depend on it), ``connect`` its first
     frame and its last frames (:func:`connect_frames`). A clip of exactly the target length gives
     bitwise the latents training gives it; a shorter one is held at its last (first) frame."""
-    length = clip_frames(stats, latent_frames)
+    length = LatentGrid.from_stats(stats).frames_for(latent_frames)
     if mode == "connect":
         return connect_frames(vae, stats, video[:, :, :1], video[:, :, 1:] if video.shape[2] > 1 else video,
                               latent_frames)
@@ -145,7 +141,7 @@ def connect_frames(vae, stats: dict[str, Any], start: Tensor, end: Tensor, laten
     """Given first and last latent frames: ``start`` (B, 3, 1, H, W) is frame 0, ``end`` (B, 3, k, H, W) the
     clip's last frames (its last frame last; fewer than a clip's length are held at their first frame);
     the clip-length video ``[start, end...]`` is encoded whole and its first and last latents kept."""
-    length = clip_frames(stats, latent_frames)
+    length = LatentGrid.from_stats(stats).frames_for(latent_frames)
     clip = torch.cat([start[:, :, :1], _hold(end, length - 1, at_end=True)], dim=2)
     return _encode_in_place(vae, stats, clip, "connect", latent_frames)
 
@@ -155,7 +151,7 @@ def wan_image_condition(vae, stats: dict[str, Any], image: Tensor, latent_frames
     ``WanImageToVideoPipeline.prepare_latents`` builds it: the clip ``[image, zero frames...]`` of
     ``latent_frames`` latent frames encoded whole and normalised (all its latents, not only frame 0's), and a
     mask of latent frame 0 (the transformer widens it to its mask channels)."""
-    frames = clip_frames(stats, latent_frames)
+    frames = LatentGrid.from_stats(stats).frames_for(latent_frames)
     clip = torch.cat([image[:, :, None], image.new_zeros(image.shape[0], 3, frames - 1, *image.shape[2:])], dim=2)
     z = normalize_latents(encode_latents(vae, clip), stats)  # (B, C, latent_frames, h, w)
     mask = torch.zeros(z.shape[0], 1, latent_frames, *z.shape[3:], device=z.device, dtype=z.dtype)
@@ -232,16 +228,17 @@ def generate_latents(dit, stats: dict[str, Any], text: Tensor, text_mask: Tensor
     its mask is 1, at the end only (Wan i2v: the network generates frame 0 from its conditioning channels
     as its pipeline does; the image's exact latent is then kept there).
     """
-    tc, sc = stats["temporal_compression"], stats["spatial_compression"]
+    grid = LatentGrid.from_stats(stats, tuple(dit.patch_size))
+    tc, sc = grid.temporal_compression, grid.spatial_compression
     if (num_frames - 1) % tc or height % sc or width % sc:
         raise ValueError(f"--num-frames must be 1 + k*{tc} and --height/--width multiples of {sc} for this VAE "
                          f"(got {num_frames} frames at {height}x{width})")
-    pt, ph, pw = dit.patch_size
+    pt, ph, pw = grid.patch
     b = text.shape[0]
-    shape = (b, stats["latent_channels"], 1 + (num_frames - 1) // tc, height // sc, width // sc)
+    shape = (b, stats["latent_channels"], *grid.latent_shape(num_frames, height, width))
     if shape[2] % pt or shape[3] % ph or shape[4] % pw:
         raise ValueError(f"latents {shape[2:]} are not divisible by the DiT's patch size {dit.patch_size}: choose "
-                         f"--height/--width multiples of {sc * max(ph, pw)}")
+                         f"--height/--width multiples of {max(grid.token_shape[1:])}")
     if cfg != 1.0 and null_text is None:
         raise ValueError("classifier-free guidance (cfg != 1) needs null_text/null_mask: the encoded NULL_CAPTION")
     proc = make_process(process, snr_shift_scale)

@@ -89,9 +89,6 @@ class DiffusersVideoVAE(nn.Module):
 
     # ---- shapes and checks -------------------------------------------------------------------
 
-    def num_latent_frames(self, num_frames: int) -> int:
-        return 1 + (num_frames - 1) // self.temporal_compression
-
     def num_frames(self, num_latent_frames: int) -> int:
         return 1 + (num_latent_frames - 1) * self.temporal_compression
 
