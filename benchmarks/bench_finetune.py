@@ -23,10 +23,13 @@ def run_mode(args: argparse.Namespace, folder: str, lora_rank: int | None) -> di
     import torch
 
     from videogen.models.dit.diffusers_adapters import WanTransformer
+    from videogen.modules.dit import checkpoint_blocks
 
     device = torch.device(args.device)
     torch.manual_seed(0)
-    net = WanTransformer(folder, lora_rank=lora_rank, gradient_checkpointing=args.checkpointing).to(device)
+    net = WanTransformer(folder, lora_rank=lora_rank).to(device)
+    if args.checkpointing:  # as DiTModule(activation_checkpointing=True) applies it
+        checkpoint_blocks(net)
     params = [p for p in net.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-4)
     x = torch.randn(1, 16, args.frames, args.size, args.size, device=device)

@@ -133,6 +133,7 @@ def case_tests(dev: Device, args) -> dict:
 
 def build_dit(dev: Device, name: str, dry: bool):
     from videogen.models.dit import DiT
+    from videogen.modules.dit import checkpoint_blocks
 
     spec = dict(MODELS[name])
     checkpointing = spec.pop("checkpointing")
@@ -140,8 +141,9 @@ def build_dit(dev: Device, name: str, dry: bool):
         spec = dict(hidden_size=64, depth=2, num_heads=2)
     torch = dev.torch
     torch.manual_seed(0)
-    dit = DiT(in_channels=16, text_dim=TEXT_DIM if not dry else 32, frame_conditioning=True,
-              gradient_checkpointing=checkpointing, **spec)
+    dit = DiT(in_channels=16, text_dim=TEXT_DIM if not dry else 32, frame_conditioning=True, **spec)
+    if checkpointing:  # as DiTModule(activation_checkpointing=True) applies it
+        checkpoint_blocks(dit)
     return dit.to(dev.type), checkpointing
 
 

@@ -3,6 +3,7 @@ the VAE identity check that keeps a stale cache out."""
 
 import io
 import json
+import re
 import tarfile
 
 import numpy as np
@@ -74,9 +75,12 @@ def test_stale_cache_is_refused(tmp_path, clip_shards):
     out = encode(str(vae_a), str(clip_shards / "shard-000000.tar"), tmp_path / "lat", max_area=64 * 64,
                  max_frames=9, num_workers=0, accelerator="cpu", devices=1, progress=False)
     check_cache_identity(out, load_vae(vae_a))  # the VAE that wrote it: fine
-    with pytest.raises(ValueError, match="latents were written by the VAE at"):
-        check_cache_identity(out, load_vae(vae_b))
-    with pytest.raises(ValueError, match="holds latents of another VAE"):
+    a, b = load_vae(vae_a), load_vae(vae_b)
+    refused = (f"latents were written by the VAE at {a.folder} (weights sha256 {a.manifest['weights_sha256'][:12]}), "
+               f"but this run uses the VAE at {b.folder} ({b.manifest['weights_sha256'][:12]}): ")
+    with pytest.raises(ValueError, match=re.escape(f"{out}: {refused}re-run `videogen encode --vae {b.folder}`")):
+        check_cache_identity(out, b)
+    with pytest.raises(ValueError, match=re.escape(f"{refused}write this cache to a new folder")):
         encode(str(vae_b), str(clip_shards / "shard-000000.tar"), out, num_workers=0, accelerator="cpu",
                devices=1, progress=False)
     with pytest.raises(FileNotFoundError, match="no dataset.json"):

@@ -4,8 +4,9 @@ training alike, so the two cannot drift apart.
 Latents are stored and passed raw (the posterior mean, ``(C, t, h, w)``); the DiT normalises them
 per channel with the VAE export's ``stats.json`` (:func:`normalize_latents`). The VAE is ours or a
 pretrained diffusers one (``videogen.pretrained_diffusers``) behind the same interface. A latent cache
-records the identity of the VAE that wrote it (:func:`vae_identity`); :func:`check_cache_identity`
-refuses a cache written by another VAE.
+records the identity of the VAE that wrote it (:func:`vae_identity`), and so does every stage trained on
+latents; :func:`check_same_vae` is the one check that a VAE is the one such a record names
+(:func:`check_cache_identity` applies it to a latent cache).
 """
 
 from __future__ import annotations
@@ -124,6 +125,18 @@ def denormalize_latents(z: torch.Tensor, stats: dict[str, Any]) -> torch.Tensor:
     return z * std + mean
 
 
+def check_same_vae(recorded: dict[str, Any] | None, export: Export, made: str, remedy: str) -> None:
+    """Refuse the VAE ``export`` when its weights are not those of ``recorded`` (a :func:`vae_identity`):
+    "this is not the VAE it was trained with". ``made`` says what the recorded VAE made ("the DiT at
+    x was trained with"), ``remedy`` what to do; the error names both VAEs and their sha256 prefixes."""
+    recorded = recorded or {}
+    mine = export.manifest["weights_sha256"]
+    if recorded.get("weights_sha256") != mine:
+        raise ValueError(
+            f"{made} the VAE at {recorded.get('source')} (weights sha256 {str(recorded.get('weights_sha256'))[:12]}), "
+            f"but this run uses the VAE at {export.folder} ({mine[:12]}): {remedy}")
+
+
 def check_cache_identity(cache: str | Path, export: Export) -> None:
     """Refuse a latent cache that another VAE wrote (or that records no VAE at all)."""
     manifest = DatasetManifest.find(cache)
@@ -132,13 +145,8 @@ def check_cache_identity(cache: str | Path, export: Export) -> None:
     recorded = manifest.created_by.get("vae")
     if not recorded:
         raise ValueError(f"{cache}: its dataset.json names no VAE; it is not a latent cache from `videogen encode`")
-    mine = vae_identity(export)
-    if recorded.get("weights_sha256") != mine["weights_sha256"]:
-        raise ValueError(
-            f"{cache}: latents were written by the VAE at {recorded.get('source')} (weights sha256 "
-            f"{str(recorded.get('weights_sha256'))[:12]}), but this run uses {mine['source']} "
-            f"({mine['weights_sha256'][:12]}). Re-run `videogen encode --vae {mine['source']}` or point at the "
-            "VAE that made the cache.")
+    check_same_vae(recorded, export, f"{cache}: latents were written by",
+                   f"re-run `videogen encode --vae {export.folder}` or point at the VAE that made the cache")
 
 
 def latent_cache_folders(shards: str | list[str] | None) -> list[Path]:

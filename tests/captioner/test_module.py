@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 from functools import partial
 
 import pytest
@@ -168,3 +170,11 @@ def test_captioner_on_vae_latents(synthetic_set, tmp_path):
     folder = save_export(tmp_path / "export", module.captioner, stats)
     summary = recaption(str(folder), str(synthetic_set / "val"), tmp_path / "out", max_new_tokens=4, progress=False)
     assert summary["captions"] == 3
+    was = stats["vae"]["weights_sha256"][:12]
+    torch.manual_seed(1)
+    make_vae_export(vae, 4)  # the VAE folder now holds other weights: the captioner refuses it
+    now = json.loads((vae / "manifest.json").read_text())["weights_sha256"][:12]
+    with pytest.raises(ValueError, match=re.escape(
+            f"the captioner at {folder} was trained with the VAE at {vae} (weights sha256 {was}), but this run uses "
+            f"the VAE at {vae} ({now}): restore that VAE, or train the captioner again")):
+        recaption(str(folder), str(synthetic_set / "val"), tmp_path / "out2", max_new_tokens=4, progress=False)

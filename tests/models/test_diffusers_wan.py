@@ -27,12 +27,12 @@ def parts(tmp_path_factory):
             "vae": str(tiny_export(root / "vae"))}
 
 
-def wan_module(parts, **net) -> DiTModule:
+def wan_module(parts, activation_checkpointing: bool = False, **net) -> DiTModule:
     torch.manual_seed(0)
     return DiTModule(WanTransformer(parts["wan"], **net), vae=parts["vae"], text_encoder=parts["umt5"],
                      text_max_length=8, caption_dropout=0.0, shift=3.0, timestep_spacing="flow_match",
                      ema_decay=None, optimizer=partial(AdamW, lr=1e-2, betas=(0.9, 0.99), weight_decay=0.0),
-                     lr_scheduler=partial(WarmupCosine, warmup=0))
+                     lr_scheduler=partial(WarmupCosine, warmup=0), activation_checkpointing=activation_checkpointing)
 
 
 def test_lora_steps_change_only_adapters_and_lower_the_loss(parts):
@@ -182,19 +182,25 @@ def test_merged_export_samples_like_the_lora_and_videogen_sample_writes_a_video(
     assert (info.width, info.height, info.num_frames) == (48, 32, 9)
 
 
-def test_gradient_checkpointing_gives_the_same_gradients_and_names_the_wrap_unit(parts):
+def test_activation_checkpointing_gives_the_same_gradients_and_names_the_wrap_unit(parts):
+    """DiTModule(activation_checkpointing) recomputes the adapter's transformer blocks in backward (applied in
+    configure_model, as for our DiT): the same gradients, each block run again in backward."""
     from diffusers.models.transformers.transformer_wan import WanTransformerBlock
 
-    grads = []
+    grads, calls = [], []
     for checkpointing in (False, True):
-        module = wan_module(parts, lora_rank=4, gradient_checkpointing=checkpointing)
+        module = wan_module(parts, lora_rank=4, activation_checkpointing=checkpointing)
+        module.configure_model()
         with torch.no_grad():  # nonzero B so the adapters' A get gradients too
             for k, p in module.dit.transformer.named_parameters():
                 if "lora_B" in k:
                     p.fill_(0.01)
+        ran = []
+        module.dit.transformer.blocks[0].ffn.register_forward_hook(lambda *_: ran.append(1))
         fixed_loss(module, latent_batch()).backward()
         grads.append({k: p.grad.clone() for k, p in module.dit.named_parameters() if p.requires_grad})
-        assert module.dit.transformer.is_gradient_checkpointing == checkpointing
+        calls.append(len(ran))
+    assert calls[1] == 2 * calls[0] > 0
     assert grads[0].keys() == grads[1].keys()
     assert all(torch.allclose(grads[0][k], grads[1][k], atol=1e-6) for k in grads[0])
     assert module.dit.block_class is WanTransformerBlock

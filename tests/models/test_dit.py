@@ -7,6 +7,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 from models.dit_parts import C, TEXT_ATTENTION, TEXT_DIM, clips_and_text, packed, tiny  # noqa: F401 (packed: a fixture)
+from videogen.models.configurable import from_config, to_config
 from videogen.models.dit import (
     DiT,
     RotaryEmbedding3D,
@@ -222,16 +223,39 @@ def test_frame_conditioning_channels():
 
 
 @pytest.mark.parametrize("text_attention", TEXT_ATTENTION)
-def test_gradient_checkpointing_gives_the_same_gradients(text_attention):
+def test_activation_checkpointing_recomputes_blocks_with_the_same_gradients(text_attention):
+    """DiTModule(activation_checkpointing) applies checkpoint_blocks from outside the model: each block
+    runs again in backward, gradients and state-dict names are unchanged, and without gradients nothing is
+    recomputed."""
+    from videogen.modules.dit import checkpoint_blocks
+
     latents, t, text, text_mask = clips_and_text()
-    grads = []
+    grads, calls = [], []
     for flag in (False, True):
-        model = tiny(gradient_checkpointing=flag, text_attention=text_attention).train()
+        torch.manual_seed(0)
+        model = tiny(text_attention=text_attention).train()
+        names = list(model.state_dict())
+        if flag:
+            checkpoint_blocks(model)
+        assert list(model.state_dict()) == names
+        ran = []
+        model.blocks[0].mlp.register_forward_hook(lambda *_: ran.append(1))
         out = model(latents, t, text, text_mask)
         sum(o.pow(2).mean() for o in out).backward()
         grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
+        calls.append(len(ran))
+        with torch.no_grad():
+            model(latents, t, text, text_mask)
+        calls.append(len(ran) - calls[-1])
+    assert calls == [1, 1, 2, 1]  # plain: forward only; checkpointed: forward + recompute in backward
     assert grads[0].abs().sum() > 0
     torch.testing.assert_close(grads[0], grads[1], atol=1e-6, rtol=1e-5)
+
+
+def test_an_export_that_recorded_gradient_checkpointing_still_loads():
+    config = to_config(tiny())
+    config["init_args"]["gradient_checkpointing"] = True  # a DiT init arg until DiTModule took it over
+    assert isinstance(from_config(config), DiT)
 
 
 def test_forward_flops_match_torch_flop_counter(packed):

@@ -195,8 +195,11 @@ def test_sample_refuses_a_changed_vae(trained, tmp_path, capsys):
     assert main(["sample", "--ckpt", str(export), "--prompt", "x", "--out", str(tmp_path / "o.mp4"),
                  "--height", "32", "--width", "48", "--steps", "1"]) == 2
     printed = capsys.readouterr().out
-    assert f"videogen sample: the VAE at {other} is not the one the DiT at {export} was trained with (weights " \
-           "changed)" in printed, printed
+    was, now = stats["vae"]["weights_sha256"][:12], json.loads((other / "manifest.json").read_text())["weights_sha256"][:12]
+    assert was != now
+    assert (f"videogen sample: the DiT at {export} was trained with the VAE at {other} (weights sha256 {was}), but this "
+            f"run uses the VAE at {other} ({now}): restore that VAE (or give it with --vae), or train the DiT "
+            "again") in printed, printed
     assert not (tmp_path / "o.mp4").exists()
 
 

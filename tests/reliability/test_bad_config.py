@@ -118,7 +118,7 @@ def test_latent_cache_written_by_another_vae(tmp_path, capsys, shards, vae_expor
     cache = encode(str(other), str(shards), tmp_path / "cache", max_area=32 * 48, max_frames=9, num_workers=0,
                    accelerator="cpu", devices=1, progress=False)
     err = fit_error(tmp_path, capsys, tiny_dit_model(vae_export), cache)
-    line_with(err, "videogen: error:", "latents were written by the VAE at", "other-vae", "Re-run `videogen encode")
+    line_with(err, "videogen: error:", "latents were written by the VAE at", "other-vae", "re-run `videogen encode")
 
 
 def test_a_vae_that_needs_longer_frame_steps_refuses_buckets_between_them():

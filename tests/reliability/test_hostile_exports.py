@@ -3,6 +3,7 @@ runs no code, and is refused with one line (``videogen: error: <file>: ...``, ex
 anything is constructed, through every command that loads a stage."""
 
 import json
+import logging
 import subprocess
 import sys
 
@@ -12,6 +13,7 @@ import yaml
 
 from reliability_helpers import ROOT, child_env, make_shards
 from videogen.cli import main
+from videogen.errors import RefusedFile
 from videogen.models.vae import VideoAutoencoder
 from videogen.pretrained import CONFIG, MANIFEST, WEIGHTS, load_export, save_export
 
@@ -179,6 +181,25 @@ def test_unknown_init_args_are_refused(tmp_path, shards, capsys):
                                                 "init_args": {"latent_channels": 4, "url": "pipe:true"}})
     rc, out, err = run_cli(["eval-vae", "--vae", export, "--data", shards], capsys)
     assert_refused(rc, err, export / CONFIG, "VideoAutoencoder takes no argument 'url'")
+
+
+def test_retired_init_args_load_with_a_warning_and_no_other(tmp_path, caplog):
+    """An export written while VideoAutoencoder still took scaling_factor / shift_factor loads (they are
+    dropped, with one warning); a truly unknown argument beside them is still refused."""
+    folder = save_export(tmp_path / "old", tiny_vae(), STATS)
+    config = yaml.safe_load((folder / CONFIG).read_text())
+    config["init_args"].update(scaling_factor=0.5, shift_factor=0.1)
+    (folder / CONFIG).write_text(yaml.safe_dump(config))
+    with caplog.at_level(logging.WARNING, logger="videogen"):
+        export = load_export(folder)
+    warned = [r.getMessage() for r in caplog.records if "no longer takes" in r.getMessage()]
+    assert warned == [f"{folder / CONFIG}: VideoAutoencoder no longer takes scaling_factor, shift_factor; ignored "
+                      "(export the stage again to drop them)"]
+    assert all(torch.equal(v, tiny_vae().state_dict()[k]) for k, v in export.module.state_dict().items())
+    config["init_args"]["scale"] = 2.0
+    (folder / CONFIG).write_text(yaml.safe_dump(config))
+    with pytest.raises(RefusedFile, match="VideoAutoencoder takes no argument 'scale'"):
+        load_export(folder)
 
 
 @pytest.mark.parametrize("depth", [40, 100000])

@@ -106,7 +106,7 @@ class VideoEvaluation(Callback):
                                         "eval/time_share": self.total_seconds / max(elapsed, 1e-9)})
 
     def _evaluate_and_log(self, trainer, pl_module, clips: torch.Tensor) -> None:
-        from videogen.callbacks.video_logging import log_videos
+        from videogen.callbacks.media_logging import log_image, log_videos
         from videogen.evaluation.report import grid_image
         from videogen.evaluation.suite import evaluate, plan_metrics
         from videogen.evaluation.videos import EvalVideo, to_frames
@@ -117,7 +117,7 @@ class VideoEvaluation(Callback):
         self.last = metrics
         self._log_scalars(trainer, {f"eval/{k}": float(v) for k, v in metrics.items()
                                     if isinstance(v, (int, float)) and v is not None})
-        self._log_grid(trainer, grid_image(videos))
+        log_image(trainer, "eval/grid", grid_image(videos), trainer.global_step)
         if self.log_videos:
             log_videos(trainer, "eval/samples", list(clips[: self.log_videos]), step=trainer.global_step)
 
@@ -128,21 +128,3 @@ class VideoEvaluation(Callback):
                 logger.log_metrics(scalars, step=trainer.global_step)
             except Exception as e:  # a logging failure must never stop training
                 log.warning("could not log evaluation metrics to %s: %s", type(logger).__name__, e)
-
-    @staticmethod
-    def _log_grid(trainer, image) -> None:
-        import numpy as np
-
-        for logger in trainer.loggers:
-            name = type(logger).__name__
-            try:
-                if name == "TensorBoardLogger":
-                    logger.experiment.add_image("eval/grid", np.asarray(image), trainer.global_step, dataformats="HWC")
-                elif name == "WandbLogger":
-                    import wandb
-
-                    logger.experiment.log({"eval/grid": wandb.Image(image), "trainer/global_step": trainer.global_step})
-                elif hasattr(logger, "log_image"):
-                    logger.log_image("eval/grid", [image], step=trainer.global_step)
-            except Exception as e:
-                log.warning("could not log the evaluation grid to %s: %s", name, e)

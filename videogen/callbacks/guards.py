@@ -42,8 +42,8 @@ log = logging.getLogger("videogen.guard")
 OOM_ADVICE = (
     "videogen: out of memory in a training step. Lower the memory a step needs: data.init_args.bucketer.batch_size "
     "(or a bucket's batch_size), data.init_args.bucketer.token_budget (packing / token-budget buckets), smaller buckets "
-    "(frames x height x width), activation checkpointing (model.init_args.*activation_checkpointing / the "
-    "strategy's activation_checkpointing_policy), trainer.precision=bf16-mixed, or more devices with FSDP "
+    "(frames x height x width), activation checkpointing (model.init_args.activation_checkpointing for the DiT / the "
+    "strategy's activation_checkpointing_policy under FSDP), trainer.precision=bf16-mixed, or more devices with FSDP "
     "(trainer.strategy=fsdp).")
 
 

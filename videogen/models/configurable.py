@@ -4,7 +4,9 @@ A model class inherits :class:`Configurable`; :func:`to_config` writes an instan
 ``init_args`` (nested modules too) and :func:`from_config` builds it again. A tree is downloaded data
 (an export folder's ``config.yaml``, a checkpoint record): before anything is constructed, every
 ``class_path`` of it must be a model class of ``videogen.models`` (:func:`_model_class`), the kind the
-caller expects, with known ``init_args`` keys; a refusal is :class:`~videogen.errors.RefusedFile`.
+caller expects, with known ``init_args`` keys; a refusal is :class:`~videogen.errors.RefusedFile`. The one
+exception: a class's ``retired_init_args`` (arguments it no longer takes that older trees recorded) are
+dropped, with one warning per tree, so exports written before an argument was removed still load.
 There is no registry and no pickled object anywhere. Nothing here reads or writes a file: the export
 folders are ``videogen/pretrained.py``'s.
 """
@@ -14,16 +16,23 @@ from __future__ import annotations
 import functools
 import importlib
 import inspect
+import logging
 from typing import Any
 
 import torch
 
 from videogen.errors import RefusedFile
 
+log = logging.getLogger("videogen")
+
 
 class Configurable:
     """Mixin recording the arguments a module was built with (``self._init_args``), so it can be
     written as ``class_path`` + ``init_args`` and built again by :func:`from_config`."""
+
+    #: constructor arguments this class no longer takes that older export folders and checkpoints
+    #: recorded: dropped on load with a warning (any other unknown argument is refused).
+    retired_init_args: tuple[str, ...] = ()
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -121,9 +130,13 @@ def check_tree(config: Any, where: str, expect: type | tuple[type, ...] | None =
         raise RefusedFile(f"{where}: init_args of {cls.__name__} is a {type(init_args).__name__}, not a mapping")
     params = {k: p for k, p in inspect.signature(cls.__init__).parameters.items()
               if k != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
-    unknown = [k for k in init_args if k not in params]
+    unknown = [k for k in init_args if k not in params and k not in cls.retired_init_args]
     if unknown:
         raise RefusedFile(f"{where}: {cls.__name__} takes no argument {unknown[0]!r} (it takes {', '.join(params)})")
+    retired = [k for k in init_args if k not in params]
+    if retired:
+        log.warning("%s: %s no longer takes %s; ignored (export the stage again to drop them)", where, cls.__name__,
+                    ", ".join(retired))
 
     def walk(value: Any, at: str, level: int) -> None:
         if level > MAX_CONFIG_DEPTH:
@@ -166,6 +179,8 @@ def build_tree(config: dict[str, Any]) -> Any:
     params = inspect.signature(cls.__init__).parameters
     kwargs = {}
     for k, v in (config.get("init_args") or {}).items():
+        if k in cls.retired_init_args and k not in params:
+            continue  # check_tree warned
         v = decode(v)
         annotation = str(params[k].annotation)
         kwargs[k] = tuple(v) if isinstance(v, list) and "tuple" in annotation else v

@@ -27,6 +27,7 @@ from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 
+from videogen.callbacks.media_logging import log_text_table
 from videogen.captioning import (IGNORE, Tokens, build_token_map, caption_texts, encode_example, load_tokenizer,
                                  pad_batch, swap_words)
 from videogen.data.stages import Skips
@@ -297,7 +298,7 @@ class CaptionerModule(LightningModule):
                 self.log(f"val/attr_{name}", sum(judged) / len(judged))
         if self.hparams.val_log_captions and not self.trainer.sanity_checking:
             rows = list(zip(v["keys"], v["hyp"], v["ref"]))[: self.hparams.val_log_captions]
-            log_caption_table(self.trainer, "val/captions", rows, self.global_step)
+            log_text_table(self.trainer, "val/captions", ("key", "generated", "reference"), rows, self.global_step)
 
     # ---- optimisation, export -------------------------------------------------------------------
 
@@ -334,23 +335,3 @@ class CaptionerModule(LightningModule):
         token_map = (checkpoint.get("videogen") or {}).get("stats", {}).get("token_map")
         if token_map is not None:
             self.set_token_map(token_map)
-
-
-def log_caption_table(trainer, tag: str, rows: list[tuple[str, str, str]], step: int) -> int:
-    """(key, generated, reference) rows to TensorBoard (a markdown table) and W&B (a Table)."""
-    took = 0
-    for logger in trainer.loggers if trainer is not None else []:
-        name = type(logger).__name__
-        try:
-            if name == "TensorBoardLogger":
-                md = "| key | generated | reference |\n|---|---|---|\n" + "\n".join(
-                    f"| {k} | {g.replace('|', '/')} | {r.replace('|', '/')} |" for k, g, r in rows)
-                logger.experiment.add_text(tag, md, global_step=step)
-                took += 1
-            elif name == "WandbLogger":
-                logger.log_table(key=tag, columns=["key", "generated", "reference"], data=[list(r) for r in rows],
-                                 step=step)
-                took += 1
-        except Exception as e:  # logging must never stop training
-            log.warning("could not log %s to %s: %s", tag, name, e)
-    return took

@@ -26,7 +26,7 @@ from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 
 from videogen.callbacks.guards import StepGuard, bad_ranks, reliability_callbacks
-from videogen.callbacks.video_logging import log_videos, side_by_side
+from videogen.callbacks.media_logging import log_videos, side_by_side
 from videogen.encoding import LatentMoments, decode_latents, encode_latents
 from videogen.evaluation.reconstruction import psnr, ssim
 from videogen.losses.adversarial import adaptive_weight, hinge_d_loss, hinge_g_loss

@@ -94,13 +94,12 @@ class CaptionRunner:
         self.frame_size = int(self.stats.get("frame_size") or 64)
         self.vae = None
         if self.stats.get("vae"):
-            from videogen.encoding import load_vae
+            from videogen.encoding import check_same_vae, load_vae
 
             recorded = self.stats["vae"]
             self.vae = load_vae(recorded["source"])
-            if self.vae.manifest["weights_sha256"] != recorded["weights_sha256"]:
-                raise ValueError(f"the VAE at {recorded['source']} is not the one this captioner was trained with "
-                                 "(weights changed): restore it, or train the captioner again")
+            check_same_vae(recorded, self.vae, f"the captioner at {export.folder} was trained with",
+                           "restore that VAE, or train the captioner again")
         # frames to decode per clip: on latents, enough for num_frames latent frames (1 + k * tc pixels)
         self.grid = LatentGrid.from_stats(self.vae.stats) if self.vae is not None else None
         self.decode_frames = self.grid.frames_for(self.num_frames) if self.grid is not None else self.num_frames

@@ -66,7 +66,7 @@ def encode(vae: str, data: list[str] | str, out: str | Path, *, max_area: int = 
     from videogen.data.manifest import DatasetManifest, provenance
     from videogen.data.out_folder import check_out_apart
     from videogen.data.shards import expand_urls
-    from videogen.encoding import vae_identity
+    from videogen.encoding import check_same_vae, vae_identity
     from videogen.models.latent_grid import LatentGrid
     from videogen.pipelines.encode_module import EncodeModule
 
@@ -83,10 +83,9 @@ def encode(vae: str, data: list[str] | str, out: str | Path, *, max_area: int = 
     out = Path(out)
     identity = vae_identity(module.export)
     previous = DatasetManifest.find(out)
-    if previous is not None and previous.created_by.get("vae", {}).get("weights_sha256") != identity["weights_sha256"]:
-        raise ValueError(f"{out}: holds latents of another VAE ({previous.created_by.get('vae', {}).get('source')}); "
-                         "write this cache to a new folder")
-    if previous is not None:
+    if previous is not None:  # one cache holds the latents of one VAE
+        check_same_vae(previous.created_by.get("vae"), module.export, f"{out}: latents were written by",
+                       "write this cache to a new folder")
         check_same_text_encoder(out, previous.created_by.get("text_encoder"), text)
     urls = expand_urls(data)
     names = [Path(u).name for u in urls]

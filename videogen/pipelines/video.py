@@ -67,7 +67,7 @@ class TrainedDiT:
 def load_trained_dit(path: str, vae: str | None = None) -> TrainedDiT:
     """The DiT at ``path`` (export or checkpoint) with the VAE its export names (or ``vae``) and its text
     encoder; a VAE whose weights are not the ones the DiT was trained with is refused."""
-    from videogen.encoding import load_vae
+    from videogen.encoding import check_same_vae, load_vae
     from videogen.models.dit import DiT
     from videogen.models.dit.diffusers_adapters import DiffusersTransformer
     from videogen.models.text import FrozenTextEncoder
@@ -77,9 +77,8 @@ def load_trained_dit(path: str, vae: str | None = None) -> TrainedDiT:
     stats = export.stats
     source = vae or stats["vae"]["source"]
     vae_export = load_vae(source)
-    if vae_export.manifest["weights_sha256"] != stats["vae"]["weights_sha256"]:
-        raise ValueError(f"the VAE at {source} is not the one the DiT at {path} was trained with (weights "
-                         "changed): restore it, or train the DiT again")
+    check_same_vae(stats["vae"], vae_export, f"the DiT at {path} was trained with",
+                   "restore that VAE (or give it with --vae), or train the DiT again")
     text_encoder = FrozenTextEncoder(stats["text_encoder"], stats["text_max_length"],
                                      attend_padding=getattr(export.module, "text_attends_padding", False))
     return TrainedDiT(export.module, vae_export, stats, text_encoder,

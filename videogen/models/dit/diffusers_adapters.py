@@ -96,9 +96,10 @@ class DiffusersTransformer(nn.Module):
     timestep_scale = 1000.0  # the network's timestep = timestep_scale * t
     text_dim_key = "text_dim"  # the config key of the text tokens' width
     sequence_parallel = None  # our Ulysses hook does not reach into diffusers' attention
+    retired_init_args = ("gradient_checkpointing",)  # now DiTModule(activation_checkpointing), from outside
 
     def _setup(self, path: str, lora_rank: int | None, lora_alpha: float | None,
-               lora_target_modules: list[str] | None, gradient_checkpointing: bool, dtype: str) -> None:
+               lora_target_modules: list[str] | None, dtype: str) -> None:
         import diffusers
 
         if dtype not in DTYPES:
@@ -133,9 +134,6 @@ class DiffusersTransformer(nn.Module):
                                            if not p.requires_grad)
             self.register_state_dict_post_hook(self._drop_frozen)
             self.register_load_state_dict_post_hook(self._ignore_missing_frozen)
-        self.gradient_checkpointing = gradient_checkpointing
-        if gradient_checkpointing:
-            self.transformer.enable_gradient_checkpointing()
 
     default_lora_targets: tuple[str, ...] = ("to_q", "to_k", "to_v", "to_out.0")
 
@@ -222,7 +220,6 @@ class WanTransformer(Configurable, DiffusersTransformer):
         lora_target_modules: module names (peft's ``target_modules``) that get adapters; default the
             attention projections ``to_q``, ``to_k``, ``to_v``, ``to_out.0`` of self- and cross-attention
             (image-to-video: also the image cross-attention's ``add_k_proj``, ``add_v_proj``).
-        gradient_checkpointing: recompute each block in backward (diffusers' own checkpointing).
         dtype: the weights' dtype as loaded (float32 for mixed precision training).
     """
 
@@ -231,13 +228,12 @@ class WanTransformer(Configurable, DiffusersTransformer):
     block_name = "WanTransformerBlock"
 
     def __init__(self, path: str, lora_rank: int | None = None, lora_alpha: float | None = None,
-                 lora_target_modules: list[str] | None = None, gradient_checkpointing: bool = False,
-                 dtype: str = "float32") -> None:
+                 lora_target_modules: list[str] | None = None, dtype: str = "float32") -> None:
         super().__init__()
         image_to_video = _read_config_key(path, self.diffusers_class, "image_dim") is not None
         if image_to_video:  # the image cross-attention's own key/value projections too
             self.default_lora_targets = self.default_lora_targets + ("add_k_proj", "add_v_proj")
-        self._setup(path, lora_rank, lora_alpha, lora_target_modules, gradient_checkpointing, dtype)
+        self._setup(path, lora_rank, lora_alpha, lora_target_modules, dtype)
         self.image_to_video = image_to_video
         if self.image_to_video:
             self.pipeline_class = "WanImageToVideoPipeline"
@@ -300,10 +296,9 @@ class CogVideoXTransformer(Configurable, DiffusersTransformer):
     default_lora_targets = ("to_q", "to_k", "to_v", "to_out.0")
 
     def __init__(self, path: str, lora_rank: int | None = None, lora_alpha: float | None = None,
-                 lora_target_modules: list[str] | None = None, gradient_checkpointing: bool = False,
-                 dtype: str = "float32") -> None:
+                 lora_target_modules: list[str] | None = None, dtype: str = "float32") -> None:
         super().__init__()
-        self._setup(path, lora_rank, lora_alpha, lora_target_modules, gradient_checkpointing, dtype)
+        self._setup(path, lora_rank, lora_alpha, lora_target_modules, dtype)
         if self.config.get("ofs_embed_dim") or self.config["in_channels"] != self.config["out_channels"]:
             raise ValueError(f"{path}: a CogVideoX image-to-video transformer (in_channels {self.config['in_channels']}"
                              f", out_channels {self.config['out_channels']}); only text-to-video CogVideoX trains here")
@@ -377,11 +372,10 @@ class LTXVideoTransformer(Configurable, DiffusersTransformer):
     frame_conditioning = False
 
     def __init__(self, path: str, lora_rank: int | None = None, lora_alpha: float | None = None,
-                 lora_target_modules: list[str] | None = None, gradient_checkpointing: bool = False,
-                 dtype: str = "float32", frame_rate: float = 25.0, vae_temporal_compression: int = 8,
-                 vae_spatial_compression: int = 32) -> None:
+                 lora_target_modules: list[str] | None = None, dtype: str = "float32", frame_rate: float = 25.0,
+                 vae_temporal_compression: int = 8, vae_spatial_compression: int = 32) -> None:
         super().__init__()
-        self._setup(path, lora_rank, lora_alpha, lora_target_modules, gradient_checkpointing, dtype)
+        self._setup(path, lora_rank, lora_alpha, lora_target_modules, dtype)
         self.rope_scale = (vae_temporal_compression / frame_rate, vae_spatial_compression, vae_spatial_compression)
 
     @property

@@ -26,7 +26,6 @@ from typing import Literal, Sequence
 import torch
 from einops import rearrange
 from torch import Tensor, nn
-from torch.utils.checkpoint import checkpoint
 
 from videogen.models.configurable import Configurable
 from videogen.models.dit.attention import AttentionBackend, Layout, self_segments, text_segments, token_runs
@@ -77,14 +76,15 @@ class DiT(Configurable, nn.Module):
             self-attention in every block, PixArt-alpha) or 'joint' (the caption's keys and values join
             self-attention, one softmax over text + tokens, as CogVideoX and SD3; no cross-attention
             layer, so about 2 N D^2 fewer multiply-adds per block).
-        gradient_checkpointing: recompute each block in backward (activation checkpointing per block).
         attention_backend: how packed rows attend (bucket batches always use SDPA): 'auto'
             (``torch.nn.attention.varlen`` flash attention on CUDA in bf16/fp16, one SDPA call per clip
             elsewhere), 'varlen' (that or a clear error) or 'per_clip'. Both cost the clips' own
             sum of n_i^2, never N x N.
     """
 
-    block_class = DiTBlock  # the unit DiTModule(compile_blocks) compiles; FSDP configs name it by class path
+    # the unit DiTModule(compile_blocks, activation_checkpointing) compiles and recomputes; FSDP configs name it
+    block_class = DiTBlock
+    retired_init_args = ("gradient_checkpointing",)  # now DiTModule(activation_checkpointing), from outside
     # hook point for sequence parallelism, set from outside (videogen/parallel/sequence.py): this rank
     # runs the blocks on its share of the tokens and the outputs are gathered; None: all tokens here
     sequence_parallel = None
@@ -105,7 +105,6 @@ class DiT(Configurable, nn.Module):
         pooled_text: bool = True,
         frame_position: bool = True,
         text_attention: Literal["cross", "joint"] = "cross",
-        gradient_checkpointing: bool = False,
         attention_backend: AttentionBackend = "auto",
     ) -> None:
         super().__init__()
@@ -126,7 +125,6 @@ class DiT(Configurable, nn.Module):
         self.pooled_text = pooled_text
         self.frame_position = frame_position
         self.text_attention = text_attention
-        self.gradient_checkpointing = gradient_checkpointing
         self.attention_backend = attention_backend
         patch_volume = math.prod(self.patch_size)
         embed_channels = 2 * in_channels + 1 if frame_conditioning else in_channels
@@ -264,11 +262,7 @@ class DiT(Configurable, nn.Module):
         cos, sin = self.rope(positions)  # each (B, N, head_dim / 2)
         rope = (cos[:, None], sin[:, None])  # (B, 1, N, head_dim / 2)
         for block in self.blocks:
-            args = (x, c, segment_ids, rope, self_layout, text_tokens, cross_layout)
-            if self.gradient_checkpointing and self.training:
-                x = checkpoint(block, *args, use_reentrant=False)
-            else:
-                x = block(*args)
+            x = block(x, c, segment_ids, rope, self_layout, text_tokens, cross_layout)
         out = self.final_layer(x, c, segment_ids)  # (B, N, P_out)
         return out if sp is None else sp.gather(out, n)
 

@@ -45,11 +45,13 @@ class VideoAutoencoder(Configurable, nn.Module):
         patch_size_t: frames folded into channels before the first conv (1, 2 or 4); frame 0 is
             still encoded on its own.
         bottleneck: a :class:`DiagonalGaussian` (default, None) or :class:`FSQ`.
-        scaling_factor, shift_factor: not used by the model: the DiT normalises latents per channel with
-            the export's measured ``stats.json`` (``videogen.encoding.normalize_latents``). Kept because every
-            VAE export's ``config.yaml`` records them (all constructor arguments are recorded), so exports
-            written so far still load.
+
+    Latents are normalised outside the model, per channel, with the export's measured ``stats.json``
+    (``videogen.encoding.normalize_latents``).
     """
+
+    # scalar normalisation arguments the model never used, which earlier VAE exports recorded
+    retired_init_args = ("scaling_factor", "shift_factor")
 
     def __init__(
         self,
@@ -63,8 +65,6 @@ class VideoAutoencoder(Configurable, nn.Module):
         patch_size: int = 1,
         patch_size_t: int = 1,
         bottleneck: nn.Module | None = None,
-        scaling_factor: float = 1.0,
-        shift_factor: float = 0.0,
     ) -> None:
         super().__init__()
         if temporal_compression not in (1, 2, 4):
