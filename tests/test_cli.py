@@ -61,6 +61,23 @@ def test_wrong_config_value_is_a_clear_error(tmp_path, clip_shards, capsys):
     assert "batch_size" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("old, name, new", [
+    ("lr: 0.001", "lr", "model.init_args.optimizer.init_args.lr"),
+    ("dit: {init_args: {gradient_checkpointing: true}}", "gradient_checkpointing", "model.init_args.activation_checkpointing")])
+def test_a_retired_config_key_names_the_key_it_became(tmp_path, capsys, old, name, new):
+    """A config written before the optimizer was injected (or before activation checkpointing moved out of the
+    DiT) is refused as jsonargparse refuses any unknown key, after one line naming the key that replaced it."""
+    from pathlib import Path
+
+    old_config = tmp_path / "old.yaml"
+    old_config.write_text(f"model:\n  init_args:\n    {old}\n")
+    smoke = Path(__file__).parents[1] / "configs/dit/smoke.yaml"
+    with pytest.raises(SystemExit) as e:
+        main(["fit", "--config", str(smoke), "--config", str(old_config), "--print_config"])
+    assert e.value.code == 2
+    assert f"videogen: a config or checkpoint from before {name} was retired: it is now {new}" in capsys.readouterr().err
+
+
 def run_fit(tmp_path, shards, record, max_steps, ckpt=None, every=None):
     tmp_path.mkdir(exist_ok=True)
     a, _ = write_configs(tmp_path, shards, max_steps=max_steps)

@@ -135,6 +135,12 @@ def lightning_cli(args: list[str] | None = None, run: bool = True):
             if self.subcommand == "fit":
                 resume_requeued_job(config)
 
+        def parse_arguments(self, parser, args) -> None:  # a retired key gets the key it became, then the usual error
+            subcommands = getattr(parser, "_subcommands_action", None)
+            for each in [parser, *(subcommands._name_parser_map.values() if subcommands else [])]:
+                each.error = with_retired_hint(each.error)
+            super().parse_arguments(parser, args)
+
         def instantiate_classes(self) -> None:
             try:
                 super().instantiate_classes()
@@ -189,25 +195,47 @@ def checkpoint_mismatch(error: RuntimeError, ckpt_path, model) -> str | None:
                         "checkpoint of this config, or leave out --ckpt_path to start a new run")
 
 
-# stage-module arguments that became the injected optimizer's / schedule's (a config or checkpoint
-# written before: its hyper-parameters name them)
-RETIRED_ARGUMENTS = {"lr": "optimizer.init_args.lr", "betas": "optimizer.init_args.betas",
-                     "weight_decay": "optimizer.init_args.weight_decay", "warmup_steps": "lr_scheduler.init_args.warmup",
-                     "decay_steps": "lr_scheduler.init_args.decay", "min_lr_ratio": "lr_scheduler.init_args.floor"}
+# arguments retired from the stage modules and the DiT, and the key each became (a run config or a
+# checkpoint written before names them): the optimizer's and schedule's figures, activation checkpointing
+RETIRED_ARGUMENTS = {"lr": "model.init_args.optimizer.init_args.lr",
+                     "betas": "model.init_args.optimizer.init_args.betas",
+                     "weight_decay": "model.init_args.optimizer.init_args.weight_decay",
+                     "warmup_steps": "model.init_args.lr_scheduler.init_args.warmup",
+                     "decay_steps": "model.init_args.lr_scheduler.init_args.decay",
+                     "min_lr_ratio": "model.init_args.lr_scheduler.init_args.floor",
+                     "gradient_checkpointing": "model.init_args.activation_checkpointing"}
+
+
+def retired_hint(message: str) -> str | None:
+    """What a retired argument named in a parser's or constructor's error became, or None."""
+    import re
+
+    for name in re.findall(r"(?:unexpected keyword argument|[Oo]ption|[Kk]ey) '(\w+)'", message):
+        if name in RETIRED_ARGUMENTS:
+            return f"a config or checkpoint from before {name} was retired: it is now {RETIRED_ARGUMENTS[name]}"
+    return None
+
+
+def with_retired_hint(report):
+    """A parser's ``error`` that first prints what a retired argument in the message became."""
+    def error(message, *rest, **kw):
+        hint = retired_hint(str(message))
+        if hint:
+            print(f"videogen: {hint}", file=sys.stderr)
+        return report(message, *rest, **kw)
+
+    return error
 
 
 def config_error(message: str) -> None:
     """A configuration the run cannot use: one line on stderr, exit status 2, nothing computed.
     (jsonargparse reports a constructor's error among the Union subtypes it tried: keep that one.)"""
-    import re
-
     reasons = [line.strip()[2:] for line in message.splitlines()
                if line.strip().startswith("- ") and "Expected a <class 'NoneType'>" not in line]
     reason = reasons[0] if reasons else message.strip().splitlines()[0]
-    retired = re.search(r"unexpected keyword argument '(\w+)'", reason)
-    if retired and retired.group(1) in RETIRED_ARGUMENTS:
-        reason += (f" (a config or checkpoint from before the optimizer was injected: it is now "
-                   f"model.init_args.{RETIRED_ARGUMENTS[retired.group(1)]}, as in configs/*/quickstart.yaml)")
+    hint = retired_hint(reason)
+    if hint:
+        reason += f" ({hint})"
     print(f"videogen: error: {reason}", file=sys.stderr)
     raise SystemExit(2)
 

@@ -119,4 +119,4 @@ def test_a_resumed_fit_goes_on_with_the_optimizer_and_schedule(tmp_path, clip_sh
     assert stop.value.code == 2
     err = capsys.readouterr().err
     assert "videogen: error: VAEModule.__init__() got an unexpected keyword argument 'lr'" in err
-    assert "it is now model.init_args.optimizer.init_args.lr" in err
+    assert "before lr was retired: it is now model.init_args.optimizer.init_args.lr" in err
