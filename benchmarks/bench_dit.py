@@ -371,7 +371,9 @@ def section_packed_scale(steps: int, warmup: int, peak: float) -> list[dict]:
     first = rows[0]
     for r in rows:
         r["time_over_4_clips"] = r["step_s_median"] / first["step_s_median"]
-        r["memory_over_4_clips"] = r["memory_above_base_mib"] / first["memory_above_base_mib"]
+        # None when 4 clips peak within the allocator's noise of the base (0 MiB measured): no ratio to give
+        r["memory_over_4_clips"] = (r["memory_above_base_mib"] / first["memory_above_base_mib"]
+                                    if first["memory_above_base_mib"] > 0 else None)
     return rows
 
 
@@ -462,7 +464,8 @@ def main() -> None:
         print("\n5. packed step, clips of 1024 tokens (model", SCALE_MODEL, ")")
         for r in packed_scale:
             print(f"{r['clips']:>3} clips {r['step_s_median']:>7.2f} s ({r['time_over_4_clips']:.2f}x) "
-                  f"{r['memory_above_base_mib']:>7.0f} MiB above base ({r['memory_over_4_clips']:.2f}x)")
+                  f"{r['memory_above_base_mib']:>7.0f} MiB above base"
+                  + (f" ({r['memory_over_4_clips']:.2f}x)" if r["memory_over_4_clips"] is not None else ""))
     if compiled:
         for k, r in compiled.items():
             print(f"6. compile, {k}: {r['compiled_over_eager_tokens_per_s']:.2f}x tokens/s (compile {r['compile_s']:.0f} s)")
