@@ -202,7 +202,8 @@ class VideoStream(IterableDataset):
 
 
 class ShardPassStream(IterableDataset):
-    """Every sample once, shard by shard, in order: the input of predict runs (encode, recaption).
+    """Every sample once, shard by shard, in order: the input of `videogen encode` (recaption reads whole
+    samples, members and all, with :class:`videogen.pipelines.recaption.CaptionStream`).
 
     Shards are split over ranks and workers by :func:`split_shards` (whole shards only, so each
     output shard is written by one process). Batches never span shards; after a shard's last batch
