@@ -1,6 +1,7 @@
-"""Arrays from ``.npy`` bytes found in shards (latent caches' ``latent.npy``, ``text.*.npy``): never
-unpickled, and the header is believed only when its shape and dtype account for exactly the bytes
-that follow it, so a hostile header cannot make the reader allocate more than the member's size."""
+"""Arrays to and from ``.npy`` bytes in shards (latent caches' ``latent.npy``, ``text.*.npy``): written
+without pickles (:func:`npy_bytes`), read never unpickled (:func:`read_npy`), the header believed only
+when its shape and dtype account for exactly the bytes that follow it, so a hostile header cannot make
+the reader allocate more than the member's size."""
 
 from __future__ import annotations
 
@@ -31,3 +32,10 @@ def read_npy(data: bytes) -> np.ndarray:
     if need != have:
         raise ValueError(f"its header claims shape {tuple(shape)} {dtype} ({need} bytes) but {have} bytes follow")
     return np.load(io.BytesIO(data), allow_pickle=False)
+
+
+def npy_bytes(array: np.ndarray) -> bytes:
+    """``array`` as ``.npy`` bytes (no pickle: object arrays are refused), what :func:`read_npy` reads."""
+    buf = io.BytesIO()
+    np.save(buf, array, allow_pickle=False)
+    return buf.getvalue()

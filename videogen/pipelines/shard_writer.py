@@ -17,7 +17,6 @@ finished shard in the folder (:func:`write_manifest`), with what the job records
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import os
@@ -27,21 +26,15 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
-import numpy as np
 from lightning.pytorch.callbacks import BasePredictionWriter
 
 from videogen.data.manifest import DatasetManifest, ShardStats
+from videogen.data.npy import npy_bytes
 from videogen.data.writer import TarShardWriter
 
 log = logging.getLogger("videogen")
 
 DONE = ".done"
-
-
-def npy_bytes(array: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    np.save(buf, array, allow_pickle=False)
-    return buf.getvalue()
 
 
 def finished_shards(out: str | Path) -> dict[str, dict[str, Any]]:
