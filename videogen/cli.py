@@ -240,6 +240,18 @@ def config_error(message: str) -> None:
     raise SystemExit(2)
 
 
+def close_process_group() -> None:
+    """Destroy the process group a distributed run opened, before the interpreter shuts down.
+
+    Lightning destroys it at exit only for NCCL; a gloo group left open is torn down during
+    interpreter finalisation, and its worker threads then abort the process ("terminate called
+    without an active exception", exit -6) after a run that succeeded."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
@@ -256,6 +268,8 @@ def main(argv: list[str] | None = None) -> int:
         except (ConfigError, ManifestError, RefusedFile) as e:  # found at setup, before the first step (or an export refused)
             print(f"videogen: error: {e}", file=sys.stderr)
             return 2
+        finally:
+            close_process_group()
         return 0
     print(f"videogen: unknown command {argv[0]!r}; run 'videogen --help' for the list", file=sys.stderr)
     return 2

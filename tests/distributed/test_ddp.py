@@ -2,13 +2,15 @@
 keep identical weights on both ranks, ranks read disjoint samples, and epochs over unequal shards
 end together (the loader's equal batches per rank)."""
 
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from launch import data_section, fit_config, keys_by_epoch, records, run_fit, tiny_dit_model, tiny_vae_model, write_shards  # noqa: E402
+from launch import (data_section, env, fit_config, keys_by_epoch, records, run_fit, tiny_dit_model,  # noqa: E402
+                    tiny_vae_model, write_shards)
 
 pytestmark = pytest.mark.slow
 
@@ -113,3 +115,21 @@ def test_dit_ddp_trains_from_caption_embeddings_with_no_encoder_on_any_rank(tmp_
     assert (t0["built"], t1["built"]) == (1, 0)  # the validation prompts, on rank 0, once
     assert t0["from_cache"] and t1["from_cache"] and not t0["holds_encoder"] and not t1["holds_encoder"]
     assert t0["prompts"] == t1["prompts"] and len(t0["prompts"]) == 3
+
+
+def test_fit_closes_its_gloo_process_group_before_exit(tmp_path):
+    """Lightning destroys the process group at exit only for NCCL: a gloo group left to interpreter
+    finalisation can abort a run that succeeded ("terminate called without an active exception", rc -6).
+    ``videogen fit`` closes it itself, so nothing distributed is left open when ``main`` returns."""
+    write_shards(tmp_path / "shards", [2])
+    cfg = fit_config(tmp_path / "vae.yaml", tiny_vae_model(), data_section(tmp_path / "shards"), tmp_path,
+                     devices=1, max_steps=1)
+    driver = tmp_path / "driver.py"
+    driver.write_text("import sys\nimport torch.distributed as dist\nfrom videogen.cli import main\n"
+                      "rc = main(['fit', '--config', sys.argv[1]])\n"
+                      "print('group open after main:', dist.is_initialized())\nsys.exit(rc)\n")
+    proc = subprocess.run([sys.executable, str(driver), str(cfg)], env=env(), capture_output=True, text=True,
+                          timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert records(tmp_path)[0]["strategy"] == "DDPStrategy"  # the run did open a group
+    assert "group open after main: False" in proc.stdout
