@@ -90,32 +90,6 @@ def test_conditioned_frames_do_not_count_in_the_loss(trained):
     assert torch.isfinite(loss).all() and mask.shape == (2, 1, 3, 8, 12) and mask.sum() > 0
 
 
-def test_motion_weight_adds_the_frame_to_frame_change_of_the_error_only(trained):
-    """``motion_weight``: an error the same in every latent frame (appearance) costs what it did; one that
-    changes from frame to frame (motion) costs that weight times its mean squared change more; given frames
-    count as error 0, so the jump from a given frame to the first generated one is weighted too."""
-    module = trained["module"]
-    z, noise, t = torch.zeros(1, 2, 3, 2, 2), torch.zeros(1, 2, 3, 2, 2), torch.full((1,), 0.5)
-    target = module.process.target(z, noise, t)
-    steady = target + 0.5                                                   # error 0.5 in every frame
-    moving = target + torch.tensor([0.0, 1.0, 3.0]).view(1, 1, 3, 1, 1)     # error 0, 1, 3 along time
-    given = torch.zeros(1, 1, 3, 2, 2)
-    given[:, :, 0] = 1                                                      # frame 0 given, error 5 ignored there
-    given_first = moving + torch.tensor([5.0, 0.0, 0.0]).view(1, 1, 3, 1, 1)
-    errors = lambda pred, mask=None: module._clip_errors(pred, z, noise, t, mask).item()  # noqa: E731
-    assert module.hparams.motion_weight == 0.0
-    before = errors(steady), errors(moving), errors(given_first, given)
-    assert before == pytest.approx([0.25, 10 / 3, 5.0])
-    module.hparams.motion_weight = 2.0
-    try:
-        after = errors(steady), errors(moving), errors(given_first, given)
-    finally:
-        module.hparams.motion_weight = 0.0
-    assert after[0] == before[0]                                            # no change over time: nothing added
-    assert after[1] == pytest.approx(10 / 3 + 2.0 * (1 + 4) / 2)            # changes 1 and 2: mean square 2.5
-    assert after[2] == pytest.approx(5.0 + 2.0 * (1 + 4) / 2)               # 0 (given) -> 1 -> 3
-
-
 def test_packed_batch_loss_equals_each_clip_alone(trained):
     """A packed batch (clips of different sizes in one token row) gives each clip the loss it gets alone."""
     import random

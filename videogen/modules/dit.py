@@ -105,7 +105,6 @@ class DiTModule(CaptionText, LightningModule):
         snr_shift_scale: float = 3.0,
         timestep_mean: float = 0.0,
         timestep_std: float = 1.0,
-        motion_weight: float = 0.0,
         optimizer: OptimizerCallable = dit_adamw,
         lr_scheduler: LRSchedulerCallable = lambda optimizer: WarmupCosine(optimizer, warmup=100),
         ema_decay: float | None = 0.999,
@@ -161,11 +160,6 @@ class DiTModule(CaptionText, LightningModule):
             snr_shift_scale: ``process: ddpm_discrete`` only: CogVideoX's SNR shift of its alphas (3.0 for
                 CogVideoX-2b, 1.0 for 5b).
             timestep_mean, timestep_std: logit-normal training timesteps.
-            motion_weight: weight of a second loss term, the mean squared change of the velocity error from
-                one latent frame to the next (:meth:`_clip_errors`): it weights the error's temporal
-                variations (motion) more than its constant part (appearance). A fixed positive-definite
-                reweighting of the squared error, so the optimum is still the conditional mean velocity;
-                0: off.
             optimizer: builds the optimizer of the trained parameters (default AdamW, lr 3e-4, betas
                 (0.9, 0.99), no weight decay).
             lr_scheduler: the learning-rate schedule, stepped every optimizer step (default ``WarmupCosine``
@@ -362,19 +356,12 @@ class DiTModule(CaptionText, LightningModule):
         return per_clip, t
 
     def _clip_errors(self, pred, z, noise, t, cond_mask) -> torch.Tensor:
-        """(B,) mean squared velocity error per clip, over the frames to generate only; with ``motion_weight``,
-        plus that weight times the mean squared frame-to-frame change of the error (given frames count as
-        error 0, so the step from a given frame to the first generated one is weighted too)."""
-        diff = pred.float() - self.process.target(z, noise, t)  # (B, C, t, h, w)
-        keep = None if cond_mask is None else 1 - cond_mask
-        if keep is None:
-            loss = diff.pow(2).flatten(1).mean(1)
-        else:
-            diff = diff * keep
-            loss = diff.pow(2).flatten(1).sum(1) / (keep.flatten(1).sum(1) * z.shape[1]).clamp_min(1)
-        if self.hparams.motion_weight and diff.shape[2] > 1:
-            loss = loss + self.hparams.motion_weight * (diff[:, :, 1:] - diff[:, :, :-1]).pow(2).flatten(1).mean(1)
-        return loss
+        """(B,) mean squared velocity error per clip, over the frames to generate only."""
+        err = (pred.float() - self.process.target(z, noise, t)).pow(2)  # (B, C, t, h, w)
+        if cond_mask is None:
+            return err.flatten(1).mean(1)
+        keep = 1 - cond_mask
+        return (err * keep).flatten(1).sum(1) / (keep.flatten(1).sum(1) * z.shape[1]).clamp_min(1)
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         rank = self.data_rank_world[0]
