@@ -32,10 +32,11 @@ IDENTITY_SUFFIXES = (".safetensors", ".json", ".model", ".txt")
 FLOAT16_MAX = 65504.0
 
 
-def text_encoder_identity(path_or_name: str | None, max_length: int) -> dict[str, Any]:
+def text_encoder_identity(path_or_name: str | None, max_length: int, layer: int = -1) -> dict[str, Any]:
     """What makes two encoders' embeddings the same, without loading the model: the local folder, the
     sha256 of its weights, config and tokenizer files (name and bytes of each ``*.safetensors``,
-    ``*.json``, ``*.model``, ``*.txt``, in name order) and the max length. Reads every weight byte
+    ``*.json``, ``*.model``, ``*.txt``, in name order), the max length and the hidden state used
+    (``layer``, recorded only when not the last, so caches of the last layer keep their identity). Reads every weight byte
     once (about a minute for T5-XXL's 19 GB)."""
     from videogen.models.text import resolve_text_encoder
 
@@ -48,7 +49,8 @@ def text_encoder_identity(path_or_name: str | None, max_length: int) -> dict[str
     if not any(p.suffix == ".safetensors" for p in files):
         raise FileNotFoundError(f"text encoder folder {folder}: no *.safetensors weights (only safetensors are "
                                 "hashed and loaded)")
-    return {"source": str(folder), "sha256": sha256_files(files), "max_length": int(max_length)}
+    return {"source": str(folder), "sha256": sha256_files(files), "max_length": int(max_length),
+            **({"layer": int(layer)} if layer != -1 else {})}
 
 
 @torch.no_grad()
@@ -98,6 +100,10 @@ def check_cache_record(record: Any, where: str, mine: dict[str, Any], text_dim: 
         raise ValueError(f"{where}: its caption embeddings were written with --text-max-length "
                          f"{record.get('max_length')}, this DiT has text_max_length={mine['max_length']}: make them "
                          "equal")
+    if record.get("layer", -1) != mine.get("layer", -1):
+        raise ValueError(f"{where}: its caption embeddings are the text encoder's hidden state "
+                         f"{record.get('layer', -1)!r}, this DiT uses text_layer={mine.get('layer', -1)}: re-run "
+                         "`videogen encode --text-layer` with the DiT's, or set text_embeddings: encoder")
     if record.get("width") != text_dim:
         raise ValueError(f"{where}: its caption embeddings are created_by.text_encoder.width={record.get('width')!r} "
                          f"wide, the DiT's text_dim is {text_dim}: make them equal")
@@ -131,13 +137,13 @@ def pad_embeddings(embeddings: list[torch.Tensor], max_length: int, device) -> t
 
 
 def text_cache_for(mode: str, shards: list, text_encoder: str | None, max_length: int, text_dim: int,
-                   val_prompts: list[str] | None) -> dict[str, Any] | None:
+                   val_prompts: list[str] | None, layer: int = -1) -> dict[str, Any] | None:
     """What a DiT with ``text_embeddings: mode`` takes its captions from, given its train/val ``shards``:
     None (the live encoder) or ``{"source", "null" (n, D) float16 tensor, "prompts" {prompt: (tokens, mask)}}``.
 
     ``cache`` (and ``auto`` when every shard's folder is a local latent cache with caption embeddings)
-    checks each cache's record against ``text_encoder`` (hashed, not loaded), ``max_length`` and
-    ``text_dim``; ``val_prompts`` are then encoded here, once, on the CPU, and the encoder let go.
+    checks each cache's record against ``text_encoder`` (hashed, not loaded), ``max_length``, the hidden
+    state ``layer`` and ``text_dim``; ``val_prompts`` are then encoded here, once, on the CPU, and the encoder let go.
     Raises ValueError for a cache that does not fit (``cache`` also for shards without embeddings)."""
     from videogen.data.manifest import DatasetManifest
     from videogen.data.shards import expand_urls
@@ -158,7 +164,7 @@ def text_cache_for(mode: str, shards: list, text_encoder: str | None, max_length
             log.warning("some shard folders carry caption embeddings (%s) but not all train/val shards do: captions "
                         "go through the live text encoder", ", ".join(map(str, sorted(with_text))))
         return None
-    mine = text_encoder_identity(text_encoder, max_length)
+    mine = text_encoder_identity(text_encoder, max_length, layer)
     for folder, record in sorted(records.items()):
         if record is not None:
             check_cache_record(record, str(folder / "dataset.json"), mine, text_dim)
@@ -168,7 +174,7 @@ def text_cache_for(mode: str, shards: list, text_encoder: str | None, max_length
     if val_prompts:  # the only time training loads the encoder: once, on the CPU, then let go
         from videogen.models.text import FrozenTextEncoder
 
-        encoder = FrozenTextEncoder(mine["source"], max_length, dtype="float32")
+        encoder = FrozenTextEncoder(mine["source"], max_length, dtype="float32", layer=layer)
         unique = list(dict.fromkeys(val_prompts))
         tokens, mask = encoder(unique)
         prompts = {p: (tokens[i: i + 1], mask[i: i + 1]) for i, p in enumerate(unique)}

@@ -85,3 +85,30 @@ def test_offline_never_downloads(monkeypatch, tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(OSError, match="folder"):
         FrozenTextEncoder(str(tmp_path / "empty"))
+
+
+def test_layer_picks_a_hidden_state_and_out_of_range_is_refused(encoder):
+    """``layer``: Hugging Face's ``hidden_states[layer]`` (masked as the last layer is); -1 stays the
+    ``last_hidden_state``. On MiniLM the penultimate layer keeps "left" and "right" further apart,
+    relative to "white" and "red", than the last does: the reason the option exists (docs/dit.md)."""
+    penultimate = FrozenTextEncoder(max_length=32, layer=-2)
+    caption = "A small {} circle moves to the {} across the frame."
+    texts = [caption.format("white", "right"), caption.format("white", "left"), caption.format("red", "right")]
+    batch = encoder.tokenizer(texts, padding="max_length", truncation=True, max_length=32, return_tensors="pt")
+    with torch.no_grad():
+        states = encoder.encoder(**batch, output_hidden_states=True).hidden_states
+    last, last_mask = encoder.encode(texts)
+    second, mask = penultimate.encode(texts)
+    assert torch.equal(mask, last_mask)
+    torch.testing.assert_close(second, states[-2] * mask[..., None], rtol=0, atol=0)
+    torch.testing.assert_close(last, states[-1] * mask[..., None], rtol=1e-6, atol=1e-6)
+    assert not torch.allclose(second, last)
+
+    def gap(tokens, a, b):  # largest per-token distance between two captions
+        return (tokens[a] - tokens[b]).norm(dim=-1).max().item()
+
+    ratio_last, ratio_second = gap(last, 0, 1) / gap(last, 0, 2), gap(second, 0, 1) / gap(second, 0, 2)
+    assert ratio_second > 1.5 * ratio_last, (ratio_second, ratio_last)
+    for bad in (7, -8, 1.5, True):  # MiniLM has 6 layers: hidden states -7..6
+        with pytest.raises(ValueError, match="layer="):
+            FrozenTextEncoder(max_length=8, layer=bad)

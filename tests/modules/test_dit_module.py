@@ -90,6 +90,33 @@ def test_conditioned_frames_do_not_count_in_the_loss(trained):
     assert torch.isfinite(loss).all() and mask.shape == (2, 1, 3, 8, 12) and mask.sum() > 0
 
 
+def test_text_layer_is_exported_and_sampling_encodes_prompts_with_it(trained, tmp_path):
+    """A DiT trained on the text encoder's penultimate hidden state (``text_layer: -2``) records it in its
+    export; ``videogen sample``'s loader builds the encoder with it; a hostile value is refused, not used."""
+    import shutil
+
+    from videogen.pipelines.video import load_trained_dit
+
+    module = trained["module"]
+    assert "text_layer" not in module.export_stats()  # the default, -1, is not recorded: old exports read the same
+    module.hparams.text_layer = -2
+    try:
+        assert module.export_stats()["text_layer"] == -2
+    finally:
+        module.hparams.text_layer = -1
+    export = tmp_path / "export"
+    shutil.copytree(trained["tmp"] / "export", export)
+    assert load_trained_dit(str(export)).text_encoder.layer == -1
+    stats = json.loads((export / "stats.json").read_text())
+    for value, ok in ((-2, True), ("-2; import os", False), (99, False)):
+        (export / "stats.json").write_text(json.dumps({**stats, "text_layer": value}))
+        if ok:
+            assert load_trained_dit(str(export)).text_encoder.layer == -2
+        else:
+            with pytest.raises(ValueError, match="layer="):
+                load_trained_dit(str(export))
+
+
 def test_packed_batch_loss_equals_each_clip_alone(trained):
     """A packed batch (clips of different sizes in one token row) gives each clip the loss it gets alone."""
     import random

@@ -232,7 +232,8 @@ def test_a_bad_sample_is_skipped_in_training_batches(world, tmp_path):
 def test_another_encoders_cache_is_refused_before_any_step(world, tmp_path, constructions):
     out = encode_cache(world, "clip", "cache-clip")
     for kw, words in (({"text_encoder": str(world["t5"])}, "written by the text encoder at"),
-                      ({"text_max_length": 6}, "--text-max-length 8"),):
+                      ({"text_max_length": 6}, "--text-max-length 8"),
+                      ({"text_layer": -2}, "hidden state -1, this DiT uses text_layer=-2"),):
         module = tiny_module(world, "clip", text_embeddings="auto")
         module.hparams.update(kw)
         trainer = Trainer(accelerator="cpu", max_steps=2, enable_progress_bar=False, logger=False,
@@ -308,3 +309,26 @@ def test_encode_refuses_to_mix_encoders_and_hub_names(world, tmp_path, capsys):
     assert "need a local model folder" in capsys.readouterr().out
     assert main(args[:6] + [str(tmp_path / "new"), *args[7:], "--text-encoder", str(world["t5"]),
                 "--text-max-length", "0"]) == 2
+
+
+def test_a_cache_of_another_hidden_state_is_written_and_read_by_text_layer(world):
+    """``videogen encode --text-layer -2`` stores the encoder's penultimate hidden state and records it; a DiT
+    with ``text_layer: -2`` reads that cache (its embeddings equal the live encoder's at that layer), one
+    with the default last layer is refused, and a rerun into the folder with another layer is refused."""
+    out = world["root"] / "cache-clip-penultimate"
+    args = ["encode", "--vae", str(world["vae"]), "--data", str(world["shards"]), "--out", str(out),
+            "--max-area", str(48 * 32), "--max-frames", "9", "--num-workers", "0", "--accelerator", "cpu",
+            "--devices", "1", "--text-encoder", str(world["clip"]), "--text-max-length", "8"]
+    assert main([*args, "--text-layer", "-2"]) == 0
+    record = json.loads((out / "dataset.json").read_text())["created_by"]["text_encoder"]
+    assert record["layer"] == -2
+    cache = tiny_module(world, "clip", text_layer=-2)._decide_text_cache(datamodule(out))
+    live = FrozenTextEncoder(str(world["clip"]), 8, layer=-2)
+    tokens, mask = live([""])
+    assert torch.equal(cache["null"].float(), tokens[0, : int(mask.sum())].half().float())
+    with pytest.raises(ConfigError, match="hidden state -2, this DiT uses text_layer=-1"):
+        tiny_module(world, "clip")._decide_text_cache(datamodule(out))
+    with pytest.raises(ValueError, match="--text-layer -2"):
+        from videogen.pipelines.encode import encode
+        encode(str(world["vae"]), str(world["shards"]), out, max_area=48 * 32, max_frames=9, num_workers=0,
+               text_encoder=str(world["clip"]), text_max_length=8, text_layer=-1, accelerator="cpu", devices=1)

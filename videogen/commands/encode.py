@@ -34,6 +34,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "the quickstart's all-MiniLM-L6-v2), so the DiT trains without the encoder")
     parser.add_argument("--text-max-length", type=int, default=64,
                         help="tokens per caption with --text-encoder (the DiT's text_max_length; default 64)")
+    parser.add_argument("--text-layer", type=int, default=-1,
+                        help="the text encoder's hidden state stored with --text-encoder (the DiT's text_layer: -1 "
+                             "the last, -2 the penultimate; default -1)")
     parser.add_argument("--num-workers", type=int, default=1, help="dataloader workers per process (default 1)")
     parser.add_argument("--accelerator", default="auto")
     parser.add_argument("--devices", default="auto")
@@ -56,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
                      size_multiple=args.size_multiple, frame_stride=args.frame_stride, buckets=buckets,
                      chunk_frames=args.chunk_frames, memory_budget=args.memory_budget,
                      text_encoder=args.text_encoder, text_max_length=args.text_max_length,
+                     text_layer=args.text_layer,
                      num_workers=args.num_workers, accelerator=args.accelerator, devices=args.devices,
                      num_nodes=args.num_nodes, precision=args.precision)
     except (FileNotFoundError, ValueError, TypeError, OSError) as e:

@@ -118,10 +118,15 @@ class FrozenTextEncoder(nn.Module):
         attend_padding: run the encoder without an attention mask over the padded caption and keep the
             padding positions' outputs (what CogVideoX's pipeline gives its transformer); the mask returned
             still marks the real tokens.
+        layer: which hidden state to return, indexed as Hugging Face's ``hidden_states`` (0: the token
+            embeddings, 1..n: after each layer): -1 the last (``last_hidden_state``), -2 the penultimate
+            (SDXL's "CLIP skip"). A sentence-embedding encoder's last layer can nearly merge words a video
+            model must tell apart: MiniLM's last layer keeps "left" and "right" a quarter as far apart as
+            "white" and "red", its penultimate half as far (docs/dit.md).
     """
 
     def __init__(self, path_or_name: str | None = None, max_length: int = 77, cache_size: int = 0,
-                 dtype: str = "auto", attend_padding: bool = False) -> None:
+                 dtype: str = "auto", attend_padding: bool = False, layer: int = -1) -> None:
         super().__init__()
         from transformers import AutoTokenizer
 
@@ -155,6 +160,11 @@ class FrozenTextEncoder(nn.Module):
                 "cached or reachable."
             ) from err
         self.encoder.eval().requires_grad_(False)
+        depth = getattr(self.encoder.config, "num_hidden_layers", None) or getattr(self.encoder.config, "num_layers", None)
+        if isinstance(layer, bool) or not isinstance(layer, int) or (depth and not -(depth + 1) <= layer <= depth):
+            raise ValueError(f"FrozenTextEncoder init arg layer={layer!r}: {path_or_name} has hidden states "
+                             f"{-(depth or 0) - 1}..{depth} (-1: the last, -2: the penultimate)")
+        self.layer = layer
         self.path_or_name = path_or_name
         self.max_length = max_length
         self.cache_size = cache_size
@@ -182,10 +192,13 @@ class FrozenTextEncoder(nn.Module):
             list(texts), padding="max_length", truncation=True, max_length=self.max_length, return_tensors="pt"
         ).to(weight.device)
         mask = batch["attention_mask"].bool()  # (B, L)
-        if self.attend_padding:
-            return self.encoder(input_ids=batch["input_ids"]).last_hidden_state.float(), mask
-        hidden = self.encoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
-        return hidden.float() * mask[..., None], mask
+        inputs = {"input_ids": batch["input_ids"]} if self.attend_padding else \
+            {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+        if self.layer == -1:
+            hidden = self.encoder(**inputs).last_hidden_state
+        else:
+            hidden = self.encoder(**inputs, output_hidden_states=True).hidden_states[self.layer]
+        return (hidden.float(), mask) if self.attend_padding else (hidden.float() * mask[..., None], mask)
 
     def forward(self, texts: list[str]) -> tuple[Tensor, Tensor]:
         if isinstance(texts, str):

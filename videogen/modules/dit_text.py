@@ -23,7 +23,7 @@ from videogen.text_encoding import pad_embeddings, text_cache_for
 
 class CaptionText:
     """Mixed into :class:`videogen.modules.dit.DiTModule`: it reads ``hparams`` (``text_encoder``,
-    ``text_max_length``, ``text_embeddings``, ``val_prompts``, ``caption_dropout``), ``self.dit``,
+    ``text_max_length``, ``text_layer``, ``text_embeddings``, ``val_prompts``, ``caption_dropout``), ``self.dit``,
     ``self.captions``, ``self._frozen`` (the frozen encoders, outside the state dict) and
     ``self._text_cache`` (set at setup from :meth:`_decide_text_cache`)."""
 
@@ -34,7 +34,7 @@ class CaptionText:
 
             self._frozen["text"] = FrozenTextEncoder(  # a pretrained family's own text path (CogVideoX: unmasked)
                 self.hparams.text_encoder, self.hparams.text_max_length, cache_size=4096,
-                attend_padding=getattr(self.dit, "text_attends_padding", False))
+                attend_padding=getattr(self.dit, "text_attends_padding", False), layer=self.hparams.text_layer)
         enc = self._frozen["text"]
         return enc.to(self.device)
 
@@ -52,7 +52,7 @@ class CaptionText:
             mode = "encoder"
         try:
             return text_cache_for(mode, shards, h.text_encoder, h.text_max_length, self.dit.text_dim,
-                                  h.val_prompts)
+                                  h.val_prompts, h.text_layer)
         except (ValueError, OSError) as e:  # OSError: the configured encoder's folder cannot be hashed
             raise ConfigError(str(e)) from None
 

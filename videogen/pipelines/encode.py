@@ -40,21 +40,21 @@ def buckets_from(config: str | Path, overrides: list[str] = (), shards: str | li
 
 
 def check_same_text_encoder(out: Path, before: dict | None, now: dict | None) -> None:
-    """A rerun into a cache folder keeps its caption embeddings' encoder and max length (or their absence)."""
+    """A rerun into a cache folder keeps its caption embeddings' encoder, max length and layer (or their absence)."""
     same = (before is None) == (now is None) and (now is None or (
         isinstance(before, dict) and before.get("sha256") == now["sha256"]
-        and before.get("max_length") == now["max_length"]))
+        and before.get("max_length") == now["max_length"] and before.get("layer", -1) == now.get("layer", -1)))
     if not same:
-        had = (f"caption embeddings of {before.get('source')} (--text-max-length {before.get('max_length')})"
-               if isinstance(before, dict) else "no caption embeddings")
-        raise ValueError(f"{out}: holds a cache with {had}; encode with the same --text-encoder and "
-                         "--text-max-length, or write this cache to a new folder")
+        had = (f"caption embeddings of {before.get('source')} (--text-max-length {before.get('max_length')}, "
+               f"--text-layer {before.get('layer', -1)})" if isinstance(before, dict) else "no caption embeddings")
+        raise ValueError(f"{out}: holds a cache with {had}; encode with the same --text-encoder, "
+                         "--text-max-length and --text-layer, or write this cache to a new folder")
 
 
 def encode(vae: str, data: list[str] | str, out: str | Path, *, max_area: int = 256 * 256, max_frames: int = 33,
            size_multiple: int | None = None, frame_stride: int = 1, buckets: dict | None = None,
            chunk_frames: int | None = None, memory_budget: float | None = None,
-           text_encoder: str | None = None, text_max_length: int = 64, num_workers: int = 1,
+           text_encoder: str | None = None, text_max_length: int = 64, text_layer: int = -1, num_workers: int = 1,
            accelerator: str = "auto", devices: str | int = "auto", num_nodes: int = 1, precision: str = "32-true",
            progress: bool = True) -> Path:
     from lightning.pytorch import Trainer
@@ -76,9 +76,10 @@ def encode(vae: str, data: list[str] | str, out: str | Path, *, max_area: int = 
 
         if text_max_length < 1:
             raise ValueError(f"--text-max-length {text_max_length}: must be >= 1")
-        text = text_encoder_identity(text_encoder, text_max_length)
+        text = text_encoder_identity(text_encoder, text_max_length, text_layer)
     module = EncodeModule(vae, chunk_frames=chunk_frames, memory_budget=memory_budget,
-                          text_encoder=None if text is None else text["source"], text_max_length=text_max_length)
+                          text_encoder=None if text is None else text["source"], text_max_length=text_max_length,
+                          text_layer=text_layer)
     check_out_apart(out, data)
     out = Path(out)
     identity = vae_identity(module.export)

@@ -18,7 +18,8 @@ from videogen.encoding import encode_latents, load_vae
 
 class EncodeModule(LightningModule):
     def __init__(self, vae: str, chunk_frames: int | None = None, tile: tuple[int, int] | None = None,
-                 memory_budget: float | None = None, text_encoder: str | None = None, text_max_length: int = 64):
+                 memory_budget: float | None = None, text_encoder: str | None = None, text_max_length: int = 64,
+                 text_layer: int = -1):
         """
         Args:
             vae: the stage-1 export folder (or checkpoint), a diffusers video-VAE folder or a
@@ -29,6 +30,7 @@ class EncodeModule(LightningModule):
             text_encoder: also store caption embeddings made by this encoder folder (``default``: the
                 quickstart's all-MiniLM-L6-v2); None: latents only.
             text_max_length: the encoder's tokens per caption (the DiT's ``text_max_length``).
+            text_layer: the encoder's hidden state stored (the DiT's ``text_layer``; -1 the last).
         """
         super().__init__()
         self.export = load_vae(vae)
@@ -40,7 +42,8 @@ class EncodeModule(LightningModule):
         if text_encoder is not None:
             from videogen.models.text import FrozenTextEncoder, resolve_text_encoder
 
-            self.text_encoder = FrozenTextEncoder(resolve_text_encoder(text_encoder), text_max_length)
+            self.text_encoder = FrozenTextEncoder(resolve_text_encoder(text_encoder), text_max_length,
+                                                  layer=text_layer)
 
     def on_predict_start(self) -> None:
         """The encoded NULL_CAPTION, on the device and in the dtype that encode the captions."""

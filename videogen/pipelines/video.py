@@ -80,7 +80,8 @@ def load_trained_dit(path: str, vae: str | None = None) -> TrainedDiT:
     check_same_vae(stats["vae"], vae_export, f"the DiT at {path} was trained with",
                    "restore that VAE (or give it with --vae), or train the DiT again")
     text_encoder = FrozenTextEncoder(stats["text_encoder"], stats["text_max_length"],
-                                     attend_padding=getattr(export.module, "text_attends_padding", False))
+                                     attend_padding=getattr(export.module, "text_attends_padding", False),
+                                     layer=stats.get("text_layer", -1))  # checked there: an int in range
     return TrainedDiT(export.module, vae_export, stats, text_encoder,
                       export.manifest.get("inputs", {}).get("global_step"))
 
