@@ -162,8 +162,9 @@ class FrozenTextEncoder(nn.Module):
         self.encoder.eval().requires_grad_(False)
         depth = getattr(self.encoder.config, "num_hidden_layers", None) or getattr(self.encoder.config, "num_layers", None)
         if isinstance(layer, bool) or not isinstance(layer, int) or (depth and not -(depth + 1) <= layer <= depth):
-            raise ValueError(f"FrozenTextEncoder init arg layer={layer!r}: {path_or_name} has hidden states "
-                             f"{-(depth or 0) - 1}..{depth} (-1: the last, -2: the penultimate)")
+            states = f"has hidden states {-depth - 1}..{depth}" if depth else "takes an integer hidden-state index"
+            raise ValueError(f"FrozenTextEncoder init arg layer={layer!r}: {path_or_name} {states} "
+                             "(-1: the last, -2: the penultimate)")
         self.layer = layer
         self.path_or_name = path_or_name
         self.max_length = max_length
