@@ -53,6 +53,18 @@ def test_configs_merge_in_order_with_interpolation(tmp_path, clip_shards, capsys
     assert cfg["model"]["init_args"]["lr"] == 3  # ${data.init_args.bucketer.batch_size}, resolved
 
 
+@pytest.mark.parametrize("native", [True, False])
+def test_bf16_on_a_cpu_without_bf16_instructions_trains_in_fp32(tmp_path, clip_shards, capsys, monkeypatch, native):
+    import videogen.cli as cli
+
+    monkeypatch.setattr(cli, "cpu_has_native_bf16", lambda: native)
+    a, _ = write_configs(tmp_path, clip_shards, precision="bf16-mixed")
+    built = cli.lightning_cli(["--config", str(a)], run=False)
+    assert built.trainer.precision == ("bf16-mixed" if native else "32-true")
+    told = "on a CPU without bf16 instructions (AVX512-BF16 or AMX)" in capsys.readouterr().err
+    assert told is not native
+
+
 def test_wrong_config_value_is_a_clear_error(tmp_path, clip_shards, capsys):
     a, _ = write_configs(tmp_path, clip_shards)
     with pytest.raises(SystemExit) as e:
