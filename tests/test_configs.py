@@ -131,7 +131,7 @@ def test_sequence_parallel_fragment_merges_after_a_dit_config(tmp_path):
         assert cli.trainer.num_devices == degree
 
 
-def test_fsdp_fragment_reduces_gradients_in_fp32(tmp_path):
+def test_fsdp_fragment_reduces_gradients_in_fp32(tmp_path, monkeypatch):
     """configs/trainer/fsdp_dit.yaml merged after a DiT config: Lightning's FSDPStrategy gets the fragment's
     MixedPrecision (bf16 compute, fp32 gradient reduction and buffers), not bf16-mixed's bf16 reduction."""
     import sys
@@ -142,6 +142,8 @@ def test_fsdp_fragment_reduces_gradients_in_fp32(tmp_path):
     sys.path.insert(0, str(Path(__file__).parent / "distributed"))  # Lightning's FSDPStrategy, allowed on a CPU
     root = Path(__file__).parent.parent / "configs"
     vae = make_vae_export(tmp_path / "vae", 8)
+    # the CPU stands in for GPUs here: keep bf16-mixed on a CPU without bf16 instructions too (cli.cpu_precision)
+    monkeypatch.setattr("videogen.cli.cpu_has_native_bf16", lambda: True)
     cli = lightning_cli(["--config", str(root / "dit" / "quickstart.yaml"), "--config", str(root / "trainer" / "fsdp_dit.yaml"),
                          "--trainer.logger=false", "--trainer.accelerator=cpu", "--trainer.devices=1",
                          "--trainer.strategy.class_path=cpu_fsdp.CPUFSDPStrategy", f"--model.init_args.vae={vae}"], run=False)

@@ -126,8 +126,8 @@ def cpu_has_native_bf16() -> bool:
 def cpu_precision(trainer: dict) -> None:
     """A bf16 ``trainer.precision`` on a CPU run becomes fp32 (``32-true``) where the CPU has no bf16
     instructions, with one line saying so. The quickstart DiT trains in bf16-mixed, 1.4x faster than fp32
-    on a CPU with AVX512-BF16; on one without (AVX2 laptops, many ARM chips) emulated bf16 was over 5x
-    slower than fp32 (benchmarks/RESULTS.md), so its step budget would take hours instead of minutes."""
+    on a CPU with AVX512-BF16; on one without (AVX2-only laptops; ARM CPUs are treated the same) emulated
+    bf16 was over 10x slower than fp32 (benchmarks/RESULTS.md): hours instead of minutes."""
     import torch
 
     precision = str(trainer.get("precision") or "")

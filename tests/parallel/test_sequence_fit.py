@@ -3,8 +3,9 @@ configs/trainer/sequence_parallel.yaml --trainer.devices=2 --trainer.accelerator
 processes, one clip's tokens split over both) logs the same per-step ``train/loss`` as the same command
 on one process, and ends with the same weights, validation loss and export. Real shards from
 ``videogen make-synthetic``, a tiny VAE export of the quickstart's latent width, the real MiniLM text
-encoder; the quickstart config as shipped but for the data paths, batch size, step count and a cheap
-validation at the last step (which samples its prompts under sequence parallelism)."""
+encoder; the quickstart config as shipped but for the data paths, batch size, step count, a cheap
+validation at the last step (which samples its prompts under sequence parallelism) and fp32 (the quickstart
+trains in bf16-mixed; the runs are compared to 1e-4)."""
 
 import csv
 import subprocess
@@ -41,7 +42,7 @@ def _fit(cwd: Path, *extra: str) -> tuple[list[tuple[int, float]], dict, str]:
             "--data.init_args.val_shards=../syn/val", "--data.init_args.bucketer.batch_size=2", "--trainer.max_steps=10",
             "--trainer.log_every_n_steps=1", "--trainer.val_check_interval=10", "--trainer.limit_val_batches=1",
             "--model.init_args.val_steps=2", "--model.init_args.val_shape=[5, 32, 32]",
-            "--trainer.enable_progress_bar=false",
+            "--trainer.enable_progress_bar=false", "--trainer.precision=32",
             '--trainer.logger={"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": "csv"}}']
     proc = subprocess.run(args, cwd=cwd, env=env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, f"{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"

@@ -82,7 +82,9 @@ class CaptionDecoder(nn.Module):
         if int(positions.max()) >= self.max_length:
             raise ValueError(f"caption of {int(positions.max()) + 1} tokens is longer than the decoder's "
                              f"max_length={self.max_length}: raise max_length or lower max_new_tokens")
-        x = self.embed(ids) + self.pos[positions]  # (B, L, D)
+        # F.embedding, not self.pos[positions]: the indexing's backward adds the repeated positions' gradients
+        # with atomic adds on a multi-threaded CPU, in a different order each run (the weights then differ)
+        x = self.embed(ids) + F.embedding(positions, self.pos)  # (B, L, D)
         q_col = torch.arange(offset, offset + length, device=ids.device)[:, None]  # (L, 1)
         k_col = torch.arange(offset + length, device=ids.device)[None, :]  # (1, K)
         allowed = (k_col <= q_col)[None]  # (1, L, K): causal
