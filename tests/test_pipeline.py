@@ -232,6 +232,11 @@ def test_the_quickstart_chain_runs_end_to_end_in_miniature(tmp_path):
     stats = json.loads((tmp_path / "runs/dit/quickstart/export/stats.json").read_text())
     vae_manifest = json.loads((tmp_path / "runs/vae/quickstart/export/manifest.json").read_text())
     assert stats["vae"]["weights_sha256"] == vae_manifest["weights_sha256"]  # the DiT was trained on this VAE
+    dit = yaml.safe_load((repo / "configs/dit/quickstart.yaml").read_text())["model"]["init_args"]
+    for split in ("train", "val"):  # the cache holds the caption embeddings the DiT reads: its fit loads no MiniLM
+        text = json.loads((tmp_path / f"data/synthetic-latents/{split}/dataset.json").read_text())["created_by"]
+        assert (text["text_encoder"]["layer"], text["text_encoder"]["max_length"]) == (dit["text_layer"],
+                                                                                     dit["text_max_length"])
     again = subprocess.run([sys.executable, "-m", "videogen.cli", "pipeline", "--config", str(config)], cwd=tmp_path,
                            env=env, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and again.stdout.count("skipped") == len(cfg["steps"])
