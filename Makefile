@@ -19,8 +19,8 @@ $(STAMP): pyproject.toml constraints.txt
 
 # The main job: the whole chain on the synthetic set (configs/pipeline/quickstart.yaml, ~32 min on 2
 # cores with AVX512-BF16, ~80 on 2 AVX2-only cores): data -> VAE -> captioner -> recaptioned shards ->
-# latent cache -> DiT -> sample mp4s ->
-# the scorecard (its last step): every stage's held-out figures beside their targets, also in
+# latent cache -> DiT -> sample mp4s -> the scorecard (its last step): every stage's held-out figures
+# beside their targets, also in
 # runs/pipeline/quickstart/scorecard.json. make exits non-zero when a figure falls short, after one
 # line per miss saying what to do. Rerunning skips the steps already done.
 quickstart: $(STAMP)
