@@ -183,6 +183,30 @@ def test_packing_datamodule_trains(trained, tmp_path):
     assert dm.bucketer.token_shape == (4, 8, 8)
 
 
+def test_bf16_mixed_with_a_fused_optimizer_clips_and_trains(trained, tmp_path):
+    """The quickstart DiT's pairing (``bf16-mixed``, ``fused: true`` AdamW, ``gradient_clip_val``), which
+    Lightning alone refuses at the first step: clipped to the bound, weights moved, the loss finite."""
+    torch.manual_seed(0)
+    module = DiTModule(tiny_dit(), vae=str(trained["vae"]), text_max_length=16, cond_prob=0.5, ema_decay=0.9,
+                       optimizer=partial(AdamW, lr=1e-3, betas=(0.9, 0.99), weight_decay=0.0, fused=True))
+    start = {k: v.clone() for k, v in module.dit.state_dict().items()}
+    norms = []
+    clip = module.configure_gradient_clipping
+
+    def record(optimizer, gradient_clip_val=None, gradient_clip_algorithm=None):
+        clip(optimizer, gradient_clip_val, gradient_clip_algorithm)
+        norms.append(torch.nn.utils.get_total_norm([p.grad for p in module.dit.parameters() if p.grad is not None]))
+
+    module.configure_gradient_clipping = record
+    trainer = Trainer(accelerator="cpu", max_steps=2, precision="bf16-mixed", gradient_clip_val=1e-3,
+                      enable_progress_bar=False, enable_model_summary=False, logger=False,
+                      default_root_dir=str(tmp_path), limit_val_batches=0)
+    trainer.fit(module, datamodule=datamodule(trained["shards"]))
+    assert trainer.global_step == 2 and torch.isfinite(trainer.logged_metrics["train/loss"])
+    assert [n.item() for n in norms] == pytest.approx([1e-3, 1e-3], rel=1e-3)
+    assert any(not torch.equal(start[k], v) for k, v in module.dit.state_dict().items())
+
+
 @pytest.mark.parametrize("mode", ["text", "image", "extend", "connect"])
 def test_sample_writes_playable_mp4(trained, tmp_path, mode):
     out = tmp_path / f"{mode}.mp4"

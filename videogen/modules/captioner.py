@@ -35,7 +35,7 @@ from videogen.models.captioner import generate_tokens
 from videogen.models.configurable import to_config
 from videogen.models.latent_grid import LatentGrid
 from videogen.evaluation.caption_metrics import attribute_hits, bleu4
-from videogen.modules.lr_schedule import WarmupCosine, optimizer_config
+from videogen.modules.lr_schedule import WarmupCosine, clip_gradients, optimizer_config
 
 log = logging.getLogger("videogen.captioner")
 
@@ -309,6 +309,9 @@ class CaptionerModule(LightningModule):
         from videogen.callbacks.guards import reliability_callbacks
 
         return reliability_callbacks(self)
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
+        clip_gradients(self, optimizer, gradient_clip_val, gradient_clip_algorithm)
 
     def configure_optimizers(self):
         return optimizer_config(self.optimizer, self.lr_scheduler, self.captioner.parameters())

@@ -43,7 +43,7 @@ from videogen.models.dit.diffusers_adapters import DiffusersTransformer
 from videogen.models.latent_grid import LatentGrid
 from videogen.modules.dit_text import CaptionText
 from videogen.modules.ema import ema_of, update_ema
-from videogen.modules.lr_schedule import WarmupCosine, optimizer_config
+from videogen.modules.lr_schedule import WarmupCosine, clip_gradients, optimizer_config
 from videogen.modules.randomness import step_generator
 from videogen.pipelines.video import frame_mask, generate, sampling_kwargs, wan_image_condition
 
@@ -391,7 +391,7 @@ class DiTModule(CaptionText, LightningModule):
         if gradient_clip_val and norm and isinstance(model, FullyShardedDataParallel):
             model.clip_grad_norm_(gradient_clip_val)
             return
-        self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
+        clip_gradients(self, optimizer, gradient_clip_val, gradient_clip_algorithm)
 
     def optimizer_step(self, *args, **kwargs) -> None:
         """The step, then the EMA: both before any callback (a checkpoint) sees the batch's end."""

@@ -8,7 +8,8 @@ LRSchedulerCallable`` (optimizer -> schedule), given in its config as ``class_pa
 
 (``init_args`` left out take the class's own defaults: torch's AdamW has ``betas`` (0.9, 0.999) and
 ``weight_decay`` 0.01, so a config names all three.) :func:`optimizer_config` builds what
-``configure_optimizers`` returns from them, one way for every stage.
+``configure_optimizers`` returns from them, one way for every stage, and :func:`clip_gradients` clips
+every stage's gradients (``fused: true`` with ``bf16-mixed`` included).
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ import math
 from typing import Iterable
 
 import torch
+from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from lightning.pytorch.plugins.precision import MixedPrecision
 from torch.optim.lr_scheduler import LambdaLR
 
 
@@ -51,3 +54,19 @@ def optimizer_config(optimizer: OptimizerCallable, lr_scheduler: LRSchedulerCall
     schedule stepped after every optimizer step."""
     opt = optimizer([p for p in parameters if p.requires_grad])
     return {"optimizer": opt, "lr_scheduler": {"scheduler": lr_scheduler(opt), "interval": "step"}}
+
+
+def clip_gradients(module: LightningModule, optimizer: torch.optim.Optimizer, value: float | None,
+                   algorithm: str | None = "norm") -> None:
+    """``module.clip_gradients``, except under ``bf16-mixed`` (no loss scaler: the gradients are already
+    unscaled), where Lightning refuses any optimizer that unscales in its own step (``fused: true``
+    AdamW) although there is nothing to unscale: there the gradients are clipped directly."""
+    plugin = module.trainer.precision_plugin
+    if not value or not (isinstance(plugin, MixedPrecision) and plugin.scaler is None):
+        module.clip_gradients(optimizer, value, algorithm)
+        return
+    params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+    if algorithm == "value":
+        torch.nn.utils.clip_grad_value_(params, value)
+    else:
+        torch.nn.utils.clip_grad_norm_(params, value)

@@ -34,7 +34,7 @@ from videogen.models.configurable import to_config
 from videogen.models.latent_grid import LatentGrid
 from videogen.models.vae import PatchDiscriminator3D, VideoAutoencoder
 from videogen.modules.ema import ema_of, update_ema
-from videogen.modules.lr_schedule import WarmupCosine, optimizer_config
+from videogen.modules.lr_schedule import WarmupCosine, clip_gradients, optimizer_config
 from videogen.modules.randomness import step_generator
 
 log = logging.getLogger("videogen.vae")
@@ -222,7 +222,7 @@ class VAEModule(LightningModule):
             optimizer.zero_grad(set_to_none=True)
             return False
         if self.hparams.grad_clip:
-            self.clip_gradients(optimizer, gradient_clip_val=self.hparams.grad_clip, gradient_clip_algorithm="norm")
+            clip_gradients(self, optimizer, self.hparams.grad_clip, "norm")
         optimizer.step()
         return True
 
