@@ -2,7 +2,9 @@
 config reruns the step and everything after it, a failed run restarts at the failed step, --only and
 --from select steps, and a fit step resumes from its checkpoint."""
 
+import io
 import json
+from pathlib import Path
 
 import pytest
 
@@ -127,15 +129,18 @@ def test_a_rerun_resumes_an_interrupted_fit_and_restarts_a_changed_one(tmp_path,
                       f"outputs: [{out}], resume: {ckpt}}}\n")
     calls, codes = [], [1, 0, 0]
 
-    def fake_fit(argv, env):
-        calls.append([a for a in argv[3:] if a.startswith("--ckpt_path")])
-        ckpt.write_bytes(b"saved")
-        code = codes.pop(0)
-        if code == 0:
-            out.write_text("{}")
-        return code
+    class FakeFit:
+        def __init__(self, argv, env, **kw):
+            calls.append([a for a in argv[3:] if a.startswith("--ckpt_path")])
+            ckpt.write_bytes(b"saved")
+            self.returncode = codes.pop(0)
+            if self.returncode == 0:
+                out.write_text("{}")
 
-    monkeypatch.setattr(pipeline.subprocess, "call", fake_fit)
+        def poll(self):
+            return self.returncode
+
+    monkeypatch.setattr(pipeline.subprocess, "Popen", FakeFit)
     assert run_pipeline(config) == 1 and calls == [[]]  # a fresh run, interrupted after a save
     assert run_pipeline(config) == 0 and calls[-1] == [f"--ckpt_path={ckpt}"]  # the same inputs: resumed
     assert not (tmp_path / "state" / ".vae.running.json").exists()  # finished: nothing left to resume
@@ -154,6 +159,11 @@ def test_a_rerun_resumes_an_interrupted_fit_and_restarts_a_changed_one(tmp_path,
     ("steps:\n  - {name: a, run: x, outputs: [o], bogus: 1}", "unknown keys"),
     ("steps:\n  - {name: a, run: x, outputs: [o]}\n  - {name: a, run: y, outputs: [p]}", "used twice"),
     ("stepz: []", "unknown top-level keys"),
+    ("steps:\n  - {name: a, run: x, outputs: [o], beside: a}", "must name the step just before it"),
+    ("steps:\n  - {name: a, run: x, outputs: [o]}\n  - {name: b, run: y, outputs: [p]}\n"
+     "  - {name: c, run: z, outputs: [q], beside: a}", r"beside: 'a' must name the step just before it \(b\)"),
+    ("steps:\n  - {name: a, run: x, outputs: [o], threads: 0}", "threads: 0 is not a whole number from 1 to 1024"),
+    ("steps:\n  - {name: a, run: x, outputs: [o], threads: two}", "is not a whole number"),
     ("state: s\nsteps:\n  - {name: card, run: x, outputs: [s/card.json]}",  # the stamp would overwrite it
      r"step card's output s/card.json is the stamp file of step card \(s/STEP.json\); rename that step or the output"),
 ])
@@ -240,3 +250,79 @@ def test_the_quickstart_chain_runs_end_to_end_in_miniature(tmp_path):
     again = subprocess.run([sys.executable, "-m", "videogen.cli", "pipeline", "--config", str(config)], cwd=tmp_path,
                            env=env, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and again.stdout.count("skipped") == len(cfg["steps"])
+
+
+def test_a_step_beside_the_one_before_starts_with_it_and_a_failure_keeps_the_other(tmp_path, monkeypatch, capsys):
+    """``beside``: both processes start before either is waited for, with their own thread counts; the
+    next step starts only when both finished; a failed one is rerun alone, its partner's work is kept."""
+    from videogen.commands import pipeline
+
+    config = tmp_path / "p.yaml"
+    config.write_text(f"state: {tmp_path}/state\nsteps:\n"
+                      f"  - {{name: vae, run: fit --config {tmp_path}/vae.yaml, outputs: [{tmp_path}/vae], threads: 1}}\n"
+                      f"  - {{name: cap, run: fit --config {tmp_path}/cap.yaml, outputs: [{tmp_path}/cap], beside: vae, threads: 1}}\n"
+                      f"  - {{name: dit, run: fit --config {tmp_path}/dit.yaml, outputs: [{tmp_path}/dit]}}\n")
+    for name in ("vae", "cap", "dit"):
+        (tmp_path / f"{name}.yaml").write_text("max_steps: 10\n")
+    events, fail = [], {"cap"}
+
+    class FakeFit:
+        def __init__(self, argv, env, **kw):
+            self.name = Path(argv[argv.index("--config") + 1]).stem
+            events.append(("start", self.name, env.get("OMP_NUM_THREADS")))
+            self.polls, self.returncode = 0, None
+            self.stdout = io.BytesIO(f"{self.name} training\n".encode()) if kw.get("stdout") else None
+
+        def poll(self):
+            self.polls += 1
+            if self.polls < 3:  # still running for a while
+                return None
+            if self.returncode is None:
+                self.returncode = 1 if self.name in fail else 0
+                if self.returncode == 0:
+                    (tmp_path / self.name).write_text("done")
+                events.append(("end", self.name))
+            return self.returncode
+
+    monkeypatch.setattr(pipeline.subprocess, "Popen", FakeFit)
+    monkeypatch.setattr(pipeline.time, "sleep", lambda s: None)
+    assert run_pipeline(config) == 1
+    assert events[:2] == [("start", "vae", "1"), ("start", "cap", "1")]  # together, one thread each
+    assert {e[1] for e in events[2:]} == {"vae", "cap"} and not any(e[1] == "dit" for e in events)
+    assert (tmp_path / "state" / "vae.json").is_file() and not (tmp_path / "state" / "cap.json").exists()
+    out = capsys.readouterr().out
+    assert "[pipeline] cap failed (exit 1)" in out and "[vae] vae training" in out and "[cap] cap training" in out
+
+    events.clear()
+    fail.clear()
+    assert run_pipeline(config) == 0
+    assert [e[:2] for e in events] == [("start", "cap"), ("end", "cap"), ("start", "dit"), ("end", "dit")]
+    assert events[2][2] is None  # dit: torch's own thread count
+
+    events.clear()
+    assert run_pipeline(config) == 0 and events == []  # all done
+    (tmp_path / "cap.yaml").write_text("changed")  # cap's config changed: cap and what follows it, not vae
+    assert run_pipeline(config) == 0 and [e[1] for e in events if e[0] == "start"] == ["cap", "dit"]
+
+
+@pytest.mark.slow
+def test_steps_side_by_side_run_as_real_processes_with_prefixed_output(tmp_path, capfd):
+    config = tmp_path / "p.yaml"
+    config.write_text(f"""
+state: {tmp_path}/state
+steps:
+  - name: a
+    run: make-synthetic --out {tmp_path}/a --num-samples 2 --seed 0
+    outputs: [{tmp_path}/a/train/dataset.json]
+    threads: 1
+  - name: b
+    run: make-synthetic --out {tmp_path}/b --num-samples 2 --seed 1
+    outputs: [{tmp_path}/b/train/dataset.json]
+    beside: a
+""")
+    assert run_pipeline(config) == 0
+    out = capfd.readouterr().out
+    assert any(line.startswith("[a] ") for line in out.splitlines())
+    assert any(line.startswith("[b] ") for line in out.splitlines())
+    assert "[pipeline] a: finished in" in out and "[pipeline] b: finished in" in out
+    assert "(1 thread)" in out

@@ -15,6 +15,12 @@ steps wrote, and names the ``outputs`` that prove it finished. Each step runs in
   hash and start time of a step while it runs). A fit step that runs again because its config or
   an upstream step changed (or ``--from``) trains from the start: a checkpoint of other inputs is
   not resumed.
+- **Side by side.** A step with ``beside: STEP`` (the step just before it; neither reads the other's
+  outputs) starts at the same time as that step, and the pipeline goes on when both finished; its
+  hash does not depend on that step. ``threads: N`` runs a step's process with N torch threads
+  (``OMP_NUM_THREADS``): two 1-thread fits side by side do more steps per second on 2 cores than
+  the same fits one after the other at 2 threads each, and their results do not depend on how many
+  cores the machine has. The output of steps running together is prefixed with their names.
 - ``--from STEP`` reruns that step and the ones after it; ``--only STEP`` runs one step;
   ``--dry-run`` prints what would run and why.
 """
@@ -29,6 +35,7 @@ import re
 import shlex
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +52,8 @@ class Step:
     outputs: list[str]  # files or folders that exist once the step finished
     resume: str | None = None  # a fit step's last checkpoint: continued from when present
     inputs: list[str] = field(default_factory=list)  # extra files whose contents count in the hash
+    beside: str | None = None  # the step before it, which it runs at the same time as
+    threads: int | None = None  # torch threads of the step's process (None: torch's default)
 
 
 def load_steps(config: str | Path) -> tuple[list[Step], Path, list[str]]:
@@ -66,7 +75,7 @@ def load_steps(config: str | Path) -> tuple[list[Step], Path, list[str]]:
         if not isinstance(entry["name"], str) or not STEP_NAME.fullmatch(entry["name"]):
             raise ValueError(f"{where}: step name {entry['name']!r} is not a plain name (letters, digits, - and _, "
                              "at most 64, e.g. encode-train): it names the step's stamp file in the state folder")
-        bad = set(entry) - {"name", "run", "outputs", "resume", "inputs"}
+        bad = set(entry) - {"name", "run", "outputs", "resume", "inputs", "beside", "threads"}
         if bad:
             raise ValueError(f"{where} ({entry['name']}): unknown keys {sorted(bad)}")
         run = shlex.split(entry["run"]) if isinstance(entry["run"], str) else [str(a) for a in entry["run"]]
@@ -74,9 +83,15 @@ def load_steps(config: str | Path) -> tuple[list[Step], Path, list[str]]:
             raise ValueError(f"{where}: step name {entry['name']!r} is used twice")
         if not entry.get("outputs"):
             raise ValueError(f"{where} ({entry['name']}): list the outputs that show the step finished")
+        beside, threads = entry.get("beside"), entry.get("threads")
+        if beside is not None and (not steps or beside != steps[-1].name):
+            raise ValueError(f"{where} ({entry['name']}): beside: {beside!r} must name the step just before it"
+                             + (f" ({steps[-1].name})" if steps else ""))
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= 1024):
+            raise ValueError(f"{where} ({entry['name']}): threads: {threads!r} is not a whole number from 1 to 1024")
         names.add(entry["name"])
         steps.append(Step(entry["name"], run, [str(o) for o in entry["outputs"]], entry.get("resume"),
-                          [str(p) for p in entry.get("inputs") or []]))
+                          [str(p) for p in entry.get("inputs") or []], beside, threads))
     if not steps:
         raise ValueError(f"{config}: no steps")
     state = Path(raw.get("state") or "runs/pipeline")
@@ -156,6 +171,37 @@ def command_line(step: Step, resume: bool = True) -> list[str]:
     return argv
 
 
+def groups(steps: list[Step]) -> list[list[Step]]:
+    """The steps in the order they start: a step ``beside`` the one before it joins that step's group."""
+    out: list[list[Step]] = []
+    for step in steps:
+        if step.beside and out:
+            out[-1].append(step)
+        else:
+            out.append([step])
+    return out
+
+
+def _relay(stream, prefix: str) -> None:
+    """Copy a child's output to ours line by line, each line prefixed with its step's name."""
+    for line in iter(stream.readline, b""):
+        sys.stdout.write(f"{prefix}{line.decode(errors='replace')}")
+        sys.stdout.flush()
+    stream.close()
+
+
+def _start(step: Step, argv: list[str], together: bool) -> tuple[subprocess.Popen, threading.Thread | None]:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    if step.threads:
+        env["OMP_NUM_THREADS"] = str(step.threads)
+    if not together:
+        return subprocess.Popen(argv, env=env), None
+    child = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    relay = threading.Thread(target=_relay, args=(child.stdout, f"[{step.name}] "), daemon=True)
+    relay.start()
+    return child, relay
+
+
 def run_pipeline(config: str | Path, only: str | None = None, start: str | None = None,
                  dry_run: bool = False) -> int:
     steps, state, report = load_steps(config)
@@ -166,49 +212,73 @@ def run_pipeline(config: str | Path, only: str | None = None, start: str | None 
     state.mkdir(parents=True, exist_ok=True)
     upstream, forced = "", False
     began = time.perf_counter()
-    for step in steps:
-        digest = step_hash(step, upstream)
-        forced = forced or step.name == start
-        selected = only is None or step.name == only
-        if not selected:
-            upstream = step_hash(step, upstream, with_outputs=True)
-            continue
-        if not forced and only is None and is_done(state, step, digest):
-            print(f"[pipeline] {step.name}: done (same config and inputs), skipped", flush=True)
-            upstream = step_hash(step, upstream, with_outputs=True)
-            continue
-        resuming = not forced and resumable(state, step, digest)
-        argv = command_line(step, resume=resuming)
-        if step.resume and step.run[:1] == ["fit"] and Path(step.resume).is_file() and not resuming:
-            print(f"[pipeline] {step.name}: {step.resume} is not from an interrupted run of these inputs: "
-                  "training from the start", flush=True)
-        print(f"[pipeline] {step.name}: {'resuming: ' if resuming else ''}videogen {shlex.join(argv[3:])}", flush=True)
-        if dry_run:
-            upstream = digest
-            continue
-        stamp = _stamp(state, step)
-        stamp.unlink(missing_ok=True)  # a step that runs again is not done until it finishes
-        if not resuming:  # the checkpoints this run writes are the ones a rerun of it may resume
-            _running(state, step).write_text(json.dumps({"hash": digest, "started": time.time()}))
-        t0 = time.perf_counter()
-        code = subprocess.call(argv, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        if code != 0:
-            print(f"[pipeline] {step.name} failed (exit {code}); fix it and rerun: finished steps are kept", flush=True)
-            return code
-        missing = [o for o in step.outputs if not Path(o).exists()]
-        if missing:
-            print(f"[pipeline] {step.name} exited 0 but did not write {missing}", flush=True)
-            return 1
-        stamp.write_text(json.dumps({"hash": digest, "seconds": round(time.perf_counter() - t0, 1),
-                                     "command": step.run, "outputs": step.outputs}, indent=2))
-        _running(state, step).unlink(missing_ok=True)
-        print(f"[pipeline] {step.name}: finished in {time.perf_counter() - t0:.0f} s", flush=True)
-        upstream = step_hash(step, upstream, with_outputs=True)
+    for group in groups(steps):
+        launch = []  # (step, digest, argv, resuming) of the group's steps that run now
+        for step in group:  # each hashed against what came before the group: they do not read each other
+            digest = step_hash(step, upstream)
+            forced = forced or step.name == start
+            if only is not None and step.name != only:
+                continue
+            if not forced and only is None and is_done(state, step, digest):
+                print(f"[pipeline] {step.name}: done (same config and inputs), skipped", flush=True)
+                continue
+            resuming = not forced and resumable(state, step, digest)
+            argv = command_line(step, resume=resuming)
+            if step.resume and step.run[:1] == ["fit"] and Path(step.resume).is_file() and not resuming:
+                print(f"[pipeline] {step.name}: {step.resume} is not from an interrupted run of these inputs: "
+                      "training from the start", flush=True)
+            threads = f" ({step.threads} thread{'s' * (step.threads > 1)})" if step.threads else ""
+            print(f"[pipeline] {step.name}: {'resuming: ' if resuming else ''}videogen {shlex.join(argv[3:])}"
+                  f"{threads}", flush=True)
+            launch.append((step, digest, argv, resuming))
+        if not dry_run:
+            code = _run_together(state, launch)
+            if code != 0:
+                return code
+        would_run = {step.name for step, *_ in launch} if dry_run else set()
+        for step in group:  # what the steps after the group depend on (a step that would run: its command line)
+            upstream = step_hash(step, upstream, with_outputs=step.name not in would_run)
     if not dry_run:
         print(f"[pipeline] all steps done in {time.perf_counter() - began:.0f} s")
         for path in report:
             print(f"[pipeline] output: {path}")
     return 0
+
+
+def _run_together(state: Path, launch: list[tuple[Step, str, list[str], bool]]) -> int:
+    """Run the steps at the same time, wait for all of them, stamp those that finished; the first
+    failure's exit status (a failed step does not stop the others: their work is kept)."""
+    running = []
+    for step, digest, argv, resuming in launch:
+        _stamp(state, step).unlink(missing_ok=True)  # a step that runs again is not done until it finishes
+        if not resuming:  # the checkpoints this run writes are the ones a rerun of it may resume
+            _running(state, step).write_text(json.dumps({"hash": digest, "started": time.time()}))
+        running.append((step, digest, time.perf_counter(), *_start(step, argv, together=len(launch) > 1)))
+    failed, pending = 0, running
+    while pending:
+        done = [r for r in pending if r[3].poll() is not None]
+        pending = [r for r in pending if r not in done]
+        for step, digest, t0, child, relay in done:  # in the order they finished
+            seconds = time.perf_counter() - t0
+            if relay is not None:
+                relay.join()
+            if child.returncode != 0:
+                print(f"[pipeline] {step.name} failed (exit {child.returncode}); fix it and rerun: finished steps "
+                      "are kept", flush=True)
+                failed = failed or child.returncode
+                continue
+            missing = [o for o in step.outputs if not Path(o).exists()]
+            if missing:
+                print(f"[pipeline] {step.name} exited 0 but did not write {missing}", flush=True)
+                failed = failed or 1
+                continue
+            _stamp(state, step).write_text(json.dumps({"hash": digest, "seconds": round(seconds, 1),
+                                                       "command": step.run, "outputs": step.outputs}, indent=2))
+            _running(state, step).unlink(missing_ok=True)
+            print(f"[pipeline] {step.name}: finished in {seconds:.0f} s", flush=True)
+        if pending:
+            time.sleep(0.2)
+    return failed
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
