@@ -69,6 +69,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="guidance's unconditional input: the encoded NULL_CAPTION caption dropout trains "
                              "(default), or zero tokens with an all-False mask, the untrained input sampling used "
                              "before issue 14's fix 1 (for the before row of the guidance sweep)")
+    parser.add_argument("--fit-end-steps", type=int, default=50,
+                        help="connect: steps fitting the last latent to the end frame through the decoder (0: the "
+                             "held-end encoding as it is, the before row)")
     parser.add_argument("--batch", type=int, default=12)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", default="benchmarks/out/eval_conditioning.json")
@@ -147,7 +150,7 @@ class Bench:
         frames, height, width = self.args.shape
         videos = generate(self.dit, self.vae, self.stats, text.to(self.device), mask.to(self.device), *self.null,
                           num_frames=frames, height=height, width=width, steps=self.args.steps, cfg=cfg, seed=seed,
-                          **sampling_kwargs(self.stats), **kw)
+                          fit_end_steps=self.args.fit_end_steps, **sampling_kwargs(self.stats), **kw)
         return [to_pixels(v) for v in videos]
 
 
@@ -238,16 +241,19 @@ def main(argv=None) -> dict:
         for i in range(0, len(samples), args.batch):
             for mode, rows in evaluate_chunk(bench, samples[i: i + args.batch], seed=1000 + i).items():
                 records.setdefault(mode, []).extend(rows)
+            print(f"[eval_conditioning] {min(i + args.batch, len(samples))}/{len(samples)} clips, "
+                  f"{time.perf_counter() - began:.0f} s", flush=True)
         summary = summarise(records, args.cfg)
         result = {"summary": summary, "floors": {f"{m}/{k}": f"{op} {v:g}" for (m, k), (op, v) in FLOORS.items()},
                   "num_clips": len(samples), "seed": args.seed, "shape": list(args.shape), "steps": args.steps,
                   "cfg": args.cfg, "cfgs": list(args.cfgs), "strength": args.strength, "null_branch": args.null_branch,
+                  "fit_end_steps": args.fit_end_steps,
                   "process": bench.stats.get("process"), "dit": args.dit, "vae": args.vae, "tiny": args.tiny,
                   "seconds": round(time.perf_counter() - began, 1), "records": records}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2))
     print(f"{len(samples)} held-out clips (seed {args.seed}), {args.steps} steps, cfg {args.cfg}, "
-          f"null branch {args.null_branch}, "
+          f"null branch {args.null_branch}, connect's end fitted in {args.fit_end_steps} steps, "
           f"{result['seconds']} s -> {args.out}")
     print(table(summary))
     return result

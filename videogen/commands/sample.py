@@ -39,6 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mode", choices=["extend", "extend-backward", "edit", "connect"], default="extend")
     parser.add_argument("--given", type=int, default=1, help="latent frames of --video kept when extending (default 1)")
     parser.add_argument("--strength", type=float, default=0.7, help="--mode edit: how much to change (0..1)")
+    parser.add_argument("--fit-end-steps", type=int, default=50,
+                        help="--mode connect: steps fitting the last latent frame through the VAE's decoder so the "
+                             "video ends on the given frame (0: the encoded end frame as it is)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (with --devices N: ranks take cuda:0..N-1)")
     parser.add_argument("--devices", type=int, default=1,
                         help="processes sampling each clip together with sequence parallelism (its tokens split "
@@ -126,14 +129,15 @@ def sample_videos(args: argparse.Namespace, prompts: list[str], shard=None):
         else:
             cond = conditioning_from_video(vae, stats, clip, args.mode, latent_frames, given=args.given)
         if cond is not None:
-            cond = type(cond)(cond.latents.expand(n, *cond.latents.shape[1:]), cond.mask.expand(n, *cond.mask.shape[1:]))
+            cond = cond.expand(n)
         if init is not None:
             init = init.expand(n, *init.shape[1:])
     return generate(dit, vae, stats, text.to(device), mask.to(device), null_text.to(device), null_mask.to(device),
                     num_frames=args.num_frames, height=args.height, width=args.width, steps=args.steps, cfg=args.cfg,
                     seed=args.seed, sampler=args.sampler,
                     **{**sampling_kwargs(stats), **({"shift": args.shift} if args.shift is not None else {})},
-                    cond=cond, init=init, strength=args.strength if init is not None else 1.0)
+                    cond=cond, init=init, strength=args.strength if init is not None else 1.0,
+                    fit_end_steps=args.fit_end_steps)
 
 
 def _sample_wan_i2v(args: argparse.Namespace, trained, dit, vae, text, mask, null_text, null_mask, latent_frames: int):
@@ -228,6 +232,8 @@ def run(args: argparse.Namespace) -> int:
             print("\n".join(f"upsampled prompt: {p}" for p in prompts))
         if args.devices < 1:
             raise ValueError(f"--devices {args.devices}: must be >= 1")
+        if args.fit_end_steps < 0:
+            raise ValueError(f"--fit-end-steps {args.fit_end_steps}: must be >= 0")
         videos = sample_videos(args, prompts) if args.devices == 1 else sample_parallel(args, prompts)
     except (FileNotFoundError, ValueError, TypeError) as e:
         print(f"videogen sample: {e}")

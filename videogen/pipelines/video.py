@@ -37,7 +37,7 @@ from videogen.diffusion.discrete import DiscreteDDPM, trailing_timesteps
 from videogen.diffusion.samplers import ddim
 from videogen.diffusion.timesteps import dynamic_shift as dynamic_shift_of
 from videogen.diffusion.timesteps import flow_match_timesteps, stretch_to_terminal
-from videogen.encoding import decode_latents, denormalize_latents, encode_latents, normalize_latents
+from videogen.encoding import decode_latents, decode_plan, denormalize_latents, encode_latents, normalize_latents
 from videogen.models.latent_grid import LatentGrid
 from videogen.text_encoding import NULL_CAPTION
 
@@ -47,10 +47,18 @@ MODES = ("text", "image", "extend", "extend-backward", "connect", "edit")
 
 @dataclass
 class Conditioning:
-    """Clean normalised latents (B, C, t, h, w) and a mask (B, 1, t, h, w), 1 where given."""
+    """Clean normalised latents (B, C, t, h, w) and a mask (B, 1, t, h, w), 1 where given; ``end_frame``
+    (B, 3, H, W) in [-1, 1]: the frame the video must end on (``connect``), kept by :func:`fit_end_latent`."""
 
     latents: Tensor
     mask: Tensor
+    end_frame: Tensor | None = None
+
+    def expand(self, n: int) -> "Conditioning":
+        """The same conditioning for ``n`` videos (from one row)."""
+        def rows(x: Tensor | None) -> Tensor | None:
+            return None if x is None else x.expand(n, *x.shape[1:])
+        return Conditioning(rows(self.latents), rows(self.mask), rows(self.end_frame))
 
 
 @dataclass
@@ -144,7 +152,42 @@ def connect_frames(vae, stats: dict[str, Any], start: Tensor, end: Tensor, laten
     the clip-length video ``[start, end...]`` is encoded whole and its first and last latents kept."""
     length = LatentGrid.from_stats(stats).frames_for(latent_frames)
     clip = torch.cat([start[:, :, :1], _hold(end, length - 1, at_end=True)], dim=2)
-    return _encode_in_place(vae, stats, clip, "connect", latent_frames)
+    cond = _encode_in_place(vae, stats, clip, "connect", latent_frames)
+    return Conditioning(cond.latents, cond.mask, end_frame=end[:, :, -1])
+
+
+def fit_end_latent(vae, stats: dict[str, Any], z: Tensor, end_frame: Tensor, steps: int = 50, lr: float = 0.05,
+                   memory_budget_gb: float | None = None) -> Tensor:
+    """Normalised latents ``z`` (B, C, t, h, w) with the last latent frame fitted so that the decoded video's last
+    frame is ``end_frame`` (B, 3, H, W) in [-1, 1]: ``steps`` of Adam on the mean squared pixel error.
+
+    The causal VAE cannot encode a lone end frame into a last-position latent that decodes back to it: that
+    latent holds the clip's last ``tc`` frames and is decoded after the frames before it, and the held-end encoding
+    :func:`connect_frames` gives decodes 4-5 dB under the VAE's own reconstruction of the frame (benchmarks/RESULTS.md,
+    issue 14, session 13). The decode runs one latent frame at a time with the causal caches carried (the memory of a
+    two-frame decode, tiled from the memory budget); only the last frame's decode keeps a graph (the VAE's weights are
+    frozen for the fit)."""
+    raw_prefix = denormalize_latents(z[:, :, :-1], stats)
+    plan = decode_plan(vae, z, memory_budget_gb)
+    last = z[:, :, -1:].detach().clone().float().requires_grad_(True)
+    target = end_frame.to(z.device, torch.float32)
+    optimizer = torch.optim.Adam([last], lr=lr)
+    trainable = [p for p in vae.parameters() if p.requires_grad]
+    try:
+        vae.requires_grad_(False)
+        with torch.enable_grad():
+            for _ in range(steps):
+                raw = torch.cat([raw_prefix, denormalize_latents(last, stats)], dim=2)
+                for tail in vae.decode_chunks(raw, 1, plan.tile, plan.tile_overlap):  # only the last chunk kept
+                    pass
+                loss = (tail[:, :, -1] - target).pow(2).mean()
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+    finally:
+        for p in trainable:
+            p.requires_grad_(True)
+    return torch.cat([z[:, :, :-1], last.detach().to(z.dtype)], dim=2)
 
 
 def wan_image_condition(vae, stats: dict[str, Any], image: Tensor, latent_frames: int) -> Conditioning:
@@ -187,15 +230,18 @@ def generate(dit, vae, stats: dict[str, Any], text: Tensor, text_mask: Tensor, n
              callback: Callable | None = None, spacing: str = "linear", noise: Tensor | None = None,
              net_kwargs: dict[str, Any] | None = None, snr_shift_scale: float = 3.0,
              keep: Conditioning | None = None, dynamic_shift: tuple[float, ...] | None = None,
-             shift_terminal: float | None = None) -> Tensor:
+             shift_terminal: float | None = None, fit_end_steps: int = 50) -> Tensor:
     """Sample videos for encoded prompts ``text`` (B, L, D) / ``text_mask`` (B, L): (B, 3, T, H, W) in [-1, 1]:
-    :func:`generate_latents`, denormalised with the VAE's statistics and decoded."""
+    :func:`generate_latents`, denormalised with the VAE's statistics and decoded. A ``cond`` with an ``end_frame``
+    (``connect``) has its last latent fitted to it first (:func:`fit_end_latent`, ``fit_end_steps``; 0: not fitted)."""
     z = generate_latents(dit, stats, text, text_mask, null_text, null_mask, num_frames=num_frames, height=height,
                          width=width, steps=steps, cfg=cfg, seed=seed, sampler=sampler, process=process,
                          shift_base_tokens=shift_base_tokens, shift_max=shift_max, shift=shift, cond=cond, init=init,
                          strength=strength, callback=callback, spacing=spacing, noise=noise, net_kwargs=net_kwargs,
                          snr_shift_scale=snr_shift_scale, keep=keep, dynamic_shift=dynamic_shift,
                          shift_terminal=shift_terminal)
+    if cond is not None and cond.end_frame is not None and fit_end_steps > 0:
+        z = fit_end_latent(vae, stats, z, cond.end_frame, fit_end_steps)
     return decode_latents(vae, denormalize_latents(z, stats))
 
 
