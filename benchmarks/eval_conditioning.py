@@ -41,6 +41,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from eval_dit_attributes import held_out_samples, to_pixels  # noqa: E402
 
+MODES = ("image", "extend", "connect", "edit", "guidance")
 # (mode, metric) -> (comparison, floor) from issue 14's acceptance; None: reported, no floor
 FLOORS = {
     ("image", "frame0_psnr"): (">=", 30.0), ("image", "colour_kept"): (">=", 0.95),
@@ -72,6 +73,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--fit-end-steps", type=int, default=50,
                         help="connect: steps fitting the last latent to the end frame through the decoder (0: the "
                              "held-end encoding as it is, the before row)")
+    parser.add_argument("--modes", nargs="+", choices=MODES, default=MODES,
+                        help="the modes to measure (default all; guidance: the cfg sweep and the text row)")
     parser.add_argument("--batch", type=int, default=12)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", default="benchmarks/out/eval_conditioning.json")
@@ -170,30 +173,36 @@ def evaluate_chunk(bench: Bench, chunk: list[dict], seed: int) -> dict[str, list
 
     init = normalize_latents(encode_latents(vae, clips), stats)  # the clips as training encodes them
     recon = [to_pixels(v) for v in vae.decode(denormalize_latents(init, stats)).clamp(-1, 1)]  # the VAE's ceiling
-    cond = conditioning_from_video(vae, stats, clips, "image", lf)
-    out["image"] = [{"frame0_psnr": psnr(px[0], r[0]), "vae_frame0_psnr": psnr(rc[0], r[0]),
-                     "colour_kept": judge_clip(px).get("colour") == w["colour"],
-                     "direction": judge_clip(px).get("direction") == w["direction"]}
-                    for px, r, rc, w in zip(bench.sample(prompts, a.cfg, seed, cond=cond), real, recon, want)]
+    if "image" in a.modes:
+        cond = conditioning_from_video(vae, stats, clips, "image", lf)
+        out["image"] = [{"frame0_psnr": psnr(px[0], r[0]), "vae_frame0_psnr": psnr(rc[0], r[0]),
+                         "colour_kept": judge_clip(px).get("colour") == w["colour"],
+                         "direction": judge_clip(px).get("direction") == w["direction"]}
+                        for px, r, rc, w in zip(bench.sample(prompts, a.cfg, seed, cond=cond), real, recon, want)]
 
-    given = min(2, lf - 1)
-    seam = (given - 1) * tc  # the last given pixel frame
-    cond = conditioning_from_video(vae, stats, clips, "extend", lf, given=given)
-    out["extend"] = [{"direction": judge_clip(px[seam:]).get("direction") == w["direction"],
-                      "seam_psnr": psnr(px[seam], px[seam + 1]), "real_seam_psnr": psnr(r[seam], r[seam + 1])}
-                     for px, r, w in zip(bench.sample(prompts, a.cfg, seed, cond=cond), real, want)]
+    if "extend" in a.modes:
+        given = min(2, lf - 1)
+        seam = (given - 1) * tc  # the last given pixel frame
+        cond = conditioning_from_video(vae, stats, clips, "extend", lf, given=given)
+        out["extend"] = [{"direction": judge_clip(px[seam:]).get("direction") == w["direction"],
+                          "seam_psnr": psnr(px[seam], px[seam + 1]), "real_seam_psnr": psnr(r[seam], r[seam + 1])}
+                         for px, r, w in zip(bench.sample(prompts, a.cfg, seed, cond=cond), real, want)]
 
-    cond = connect_frames(vae, stats, clips[:, :, :1], clips[:, :, -1:], lf)
-    out["connect"] = [{"first_psnr": psnr(px[0], r[0]), "last_psnr": psnr(px[-1], r[-1]),
-                       "travels": judge_clip(px).get("direction") == w["direction"]}
-                      for px, r, w in zip(bench.sample(prompts, a.cfg, seed, cond=cond), real, want)]
+    if "connect" in a.modes:
+        cond = connect_frames(vae, stats, clips[:, :, :1], clips[:, :, -1:], lf)
+        out["connect"] = [{"first_psnr": psnr(px[0], r[0]), "last_psnr": psnr(px[-1], r[-1]),
+                           "vae_last_psnr": psnr(rc[-1], r[-1]),
+                           "travels": judge_clip(px).get("direction") == w["direction"]}
+                          for px, r, rc, w in zip(bench.sample(prompts, a.cfg, seed, cond=cond), real, recon, want)]
 
-    new = [other_colour(w) for w in want]
-    edited = [re.sub(rf"\b{w['colour']}\b", c, p) for p, w, c in zip(prompts, want, new)]
-    out["edit"] = [{"new_colour": judge_clip(px).get("colour") == c, "prompt": p}
-                   for px, c, p in zip(bench.sample(edited, a.cfg, seed, init=init, strength=a.strength), new, edited)]
+    if "edit" in a.modes:
+        new = [other_colour(w) for w in want]
+        edited = [re.sub(rf"\b{w['colour']}\b", c, p) for p, w, c in zip(prompts, want, new)]
+        out["edit"] = [{"new_colour": judge_clip(px).get("colour") == c, "prompt": p}
+                       for px, c, p in zip(bench.sample(edited, a.cfg, seed, init=init, strength=a.strength), new,
+                                           edited)]
 
-    for cfg in a.cfgs:
+    for cfg in a.cfgs if "guidance" in a.modes else ():
         out[f"guidance/cfg{cfg:g}"] = [
             {"colour": judge_clip(px).get("colour") == w["colour"],
              "direction": judge_clip(px).get("direction") == w["direction"]}
@@ -210,8 +219,10 @@ def summarise(records: dict[str, list[dict]], cfg: float) -> dict[str, dict[str,
 
     summary = {mode: {k: mean(mode, k) for k, v in rows[0].items() if isinstance(v, (bool, float))}
                for mode, rows in records.items()}
-    summary["extend"]["seam_psnr_gap"] = abs(summary["extend"]["seam_psnr"] - summary["extend"]["real_seam_psnr"])
-    summary["text"] = dict(summary[f"guidance/cfg{cfg:g}"])
+    if "extend" in summary:
+        summary["extend"]["seam_psnr_gap"] = abs(summary["extend"]["seam_psnr"] - summary["extend"]["real_seam_psnr"])
+    if f"guidance/cfg{cfg:g}" in summary:
+        summary["text"] = dict(summary[f"guidance/cfg{cfg:g}"])
     return summary
 
 
@@ -246,7 +257,7 @@ def main(argv=None) -> dict:
         summary = summarise(records, args.cfg)
         result = {"summary": summary, "floors": {f"{m}/{k}": f"{op} {v:g}" for (m, k), (op, v) in FLOORS.items()},
                   "num_clips": len(samples), "seed": args.seed, "shape": list(args.shape), "steps": args.steps,
-                  "cfg": args.cfg, "cfgs": list(args.cfgs), "strength": args.strength, "null_branch": args.null_branch,
+                  "modes": list(args.modes), "cfg": args.cfg, "cfgs": list(args.cfgs), "strength": args.strength, "null_branch": args.null_branch,
                   "fit_end_steps": args.fit_end_steps,
                   "process": bench.stats.get("process"), "dit": args.dit, "vae": args.vae, "tiny": args.tiny,
                   "seconds": round(time.perf_counter() - began, 1), "records": records}

@@ -34,3 +34,18 @@ def test_tiny_run_reports_every_mode_against_its_floor(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "seam_psnr_gap" in printed and ">= 30" in printed and "<= 2" in printed
     assert result["process"] == "rectified_flow" and result["num_clips"] == 2
+
+
+@pytest.mark.slow
+def test_modes_pick_what_runs_and_the_end_fit_brings_connect_to_its_last_frame(tmp_path):
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import eval_conditioning
+
+    runs = {steps: eval_conditioning.main(["--tiny", "--modes", "connect", "image", "--fit-end-steps", str(steps),
+                                           "--out", str(tmp_path / f"fit{steps}.json")]) for steps in (0, 50)}
+    for result in runs.values():
+        assert list(result["records"]) == ["image", "connect"] and set(result["summary"]) == {"image", "connect"}
+    held, fitted = (runs[s]["summary"]["connect"] for s in (0, 50))
+    assert fitted["last_psnr"] > held["last_psnr"] + 0.3  # the fit moves only the end
+    assert fitted["first_psnr"] == held["first_psnr"] and fitted["vae_last_psnr"] == held["vae_last_psnr"]
+    assert runs[0]["fit_end_steps"] == 0 and runs[50]["fit_end_steps"] == 50
