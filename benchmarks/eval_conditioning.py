@@ -12,8 +12,9 @@ them, resized to the sampling shape (cover, centre crop) with their frames sprea
 * ``extend``: the first 2 latent frames given: the direction continued (judged from the last given
   frame on), the seam (PSNR between the last given and the first generated frame) against the same
   PSNR between those two frames of the real clip;
-* ``connect``: the clip's first and last frames: both endpoint PSNRs, the object travels between them
-  in the captioned direction;
+* ``connect``: the clip's first and last frames: both endpoint PSNRs (the last latent fitted to the end
+  frame through the decoder, ``--fit-end-steps``; the VAE's own reconstruction of the last frame beside
+  them), the object travels between them in the captioned direction;
 * ``edit``: SDEdit at strength 0.5 from the clip with its caption's colour replaced by another: the
   new colour's share;
 * ``guidance``: text-to-video at cfg 1, 2, 4, 7 (colour and direction); ``text`` is the sweep's
@@ -22,7 +23,8 @@ them, resized to the sampling shape (cover, centre crop) with their frames sprea
     .venv/bin/python benchmarks/eval_conditioning.py --dit runs/dit/quickstart/export \
         --vae runs/vae/quickstart/export --num-clips 60 --out benchmarks/out/eval_conditioning.json
 
-``--tiny`` runs every mode end to end on tiny random exports it builds (the test path, seconds).
+``--modes`` measures only some modes; ``--tiny`` runs them end to end on tiny random exports it builds (the
+test path, seconds).
 """
 
 from __future__ import annotations

@@ -162,11 +162,12 @@ def fit_end_latent(vae, stats: dict[str, Any], z: Tensor, end_frame: Tensor, ste
     frame is ``end_frame`` (B, 3, H, W) in [-1, 1]: ``steps`` of Adam on the mean squared pixel error.
 
     The causal VAE cannot encode a lone end frame into a last-position latent that decodes back to it: that
-    latent holds the clip's last ``tc`` frames and is decoded after the frames before it, and the held-end encoding
-    :func:`connect_frames` gives decodes 4-5 dB under the VAE's own reconstruction of the frame (benchmarks/RESULTS.md,
-    issue 14, session 13). The decode runs one latent frame at a time with the causal caches carried (the memory of a
-    two-frame decode, tiled from the memory budget); only the last frame's decode keeps a graph (the VAE's weights are
-    frozen for the fit)."""
+    latent holds the clip's last ``tc`` frames and is decoded after the frames before it. On the quickstart the
+    held-end latent :func:`connect_frames` gives decodes to 25.88 dB after the sampled middle, and even the clip's
+    real latents only to 27.44 dB (the VAE's own reconstruction); fitted, 31.96 dB (benchmarks/RESULTS.md, issue 14,
+    session 13). Our VAE decodes one latent frame at a time with its causal caches carried, tiled from the memory
+    budget, and only the last latent frame's decode keeps a graph (the VAE's weights are frozen for the fit and
+    their flags restored); a diffusers VAE decodes the whole clip with the graph."""
     raw_prefix = denormalize_latents(z[:, :, :-1], stats)
     plan = decode_plan(vae, z, memory_budget_gb)
     last = z[:, :, -1:].detach().clone().float().requires_grad_(True)
