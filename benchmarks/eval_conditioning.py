@@ -259,8 +259,8 @@ def main(argv=None) -> dict:
         summary = summarise(records, args.cfg)
         result = {"summary": summary, "floors": {f"{m}/{k}": f"{op} {v:g}" for (m, k), (op, v) in FLOORS.items()},
                   "num_clips": len(samples), "seed": args.seed, "shape": list(args.shape), "steps": args.steps,
-                  "modes": list(args.modes), "cfg": args.cfg, "cfgs": list(args.cfgs), "strength": args.strength, "null_branch": args.null_branch,
-                  "fit_end_steps": args.fit_end_steps,
+                  "modes": list(args.modes), "cfg": args.cfg, "cfgs": list(args.cfgs), "strength": args.strength,
+                  "null_branch": args.null_branch, "fit_end_steps": args.fit_end_steps,
                   "process": bench.stats.get("process"), "dit": args.dit, "vae": args.vae, "tiny": args.tiny,
                   "seconds": round(time.perf_counter() - began, 1), "records": records}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
