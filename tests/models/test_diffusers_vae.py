@@ -229,3 +229,16 @@ def test_frame_wise_chunks_keep_the_shapes_and_stay_close(folders, name, frames,
     with pytest.raises(ValueError, match=f"chunk_frames={tc} must be a multiple of the temporal compression {tc} and "
                                          f"at least {2 * tc}"):
         vae.encode(x, chunk_frames=tc)
+
+
+def test_tail_decoder_gives_the_frames_after_the_prefix(folders):
+    """A diffusers VAE keeps its time loop's caches to itself: ``tail_decoder`` decodes prefix + tail whole at
+    every call and returns the tail's frames, as our VAE's does."""
+    vae = load_vae(folders["wan"]).module
+    torch.manual_seed(2)
+    z = torch.randn(1, 4, 3, 4, 4)
+    with torch.no_grad():
+        whole = vae.decode(z, chunk_frames=1)
+        tail = vae.tail_decoder(z[:, :, :2])(z[:, :, 2:])
+    assert tail.shape[2] == vae.temporal_compression
+    torch.testing.assert_close(tail, whole[:, :, vae.num_frames(2):], rtol=0, atol=0)

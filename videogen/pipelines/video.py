@@ -165,11 +165,12 @@ def fit_end_latent(vae, stats: dict[str, Any], z: Tensor, end_frame: Tensor, ste
     latent holds the clip's last ``tc`` frames and is decoded after the frames before it. On the quickstart the
     held-end latent :func:`connect_frames` gives decodes to 25.88 dB after the sampled middle, and even the clip's
     real latents only to 27.44 dB (the VAE's own reconstruction); fitted, 31.96 dB (benchmarks/RESULTS.md, issue 14,
-    session 13). Our VAE decodes one latent frame at a time with its causal caches carried, tiled from the memory
-    budget, and only the last latent frame's decode keeps a graph (the VAE's weights are frozen for the fit and
-    their flags restored); a diffusers VAE decodes the whole clip with the graph."""
-    raw_prefix = denormalize_latents(z[:, :, :-1], stats)
+    session 13). The frames before the last latent are decoded once (``vae.tail_decoder``: our VAE keeps its causal
+    caches after them and decodes only the last latent frame at each step, tiled from the memory budget; a
+    diffusers VAE decodes the whole clip again at each step), the graph kept through the last latent only (the
+    VAE's weights are frozen for the fit and their flags restored)."""
     plan = decode_plan(vae, z, memory_budget_gb)
+    decode_tail = vae.tail_decoder(denormalize_latents(z[:, :, :-1].float(), stats), plan.tile, plan.tile_overlap)
     last = z[:, :, -1:].detach().clone().float().requires_grad_(True)
     target = end_frame.to(z.device, torch.float32)
     optimizer = torch.optim.Adam([last], lr=lr)
@@ -178,10 +179,7 @@ def fit_end_latent(vae, stats: dict[str, Any], z: Tensor, end_frame: Tensor, ste
         vae.requires_grad_(False)
         with torch.enable_grad():
             for _ in range(steps):
-                raw = torch.cat([raw_prefix, denormalize_latents(last, stats)], dim=2)
-                for tail in vae.decode_chunks(raw, 1, plan.tile, plan.tile_overlap):  # only the last chunk kept
-                    pass
-                loss = (tail[:, :, -1] - target).pow(2).mean()
+                loss = (decode_tail(denormalize_latents(last, stats))[:, :, -1] - target).pow(2).mean()
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()

@@ -8,7 +8,7 @@ latents (B, latent_channels, 1 + k, H / sc, W / sc); frame 0 is encoded on its o
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from fractions import Fraction
 
 import torch
@@ -222,13 +222,48 @@ class VideoAutoencoder(Configurable, nn.Module):
         order (frame 0 and ``(chunk_frames - 1) tc`` frames first, then ``chunk_frames * tc``), so a
         caller can consume a long clip without holding all of it."""
         self._check_latent(z)
-        sc = self.spatial_compression
         overlap, bounds, caches = self._plan("decode", z.shape[2], chunk_frames, tile, tile_overlap, head=0,
                                              multiple=1)
-        latent_tile = None if tile is None else (tile[0] // sc, tile[1] // sc)
-        run = self._with_caches(self.decoder, caches)
+        run = self._tiled_decoder(tile, overlap, caches)
         for a, b in zip(bounds, bounds[1:]):
-            yield tiled_apply(run, z[:, :, a:b], latent_tile, overlap // sc, Fraction(sc), decode_margin(self))
+            yield run(z[:, :, a:b])
+
+    def _tiled_decoder(self, tile: tuple[int, int] | None, overlap: int, caches: dict | None):
+        """``run(z)``: the decoder over the latent chunk ``z``, tiled (``tile`` in output pixels), tile ``i``'s
+        causal cache carried in ``caches[i]`` (None: one pass)."""
+        sc = self.spatial_compression
+        latent_tile = None if tile is None else (tile[0] // sc, tile[1] // sc)
+        net = self._with_caches(self.decoder, caches)
+        return lambda z: tiled_apply(net, z, latent_tile, overlap // sc, Fraction(sc), decode_margin(self))
+
+    @torch.no_grad()
+    def tail_decoder(
+        self,
+        prefix: torch.Tensor,
+        tile: tuple[int, int] | None = None,
+        tile_overlap: int | None = None,
+    ) -> Callable[[torch.Tensor], torch.Tensor]:
+        """Decode the latents ``prefix`` (B, latent_channels, t, h, w) once, one latent frame at a time and
+        without a graph, and return ``decode_tail(z)``: the video frames of the latents ``z`` that follow
+        ``prefix``, i.e. the frames ``decode(cat([prefix, z], dim=2))`` gives after ``num_frames(t)`` (equal
+        up to float rounding). Each call continues from a copy of the causal caches the prefix left, so it can
+        be called again, e.g. at every step of an optimisation of ``z`` (with a graph through ``z`` only):
+        the prefix is not decoded again."""
+        self._check_latent(prefix)
+        overlap, _, _ = self._plan("decode", prefix.shape[2], 1, tile, tile_overlap, head=0, multiple=1)
+        caches: dict[int, CausalCache] = {}
+        run = self._tiled_decoder(tile, overlap, caches)
+        for a in range(prefix.shape[2]):
+            run(prefix[:, :, a: a + 1])
+
+        def decode_tail(z: torch.Tensor) -> torch.Tensor:
+            self._check_latent(z)
+            if z.shape[0] != prefix.shape[0] or z.shape[3:] != prefix.shape[3:]:
+                raise ValueError(f"VideoAutoencoder.tail_decoder: latents {tuple(z.shape)} do not continue the "
+                                 f"prefix {tuple(prefix.shape)} (batch and h, w must match)")
+            return self._tiled_decoder(tile, overlap, {i: c.copy() for i, c in caches.items()})(z)
+
+        return decode_tail
 
     def decode(
         self,

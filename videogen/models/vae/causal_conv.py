@@ -43,6 +43,13 @@ class CausalCache:
         self._seen.add(layer)
         return first
 
+    def copy(self) -> CausalCache:
+        """A cache that continues from this one's state, leaving this one as it is (the frames are shared:
+        layers replace them, never write into them)."""
+        out = CausalCache()
+        out._frames, out._seen = dict(self._frames), set(self._seen)
+        return out
+
     def nbytes(self) -> int:
         """Memory held by the cache, in bytes (flat in the clip length)."""
         return sum(f.numel() * f.element_size() for f in self._frames.values())

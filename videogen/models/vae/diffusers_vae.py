@@ -4,7 +4,7 @@
 ``AutoencoderKLLTXVideo`` or ``AutoencoderKLHunyuanVideo`` instance (built and loaded by
 ``videogen.pretrained_diffusers``; this module reads no file) and gives it what the callers of our
 own VAE use: ``encode(x, chunk_frames, tile, tile_overlap)`` returning a posterior with ``mode()`` /
-``sample()``, ``decode_chunks``, ``decode``, ``num_frames``,
+``sample()``, ``decode_chunks``, ``decode``, ``tail_decoder``, ``num_frames``,
 ``temporal_compression``, ``spatial_compression``, ``latent_channels`` and :meth:`plan` (the chunk
 and tile plan for a memory budget).
 
@@ -22,7 +22,7 @@ latent frame: approximate).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -182,6 +182,19 @@ class DiffusersVideoVAE(nn.Module):
                tile_overlap: int | None = None) -> torch.Tensor:
         """Latents (B, latent_channels, t, h, w) -> video (B, 3, 1 + (t - 1) tc, h sc, w sc)."""
         return torch.cat(list(self.decode_chunks(z, chunk_frames, tile, tile_overlap)), dim=2)
+
+    def tail_decoder(self, prefix: torch.Tensor, tile: tuple[int, int] | None = None,
+                     tile_overlap: int | None = None) -> Callable[[torch.Tensor], torch.Tensor]:
+        """``decode_tail(z)``: the video frames of the latents ``z`` that follow ``prefix``, as
+        :meth:`VideoAutoencoder.tail_decoder` gives them; the model's time loop keeps its caches to itself,
+        so every call decodes ``cat([prefix, z])`` again (frame-wise chunks, as ``decode(chunk_frames=1)``)."""
+        self._check_latent(prefix)
+        start = self.num_frames(prefix.shape[2])
+
+        def decode_tail(z: torch.Tensor) -> torch.Tensor:
+            return self.decode(torch.cat([prefix, z], dim=2), 1, tile, tile_overlap)[:, :, start:]
+
+        return decode_tail
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Reconstruct a video through the posterior mode: (B, 3, T, H, W) -> (B, 3, T, H, W)."""
