@@ -228,7 +228,8 @@ class VideoAutoencoder(Configurable, nn.Module):
         for a, b in zip(bounds, bounds[1:]):
             yield run(z[:, :, a:b])
 
-    def _tiled_decoder(self, tile: tuple[int, int] | None, overlap: int, caches: dict | None):
+    def _tiled_decoder(self, tile: tuple[int, int] | None, overlap: int,
+                       caches: dict | None) -> Callable[[torch.Tensor], torch.Tensor]:
         """``run(z)``: the decoder over the latent chunk ``z``, tiled (``tile`` in output pixels), tile ``i``'s
         causal cache carried in ``caches[i]`` (None: one pass)."""
         sc = self.spatial_compression
