@@ -86,7 +86,6 @@ def main() -> int:
         rows.append({"frames": frames, "size": args.size, "latent_frames": z.shape[2], "steps": args.steps,
                      "tail_seconds": tail_s, "whole_seconds": whole_s, "speedup": whole_s / tail_s,
                      "max_abs_diff": (fitted - reference).abs().max().item()})
-        r = rows[-1]
         print(f"  {frames}x{args.size}x{args.size}: tail {tail_s:.2f}s whole {whole_s:.2f}s", file=sys.stderr,
               flush=True)
     print(f"connect end fit, {args.steps} Adam steps, vae_tiny, {args.threads} thread(s)")

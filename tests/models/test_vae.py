@@ -170,13 +170,13 @@ def test_tail_decoder_continues_the_prefix_without_decoding_it_again(tile):
     """``tail_decoder(prefix)(z)`` is ``decode(cat(prefix, z))``'s frames after the prefix's, again on a second
     call (the caches the prefix left are copied, not consumed), with the gradient of the whole decode; the
     decoder runs on the prefix once, not per call."""
-    vae = small_vae()
+    vae, overlap = small_vae(), 16 if tile else None
     with torch.no_grad():
         z = vae.encode(video(13, 64, 64)).mean  # 4 latent frames
-        whole = vae.decode(z, chunk_frames=1, tile=tile, tile_overlap=16 if tile else None)
+        whole = vae.decode(z, chunk_frames=1, tile=tile, tile_overlap=overlap)
     calls = []
     hook = vae.decoder.register_forward_hook(lambda m, args, out: calls.append(args[0].shape[2]))
-    decode_tail = vae.tail_decoder(z[:, :, :3], tile=tile, tile_overlap=16 if tile else None)
+    decode_tail = vae.tail_decoder(z[:, :, :3], tile=tile, tile_overlap=overlap)
     tiles = 1 if tile is None else 9  # 3 x 3 tiles of 8 latent px, 4 overlapping
     assert calls == [1] * 3 * tiles  # the prefix, one latent frame per call
     last = z[:, :, 3:].clone().requires_grad_(True)
@@ -189,7 +189,7 @@ def test_tail_decoder_continues_the_prefix_without_decoding_it_again(tile):
     decode_tail(last).pow(2).mean().backward()
     through_whole = last.detach().clone().requires_grad_(True)
     vae.decode(torch.cat([z[:, :, :3], through_whole], dim=2), chunk_frames=1, tile=tile,
-               tile_overlap=16 if tile else None)[:, :, 9:].pow(2).mean().backward()
+               tile_overlap=overlap)[:, :, 9:].pow(2).mean().backward()
     assert last.grad.abs().sum() > 0
     torch.testing.assert_close(last.grad, through_whole.grad, atol=1e-6, rtol=1e-4)  # the same gradient
     with pytest.raises(ValueError, match=r"latents \(1, 4, 1, 8, 8\) do not continue the prefix \(1, 4, 3, 16, 16\)"):
